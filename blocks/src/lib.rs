@@ -1,0 +1,12 @@
+//! roster-blocks: the pieces a workflow is made of.
+//!
+//! Everything here is pure with respect to storage: a block gets a context (the record,
+//! run variables, an HTTP client, a credential) and returns an outcome. Durability lives
+//! in `roster-engine`, which calls into this crate.
+
+pub mod diag;
+pub mod path;
+pub mod rules;
+pub mod template;
+
+pub use diag::{ConfigError, Diagnostics};
