@@ -4,8 +4,13 @@
 //! run variables, an HTTP client, a credential) and returns an outcome. Durability lives
 //! in `roster-engine`, which calls into this crate.
 
+pub mod credential;
 pub mod diag;
+pub mod fields;
+pub mod http;
+pub mod kinds;
 pub mod path;
+pub mod preset;
 pub mod rules;
 pub mod template;
 

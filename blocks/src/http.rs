@@ -1,0 +1,251 @@
+//! Sending a rendered request and reading the answer, bounded.
+//!
+//! Authentication is added here from the credential, at the last moment, so the rendered
+//! request that the engine journals never holds a secret.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::credential::Credential;
+use crate::kinds::api::RenderedRequest;
+use crate::preset::Paginate;
+
+/// The largest response body read into memory; larger answers fail the step.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// What came back from the vendor.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Parsed JSON, or the text as a JSON string when the body is not JSON.
+    pub body: Value,
+    /// The vendor's trace or request id, for support tickets (e.g. `X-Brex-Trace-Id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// `Retry-After`, in seconds, when the vendor sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+    pub elapsed_ms: u64,
+    /// How many pages were fetched (1 without pagination).
+    pub pages: u32,
+}
+
+/// Why a request got no HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SendErrorKind {
+    Timeout,
+    Connect,
+    BodyTooLarge,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendError {
+    pub kind: SendErrorKind,
+    pub message: String,
+}
+
+impl SendError {
+    /// Timeouts and connection failures may succeed on a second try.
+    pub fn is_transient(&self) -> bool {
+        matches!(self.kind, SendErrorKind::Timeout | SendErrorKind::Connect | SendErrorKind::Other)
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Sends `request` (following every page when `paginate` is given) and reads the answer.
+pub async fn send(
+    client: &reqwest::Client,
+    credential: Option<&Credential>,
+    request: &RenderedRequest,
+    paginate: Option<&Paginate>,
+) -> Result<HttpResponse, SendError> {
+    let started = Instant::now();
+    let url = match credential {
+        Some(c) => c.resolve_url(&request.url),
+        None => request.url.clone(),
+    };
+    let Some(p) = paginate else {
+        let mut resp = send_once(client, credential, request, &url).await?;
+        resp.elapsed_ms = started.elapsed().as_millis() as u64;
+        return Ok(resp);
+    };
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut page_url = url.clone();
+        let mut params = Vec::new();
+        if let (Some(name), Some(limit)) = (&p.limit_param, p.limit) {
+            params.push(format!("{name}={limit}"));
+        }
+        if let Some(c) = &cursor {
+            params.push(format!("{}={}", p.cursor_param, encode(c)));
+        }
+        if !params.is_empty() {
+            page_url.push(if page_url.contains('?') { '&' } else { '?' });
+            page_url.push_str(&params.join("&"));
+        }
+        let resp = send_once(client, credential, request, &page_url).await?;
+        pages += 1;
+        if !(200..300).contains(&resp.status) {
+            // A failed page is the step's answer: the caller sees the vendor's error.
+            return Ok(HttpResponse { elapsed_ms: started.elapsed().as_millis() as u64, pages, ..resp });
+        }
+        if let Some(Value::Array(page)) = resp.body.get(&p.items) {
+            items.extend(page.iter().cloned());
+        }
+        cursor = resp.body.get(&p.next_cursor).and_then(Value::as_str).map(str::to_string);
+        if cursor.is_none() || pages >= 100_000 {
+            let mut body = serde_json::Map::new();
+            body.insert(p.items.clone(), Value::Array(items));
+            return Ok(HttpResponse {
+                status: resp.status,
+                body: Value::Object(body),
+                trace_id: resp.trace_id,
+                retry_after_secs: None,
+                elapsed_ms: started.elapsed().as_millis() as u64,
+                pages,
+            });
+        }
+    }
+}
+
+async fn send_once(
+    client: &reqwest::Client,
+    credential: Option<&Credential>,
+    request: &RenderedRequest,
+    url: &str,
+) -> Result<HttpResponse, SendError> {
+    let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| SendError {
+        kind: SendErrorKind::Other,
+        message: format!("`{}` is not an HTTP method", request.method),
+    })?;
+    let mut builder = client.request(method, url);
+    for (k, v) in &request.headers {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    if let Some(c) = credential {
+        builder = c.apply(builder);
+    }
+    if let Some(body) = &request.body {
+        builder = builder.body(serde_json::to_vec(body).unwrap_or_default());
+    }
+    let resp = builder.send().await.map_err(classify)?;
+    let status = resp.status().as_u16();
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let trace_id = header("x-brex-trace-id").or_else(|| header("x-request-id"));
+    let retry_after_secs = header("retry-after").and_then(|v| v.trim().parse::<u64>().ok());
+    let bytes = read_bounded(resp).await?;
+    Ok(HttpResponse { status, body: parse_body(&bytes), trace_id, retry_after_secs, elapsed_ms: 0, pages: 1 })
+}
+
+async fn read_bounded(mut resp: reqwest::Response) -> Result<Vec<u8>, SendError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(classify)? {
+        if out.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(SendError {
+                kind: SendErrorKind::BodyTooLarge,
+                message: format!("the response body is larger than {} MiB; refusing to read it", MAX_BODY_BYTES >> 20),
+            });
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// JSON when it parses, otherwise the text (lossy UTF-8) as a JSON string.
+pub fn parse_body(bytes: &[u8]) -> Value {
+    if bytes.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+fn classify(e: reqwest::Error) -> SendError {
+    let kind = if e.is_timeout() {
+        SendErrorKind::Timeout
+    } else if e.is_connect() {
+        SendErrorKind::Connect
+    } else {
+        SendErrorKind::Other
+    };
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        message = format!("{message}: {s}");
+        source = s.source();
+    }
+    // reqwest puts the URL in its message; it holds no secret (auth travels in headers).
+    SendError { kind, message }
+}
+
+/// The vendor's own words from an error body, in the shapes Brex, Expensify, Salesforce
+/// and most JSON APIs use; falls back to a bounded excerpt of the text.
+pub fn vendor_message(body: &Value) -> Option<String> {
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+    match body {
+        Value::Null => None,
+        Value::Object(m) => {
+            let message = text(m.get("message"))
+                .or_else(|| text(m.get("responseMessage")))
+                .or_else(|| text(m.get("error_description")))
+                .or_else(|| m.get("error").and_then(|e| text(e.get("message")).or_else(|| text(Some(e)))));
+            let code = text(m.get("code")).or_else(|| text(m.get("type")));
+            match (message, code) {
+                (Some(msg), Some(code)) if !msg.contains(&code) => Some(format!("{msg} ({code})")),
+                (Some(msg), _) => Some(msg),
+                (None, Some(code)) => Some(code),
+                (None, None) => Some(excerpt(&body.to_string(), 300)),
+            }
+        }
+        Value::Array(items) => items.first().and_then(|first| {
+            let msg = text(first.get("message"))?;
+            Some(match text(first.get("errorCode")) {
+                Some(code) => format!("{msg} ({code})"),
+                None => msg,
+            })
+        }),
+        Value::String(s) => Some(excerpt(s.trim(), 300)),
+        other => Some(other.to_string()),
+    }
+}
+
+/// At most `max` characters of `s`, marked when cut.
+pub fn excerpt(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let cut: String = s.chars().take(max).collect();
+    format!("{cut}… ({} bytes in all)", s.len())
+}
+
+fn encode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// A client with the timeouts a vendor call should have.
+pub fn client(timeout: Duration, connect_timeout: Duration) -> reqwest::Client {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(connect_timeout)
+        .user_agent(concat!("roster/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("an HTTP client with default TLS settings always builds")
+}
+
+/// rustls needs one process-wide crypto provider; reqwest is built without a default.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

@@ -1,0 +1,166 @@
+//! `begin`: when a workflow runs and for whom.
+//!
+//! The trigger says when (by hand, on a record event, on a schedule); the rules say for
+//! whom. Rules always apply: an event or a schedule only starts a run for a record the
+//! rules accept, and a run by hand is refused with the rule that failed.
+
+use serde_json::Value;
+
+use crate::diag::{ConfigError, Diagnostics, suggest};
+use crate::fields::Fields;
+use crate::rules::Condition;
+
+/// When a workflow starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    /// Only by hand (`roster run`).
+    Manual,
+    /// When a record is created by a sync or an import.
+    Created,
+    /// When a record changes; with `fields`, only when one of those fields changed.
+    Updated { fields: Vec<String> },
+    /// On a schedule.
+    Schedule(Schedule),
+}
+
+/// A cron schedule in a time zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// Five-field cron (`minute hour day-of-month month day-of-week`).
+    pub cron: String,
+    /// IANA time zone name; UTC when absent.
+    pub timezone: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Begin {
+    pub trigger: Trigger,
+    /// `None` means every record qualifies.
+    pub rules: Option<Condition>,
+    pub next: String,
+}
+
+impl Begin {
+    pub fn compile(value: &Value, path: &str, diags: &mut Diagnostics) -> Option<Begin> {
+        let f = Fields::open(value, path, "the begin block", &["trigger", "rules", "next", "description"], diags)?;
+        let trigger = match f.get("trigger") {
+            None => Some(Trigger::Manual),
+            Some(t) => compile_trigger(t, &f.at("trigger"), diags),
+        };
+        let rules = match f.get("rules") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(Condition::compile(v, &f.at("rules"), diags)?),
+        };
+        let next = f.string("next", diags).map(str::to_string);
+        Some(Begin { trigger: trigger?, rules, next: next? })
+    }
+}
+
+const TRIGGER_KEYS: &[&str] = &["manual", "on", "fields", "schedule"];
+
+fn compile_trigger(value: &Value, path: &str, diags: &mut Diagnostics) -> Option<Trigger> {
+    let f = Fields::open(value, path, "a trigger", TRIGGER_KEYS, diags)?;
+    if let Some(schedule) = f.get("schedule") {
+        return compile_schedule(schedule, &f.at("schedule"), diags).map(Trigger::Schedule);
+    }
+    if let Some(on) = f.opt_string("on", diags) {
+        let fields: Vec<String> = match f.get("fields") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items.iter().filter_map(|i| i.as_str().map(str::to_string)).collect(),
+            Some(_) => {
+                diags.error(f.at("fields"), "`fields` must be an array of record field names");
+                Vec::new()
+            }
+        };
+        return match on {
+            "created" if fields.is_empty() => Some(Trigger::Created),
+            "created" => {
+                diags.error(f.at("fields"), "`fields` only applies to `\"on\": \"updated\"`");
+                None
+            }
+            "updated" => Some(Trigger::Updated { fields }),
+            other => {
+                diags.push(
+                    ConfigError::new(f.at("on"), format!("unknown event `{other}`"))
+                        .with_help(suggest(other, ["created", "updated"])),
+                );
+                None
+            }
+        };
+    }
+    match f.opt_bool("manual", diags) {
+        Some(true) => Some(Trigger::Manual),
+        _ => {
+            diags.push(
+                ConfigError::new(path, "the trigger says neither `manual`, `on` nor `schedule`").with_help(
+                    r#"use {"manual": true}, {"on": "created"}, {"on": "updated", "fields": [...]} or {"schedule": "daily"}"#,
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn compile_schedule(value: &Value, path: &str, diags: &mut Diagnostics) -> Option<Schedule> {
+    let (cron, timezone) = match value {
+        Value::String(s) => (shorthand(s).unwrap_or_else(|| s.clone()), None),
+        Value::Object(_) => {
+            let f = Fields::open(value, path, "a schedule", &["cron", "daily", "hourly", "timezone"], diags)?;
+            let timezone = f.opt_string("timezone", diags).map(str::to_string);
+            let cron = if let Some(c) = f.opt_string("cron", diags) {
+                shorthand(c).unwrap_or_else(|| c.to_string())
+            } else if let Some(at) = f.opt_string("daily", diags) {
+                match parse_hh_mm(at) {
+                    Some((h, m)) => format!("{m} {h} * * *"),
+                    None => {
+                        diags.error(
+                            f.at("daily"),
+                            format!("`{at}` is not a time of day; write it as HH:MM, e.g. \"09:00\""),
+                        );
+                        return None;
+                    }
+                }
+            } else if f.opt_bool("hourly", diags) == Some(true) {
+                "0 * * * *".to_string()
+            } else {
+                diags.error(path, "a schedule needs `cron`, `daily` (\"HH:MM\") or `hourly`");
+                return None;
+            };
+            (cron, timezone)
+        }
+        _ => {
+            diags.error(path, "`schedule` must be \"daily\", \"hourly\", a cron string or an object");
+            return None;
+        }
+    };
+    if cron.split_whitespace().count() != 5 {
+        diags.push(ConfigError::new(path, format!("`{cron}` is not a five-field cron expression")).with_help(
+            "write minute hour day-of-month month day-of-week, e.g. \"0 9 * * 1-5\", or \"daily\"/\"hourly\"",
+        ));
+        return None;
+    }
+    if let Some(tz) = &timezone
+        && jiff::tz::TimeZone::get(tz).is_err()
+    {
+        diags.push(
+            ConfigError::new(crate::diag::join(path, "timezone"), format!("unknown time zone `{tz}`"))
+                .with_help("use an IANA name such as \"America/New_York\" or \"Europe/London\""),
+        );
+        return None;
+    }
+    Some(Schedule { cron, timezone })
+}
+
+fn shorthand(s: &str) -> Option<String> {
+    match s.trim() {
+        "daily" | "@daily" => Some("0 0 * * *".into()),
+        "hourly" | "@hourly" => Some("0 * * * *".into()),
+        _ => None,
+    }
+}
+
+fn parse_hh_mm(s: &str) -> Option<(u32, u32)> {
+    let (h, m) = s.split_once(':')?;
+    let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+    (h < 24 && m < 60).then_some((h, m))
+}

@@ -1,0 +1,58 @@
+//! The engine's idea of "now", injectable so tests and demos can say "today is 2027-03-01".
+
+use jiff::{Timestamp, civil::Date, tz::TimeZone};
+
+/// Where time comes from: the system clock, or a fixed instant from `ROSTER_NOW` / `--now`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Clock {
+    fixed: Option<Timestamp>,
+}
+
+impl Clock {
+    pub fn system() -> Self {
+        Self { fixed: None }
+    }
+
+    pub fn fixed(at: Timestamp) -> Self {
+        Self { fixed: Some(at) }
+    }
+
+    /// Parses `2027-03-01` (midnight UTC) or an RFC 3339 timestamp.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if let Ok(ts) = text.parse::<Timestamp>() {
+            return Ok(Self::fixed(ts));
+        }
+        if let Ok(date) = text.parse::<Date>() {
+            let ts = date.to_zoned(TimeZone::UTC).map_err(|e| e.to_string())?.timestamp();
+            return Ok(Self::fixed(ts));
+        }
+        Err(format!("`{text}` is neither a date (2027-03-01) nor a timestamp (2027-03-01T09:00:00Z)"))
+    }
+
+    /// `ROSTER_NOW` when set, else the system clock.
+    pub fn from_env() -> Result<Self, String> {
+        match std::env::var("ROSTER_NOW") {
+            Ok(v) if !v.trim().is_empty() => Self::parse(&v).map_err(|e| format!("ROSTER_NOW: {e}")),
+            _ => Ok(Self::system()),
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.fixed.unwrap_or_else(Timestamp::now)
+    }
+
+    /// Today's date in UTC.
+    pub fn today(&self) -> Date {
+        self.now().to_zoned(TimeZone::UTC).date()
+    }
+
+    pub fn is_fixed(&self) -> bool {
+        self.fixed.is_some()
+    }
+}
+
+/// RFC 3339 text for a timestamp, to the second.
+pub fn rfc3339(ts: Timestamp) -> String {
+    ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}

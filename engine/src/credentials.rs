@@ -1,0 +1,89 @@
+//! Named credentials: stored sealed, opened only when a run or sync needs them.
+
+use std::collections::BTreeMap;
+
+use roster_blocks::credential::{Auth, Credential, Secret};
+
+use crate::error::{Error, Result};
+use crate::model::StoredCredential;
+use crate::vault::Vault;
+
+/// The kinds `roster credentials add --kind` accepts, with the settings each needs.
+pub const KINDS: &[(&str, &str)] = &[
+    ("bearer", "Authorization: Bearer <secret>"),
+    ("api-key", "the secret in a header named by --header"),
+    ("basic", "HTTP basic auth: --username and the secret as password"),
+    ("expensify", "Expensify partner credentials: --username is the partnerUserID, the secret is partnerUserSecret"),
+    (
+        "oauth2",
+        "OAuth2 token endpoint (--token-url, --client-id; secret = client secret; optional --username with password from --password-env)",
+    ),
+];
+
+/// What `credentials add` collected (secrets already read from stdin or env).
+pub struct NewCredential {
+    pub name: String,
+    pub kind: String,
+    pub base_url: String,
+    pub settings: BTreeMap<String, String>,
+    pub secrets: BTreeMap<String, String>,
+}
+
+/// Validates and seals a new credential.
+pub fn seal(vault: &Vault, new: NewCredential, now: &str) -> Result<StoredCredential> {
+    let NewCredential { name, kind, base_url, settings, secrets } = new;
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+        return Err(Error::Refused(format!("credential name `{name}` may only use letters, digits, `-`, `_` and `.`")));
+    }
+    if !KINDS.iter().any(|(k, _)| *k == kind) {
+        let names: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
+        return Err(Error::Refused(format!("unknown credential kind `{kind}` (known: {})", names.join(", "))));
+    }
+    let need = |key: &str, flag: &str| -> Result<()> {
+        if settings.get(key).is_none_or(|v| v.is_empty()) {
+            return Err(Error::Refused(format!("a {kind} credential needs {flag}")));
+        }
+        Ok(())
+    };
+    match kind.as_str() {
+        "api-key" => need("header", "--header NAME")?,
+        "basic" | "expensify" => need("username", "--username")?,
+        "oauth2" => {
+            need("token_url", "--token-url URL")?;
+            need("client_id", "--client-id ID")?;
+        }
+        _ => {}
+    }
+    match secrets.get("secret") {
+        Some(s) if s.len() >= 4 => {}
+        Some(_) => return Err(Error::Refused("the secret is shorter than 4 characters; that cannot be right".into())),
+        None => return Err(Error::Refused("no secret was given (pipe it on stdin or use --secret-env VAR)".into())),
+    }
+    if !base_url.is_empty() && !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+        return Err(Error::Refused(format!("--base-url `{base_url}` must start with http:// or https://")));
+    }
+    let sealed = vault.seal(&name, &secrets)?;
+    Ok(StoredCredential { name, kind, base_url, settings, sealed, created_at: now.to_string() })
+}
+
+/// Opens a stored credential for use.
+pub fn open(vault: &Vault, stored: &StoredCredential) -> Result<Credential> {
+    let secrets = vault.unseal(&stored.name, &stored.sealed)?;
+    let secret = |key: &str| Secret::new(secrets.get(key).cloned().unwrap_or_default());
+    let setting = |key: &str| stored.settings.get(key).cloned().unwrap_or_default();
+    let auth = match stored.kind.as_str() {
+        "bearer" => Auth::Bearer { token: secret("secret") },
+        "api-key" => Auth::ApiKey { header: setting("header"), key: secret("secret") },
+        "basic" => Auth::Basic { username: setting("username"), password: secret("secret") },
+        "expensify" => Auth::Expensify { partner_user_id: setting("username"), partner_user_secret: secret("secret") },
+        "oauth2" => Auth::OAuth2 {
+            token_url: setting("token_url"),
+            client_id: setting("client_id"),
+            client_secret: secret("secret"),
+            username: stored.settings.get("username").cloned(),
+            password: secrets.get("password").cloned().map(Secret::new),
+        },
+        other => return Err(Error::Refused(format!("credential `{}` has unknown kind `{other}`", stored.name))),
+    };
+    Ok(Credential { name: stored.name.clone(), base_url: stored.base_url.clone(), auth })
+}

@@ -1,0 +1,863 @@
+//! Running a workflow over one record, durably.
+//!
+//! Every step is journaled: an API call is written as *started* (with the exact request)
+//! before it goes out, and as *finished* together with its record changes and the run's
+//! next position in one atomic, flushed write. If the process dies in between, the run's
+//! `pending` request says what may have reached the vendor; on resume it is sent again
+//! with the same idempotency key when that is safe, and otherwise the run waits in
+//! `needs_attention` for a person to decide.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use roster_blocks::credential::{Credential, scrub};
+use roster_blocks::http::{self, HttpResponse, SendError, excerpt, vendor_message};
+use roster_blocks::kinds::api::{ApiBlock, RenderedRequest, StepError, with_item};
+use roster_blocks::kinds::{Block, Trigger};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::clock::{Clock, rfc3339};
+use crate::credentials;
+use crate::error::{Error, Result};
+use crate::model::{FieldChange, JournalEntry, Pending, Record, Run, RunState, StepPhase};
+use crate::store::{RecordWrite, Store};
+use crate::vault::Vault;
+use crate::workflow::Workflow;
+
+/// The most of a response body the journal keeps.
+pub const JOURNAL_BODY_LIMIT: usize = 64 * 1024;
+
+/// How often and how patiently a transient failure is retried.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub initial: Duration,
+    pub factor: f64,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_attempts: 4, initial: Duration::from_millis(500), factor: 2.0, max_delay: Duration::from_secs(60) }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `attempt + 1`: exponential with full jitter, or the
+    /// vendor's `Retry-After` when it sent one.
+    pub fn delay(&self, attempt: u32, retry_after: Option<u64>) -> Duration {
+        if let Some(secs) = retry_after {
+            return Duration::from_secs(secs).min(self.max_delay);
+        }
+        let base = self.initial.as_secs_f64() * self.factor.powi(attempt.saturating_sub(1) as i32);
+        let capped = base.min(self.max_delay.as_secs_f64());
+        Duration::from_secs_f64(capped * (0.5 + rand::random::<f64>() * 0.5))
+    }
+}
+
+/// What a person watching a run sees as each step finishes.
+pub trait RunObserver: Send {
+    fn step(&mut self, _entry: &JournalEntry) {}
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+impl RunObserver for Quiet {}
+
+/// Runs workflows. Cheap to share behind an `Arc`.
+pub struct Engine {
+    pub store: Arc<dyn Store>,
+    vault: Option<Vault>,
+    client: reqwest::Client,
+    pub clock: Clock,
+    pub retry: RetryPolicy,
+    credentials: Mutex<HashMap<String, Arc<Credential>>>,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, vault: Option<Vault>, clock: Clock) -> Self {
+        Self {
+            store,
+            vault,
+            client: http::client(Duration::from_secs(30), Duration::from_secs(10)),
+            clock,
+            retry: RetryPolicy::default(),
+            credentials: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn now(&self) -> String {
+        rfc3339(self.clock.now())
+    }
+
+    /// Opens a credential by name (cached for the life of the engine).
+    pub fn credential(&self, name: &str) -> Result<Arc<Credential>> {
+        if let Some(c) = self.credentials.lock().expect("credential cache").get(name) {
+            return Ok(c.clone());
+        }
+        let stored = self.store.credential(name)?.ok_or_else(|| {
+            Error::NotFound(format!("no credential named `{name}` (add it with `roster credentials add {name} ...`)"))
+        })?;
+        let vault =
+            self.vault.as_ref().ok_or_else(|| Error::Vault("no master key is available to open credentials".into()))?;
+        let cred = Arc::new(credentials::open(vault, &stored)?);
+        self.credentials.lock().expect("credential cache").insert(name.to_string(), cred.clone());
+        Ok(cred)
+    }
+
+    /// Every secret of every credential opened so far, for scrubbing output.
+    pub fn known_secrets(&self) -> Vec<String> {
+        let cache = self.credentials.lock().expect("credential cache");
+        cache.values().flat_map(|c| c.secrets().into_iter().map(str::to_string)).collect()
+    }
+
+    /// What templates see: the record's fields at the top level (and under `record`),
+    /// then `run`, `steps`, `now` and `today`, which win over same-named fields.
+    pub fn scope(&self, run: &Run, record: &Record) -> Value {
+        let mut m = record.fields.clone();
+        m.insert("record".into(), Value::Object(record.fields.clone()));
+        m.insert(
+            "run".into(),
+            json!({"id": run.id.to_string(), "workflow": run.workflow, "trigger": run.trigger, "started_at": run.created_at}),
+        );
+        m.insert("steps".into(), Value::Object(run.steps.clone()));
+        m.insert("now".into(), Value::String(self.now()));
+        m.insert("today".into(), Value::String(self.clock.today().to_string()));
+        Value::Object(m)
+    }
+
+    /// `None` when the begin rules accept the record; otherwise the rule that failed.
+    pub fn rules_refuse(&self, wf: &Workflow, record: &Record) -> Result<Option<String>> {
+        let Some(rules) = &wf.begin.rules else { return Ok(None) };
+        let probe = Run {
+            id: Uuid::nil(),
+            workflow: wf.name.clone(),
+            workflow_hash: wf.hash.clone(),
+            record_id: record.id,
+            record_label: record.label(),
+            trigger: "check".into(),
+            state: RunState::Queued,
+            current: None,
+            steps: Map::new(),
+            next_seq: 0,
+            pending: None,
+            error: None,
+            created_at: self.now(),
+            updated_at: self.now(),
+            finished_at: None,
+        };
+        rules.first_failure(&self.scope(&probe, record)).map_err(|e| Error::Refused(e.to_string()))
+    }
+
+    /// Creates a queued run (durably) positioned at the begin block's `next`.
+    pub fn create_run(&self, wf: &Workflow, record: &Record, trigger: &str) -> Result<Run> {
+        self.store.put_workflow_source(&wf.hash, &wf.source)?;
+        let now = self.now();
+        let run = Run {
+            id: Uuid::now_v7(),
+            workflow: wf.name.clone(),
+            workflow_hash: wf.hash.clone(),
+            record_id: record.id,
+            record_label: record.label(),
+            trigger: trigger.to_string(),
+            state: RunState::Queued,
+            current: Some(wf.begin.next.clone()),
+            steps: Map::new(),
+            next_seq: 0,
+            pending: None,
+            error: None,
+            created_at: now.clone(),
+            updated_at: now,
+            finished_at: None,
+        };
+        self.store.save_step(&run, None, None)?;
+        Ok(run)
+    }
+
+    /// Runs `run` to the end (or to `needs_attention`), journaling every step.
+    pub async fn drive(&self, wf: &Workflow, mut run: Run, observer: &mut dyn RunObserver) -> Result<Run> {
+        if run.state.is_finished() {
+            return Ok(run);
+        }
+        if run.state == RunState::NeedsAttention {
+            return Ok(run);
+        }
+        run.state = RunState::Running;
+        if let Some(pending) = run.pending.clone() {
+            self.settle_pending(wf, &mut run, pending, observer).await?;
+            if run.state != RunState::Running {
+                return Ok(run);
+            }
+        }
+        while let Some(block_id) = run.current.clone() {
+            let Some(block) = wf.block(&block_id) else {
+                return self.fail(run, format!("the workflow has no block `{block_id}`"));
+            };
+            let record = self.store.record(run.record_id)?.ok_or_else(|| {
+                Error::NotFound(format!("record {} of run {} no longer exists", run.record_id, run.id))
+            })?;
+            let scope = self.scope(&run, &record);
+            match block {
+                Block::Condition(c) => {
+                    let mut entry = self.entry(&mut run, &block_id, "condition", None, 1);
+                    match c.decide(&scope) {
+                        Ok((branch, target)) => {
+                            entry.branch = Some(branch.to_string());
+                            run.steps.insert(block_id.clone(), json!({"branch": branch}));
+                            run.current = target.map(str::to_string);
+                        }
+                        Err(e) => {
+                            entry.error = Some(self.step_error(wf, &block_id, &record, &e.to_string()));
+                            run.current = None;
+                            run.state = RunState::Failed;
+                            run.error = entry.error.clone();
+                        }
+                    }
+                    self.finish_entry(&mut entry);
+                    self.save(&mut run, &entry, None)?;
+                    observer.step(&entry);
+                }
+                Block::Update(u) => {
+                    let mut entry = self.entry(&mut run, &block_id, "update", None, 1);
+                    let write = match u.render(&scope) {
+                        Ok(changes) => {
+                            entry.changes = diff(&record, &changes);
+                            run.steps.insert(block_id.clone(), json!({"set": Value::Object(changes.clone())}));
+                            run.current = u.next.clone();
+                            Some(RecordWrite {
+                                id: Some(record.id),
+                                changes,
+                                source: format!("workflow:{}", wf.name),
+                                at: self.now(),
+                            })
+                        }
+                        Err(e) => {
+                            entry.error = Some(self.step_error(wf, &block_id, &record, &e.to_string()));
+                            run.current = None;
+                            run.state = RunState::Failed;
+                            run.error = entry.error.clone();
+                            None
+                        }
+                    };
+                    self.finish_entry(&mut entry);
+                    self.save(&mut run, &entry, write)?;
+                    observer.step(&entry);
+                }
+                Block::End(e) => {
+                    let mut entry = self.entry(&mut run, &block_id, "end", None, 1);
+                    run.current = None;
+                    if e.fail {
+                        run.state = RunState::Failed;
+                        run.error = Some(e.message.clone().unwrap_or_else(|| format!("ended at `{block_id}`")));
+                        entry.error = run.error.clone();
+                    }
+                    self.finish_entry(&mut entry);
+                    self.save(&mut run, &entry, None)?;
+                    observer.step(&entry);
+                }
+                Block::Api(a) => self.api_block(wf, &mut run, &block_id, a, &record, scope, observer).await?,
+            }
+            if run.state != RunState::Running {
+                break;
+            }
+        }
+        if run.state == RunState::Running {
+            run.state = RunState::Succeeded;
+        }
+        run.finished_at = Some(self.now());
+        run.updated_at = self.now();
+        self.store.save_step(&run, None, None)?;
+        Ok(run)
+    }
+
+    /// Executes an API block: once, or once per `for_each` item, each item its own step.
+    #[allow(clippy::too_many_arguments)]
+    async fn api_block(
+        &self,
+        wf: &Workflow,
+        run: &mut Run,
+        block_id: &str,
+        api: &ApiBlock,
+        record: &Record,
+        scope: Value,
+        observer: &mut dyn RunObserver,
+    ) -> Result<()> {
+        let items = match api.items(&scope) {
+            Ok(items) => items,
+            Err(e) => {
+                let mut entry = self.entry(run, block_id, "api", None, 1);
+                entry.error = Some(self.step_error(wf, block_id, record, &e.to_string()));
+                self.finish_entry(&mut entry);
+                self.route_failure(run, api, entry.error.clone());
+                self.save(run, &entry, None)?;
+                observer.step(&entry);
+                return Ok(());
+            }
+        };
+        let credential = match &api.credential {
+            Some(name) => Some(self.credential(name)?),
+            None => None,
+        };
+        let work: Vec<(Option<usize>, Value)> = match &items {
+            None => vec![(None, scope.clone())],
+            Some(list) => list.iter().map(|(i, item)| (Some(*i), with_item(&scope, item, *i))).collect(),
+        };
+        // Items already done before a crash are kept in the run; skip them.
+        let done = run.steps.get(block_id).and_then(|s| s.get("items")).and_then(Value::as_array).map_or(0, Vec::len);
+        for (item, item_scope) in work.into_iter().skip(if items.is_some() { done } else { 0 }) {
+            let key = format!("roster-{}-{}-{}", run.id, block_id, item.map_or(0, |i| i));
+            let outcome = match api.render(&item_scope, &key) {
+                Ok(request) => {
+                    self.call(wf, run, block_id, api, credential.as_deref(), item, request, 1, observer).await?
+                }
+                Err(e) => {
+                    let mut entry = self.entry(run, block_id, "api", item, 1);
+                    let msg = match &e {
+                        StepError::Render(_) => self.step_error(wf, block_id, record, &e.to_string()),
+                        StepError::Invalid(m) => format!("{block_id}: {m}"),
+                    };
+                    entry.error = Some(msg.clone());
+                    self.finish_entry(&mut entry);
+                    let result = json!({"index": item, "error": msg});
+                    record_result(run, block_id, item.is_some(), result);
+                    self.save(run, &entry, None)?;
+                    observer.step(&entry);
+                    false
+                }
+            };
+            let _ = outcome;
+        }
+        // After the last item: follow next, or on_error if any item failed.
+        let failures = failures_of(run.steps.get(block_id));
+        if failures.is_empty() {
+            run.current = api.next.clone();
+        } else {
+            let first = failures[0].clone();
+            let error = if failures.len() > 1 { format!("{first} (and {} more)", failures.len() - 1) } else { first };
+            self.route_failure(run, api, Some(error));
+        }
+        self.store.save_step(run, None, None)?;
+        Ok(())
+    }
+
+    /// Sends one request with retries, journaling each attempt. Returns whether it succeeded.
+    #[allow(clippy::too_many_arguments)]
+    async fn call(
+        &self,
+        wf: &Workflow,
+        run: &mut Run,
+        block_id: &str,
+        api: &ApiBlock,
+        credential: Option<&Credential>,
+        item: Option<usize>,
+        request: RenderedRequest,
+        first_attempt: u32,
+        observer: &mut dyn RunObserver,
+    ) -> Result<bool> {
+        let mut attempt = first_attempt;
+        loop {
+            let mut entry = self.entry(run, block_id, "api", item, attempt);
+            entry.request = Some(request.clone());
+            run.pending = Some(Pending {
+                seq: entry.seq,
+                block: block_id.to_string(),
+                item,
+                attempt,
+                request: request.clone(),
+                started_at: entry.started_at.clone(),
+            });
+            // Journal "started" durably before anything leaves the process.
+            self.save(run, &entry, None)?;
+            let sent = http::send(&self.client, credential, &request, api.paginate.as_ref()).await;
+            run.pending = None;
+            let retryable = match &sent {
+                Ok(r) => r.status == 429 || r.status == 408 || r.status >= 500,
+                Err(e) => e.is_transient(),
+            };
+            let retry_after = sent.as_ref().ok().and_then(|r| r.retry_after_secs);
+            let may_retry = retryable && attempt < self.retry.max_attempts && (api.safe_to_resend() || sent.is_ok());
+            if may_retry {
+                entry.status = sent.as_ref().ok().map(|r| r.status);
+                entry.error = Some(describe_failure(api, &sent, credential));
+                entry.response = sent.ok().map(bound_response);
+                self.finish_entry(&mut entry);
+                self.save(run, &entry, None)?;
+                observer.step(&entry);
+                tokio::time::sleep(self.retry.delay(attempt, retry_after)).await;
+                attempt += 1;
+                continue;
+            }
+            return self.finish_call(wf, run, block_id, api, item, entry, sent, observer);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_call(
+        &self,
+        wf: &Workflow,
+        run: &mut Run,
+        block_id: &str,
+        api: &ApiBlock,
+        item: Option<usize>,
+        mut entry: JournalEntry,
+        sent: std::result::Result<HttpResponse, SendError>,
+        observer: &mut dyn RunObserver,
+    ) -> Result<bool> {
+        let record = self.store.record(run.record_id)?.ok_or_else(|| Error::NotFound("record vanished".into()))?;
+        let mut write = None;
+        let ok;
+        match sent {
+            Ok(resp) => {
+                entry.status = Some(resp.status);
+                let accepted = api.accepts(resp.status);
+                let mut scope = self.item_scope(api, run, &record, item);
+                if let Value::Object(m) = &mut scope {
+                    m.insert("response".into(), resp.body.clone());
+                    m.insert("http".into(), json!({"status": resp.status}));
+                }
+                let mapped = if accepted { api.map_response(&scope) } else { api.map_error_response(&scope) };
+                let mut result = json!({"index": item, "status": resp.status, "response": resp.body});
+                match mapped {
+                    Ok(changes) if !changes.is_empty() => {
+                        entry.changes = diff(&record, &changes);
+                        write = Some(RecordWrite {
+                            id: Some(record.id),
+                            changes,
+                            source: format!("workflow:{}", wf.name),
+                            at: self.now(),
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let msg = self.step_error(wf, block_id, &record, &e.to_string());
+                        entry.error = Some(msg.clone());
+                        result["error"] = Value::String(msg);
+                    }
+                }
+                if !accepted {
+                    let msg = describe_failure(api, &Ok(resp.clone()), None);
+                    entry.error = Some(msg.clone());
+                    result["error"] = Value::String(msg);
+                }
+                ok = accepted && entry.error.is_none();
+                entry.response = Some(bound_response(resp));
+                record_result(run, block_id, item.is_some(), result);
+            }
+            Err(e) => {
+                let msg = format!("{block_id}: {}", e.message);
+                entry.error = Some(msg.clone());
+                record_result(run, block_id, item.is_some(), json!({"index": item, "error": msg}));
+                ok = false;
+            }
+        }
+        self.finish_entry(&mut entry);
+        self.save(run, &entry, write)?;
+        observer.step(&entry);
+        Ok(ok)
+    }
+
+    /// After a crash: decide what to do with a request that was journaled as started.
+    async fn settle_pending(
+        &self,
+        wf: &Workflow,
+        run: &mut Run,
+        pending: Pending,
+        observer: &mut dyn RunObserver,
+    ) -> Result<()> {
+        let Some(Block::Api(api)) = wf.block(&pending.block) else {
+            run.pending = None;
+            return Ok(());
+        };
+        if !api.safe_to_resend() {
+            run.state = RunState::NeedsAttention;
+            run.error = Some(format!(
+                "`{} {}` (block {}) was sent and its answer was lost in a crash; it has no idempotency key and is not \
+                 safe to repeat. Check the vendor, then `roster runs resume {}` to send it again or `roster runs cancel {}`",
+                pending.request.method, pending.request.url, pending.block, run.id, run.id
+            ));
+            run.updated_at = self.now();
+            self.store.save_step(run, None, None)?;
+            return Ok(());
+        }
+        let credential = match &api.credential {
+            Some(name) => Some(self.credential(name)?),
+            None => None,
+        };
+        let ok = self
+            .call(
+                wf,
+                run,
+                &pending.block,
+                api,
+                credential.as_deref(),
+                pending.item,
+                pending.request.clone(),
+                pending.attempt + 1,
+                observer,
+            )
+            .await?;
+        let _ = ok;
+        // A single call finishes the block here; for_each continues in the main loop.
+        if pending.item.is_none() {
+            let failures = failures_of(run.steps.get(&pending.block));
+            if failures.is_empty() {
+                run.current = api.next.clone();
+            } else {
+                self.route_failure(run, api, failures.first().cloned());
+            }
+            self.store.save_step(run, None, None)?;
+        }
+        Ok(())
+    }
+
+    /// Sends a `needs_attention` run's pending request again, by a person's decision.
+    pub async fn resume_attention(&self, wf: &Workflow, mut run: Run, observer: &mut dyn RunObserver) -> Result<Run> {
+        if run.state != RunState::NeedsAttention {
+            return Err(Error::Refused(format!("run {} is {}, not needs_attention", run.id, run.state.as_str())));
+        }
+        run.state = RunState::Running;
+        run.error = None;
+        if let Some(pending) = run.pending.clone() {
+            let Some(Block::Api(api)) = wf.block(&pending.block) else {
+                return Err(Error::NotFound(format!("block {} is gone from the workflow", pending.block)));
+            };
+            let credential = match &api.credential {
+                Some(name) => Some(self.credential(name)?),
+                None => None,
+            };
+            self.call(
+                wf,
+                &mut run,
+                &pending.block,
+                api,
+                credential.as_deref(),
+                pending.item,
+                pending.request.clone(),
+                pending.attempt + 1,
+                observer,
+            )
+            .await?;
+            if pending.item.is_none() {
+                let failures = failures_of(run.steps.get(&pending.block));
+                if failures.is_empty() {
+                    run.current = api.next.clone();
+                } else {
+                    self.route_failure(&mut run, api, failures.first().cloned());
+                }
+            }
+            self.store.save_step(&run, None, None)?;
+        }
+        self.drive(wf, run, observer).await
+    }
+
+    /// Marks a run cancelled, keeping its journal.
+    pub fn cancel(&self, mut run: Run) -> Result<Run> {
+        if run.state.is_finished() {
+            return Err(Error::Refused(format!("run {} is already {}", run.id, run.state.as_str())));
+        }
+        run.state = RunState::Cancelled;
+        run.pending = None;
+        run.finished_at = Some(self.now());
+        run.updated_at = self.now();
+        self.store.save_step(&run, None, None)?;
+        Ok(run)
+    }
+
+    /// The scope a step (and, with `for_each`, its item) sees.
+    fn item_scope(&self, api: &ApiBlock, run: &Run, record: &Record, item: Option<usize>) -> Value {
+        let scope = self.scope(run, record);
+        let Some(i) = item else { return scope };
+        let items = api.items(&scope).ok().flatten().unwrap_or_default();
+        match items.into_iter().find(|(idx, _)| *idx == i) {
+            Some((_, it)) => with_item(&scope, &it, i),
+            None => scope,
+        }
+    }
+
+    fn route_failure(&self, run: &mut Run, api: &ApiBlock, error: Option<String>) {
+        match &api.on_error {
+            Some(target) => run.current = Some(target.clone()),
+            None => {
+                run.current = None;
+                run.state = RunState::Failed;
+                run.error = error;
+            }
+        }
+    }
+
+    fn fail(&self, mut run: Run, error: String) -> Result<Run> {
+        run.state = RunState::Failed;
+        run.error = Some(error);
+        run.current = None;
+        run.finished_at = Some(self.now());
+        self.store.save_step(&run, None, None)?;
+        Ok(run)
+    }
+
+    /// "workflow W, block B, record R: …" — the context a strict template error needs.
+    fn step_error(&self, wf: &Workflow, block: &str, record: &Record, message: &str) -> String {
+        format!("workflow {}, block {block}, record {}: {message}", wf.name, record.label())
+    }
+
+    fn entry(&self, run: &mut Run, block: &str, kind: &str, item: Option<usize>, attempt: u32) -> JournalEntry {
+        let seq = run.next_seq;
+        run.next_seq += 1;
+        JournalEntry {
+            seq,
+            block: block.to_string(),
+            kind: kind.to_string(),
+            phase: StepPhase::Started,
+            item,
+            attempt,
+            request: None,
+            status: None,
+            response: None,
+            branch: None,
+            changes: BTreeMap::new(),
+            error: None,
+            started_at: self.now(),
+            finished_at: None,
+            duration_ms: None,
+        }
+    }
+
+    fn finish_entry(&self, entry: &mut JournalEntry) {
+        entry.phase = StepPhase::Finished;
+        let now = self.clock.now();
+        entry.finished_at = Some(rfc3339(now));
+        if let Ok(start) = entry.started_at.parse::<jiff::Timestamp>() {
+            entry.duration_ms = Some(now.duration_since(start).as_millis().max(0) as u64);
+        }
+        if let Some(resp) = &entry.response {
+            entry.duration_ms = Some(resp.elapsed_ms);
+        }
+    }
+
+    /// Writes the run and one journal entry (and a record change) atomically, with every
+    /// known secret scrubbed from what is stored.
+    fn save(&self, run: &mut Run, entry: &JournalEntry, write: Option<RecordWrite>) -> Result<()> {
+        run.updated_at = self.now();
+        let entry = self.scrubbed(entry);
+        self.store.save_step(run, Some(&entry), write)?;
+        Ok(())
+    }
+
+    fn scrubbed(&self, entry: &JournalEntry) -> JournalEntry {
+        let secrets = self.known_secrets();
+        if secrets.is_empty() {
+            return entry.clone();
+        }
+        let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let text = serde_json::to_string(entry).unwrap_or_default();
+        let clean = scrub(&text, &refs);
+        if clean == text { entry.clone() } else { serde_json::from_str(&clean).unwrap_or_else(|_| entry.clone()) }
+    }
+
+    /// Which workflows an event or schedule would start; used by triggers.
+    pub fn triggered_by(trigger: &Trigger) -> &'static str {
+        match trigger {
+            Trigger::Manual => "manual",
+            Trigger::Created => "created",
+            Trigger::Updated { .. } => "updated",
+            Trigger::Schedule(_) => "schedule",
+        }
+    }
+}
+
+/// Appends a result under `steps.<block>`: the result itself for a single call, or one
+/// element of `items` for `for_each`.
+fn record_result(run: &mut Run, block: &str, for_each: bool, result: Value) {
+    if !for_each {
+        run.steps.insert(block.to_string(), result);
+        return;
+    }
+    let entry = run.steps.entry(block.to_string()).or_insert_with(|| json!({"items": []}));
+    if let Some(Value::Array(items)) = entry.get_mut("items") {
+        items.push(result.clone());
+    }
+    if let Some(status) = result.get("status") {
+        entry["status"] = status.clone();
+    }
+}
+
+/// The error messages of a block's failed calls, in order.
+fn failures_of(step: Option<&Value>) -> Vec<String> {
+    let Some(step) = step else { return Vec::new() };
+    let one = |v: &Value| v.get("error").and_then(Value::as_str).map(str::to_string);
+    match step.get("items").and_then(Value::as_array) {
+        Some(items) => items.iter().filter_map(one).collect(),
+        None => one(step).into_iter().collect(),
+    }
+}
+
+/// The record changes `changes` makes to `record`, field by field.
+fn diff(record: &Record, changes: &Map<String, Value>) -> BTreeMap<String, FieldChange> {
+    changes
+        .iter()
+        .filter(|(k, v)| record.fields.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            (k.clone(), FieldChange { before: record.fields.get(k).cloned().unwrap_or(Value::Null), after: v.clone() })
+        })
+        .collect()
+}
+
+/// A response as the journal keeps it: the body cut to [`JOURNAL_BODY_LIMIT`].
+fn bound_response(mut resp: HttpResponse) -> HttpResponse {
+    let text = resp.body.to_string();
+    if text.len() > JOURNAL_BODY_LIMIT {
+        resp.body = Value::String(excerpt(&text, JOURNAL_BODY_LIMIT / 4));
+    }
+    resp
+}
+
+/// "brex answered 404: Not Found (USER_NOT_FOUND)" or the transport error.
+fn describe_failure(
+    api: &ApiBlock,
+    sent: &std::result::Result<HttpResponse, SendError>,
+    _c: Option<&Credential>,
+) -> String {
+    let vendor = api.credential.as_deref().unwrap_or("the server");
+    match sent {
+        Ok(resp) => match vendor_message(&resp.body) {
+            Some(msg) => format!("{vendor} answered {}: {msg}", resp.status),
+            None => format!("{vendor} answered {} with no message", resp.status),
+        },
+        Err(e) => format!("{vendor} could not be reached: {}", e.message),
+    }
+}
+
+/// One step of a dry run: what would be sent or decided, with nothing sent or written.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DryStep {
+    pub block: String,
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<RenderedRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub changes: Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Engine {
+    /// Renders every request the run would send along the success path, sending nothing
+    /// and writing nothing. API answers are unknown, so later steps see them as absent.
+    pub fn dry_run(&self, wf: &Workflow, record: &Record) -> Result<Vec<DryStep>> {
+        let mut run = Run {
+            id: Uuid::now_v7(),
+            workflow: wf.name.clone(),
+            workflow_hash: wf.hash.clone(),
+            record_id: record.id,
+            record_label: record.label(),
+            trigger: "dry-run".into(),
+            state: RunState::Running,
+            current: Some(wf.begin.next.clone()),
+            steps: Map::new(),
+            next_seq: 0,
+            pending: None,
+            error: None,
+            created_at: self.now(),
+            updated_at: self.now(),
+            finished_at: None,
+        };
+        let mut record = record.clone();
+        let mut out = Vec::new();
+        let step = |block: &str, kind: &str| DryStep {
+            block: block.to_string(),
+            kind: kind.to_string(),
+            item: None,
+            credential: None,
+            request: None,
+            branch: None,
+            changes: Map::new(),
+            note: None,
+        };
+        let mut guard = 0;
+        while let Some(id) = run.current.clone() {
+            guard += 1;
+            if guard > wf.blocks.len() + 1 {
+                break;
+            }
+            let Some(block) = wf.block(&id) else { break };
+            let scope = self.scope(&run, &record);
+            match block {
+                Block::Condition(c) => {
+                    let mut s = step(&id, "condition");
+                    match c.decide(&scope) {
+                        Ok((branch, target)) => {
+                            s.branch = Some(branch.into());
+                            run.current = target.map(str::to_string);
+                        }
+                        Err(e) => {
+                            s.note = Some(format!("cannot decide: {e}"));
+                            run.current = None;
+                        }
+                    }
+                    out.push(s);
+                }
+                Block::Update(u) => {
+                    let mut s = step(&id, "update");
+                    match u.render(&scope) {
+                        Ok(changes) => {
+                            for (k, v) in &changes {
+                                record.fields.insert(k.clone(), v.clone());
+                            }
+                            s.changes = changes;
+                        }
+                        Err(e) => s.note = Some(self.step_error(wf, &id, &record, &e.to_string())),
+                    }
+                    run.current = u.next.clone();
+                    out.push(s);
+                }
+                Block::End(_) => {
+                    out.push(step(&id, "end"));
+                    run.current = None;
+                }
+                Block::Api(a) => {
+                    let items = match a.items(&scope) {
+                        Ok(items) => items,
+                        Err(e) => {
+                            let mut s = step(&id, "api");
+                            s.note = Some(format!("for_each cannot be known before the run: {e}"));
+                            out.push(s);
+                            run.current = a.next.clone();
+                            continue;
+                        }
+                    };
+                    let work: Vec<(Option<usize>, Value)> = match &items {
+                        None => vec![(None, scope.clone())],
+                        Some(list) if list.is_empty() => {
+                            let mut s = step(&id, "api");
+                            s.note = Some("no items (for_each over data an earlier step would fetch)".into());
+                            out.push(s);
+                            vec![]
+                        }
+                        Some(list) => list.iter().map(|(i, it)| (Some(*i), with_item(&scope, it, *i))).collect(),
+                    };
+                    for (item, item_scope) in work {
+                        let mut s = step(&id, "api");
+                        s.item = item;
+                        s.credential = a.credential.clone();
+                        let key = format!("roster-{}-{}-{}", run.id, id, item.unwrap_or(0));
+                        match a.render(&item_scope, &key) {
+                            Ok(req) => s.request = Some(req),
+                            Err(e) => s.note = Some(format!("would fail: {e}")),
+                        }
+                        out.push(s);
+                    }
+                    run.steps.insert(id.clone(), json!({"status": null, "response": null}));
+                    run.current = a.next.clone();
+                }
+            }
+        }
+        Ok(out)
+    }
+}

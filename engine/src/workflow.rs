@@ -1,0 +1,339 @@
+//! Workflow files: parse, compile every block, build the graph, validate it whole.
+//!
+//! Loading never stops at the first problem: every error is collected with its JSON path
+//! and what to do, so one `roster validate` shows the whole list.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::Dfs;
+use roster_blocks::diag::{ConfigError, Diagnostics, join, suggest};
+use roster_blocks::fields::Fields;
+use roster_blocks::kinds::{Begin, Block, CompileContext, Edge};
+use roster_blocks::preset::RUN_ROOTS;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// The name the begin block has in the graph, journals and edges.
+pub const BEGIN: &str = "begin";
+
+/// A loaded, validated workflow. Immutable; runs share it.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub name: String,
+    pub description: String,
+    pub begin: Begin,
+    /// Blocks in file order.
+    pub blocks: Vec<(String, Block)>,
+    pub graph: DiGraph<String, &'static str>,
+    /// SHA-256 of the source text: a run keeps the version it started with.
+    pub hash: String,
+    pub source: String,
+    /// Where it was loaded from, for messages.
+    pub file: String,
+}
+
+impl Workflow {
+    pub fn block(&self, id: &str) -> Option<&Block> {
+        self.blocks.iter().find(|(k, _)| k == id).map(|(_, b)| b)
+    }
+
+    /// Reads and compiles a workflow file.
+    pub fn load(path: &Path, cx: &CompileContext) -> Result<Workflow> {
+        let file = path.display().to_string();
+        let source = std::fs::read_to_string(path).map_err(|e| Error::Io(format!("cannot read {file}: {e}")))?;
+        Self::compile(&source, &file, cx)
+    }
+
+    pub fn compile(source: &str, file: &str, cx: &CompileContext) -> Result<Workflow> {
+        compile(source, file, cx).map_err(|errors| Error::Invalid { file: file.to_string(), errors })
+    }
+
+    /// Graphviz text of the block graph.
+    pub fn to_dot(&self) -> String {
+        let mut out = format!("digraph \"{}\" {{\n  rankdir=TB;\n", escape(&self.name));
+        out.push_str(&format!(
+            "  \"{BEGIN}\" [shape=oval, label=\"begin\\n{}\"];\n",
+            escape(&trigger_label(&self.begin))
+        ));
+        for (id, block) in &self.blocks {
+            let shape = match block {
+                Block::Condition(_) => "diamond",
+                Block::End(_) => "doublecircle",
+                _ => "box",
+            };
+            out.push_str(&format!(
+                "  \"{}\" [shape={shape}, label=\"{}\\n{}\"];\n",
+                escape(id),
+                escape(id),
+                block_label(block)
+            ));
+        }
+        for edge in self.graph.edge_indices() {
+            let (a, b) = self.graph.edge_endpoints(edge).expect("edge has endpoints");
+            let label = self.graph[edge];
+            out.push_str(&format!(
+                "  \"{}\" -> \"{}\" [label=\"{label}\"];\n",
+                escape(&self.graph[a]),
+                escape(&self.graph[b])
+            ));
+        }
+        out.push_str("}\n");
+        out
+    }
+
+    /// Mermaid flowchart text of the block graph.
+    pub fn to_mermaid(&self) -> String {
+        let id = |s: &str| s.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_");
+        let mut out = String::from("flowchart TD\n");
+        out.push_str(&format!("  {BEGIN}([\"begin: {}\"])\n", trigger_label(&self.begin).replace('"', "'")));
+        for (name, block) in &self.blocks {
+            let label = format!("{name}: {}", block_label(block)).replace('"', "'");
+            let node = match block {
+                Block::Condition(_) => format!("{{\"{label}\"}}"),
+                Block::End(_) => format!("((\"{label}\"))"),
+                _ => format!("[\"{label}\"]"),
+            };
+            out.push_str(&format!("  {}{node}\n", id(name)));
+        }
+        for edge in self.graph.edge_indices() {
+            let (a, b) = self.graph.edge_endpoints(edge).expect("edge has endpoints");
+            out.push_str(&format!("  {} -->|{}| {}\n", id(&self.graph[a]), self.graph[edge], id(&self.graph[b])));
+        }
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+fn trigger_label(begin: &Begin) -> String {
+    use roster_blocks::kinds::Trigger;
+    match &begin.trigger {
+        Trigger::Manual => "by hand".into(),
+        Trigger::Created => "on record created".into(),
+        Trigger::Updated { fields } if fields.is_empty() => "on record updated".into(),
+        Trigger::Updated { fields } => format!("on {} updated", fields.join(", ")),
+        Trigger::Schedule(s) => {
+            format!("cron {}{}", s.cron, s.timezone.as_ref().map(|t| format!(" {t}")).unwrap_or_default())
+        }
+    }
+}
+
+fn block_label(block: &Block) -> String {
+    match block {
+        Block::Api(a) => match &a.preset {
+            Some(p) => p.clone(),
+            None => format!("{} {}", a.method, a.url.source()),
+        },
+        Block::Condition(c) => c.when.to_string(),
+        Block::Update(u) => format!("set {}", u.set.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")),
+        Block::End(_) => "end".into(),
+    }
+}
+
+const TOP_KEYS: &[&str] = &["name", "description", "object_type", "begin", "blocks", "version"];
+
+fn compile(source: &str, file: &str, cx: &CompileContext) -> std::result::Result<Workflow, Vec<ConfigError>> {
+    let value: Value = serde_json::from_str(source).map_err(|e| {
+        vec![
+            ConfigError::new("", format!("not valid JSON at line {}, column {}: {e}", e.line(), e.column()))
+                .with_help("fix the JSON syntax (a missing comma or quote is the usual cause)"),
+        ]
+    })?;
+    let mut diags = Diagnostics::new();
+    let Some(top) = Fields::open(&value, "", "a workflow", TOP_KEYS, &mut diags) else {
+        return Err(diags.into_errors());
+    };
+    let name = top.string("name", &mut diags).unwrap_or_default().to_string();
+    if !name.is_empty() && !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+        diags.push(
+            ConfigError::new(
+                "name",
+                format!("workflow name `{name}` has characters other than letters, digits, `-`, `_`, `.`"),
+            )
+            .with_help("use a short slug such as \"deactivate-leavers\""),
+        );
+    }
+    let description = top.opt_string("description", &mut diags).unwrap_or_default().to_string();
+    if let Some(t) = top.opt_string("object_type", &mut diags)
+        && t != "user"
+    {
+        diags.push(
+            ConfigError::new("object_type", format!("unknown object type `{t}`"))
+                .with_help("workflows run over `user` records"),
+        );
+    }
+    let begin = match top.get("begin") {
+        Some(b) => Begin::compile(b, BEGIN, &mut diags),
+        None => {
+            diags.push(
+                ConfigError::new(BEGIN, "missing the `begin` block")
+                    .with_help("add \"begin\": {\"trigger\": {\"manual\": true}, \"next\": \"<first block>\"}"),
+            );
+            None
+        }
+    };
+    let mut blocks = Vec::new();
+    match top.opt_object("blocks", &mut diags) {
+        Some(map) => {
+            for (id, v) in map {
+                let at = join("blocks", id);
+                if id == BEGIN {
+                    diags.push(
+                        ConfigError::new(&at, "`begin` is reserved for the begin block")
+                            .with_help("put the begin block at the top level as `begin` and rename this block"),
+                    );
+                    continue;
+                }
+                if let Some(block) = Block::compile(v, &at, cx, &mut diags) {
+                    blocks.push((id.clone(), block));
+                }
+            }
+            if map.is_empty() {
+                diags.error("blocks", "a workflow needs at least one block");
+            }
+        }
+        None => diags.error("blocks", "missing `blocks` (the named blocks the workflow runs)"),
+    }
+    let all_ids: BTreeSet<&str> = value
+        .get("blocks")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+
+    // Edges: every target must name a block (even one that failed to compile).
+    let mut edges: Vec<(String, Edge, String)> = Vec::new();
+    if let Some(b) = &begin {
+        edges.push((BEGIN.into(), Edge { label: "next", target: b.next.clone() }, join(BEGIN, "next")));
+    }
+    for (id, block) in &blocks {
+        for e in block.edges() {
+            let at = join(&join("blocks", id), e.label);
+            edges.push((id.clone(), e, at));
+        }
+    }
+    for (_, e, at) in &edges {
+        if !all_ids.contains(e.target.as_str()) {
+            let help = if e.target == BEGIN {
+                "an edge cannot lead back to begin".to_string()
+            } else {
+                suggest(&e.target, all_ids.iter().copied())
+            };
+            diags.push(ConfigError::new(at, format!("no block named `{}`", e.target)).with_help(help));
+        }
+    }
+
+    // The graph over the blocks that compiled.
+    let mut graph: DiGraph<String, &'static str> = DiGraph::new();
+    let mut nodes: BTreeMap<String, NodeIndex> = BTreeMap::new();
+    nodes.insert(BEGIN.into(), graph.add_node(BEGIN.into()));
+    for (id, _) in &blocks {
+        nodes.insert(id.clone(), graph.add_node(id.clone()));
+    }
+    for (from, e, _) in &edges {
+        if let (Some(a), Some(b)) = (nodes.get(from), nodes.get(&e.target)) {
+            graph.add_edge(*a, *b, e.label);
+        }
+    }
+    check_cycles(&graph, &mut diags);
+    if begin.is_some() && diags.is_empty() {
+        let mut reached = BTreeSet::new();
+        let mut dfs = Dfs::new(&graph, nodes[BEGIN]);
+        while let Some(n) = dfs.next(&graph) {
+            reached.insert(graph[n].clone());
+        }
+        for (id, _) in &blocks {
+            if !reached.contains(id) {
+                diags.push(
+                    ConfigError::new(join("blocks", id), format!("block `{id}` is never reached from begin"))
+                        .with_help("point a `next`, `then`, `else` or `on_error` at it, or remove it"),
+                );
+            }
+        }
+    }
+    check_step_references(begin.as_ref(), &blocks, &all_ids, &mut diags);
+
+    if !diags.is_empty() {
+        return Err(diags.into_errors());
+    }
+    let hash = hex::encode(Sha256::digest(source.as_bytes()));
+    Ok(Workflow {
+        name,
+        description,
+        begin: begin.expect("no errors means begin compiled"),
+        blocks,
+        graph,
+        hash,
+        source: source.to_string(),
+        file: file.to_string(),
+    })
+}
+
+/// Reports every cycle with the whole loop named, e.g. `a → b → c → a`.
+fn check_cycles(graph: &DiGraph<String, &'static str>, diags: &mut Diagnostics) {
+    for scc in tarjan_scc(graph) {
+        let looped = scc.len() > 1 || graph.contains_edge(scc[0], scc[0]);
+        if !looped {
+            continue;
+        }
+        let mut names: Vec<String> = scc.iter().map(|n| graph[*n].clone()).collect();
+        names.reverse();
+        // Walk the cycle in edge order from its first block so the message reads as a path.
+        let start = scc[scc.len() - 1];
+        let mut path = vec![graph[start].clone()];
+        let mut at = start;
+        for _ in 0..scc.len() {
+            let Some(next) = graph.neighbors(at).find(|n| scc.contains(n)) else { break };
+            path.push(graph[next].clone());
+            if next == start {
+                break;
+            }
+            at = next;
+        }
+        let text = if path.len() > 1 { path.join(" → ") } else { names.join(" → ") };
+        diags.push(
+            ConfigError::new(join("blocks", &graph[start]), format!("the blocks form a cycle: {text}"))
+                .with_help("workflows run each block at most once; break the loop by pointing one edge elsewhere"),
+        );
+    }
+}
+
+/// `steps.X` in a template or rule must name a block of this workflow.
+fn check_step_references(
+    begin: Option<&Begin>,
+    blocks: &[(String, Block)],
+    ids: &BTreeSet<&str>,
+    diags: &mut Diagnostics,
+) {
+    let mut check = |at: String, vars: Vec<roster_blocks::path::Path>| {
+        for v in vars {
+            if v.root() != "steps" {
+                continue;
+            }
+            match v.segments().get(1) {
+                Some(roster_blocks::path::Segment::Key(step)) if !ids.contains(step.as_str()) => {
+                    diags.push(
+                        ConfigError::new(&at, format!("`{v}` names no block `{step}`"))
+                            .with_help(suggest(step, ids.iter().copied())),
+                    );
+                }
+                _ => {}
+            }
+        }
+    };
+    if let Some(b) = begin
+        && let Some(r) = &b.rules
+    {
+        check(join(BEGIN, "rules"), r.variables());
+    }
+    for (id, block) in blocks {
+        check(join("blocks", id), block.variables());
+    }
+    let _ = RUN_ROOTS;
+}

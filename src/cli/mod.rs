@@ -1,0 +1,173 @@
+//! Command definitions (clap derive) and dispatch.
+
+mod credentials;
+mod output;
+mod presets;
+mod records;
+mod runs;
+mod sandbox;
+mod workflows;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use roster_engine::Error;
+use roster_engine::clock::Clock;
+use roster_engine::home::Home;
+
+/// Workflow automation for people operations and IT.
+#[derive(Parser, Debug)]
+#[command(name = "roster", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Home folder (store, master key, presets, workflows).
+    #[arg(long, global = true, env = "ROSTER_HOME", default_value = ".roster")]
+    home: PathBuf,
+
+    /// Pretend it is this time (2027-03-01 or 2027-03-01T09:00:00Z); for tests and demos.
+    #[arg(long, global = true, env = "ROSTER_NOW")]
+    now: Option<String>,
+
+    /// Extra or overriding preset files (default: HOME/presets).
+    #[arg(long, global = true)]
+    presets: Option<PathBuf>,
+
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create the home folder: store, master key, API token.
+    Init,
+    /// Named credentials (secrets are read from stdin or an environment variable).
+    #[command(subcommand)]
+    Credentials(credentials::Command),
+    /// People in the store.
+    #[command(subcommand)]
+    Records(records::Command),
+    /// Check workflow files; exit 1 listing every problem.
+    Validate(workflows::ValidateArgs),
+    /// Run a workflow for one person.
+    Run(runs::RunArgs),
+    /// Look at and settle runs.
+    #[command(subcommand)]
+    Runs(runs::Command),
+    /// Draw a workflow's block graph.
+    Graph(workflows::GraphArgs),
+    /// Built-in and custom API presets.
+    #[command(subcommand)]
+    Presets(presets::Command),
+    /// Start the fake vendor APIs (Brex, Expensify, Sage People) on loopback.
+    Sandbox(sandbox::SandboxArgs),
+}
+
+/// What every command gets: where the home is, what time it is, where presets are.
+pub struct Context {
+    pub home: Home,
+    pub clock: Clock,
+    pub presets_dir: Option<PathBuf>,
+}
+
+impl Context {
+    pub fn presets(&self) -> Result<roster_blocks::preset::PresetCatalog, Error> {
+        let dir = self.presets_dir.clone().unwrap_or_else(|| self.home.presets_dir());
+        roster_engine::presets::with_folder(Some(&dir))
+    }
+}
+
+/// How a command ended, mapped to the exit code contract.
+pub enum Outcome {
+    /// Exit 0.
+    Ok,
+    /// Exit 1: a run or validation failed (already reported).
+    Failed,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.log_format);
+    let clock = match cli.now.as_deref() {
+        Some(text) => match Clock::parse(text) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: --now / ROSTER_NOW: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Clock::system(),
+    };
+    let cx = Context { home: Home::new(cli.home.clone()), clock, presets_dir: cli.presets.clone() };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(dispatch(cli.command, &cx)) {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let code = match e.downcast_ref::<Error>() {
+                Some(Error::Invalid { .. }) => 1,
+                _ => 2,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn dispatch(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
+    match command {
+        Command::Init => {
+            let report = cx.home.init()?;
+            println!("Roster home ready in {}", cx.home.dir.display());
+            if report.created_key {
+                println!(
+                    "  created the master key {}/master.key (mode 0600): back it up; credentials cannot be read without it",
+                    cx.home.dir.display()
+                );
+            }
+            if report.created_token {
+                println!("  created the API token {}/api.token (mode 0600) for `roster serve`", cx.home.dir.display());
+            }
+            println!(
+                "Next: `roster credentials add NAME --kind bearer --base-url URL` and `roster records import FILE`."
+            );
+            Ok(Outcome::Ok)
+        }
+        Command::Credentials(c) => credentials::run(c, cx).await,
+        Command::Records(c) => records::run(c, cx).await,
+        Command::Validate(a) => workflows::validate(a, cx).await,
+        Command::Run(a) => runs::run_one(a, cx).await,
+        Command::Runs(c) => runs::run(c, cx).await,
+        Command::Graph(a) => workflows::graph(a, cx).await,
+        Command::Presets(c) => presets::run(c, cx).await,
+        Command::Sandbox(a) => sandbox::run(a).await,
+    }
+}
+
+fn init_logging(verbose: u8, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

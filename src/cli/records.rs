@@ -1,0 +1,114 @@
+//! `roster records import|list|show`.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use roster_engine::records;
+
+use super::{Context, Outcome, output};
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Import people from a JSON array, NDJSON or CSV file; re-importing updates by key.
+    Import {
+        file: PathBuf,
+        /// The field that identifies a person.
+        #[arg(long, default_value = "email")]
+        key: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List people.
+    List {
+        /// Show these fields (comma-separated).
+        #[arg(long, default_value = "email,first_name,last_name")]
+        fields: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one person with every field and where it came from.
+    Show {
+        /// Key value (an email by default) or record id.
+        key: String,
+        #[arg(long, default_value = "email")]
+        key_field: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
+    let store = cx.home.open_store()?;
+    match command {
+        Command::Import { file, key, json } => {
+            let rows = records::read_rows(&file)?;
+            let now = roster_engine::clock::rfc3339(cx.clock.now());
+            let report = records::import(store.as_ref(), rows, &key, "import", &now)?;
+            if json {
+                output::json(&report)?;
+            } else {
+                println!(
+                    "{}: {} read, {} created, {} updated, {} unchanged, {} refused",
+                    file.display(),
+                    report.read,
+                    report.created,
+                    report.updated,
+                    report.unchanged,
+                    report.refused.len()
+                );
+                for (row, why) in &report.refused {
+                    println!("  row {row}: {why}");
+                }
+            }
+            Ok(if report.refused.is_empty() { Outcome::Ok } else { Outcome::Failed })
+        }
+        Command::List { fields, json } => {
+            let mut all = Vec::new();
+            store.scan_records(&mut |r| {
+                all.push(r);
+                true
+            })?;
+            if json {
+                let out: Vec<_> = all
+                    .iter()
+                    .map(|r| serde_json::json!({"id": r.id, "fields": r.fields, "version": r.version}))
+                    .collect();
+                return output::json(&out).map(|_| Outcome::Ok);
+            }
+            let names: Vec<&str> = fields.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
+            let mut headers = vec!["ID"];
+            headers.extend(names.iter().map(|n| *n));
+            let rows: Vec<Vec<String>> = all
+                .iter()
+                .map(|r| {
+                    let mut row = vec![r.id.to_string()];
+                    row.extend(names.iter().map(|n| output::cell(r.fields.get(*n), 40)));
+                    row
+                })
+                .collect();
+            output::table(&headers, &rows);
+            println!("{} record{}", all.len(), if all.len() == 1 { "" } else { "s" });
+            Ok(Outcome::Ok)
+        }
+        Command::Show { key, key_field, json } => {
+            let record = records::find(store.as_ref(), &key_field, &key)?;
+            if json {
+                return output::json(&record).map(|_| Outcome::Ok);
+            }
+            println!(
+                "record {} (version {}, created {}, updated {})",
+                record.id, record.version, record.created_at, record.updated_at
+            );
+            let rows: Vec<Vec<String>> = record
+                .fields
+                .iter()
+                .map(|(k, v)| {
+                    let p = record.provenance.get(k).map(|p| format!("{} at {}", p.source, p.at)).unwrap_or_default();
+                    vec![k.clone(), output::cell(Some(v), 60), p]
+                })
+                .collect();
+            output::table(&["FIELD", "VALUE", "WRITTEN BY"], &rows);
+            Ok(Outcome::Ok)
+        }
+    }
+}

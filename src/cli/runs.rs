@@ -1,0 +1,289 @@
+//! `roster run` and `roster runs list|show|resume|cancel`.
+
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use roster_engine::model::{JournalEntry, Run, RunState};
+use roster_engine::records;
+use roster_engine::run::{Engine, RunObserver};
+use roster_engine::store::{RunFilter, Store};
+use roster_engine::workflow::Workflow;
+use serde_json::json;
+
+use super::{Context, Outcome, output, workflows};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Workflow file, or the name of one in HOME/workflows.
+    workflow: String,
+    /// The person: their key value (email by default) or record id.
+    #[arg(long)]
+    user: String,
+    /// The record field `--user` matches.
+    #[arg(long, default_value = "email")]
+    key: String,
+    /// Print the requests it would send; send nothing, write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// One JSON object instead of lines.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Runs, newest first.
+    List {
+        #[arg(long)]
+        workflow: Option<String>,
+        /// Only runs for this person (key value or record id).
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value = "email")]
+        key: String,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run with its journal.
+    Show {
+        run_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a `needs_attention` run's pending request again and carry on.
+    Resume { run_id: String },
+    /// Stop a run that has not finished, keeping its journal.
+    Cancel { run_id: String },
+}
+
+/// Prints a line per finished step as a run goes.
+struct Printer {
+    enabled: bool,
+}
+
+impl RunObserver for Printer {
+    fn step(&mut self, e: &JournalEntry) {
+        if self.enabled {
+            println!("  {}", step_line(e));
+        }
+    }
+}
+
+fn step_line(e: &JournalEntry) -> String {
+    let mark = if e.error.is_some() { "✗" } else { "✓" };
+    let item = e.item.map(|i| format!("[{i}]")).unwrap_or_default();
+    let attempt = if e.attempt > 1 { format!(" (attempt {})", e.attempt) } else { String::new() };
+    let mut line = format!("{mark} {}{item}{attempt}", e.block);
+    if let Some(r) = &e.request {
+        line.push_str(&format!("  {}", r.line()));
+    }
+    if let Some(s) = e.status {
+        line.push_str(&format!("  → {s}"));
+    }
+    if let Some(ms) = e.duration_ms {
+        line.push_str(&format!("  {ms} ms"));
+    }
+    if let Some(b) = &e.branch {
+        line.push_str(&format!("  → {b}"));
+    }
+    if !e.changes.is_empty() {
+        let fields: Vec<String> =
+            e.changes.iter().map(|(k, c)| format!("{k}={}", output::cell(Some(&c.after), 40))).collect();
+        line.push_str(&format!("  set {}", fields.join(", ")));
+    }
+    if let Some(err) = &e.error {
+        line.push_str(&format!("\n      {err}"));
+    }
+    line
+}
+
+pub fn engine(cx: &Context) -> anyhow::Result<Engine> {
+    let store = cx.home.open_store()?;
+    let vault = cx.home.vault().ok();
+    Ok(Engine::new(store, vault, cx.clock))
+}
+
+pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
+    let engine = engine(cx)?;
+    let wf = workflows::load(cx, &args.workflow, Some(engine.store.as_ref()))?;
+    let record = records::find(engine.store.as_ref(), &args.key, &args.user)?;
+    if let Some(why) = engine.rules_refuse(&wf, &record)? {
+        let msg = format!("{} does not match the rules of {}: {why}", record.label(), wf.name);
+        if args.json {
+            output::json(&json!({"workflow": wf.name, "record": record.label(), "state": "refused", "error": msg}))?;
+        } else {
+            eprintln!("refused: {msg}");
+        }
+        return Ok(Outcome::Failed);
+    }
+    if args.dry_run {
+        let steps = engine.dry_run(&wf, &record)?;
+        if args.json {
+            output::json(&json!({"workflow": wf.name, "record": record.label(), "dry_run": true, "steps": steps}))?;
+        } else {
+            println!("dry run of {} for {} (nothing is sent or written)", wf.name, record.label());
+            for s in &steps {
+                let item = s.item.map(|i| format!("[{i}]")).unwrap_or_default();
+                let mut line = format!("  {}{item} ({})", s.block, s.kind);
+                if let Some(r) = &s.request {
+                    line.push_str(&format!(
+                        "  would send {}{}",
+                        r.line(),
+                        s.credential.as_ref().map(|c| format!(" via {c}")).unwrap_or_default()
+                    ));
+                    for (k, v) in &r.headers {
+                        line.push_str(&format!("\n      {k}: {v}"));
+                    }
+                    if let Some(b) = &r.body {
+                        line.push_str(&format!("\n      {}", serde_json::to_string(b)?));
+                    }
+                }
+                if let Some(b) = &s.branch {
+                    line.push_str(&format!("  → {b}"));
+                }
+                if !s.changes.is_empty() {
+                    line.push_str(&format!("  would set {}", serde_json::Value::Object(s.changes.clone())));
+                }
+                if let Some(n) = &s.note {
+                    line.push_str(&format!("  ({n})"));
+                }
+                println!("{line}");
+            }
+        }
+        return Ok(Outcome::Ok);
+    }
+    let started = Instant::now();
+    let run = engine.create_run(&wf, &record, "manual")?;
+    if !args.json {
+        println!("run {} of {} for {}", run.id, wf.name, record.label());
+    }
+    let mut printer = Printer { enabled: !args.json };
+    let run = engine.drive(&wf, run, &mut printer).await?;
+    if args.json {
+        output::json(&run_json(engine.store.as_ref(), &run)?)?;
+    } else {
+        let took = started.elapsed().as_millis();
+        match &run.error {
+            Some(e) => println!("{} in {took} ms: {e}", run.state.as_str()),
+            None => println!("{} in {took} ms", run.state.as_str()),
+        }
+    }
+    Ok(if run.state == RunState::Succeeded { Outcome::Ok } else { Outcome::Failed })
+}
+
+fn run_json(store: &dyn Store, run: &Run) -> anyhow::Result<serde_json::Value> {
+    let journal = store.journal(run.id)?;
+    Ok(json!({
+        "run_id": run.id,
+        "workflow": run.workflow,
+        "workflow_hash": run.workflow_hash,
+        "record": run.record_label,
+        "record_id": run.record_id,
+        "trigger": run.trigger,
+        "state": run.state,
+        "error": run.error,
+        "created_at": run.created_at,
+        "finished_at": run.finished_at,
+        "steps": journal,
+    }))
+}
+
+fn find_run(store: &dyn Store, id: &str) -> anyhow::Result<Run> {
+    let uuid =
+        uuid::Uuid::parse_str(id).map_err(|_| anyhow::anyhow!("`{id}` is not a run id (see `roster runs list`)"))?;
+    store.run(uuid)?.ok_or_else(|| anyhow::anyhow!("no run {id}"))
+}
+
+/// The workflow version a run started with, from the store.
+fn workflow_of(cx: &Context, store: &dyn Store, run: &Run) -> anyhow::Result<Workflow> {
+    let source = store
+        .workflow_source(&run.workflow_hash)?
+        .ok_or_else(|| anyhow::anyhow!("the workflow version of run {} is missing from the store", run.id))?;
+    let presets = cx.presets()?;
+    let compile_cx = roster_blocks::kinds::CompileContext { presets: &presets, credentials: None };
+    Ok(Workflow::compile(&source, &format!("{} (version {})", run.workflow, &run.workflow_hash[..12]), &compile_cx)?)
+}
+
+pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
+    match command {
+        Command::List { workflow, user, key, limit, json } => {
+            let store = cx.home.open_store()?;
+            let record_id = match user {
+                Some(u) => Some(records::find(store.as_ref(), &key, &u)?.id),
+                None => None,
+            };
+            let runs = store.runs(&RunFilter { workflow, record_id, state: None, limit: Some(limit) })?;
+            if json {
+                let out: Vec<_> = runs
+                    .iter()
+                    .map(|r| json!({"run_id": r.id, "workflow": r.workflow, "record": r.record_label, "state": r.state, "trigger": r.trigger, "created_at": r.created_at, "error": r.error}))
+                    .collect();
+                return output::json(&out).map(|_| Outcome::Ok);
+            }
+            let rows: Vec<Vec<String>> = runs
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.id.to_string(),
+                        r.workflow.clone(),
+                        r.record_label.clone(),
+                        r.state.as_str().to_string(),
+                        r.created_at.clone(),
+                        r.error
+                            .as_deref()
+                            .map(|e| output::cell(Some(&serde_json::Value::String(e.into())), 60))
+                            .unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            output::table(&["RUN", "WORKFLOW", "RECORD", "STATE", "STARTED", "ERROR"], &rows);
+            Ok(Outcome::Ok)
+        }
+        Command::Show { run_id, json } => {
+            let store = cx.home.open_store()?;
+            let run = find_run(store.as_ref(), &run_id)?;
+            if json {
+                return output::json(&run_json(store.as_ref(), &run)?).map(|_| Outcome::Ok);
+            }
+            println!("run {}", run.id);
+            println!("  workflow  {} (version {})", run.workflow, &run.workflow_hash[..12]);
+            println!("  record    {} ({})", run.record_label, run.record_id);
+            println!("  trigger   {}", run.trigger);
+            println!("  state     {}", run.state.as_str());
+            println!("  started   {}", run.created_at);
+            if let Some(f) = &run.finished_at {
+                println!("  finished  {f}");
+            }
+            if let Some(e) = &run.error {
+                println!("  error     {e}");
+            }
+            println!("steps:");
+            for e in store.journal(run.id)? {
+                println!("  {:>3} {}", e.seq, step_line(&e));
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Resume { run_id } => {
+            let engine = engine(cx)?;
+            let run = find_run(engine.store.as_ref(), &run_id)?;
+            let wf = workflow_of(cx, engine.store.as_ref(), &run)?;
+            let mut printer = Printer { enabled: true };
+            let run = if run.state == RunState::NeedsAttention {
+                engine.resume_attention(&wf, run, &mut printer).await?
+            } else {
+                engine.drive(&wf, run, &mut printer).await?
+            };
+            println!("{}{}", run.state.as_str(), run.error.map(|e| format!(": {e}")).unwrap_or_default());
+            Ok(if run.state == RunState::Succeeded { Outcome::Ok } else { Outcome::Failed })
+        }
+        Command::Cancel { run_id } => {
+            let engine = engine(cx)?;
+            let run = find_run(engine.store.as_ref(), &run_id)?;
+            let run = engine.cancel(run)?;
+            println!("run {} cancelled", run.id);
+            Ok(Outcome::Ok)
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! `roster validate` and `roster graph`, and finding a workflow file by path or name.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use clap::Args;
+use roster_blocks::kinds::CompileContext;
+use roster_engine::Error;
+use roster_engine::store::Store;
+use roster_engine::workflow::Workflow;
+
+use super::{Context, Outcome};
+
+#[derive(Args, Debug)]
+pub struct ValidateArgs {
+    /// Workflow files (or names of files in HOME/workflows).
+    #[arg(required = true)]
+    files: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct GraphArgs {
+    workflow: String,
+    #[arg(long, value_enum, default_value = "dot")]
+    format: GraphFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum GraphFormat {
+    Dot,
+    Mermaid,
+}
+
+/// A path as given, or `HOME/workflows/NAME.json`.
+pub fn resolve(cx: &Context, arg: &str) -> anyhow::Result<PathBuf> {
+    let direct = PathBuf::from(arg);
+    if direct.exists() {
+        return Ok(direct);
+    }
+    let named = cx.home.workflows_dir().join(format!("{arg}.json"));
+    if named.exists() {
+        return Ok(named);
+    }
+    anyhow::bail!("no workflow file `{arg}` (nor {})", named.display())
+}
+
+/// Credential names from the store, when a home is there to ask.
+pub fn known_credentials(store: Option<&dyn Store>) -> Option<BTreeSet<String>> {
+    let store = store?;
+    store.credentials().ok().map(|list| list.into_iter().map(|c| c.name).collect())
+}
+
+/// Loads one workflow file against the presets and (when known) the credentials.
+pub fn load(cx: &Context, arg: &str, store: Option<&dyn Store>) -> anyhow::Result<Workflow> {
+    let path = resolve(cx, arg)?;
+    let presets = cx.presets()?;
+    let creds = known_credentials(store);
+    let compile_cx = CompileContext { presets: &presets, credentials: creds.as_ref() };
+    Ok(Workflow::load(&path, &compile_cx)?)
+}
+
+pub async fn validate(args: ValidateArgs, cx: &Context) -> anyhow::Result<Outcome> {
+    let store = match cx.home.open_store() {
+        Ok(s) => Some(s),
+        Err(Error::NoHome { .. }) => None,
+        Err(Error::StoreLocked { .. }) => {
+            eprintln!("note: the store is in use by `roster serve`; credentials are not checked");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let presets = cx.presets()?;
+    let creds = known_credentials(store.as_deref());
+    let compile_cx = CompileContext { presets: &presets, credentials: creds.as_ref() };
+    let mut failed = 0;
+    for arg in &args.files {
+        let path = match resolve(cx, arg) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{e}");
+                failed += 1;
+                continue;
+            }
+        };
+        match Workflow::load(&path, &compile_cx) {
+            Ok(wf) => println!("{}: ok ({}, {} blocks)", path.display(), wf.name, wf.blocks.len()),
+            Err(e) => {
+                eprintln!("{e}");
+                failed += 1;
+            }
+        }
+    }
+    Ok(if failed == 0 { Outcome::Ok } else { Outcome::Failed })
+}
+
+pub async fn graph(args: GraphArgs, cx: &Context) -> anyhow::Result<Outcome> {
+    let wf = load(cx, &args.workflow, None)?;
+    match args.format {
+        GraphFormat::Dot => print!("{}", wf.to_dot()),
+        GraphFormat::Mermaid => print!("{}", wf.to_mermaid()),
+    }
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,313 @@
+//! End-to-end: the real `roster` binary, a temporary home, a recording server on loopback.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{Recorder, TestHome, example, files_containing};
+
+const SECRET: &str = "bxt_super-secret-token-9f8e7d";
+
+/// A fake Brex answering GET /v2/users/{id} with the status the id names and PUT with the body.
+fn brexish() -> Recorder {
+    Recorder::start(|seen| {
+        let id = seen.uri.trim_start_matches("/v2/users/").to_string();
+        match seen.method.as_str() {
+            "GET" if id.starts_with("missing") => {
+                (404, json!({"type": "NOT_FOUND", "message": "Not Found", "code": "USER_NOT_FOUND"}))
+            }
+            "GET" => {
+                let status = if id.ends_with("active") { "ACTIVE" } else { "DISABLED" };
+                (200, json!({"id": id, "first_name": "A", "last_name": "B", "email": "a@b.test", "status": status}))
+            }
+            "PUT" => {
+                let body = seen.json();
+                (
+                    200,
+                    json!({"id": id, "first_name": "A", "last_name": "B", "email": "a@b.test", "status": body["status"]}),
+                )
+            }
+            _ => (405, json!({"message": "method not allowed"})),
+        }
+    })
+}
+
+fn people() -> Value {
+    json!([
+        {"email": "ann@acme.test", "first_name": "Ann", "brex_user_id": "cuuser_ann_active"},
+        {"email": "bob@acme.test", "first_name": "Bob", "brex_user_id": "cuuser_bob_disabled"},
+        {"email": "cid@acme.test", "first_name": "Cid", "brex_user_id": "missing_cid"},
+        {"email": "dee@acme.test", "first_name": "Dee"}
+    ])
+}
+
+#[test]
+fn a_workflow_branches_both_ways_and_writes_back() {
+    let server = brexish();
+    let home = TestHome::new();
+    home.add_bearer("brex", &server.url(), SECRET);
+    home.import(&people());
+    let wf = example("deactivate-leavers.json");
+
+    // Active in Brex: the `then` branch deactivates and stamps the record.
+    let out = home.roster(&["run", &wf, "--user", "ann@acme.test", "--json"]).ok().json();
+    assert_eq!(out["state"], "succeeded");
+    let blocks: Vec<&str> = out["steps"].as_array().unwrap().iter().map(|s| s["block"].as_str().unwrap()).collect();
+    assert_eq!(blocks, ["get_user", "is_active", "deactivate", "stamp", "done"]);
+    assert_eq!(out["steps"][1]["branch"], "then");
+    let put = server.seen().into_iter().find(|s| s.method == "PUT").expect("a PUT was sent");
+    assert_eq!(put.uri, "/v2/users/cuuser_ann_active");
+    assert_eq!(put.json(), json!({"status": "DISABLED"}));
+    assert_eq!(put.headers["authorization"], format!("Bearer {SECRET}"));
+    let ann = home.roster(&["records", "show", "ann@acme.test", "--json"]).ok().json();
+    assert_eq!(ann["fields"]["brex_status"], "DISABLED");
+    assert!(ann["fields"]["brex_deactivated_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(ann["provenance"]["brex_status"]["source"], "workflow:deactivate-leavers");
+
+    // Already disabled: the `else` branch, and no PUT for Bob.
+    let out = home.roster(&["run", &wf, "--user", "bob@acme.test", "--json"]).ok().json();
+    assert_eq!(out["steps"][1]["branch"], "else");
+    let puts = server.seen().iter().filter(|s| s.method == "PUT").count();
+    assert_eq!(puts, 1, "Bob must not be deactivated again");
+}
+
+#[test]
+fn a_vendor_4xx_is_shown_with_the_vendors_message() {
+    let server = brexish();
+    let home = TestHome::new();
+    home.add_bearer("brex", &server.url(), SECRET);
+    home.import(&people());
+    let wf = home.file(
+        "get.json",
+        r#"{"name": "get", "begin": {"next": "get"}, "blocks": {
+            "get": {"type": "api", "credential": "brex", "request": {"method": "GET", "url": "/v2/users/<<brex_user_id>>"}}}}"#,
+    );
+    let out = home.roster(&["run", wf.to_str().unwrap(), "--user", "cid@acme.test"]).code(1);
+    assert!(out.stdout.contains("brex answered 404: Not Found (USER_NOT_FOUND)"), "{}", out.stdout);
+    assert!(out.stdout.contains("failed"), "{}", out.stdout);
+    let runs = home.roster(&["runs", "list", "--json"]).ok().json();
+    assert_eq!(runs[0]["state"], "failed");
+    assert!(runs[0]["error"].as_str().unwrap().contains("USER_NOT_FOUND"));
+}
+
+#[test]
+fn rules_that_do_not_match_refuse_the_run_with_the_failing_rule() {
+    let home = TestHome::new();
+    home.add_bearer("brex", "http://127.0.0.1:9", SECRET);
+    home.import(&people());
+    let out = home.roster(&["run", &example("deactivate-leavers.json"), "--user", "dee@acme.test"]).code(1);
+    assert!(out.stderr.contains("brex_user_id is_not_empty"), "{}", out.stderr);
+    assert_eq!(home.roster(&["runs", "list", "--json"]).ok().json(), json!([]));
+}
+
+#[test]
+fn an_unknown_variable_fails_the_step_naming_workflow_block_variable_and_record() {
+    let server = brexish();
+    let home = TestHome::new();
+    home.add_bearer("brex", &server.url(), SECRET);
+    home.import(&people());
+    let wf = home.file(
+        "typo.json",
+        r#"{"name": "typo", "begin": {"next": "get"}, "blocks": {
+            "get": {"type": "api", "credential": "brex", "request": {"method": "GET", "url": "/v2/users/<<brex_user_idd>>"}}}}"#,
+    );
+    let out = home.roster(&["run", wf.to_str().unwrap(), "--user", "ann@acme.test"]).code(1);
+    for part in ["workflow typo", "block get", "brex_user_idd", "ann@acme.test"] {
+        assert!(out.stdout.contains(part), "missing {part:?} in:\n{}", out.stdout);
+    }
+    assert!(server.seen().is_empty(), "nothing may be sent when a template fails");
+}
+
+#[test]
+fn validation_reports_every_error_with_its_path_and_a_fix() {
+    let home = TestHome::new();
+    home.add_bearer("brex", "http://127.0.0.1:9", SECRET);
+    let bad = home.file(
+        "bad.json",
+        r#"{
+          "name": "bad",
+          "begin": {"trigger": {"manual": true}, "rules": [{"field": "x", "op": "equls", "value": 1}], "next": "a"},
+          "blocks": {
+            "a": {"type": "api", "credential": "brx", "request": {"method": "GET", "url": "/u/<<id>>"}, "next": "b"},
+            "b": {"type": "condition", "when": {"field": "y", "op": "is_empty"}, "then": "c", "else": "nowhere"},
+            "c": {"type": "update", "set": {"z": "<<now>>"}, "next": "a"},
+            "lonely": {"type": "end"},
+            "odd": {"type": "ennd"},
+            "tpl": {"type": "update", "set": {"q": "{{#if x}}unclosed"}}
+          }
+        }"#,
+    );
+    let out = home.roster(&["validate", bad.to_str().unwrap()]).code(1);
+    let text = out.all();
+    for expected in [
+        "begin.rules[0].op",
+        "did you mean `equals`?",
+        "blocks.a.credential",
+        "unknown credential `brx`",
+        "did you mean `brex`?",
+        "blocks.b.else",
+        "no block named `nowhere`",
+        "cycle",
+        "a → b → c → a",
+        "blocks.odd.type",
+        "did you mean `end`?",
+        "blocks.tpl.set.q",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(text.contains("bad.json"), "errors name the file:\n{text}");
+
+    // Unreachable blocks are reported once the graph is otherwise sound.
+    let unreachable = home.file(
+        "unreachable.json",
+        r#"{"name": "u", "begin": {"next": "a"}, "blocks": {"a": {"type": "end"}, "b": {"type": "end"}}}"#,
+    );
+    let out = home.roster(&["validate", unreachable.to_str().unwrap()]).code(1);
+    assert!(out.stderr.contains("blocks.b: block `b` is never reached from begin"), "{}", out.stderr);
+
+    // Broken JSON names the line and column.
+    let broken = home.file("broken.json", "{\n  \"name\": \"x\",\n  \"begin\": {\n}");
+    let out = home.roster(&["validate", broken.to_str().unwrap()]).code(1);
+    assert!(out.stderr.contains("line 4"), "{}", out.stderr);
+
+    // And the shipped examples are all valid.
+    let mut files = vec![example("deactivate-leavers.json")];
+    for entry in std::fs::read_dir(example("brex")).unwrap() {
+        files.push(entry.unwrap().path().display().to_string());
+    }
+    let args: Vec<&str> = std::iter::once("validate").chain(files.iter().map(String::as_str)).collect();
+    home.roster(&args).ok();
+}
+
+#[test]
+fn hostile_values_arrive_intact_in_bodies_and_encoded_in_paths() {
+    let server = Recorder::start(|seen| (200, json!({"echo": seen.uri})));
+    let home = TestHome::new();
+    home.add_bearer("api", &server.url(), SECRET);
+    let nasty = "Ann \"the\" O'Neil\n{braces} <<email>> {{email}} ünïcødé ../../etc/passwd \\ back";
+    home.import(&json!([{"email": "ann@acme.test", "nickname": nasty, "age": 42, "tags": ["a", "b"]}]));
+    let wf = home.file(
+        "echo.json",
+        r#"{"name": "echo", "begin": {"next": "send"}, "blocks": {
+            "send": {"type": "api", "credential": "api",
+                     "request": {"method": "POST", "url": "/people/<<nickname>>",
+                                 "body": {"nickname": "<<nickname>>", "greeting": "hi <<nickname>>!",
+                                          "age": "<<age>>", "tags": "<<tags>>", "literal": "<<not a var"}},
+                     "response": {"echoed_path": "<<response.echo>>"}}}}"#,
+    );
+    home.roster(&["run", wf.to_str().unwrap(), "--user", "ann@acme.test"]).ok();
+    let seen = &server.seen()[0];
+    let body = seen.json();
+    assert_eq!(body["nickname"], nasty);
+    assert_eq!(body["greeting"], format!("hi {nasty}!"));
+    assert_eq!(body["age"], 42, "a lone variable keeps its JSON type");
+    assert_eq!(body["tags"], json!(["a", "b"]));
+    assert_eq!(body["literal"], "<<not a var");
+    assert!(seen.uri.starts_with("/people/Ann%20%22the%22"), "{}", seen.uri);
+    assert!(seen.uri.contains("..%2F..%2Fetc%2Fpasswd"), "path values are percent-encoded: {}", seen.uri);
+    assert!(!seen.uri.contains("../"), "{}", seen.uri);
+}
+
+#[test]
+fn a_header_value_with_a_line_break_is_refused() {
+    let server = Recorder::start(|_| (200, json!({})));
+    let home = TestHome::new();
+    home.add_bearer("api", &server.url(), SECRET);
+    home.import(&json!([{"email": "ann@acme.test", "note": "x\r\nX-Injected: 1"}]));
+    let wf = home.file(
+        "hdr.json",
+        r#"{"name": "hdr", "begin": {"next": "send"}, "blocks": {
+            "send": {"type": "api", "credential": "api",
+                     "request": {"method": "GET", "url": "/x", "headers": {"X-Note": "<<note>>"}}}}}"#,
+    );
+    let out = home.roster(&["run", wf.to_str().unwrap(), "--user", "ann@acme.test"]).code(1);
+    assert!(out.stdout.contains("line break"), "{}", out.stdout);
+    assert!(server.seen().is_empty());
+}
+
+#[test]
+fn dry_run_renders_requests_and_sends_and_writes_nothing() {
+    let server = brexish();
+    let home = TestHome::new();
+    home.add_bearer("brex", &server.url(), SECRET);
+    home.import(&people());
+    let out = home.roster(&["run", &example("deactivate-leavers.json"), "--user", "ann@acme.test", "--dry-run"]).ok();
+    assert!(out.stdout.contains("would send GET /v2/users/cuuser_ann_active via brex"), "{}", out.stdout);
+    assert!(server.seen().is_empty(), "a dry run sends nothing");
+    assert_eq!(home.roster(&["runs", "list", "--json"]).ok().json(), json!([]));
+    let ann = home.roster(&["records", "show", "ann@acme.test", "--json"]).ok().json();
+    assert!(ann["fields"].get("brex_deactivated_at").is_none(), "a dry run writes nothing");
+}
+
+#[test]
+fn the_secret_never_appears_in_the_home_folder_or_any_output() {
+    let server = brexish();
+    let home = TestHome::new();
+    home.add_bearer("brex", &server.url(), SECRET);
+    home.import(&people());
+    let wf = example("deactivate-leavers.json");
+    let mut outputs = vec![
+        home.roster(&["run", &wf, "--user", "ann@acme.test", "--json"]),
+        home.roster(&["run", &wf, "--user", "ann@acme.test", "--dry-run", "--json"]),
+        home.roster(&["run", &wf, "--user", "cid@acme.test", "-vv"]),
+        home.roster(&["credentials", "list"]),
+        home.roster(&["credentials", "list", "--json"]),
+        home.roster(&["runs", "list", "--json"]),
+    ];
+    let runs = home.roster(&["runs", "list", "--json"]).json();
+    for run in runs.as_array().unwrap() {
+        outputs.push(home.roster(&["runs", "show", run["run_id"].as_str().unwrap(), "--json"]));
+        outputs.push(home.roster(&["runs", "show", run["run_id"].as_str().unwrap()]));
+    }
+    // The secret did reach the vendor, so the checks below are not vacuous.
+    assert!(server.seen().iter().any(|s| s.headers.get("authorization").is_some_and(|a| a.contains(SECRET))));
+    for out in &outputs {
+        assert!(!out.all().contains(SECRET), "secret in output:\n{}", out.all());
+    }
+    let hits = files_containing(home.path(), SECRET.as_bytes());
+    assert!(hits.is_empty(), "secret in plaintext in {hits:?}");
+}
+
+#[test]
+fn a_second_process_gets_a_plain_message_when_the_store_is_in_use() {
+    let home = TestHome::new();
+    let _held = roster_engine::store::SledStore::open(&home.path().join("store")).expect("open store");
+    let out = home.roster(&["records", "list"]).code(2);
+    assert!(out.stderr.contains("is in use by another roster process"), "{}", out.stderr);
+    assert!(!out.stderr.contains("WouldBlock"), "{}", out.stderr);
+}
+
+#[test]
+fn records_import_from_json_ndjson_and_csv_updates_by_key() {
+    let home = TestHome::new();
+    let csv = home.file("people.csv", "email,first_name,department\nAnn@Acme.test,Ann,Sales\nbob@acme.test,Bob,\n");
+    let out = home.roster(&["records", "import", csv.to_str().unwrap()]).ok();
+    assert!(out.stdout.contains("2 created"), "{}", out.stdout);
+    let nd = home.file(
+        "more.ndjson",
+        "{\"email\": \"ann@acme.test\", \"department\": \"Finance\"}\n{\"email\": \"cid@acme.test\"}\n",
+    );
+    let out = home.roster(&["records", "import", nd.to_str().unwrap()]).ok();
+    assert!(out.stdout.contains("1 created, 1 updated"), "{}", out.stdout);
+    let ann = home.roster(&["records", "show", "ANN@acme.test", "--json"]).ok().json();
+    assert_eq!(ann["fields"]["department"], "Finance");
+    assert_eq!(ann["fields"]["first_name"], "Ann");
+    assert_eq!(ann["version"], 2);
+    let dup = home.file("dup.json", r#"[{"email": "x@acme.test"}, {"email": "X@acme.test"}, {"name": "no key"}]"#);
+    let out = home.roster(&["records", "import", dup.to_str().unwrap()]).code(1);
+    assert!(out.stdout.contains("row 2") && out.stdout.contains("appears twice"), "{}", out.stdout);
+    assert!(out.stdout.contains("row 3") && out.stdout.contains("no `email` value"), "{}", out.stdout);
+    let by_id = home.file("ids.json", r#"[{"employee_id": "E1", "email": "ann@acme.test"}]"#);
+    home.roster(&["records", "import", by_id.to_str().unwrap(), "--key", "employee_id"]).ok();
+    home.roster(&["records", "show", "E1", "--key-field", "employee_id"]).ok();
+}
+
+#[test]
+fn graph_draws_dot_and_mermaid() {
+    let home = TestHome::new();
+    let wf = example("deactivate-leavers.json");
+    let dot = home.roster(&["graph", &wf]).ok().stdout;
+    assert!(dot.starts_with("digraph"));
+    assert!(dot.contains("\"is_active\" -> \"deactivate\" [label=\"then\"]"), "{dot}");
+    let mermaid = home.roster(&["graph", &wf, "--format", "mermaid"]).ok().stdout;
+    assert!(mermaid.contains("is_active -->|else| done"), "{mermaid}");
+}

@@ -1,0 +1,214 @@
+//! Shared helpers for the end-to-end tests: a temporary home, a way to run the real
+//! `roster` binary in it, and a recording HTTP server on loopback.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+/// A fresh Roster home in a temporary folder, initialised.
+pub struct TestHome {
+    pub dir: tempfile::TempDir,
+    pub now: Option<String>,
+}
+
+/// What one `roster` command printed and how it exited.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    pub fn code(self, code: i32) -> Self {
+        assert_eq!(self.code, code, "expected exit {code}\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl TestHome {
+    pub fn new() -> Self {
+        let home = TestHome { dir: tempfile::tempdir().expect("temp dir"), now: None };
+        home.roster(&["init"]).ok();
+        home
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_roster"));
+        cmd.args(args)
+            .env("ROSTER_HOME", self.path())
+            .env_remove("ROSTER_MASTER_KEY")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        match &self.now {
+            Some(now) => cmd.env("ROSTER_NOW", now),
+            None => cmd.env_remove("ROSTER_NOW"),
+        };
+        cmd
+    }
+
+    pub fn roster(&self, args: &[&str]) -> Ran {
+        let out = self.command(args).output().expect("run roster");
+        ran(out)
+    }
+
+    /// Runs roster with `input` on stdin.
+    pub fn roster_stdin(&self, args: &[&str], input: &str) -> Ran {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn roster");
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        ran(child.wait_with_output().expect("wait roster"))
+    }
+
+    /// Writes a file into the home's scratch area and returns its path.
+    pub fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::write(&path, text).expect("write file");
+        path
+    }
+
+    pub fn add_bearer(&self, name: &str, base_url: &str, secret: &str) {
+        self.roster_stdin(&["credentials", "add", name, "--kind", "bearer", "--base-url", base_url], secret).ok();
+    }
+
+    pub fn import(&self, records: &Value) {
+        let path = self.file("people.json", &records.to_string());
+        self.roster(&["records", "import", path.to_str().unwrap()]).ok();
+    }
+}
+
+fn ran(out: Output) -> Ran {
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A request as the recording server saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query exactly as sent (still percent-encoded).
+    pub uri: String,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("request body is JSON")
+    }
+}
+
+type Responder = Arc<dyn Fn(&Seen) -> (u16, Value) + Send + Sync>;
+
+#[derive(Clone)]
+struct ServerState {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    respond: Responder,
+}
+
+/// An HTTP server on 127.0.0.1 that records every request and answers with `respond`.
+pub struct Recorder {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Recorder {
+    pub fn start(respond: impl Fn(&Seen) -> (u16, Value) + Send + Sync + 'static) -> Recorder {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let state = ServerState { seen: seen.clone(), respond: Arc::new(respond) };
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().fallback(handle).with_state(state);
+        runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Recorder { addr, seen, _runtime: runtime }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn handle(
+    State(state): State<ServerState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let seen = Seen {
+        method: method.to_string(),
+        uri: uri.to_string(),
+        headers: headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect(),
+        body: body.to_vec(),
+    };
+    let (status, reply) = (state.respond)(&seen);
+    state.seen.lock().unwrap().push(seen);
+    (StatusCode::from_u16(status).unwrap(), axum::Json(reply)).into_response()
+}
+
+/// Every file below `dir`, read as bytes, searched for `needle`; returns the paths that hold it.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path)
+                && bytes.windows(needle.len()).any(|w| w == needle)
+            {
+                hits.push(path);
+            }
+        }
+    }
+    hits
+}
+
+/// The path of an example file in the repository.
+pub fn example(name: &str) -> String {
+    format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))
+}
