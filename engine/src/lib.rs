@@ -9,7 +9,9 @@ pub mod model;
 pub mod presets;
 pub mod records;
 pub mod run;
+pub mod service;
 pub mod store;
+pub mod sync;
 pub mod vault;
 pub mod workflow;
 

@@ -187,3 +187,51 @@ pub struct StoredCredential {
     pub sealed: String,
     pub created_at: String,
 }
+
+/// One run of an integration: what it fetched, wrote and refused.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SyncSession {
+    pub id: Uuid,
+    pub integration: String,
+    pub connector: String,
+    /// `running`, `succeeded`, `failed`.
+    pub state: String,
+    /// A test run writes nothing.
+    pub test: bool,
+    pub started_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    pub counts: SyncCounts,
+    /// Per-person problems (bounded), e.g. a malformed record or a duplicate key.
+    #[serde(default)]
+    pub failures: Vec<SyncFailure>,
+    /// Why the whole session failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The first raw payloads from the vendor, secrets redacted.
+    #[serde(default)]
+    pub samples: Vec<Value>,
+    /// In a test run: the first records it would create or update.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preview: Vec<Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SyncCounts {
+    pub fetched: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub filtered: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    /// People no longer in the source, marked `<integration>_present = false`.
+    pub missing: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SyncFailure {
+    /// The source record's key or id, when it has one.
+    pub who: String,
+    pub reason: String,
+}

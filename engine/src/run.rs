@@ -74,6 +74,8 @@ pub struct Engine {
     pub clock: Clock,
     pub retry: RetryPolicy,
     credentials: Mutex<HashMap<String, Arc<Credential>>>,
+    /// Set on shutdown: runs stop before their next step and stay queued.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -85,11 +87,21 @@ impl Engine {
             clock,
             retry: RetryPolicy::default(),
             credentials: Mutex::new(HashMap::new()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     fn now(&self) -> String {
         rfc3339(self.clock.now())
+    }
+
+    /// Asks every run to stop before its next step (they stay queued for the next start).
+    pub fn stop(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Opens a credential by name (cached for the life of the engine).
@@ -153,9 +165,21 @@ impl Engine {
 
     /// Creates a queued run (durably) positioned at the begin block's `next`.
     pub fn create_run(&self, wf: &Workflow, record: &Record, trigger: &str) -> Result<Run> {
+        let run = self.new_run(wf, record, trigger)?;
+        self.store.save_step(&run, None, None)?;
+        Ok(run)
+    }
+
+    /// Creates a queued run unless one with the same dedupe key already exists.
+    pub fn create_run_once(&self, wf: &Workflow, record: &Record, trigger: &str, dedupe: &str) -> Result<Option<Run>> {
+        let run = self.new_run(wf, record, trigger)?;
+        Ok(self.store.create_run_once(&run, dedupe)?.then_some(run))
+    }
+
+    fn new_run(&self, wf: &Workflow, record: &Record, trigger: &str) -> Result<Run> {
         self.store.put_workflow_source(&wf.hash, &wf.source)?;
         let now = self.now();
-        let run = Run {
+        Ok(Run {
             id: Uuid::now_v7(),
             workflow: wf.name.clone(),
             workflow_hash: wf.hash.clone(),
@@ -171,9 +195,7 @@ impl Engine {
             created_at: now.clone(),
             updated_at: now,
             finished_at: None,
-        };
-        self.store.save_step(&run, None, None)?;
-        Ok(run)
+        })
     }
 
     /// Runs `run` to the end (or to `needs_attention`), journaling every step.
@@ -192,6 +214,13 @@ impl Engine {
             }
         }
         while let Some(block_id) = run.current.clone() {
+            if self.is_stopping() {
+                // Between steps: nothing is in flight, so the run can simply wait in the queue.
+                run.state = RunState::Queued;
+                run.updated_at = self.now();
+                self.store.save_step(&run, None, None)?;
+                return Ok(run);
+            }
             let Some(block) = wf.block(&block_id) else {
                 return self.fail(run, format!("the workflow has no block `{block_id}`"));
             };

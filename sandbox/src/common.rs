@@ -73,6 +73,7 @@ struct Dropped;
 pub(crate) async fn count(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or("(unmatched)", MatchedPath::as_str).to_string();
     let key = format!("{} {route}", req.method());
+    tracing::debug!(vendor = ctx.vendor.name(), route = %key, "sandbox request");
     {
         let mut stats = ctx.shared.stats();
         let v = stats.vendor_mut(ctx.vendor);

@@ -19,7 +19,7 @@ pub(crate) fn unit(h: u64) -> f64 {
 
 impl Rng {
     pub(crate) fn new(seed: u64) -> Rng {
-        Rng(mix(seed ^ 0x5eed_0f_2057_e2))
+        Rng(mix(seed ^ 0x5eed_0f20_57e2))
     }
 
     pub(crate) fn next_u64(&mut self) -> u64 {

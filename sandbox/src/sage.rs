@@ -120,9 +120,9 @@ fn bad_request(code: &str, message: &str) -> Response {
     api_error(StatusCode::BAD_REQUEST, "REQUEST_ERROR", code, message)
 }
 
-/// Session and Accept checks shared by the API routes: Salesforce rejects the session before
-/// the Sage package sees the request, so 401 wins over 406.
-fn gate(ctx: &Ctx, headers: &HeaderMap) -> Result<(), Response> {
+/// Session and Accept checks shared by the API routes; `Some` is the rejection. Salesforce
+/// rejects the session before the Sage package sees the request, so 401 wins over 406.
+fn gate(ctx: &Ctx, headers: &HeaderMap) -> Option<Response> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -132,7 +132,7 @@ fn gate(ctx: &Ctx, headers: &HeaderMap) -> Result<(), Response> {
     let live =
         token.is_some_and(|t| lock(&ctx.shared.sage).tokens.get(&t).is_some_and(|expires| Instant::now() < *expires));
     if !live {
-        return Err(json_response(
+        return Some(json_response(
             StatusCode::UNAUTHORIZED,
             &json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]),
         ));
@@ -142,14 +142,14 @@ fn gate(ctx: &Ctx, headers: &HeaderMap) -> Result<(), Response> {
             .any(|range| range.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")))
     });
     if !accepts_json {
-        return Err(api_error(
+        return Some(api_error(
             StatusCode::NOT_ACCEPTABLE,
             "REQUEST_ERROR",
             "INVALID_ACCEPT_HEADER",
             "The Accept header must be application/json",
         ));
     }
-    Ok(())
+    None
 }
 
 fn employment_name(p: &Person, index: usize) -> String {
@@ -191,7 +191,7 @@ fn employee_json(p: &Person, index: usize) -> Value {
 }
 
 async fn employee(State(ctx): State<Ctx>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if let Err(r) = gate(&ctx, &headers) {
+    if let Some(r) = gate(&ctx, &headers) {
         return r;
     }
     let people = &ctx.shared.people;
@@ -204,7 +204,7 @@ async fn employee(State(ctx): State<Ctx>, Path(id): Path<String>, headers: Heade
 }
 
 async fn employees(State(ctx): State<Ctx>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
-    if let Err(r) = gate(&ctx, &headers) {
+    if let Some(r) = gate(&ctx, &headers) {
         return r;
     }
     let params = parse_form(query.as_deref().unwrap_or(""));

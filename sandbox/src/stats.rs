@@ -111,8 +111,9 @@ pub struct Stats {
     pub cards_created_by_key: BTreeMap<String, u32>,
     /// Cards created through the API per `"{user_id}/{card_name}"`.
     pub cards_created_by_owner_and_name: BTreeMap<String, u32>,
-    /// Creates (card or user invite) whose body equals an earlier applied create sent under a
-    /// different key or none: a retry that was not idempotent.
+    /// Card creates whose body equals an earlier applied create (sent under another key or
+    /// none): a retry that was not idempotent. Invites cannot duplicate: Brex rejects a known
+    /// email.
     pub duplicate_side_effects: u64,
     pub sage_tokens_issued: u64,
 }

@@ -6,6 +6,7 @@ mod presets;
 mod records;
 mod runs;
 mod sandbox;
+mod sync;
 mod workflows;
 
 use std::path::PathBuf;
@@ -72,6 +73,8 @@ enum Command {
     /// Built-in and custom API presets.
     #[command(subcommand)]
     Presets(presets::Command),
+    /// Pull people from a source system now (see also `sync sessions`, `sync show`).
+    Sync(sync::SyncArgs),
     /// Start the fake vendor APIs (Brex, Expensify, Sage People) on loopback.
     Sandbox(sandbox::SandboxArgs),
 }
@@ -153,6 +156,7 @@ async fn dispatch(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
         Command::Runs(c) => runs::run(c, cx).await,
         Command::Graph(a) => workflows::graph(a, cx).await,
         Command::Presets(c) => presets::run(c, cx).await,
+        Command::Sync(a) => sync::run(a, cx).await,
         Command::Sandbox(a) => sandbox::run(a).await,
     }
 }

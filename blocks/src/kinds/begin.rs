@@ -101,7 +101,8 @@ fn compile_trigger(value: &Value, path: &str, diags: &mut Diagnostics) -> Option
     }
 }
 
-fn compile_schedule(value: &Value, path: &str, diags: &mut Diagnostics) -> Option<Schedule> {
+/// Compiles a schedule: `"daily"`, `"hourly"`, a cron string, or `{cron|daily|hourly, timezone}`.
+pub fn compile_schedule(value: &Value, path: &str, diags: &mut Diagnostics) -> Option<Schedule> {
     let (cron, timezone) = match value {
         Value::String(s) => (shorthand(s).unwrap_or_else(|| s.clone()), None),
         Value::Object(_) => {

@@ -18,7 +18,7 @@ use crate::diag::{ConfigError, Diagnostics, join, suggest};
 use crate::preset::PresetCatalog;
 
 pub use api::ApiBlock;
-pub use begin::{Begin, Trigger};
+pub use begin::{Begin, Schedule, Trigger, compile_schedule};
 pub use condition::ConditionBlock;
 pub use end::EndBlock;
 pub use update::UpdateBlock;

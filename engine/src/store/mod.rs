@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::error::Result;
-use crate::model::{ChangeEvent, JournalEntry, Record, Run, RunState, StoredCredential};
+use crate::model::{ChangeEvent, JournalEntry, Record, Run, RunState, StoredCredential, SyncSession};
 
 pub use sled_store::SledStore;
 
@@ -79,8 +79,20 @@ pub trait Store: Send + Sync {
         entry: Option<&JournalEntry>,
         record: Option<RecordWrite>,
     ) -> Result<Option<RecordWritten>>;
-    /// Runs not yet finished (queued, running, waiting), oldest first.
+    /// Runs not yet finished (queued, running, waiting, needs_attention), oldest first.
     fn unfinished_runs(&self) -> Result<Vec<Run>>;
+    /// Creates a queued run unless a run with the same `dedupe` key was ever created;
+    /// returns whether it did. This is what makes "at most once per (workflow, record,
+    /// event)" hold across restarts and racing triggers.
+    fn create_run_once(&self, run: &Run, dedupe: &str) -> Result<bool>;
+    /// Takes the oldest queued run off the queue, marking it running. Queued runs live
+    /// in the store (a run saved as `queued` is queued), not in memory.
+    fn claim_next(&self) -> Result<Option<Run>>;
+    fn queued_count(&self) -> Result<usize>;
+
+    // --- small bits of engine state (schedule marks, event cursor, batches) ----------
+    fn get_meta(&self, key: &str) -> Result<Option<String>>;
+    fn put_meta(&self, key: &str, value: &str) -> Result<()>;
 
     // --- workflow versions ---------------------------------------------------------
     fn put_workflow_source(&self, hash: &str, source: &str) -> Result<()>;
@@ -89,6 +101,12 @@ pub trait Store: Send + Sync {
     // --- change events -----------------------------------------------------------
     /// Events after `after` (exclusive), oldest first, at most `limit`.
     fn events(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<ChangeEvent>>;
+
+    // --- sync sessions ---------------------------------------------------------------
+    fn put_sync_session(&self, session: &SyncSession) -> Result<()>;
+    fn sync_session(&self, id: Uuid) -> Result<Option<SyncSession>>;
+    /// Newest first, at most `limit`.
+    fn sync_sessions(&self, integration: Option<&str>, limit: usize) -> Result<Vec<SyncSession>>;
 
     // --- credentials ---------------------------------------------------------------
     fn put_credential(&self, credential: &StoredCredential) -> Result<()>;

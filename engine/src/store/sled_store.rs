@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{RecordWrite, RecordWritten, RunFilter, Store, key_text, normalize_key};
 use crate::error::{Error, Result};
-use crate::model::{ChangeEvent, FieldChange, JournalEntry, Provenance, Record, Run, StoredCredential};
+use crate::model::{ChangeEvent, FieldChange, JournalEntry, Provenance, Record, Run, StoredCredential, SyncSession};
 
 const INDEX_FIELDS_KEY: &[u8] = b"index_fields";
 
@@ -32,6 +32,13 @@ pub struct SledStore {
     journal: sled::Tree,
     workflows: sled::Tree,
     credentials: sled::Tree,
+    sync_sessions: sled::Tree,
+    /// Queued run ids (UUID v7, so oldest first) → empty.
+    queue: sled::Tree,
+    /// Dedupe keys of every run ever created by a trigger → run id.
+    run_keys: sled::Tree,
+    /// Serialises claims so two workers never take one run.
+    claim: std::sync::Mutex<()>,
     meta: sled::Tree,
     index_fields: RwLock<BTreeSet<String>>,
 }
@@ -56,6 +63,10 @@ impl SledStore {
             journal: tree("journal")?,
             workflows: tree("workflows")?,
             credentials: tree("credentials")?,
+            sync_sessions: tree("sync_sessions")?,
+            queue: tree("queue")?,
+            run_keys: tree("run_keys")?,
+            claim: std::sync::Mutex::new(()),
             meta: tree("meta")?,
             db,
             index_fields: RwLock::new(BTreeSet::new()),
@@ -324,9 +335,14 @@ impl Store for SledStore {
     ) -> Result<Option<RecordWritten>> {
         let fields = self.fields();
         let (new_id, event_id) = (Uuid::now_v7(), Uuid::now_v7());
-        let result = (&self.runs, &self.journal, &self.records, &self.index, &self.events).transaction(
-            |(runs, journal, records, index, events)| {
+        let result = (&self.runs, &self.journal, &self.records, &self.index, &self.events, &self.queue).transaction(
+            |(runs, journal, records, index, events, queue)| {
                 runs.insert(run.id.as_bytes(), tx_encode(run)?)?;
+                if run.state == crate::model::RunState::Queued {
+                    queue.insert(run.id.as_bytes(), &[])?;
+                } else {
+                    queue.remove(run.id.as_bytes())?;
+                }
                 if let Some(entry) = entry {
                     journal.insert(journal_key(run.id, entry.seq), tx_encode(entry)?)?;
                 }
@@ -350,6 +366,54 @@ impl Store for SledStore {
         Ok(out)
     }
 
+    fn create_run_once(&self, run: &Run, dedupe: &str) -> Result<bool> {
+        let result = (&self.runs, &self.run_keys, &self.queue).transaction(|(runs, keys, queue)| {
+            if keys.get(dedupe.as_bytes())?.is_some() {
+                return Ok(false);
+            }
+            keys.insert(dedupe.as_bytes(), run.id.as_bytes().to_vec())?;
+            runs.insert(run.id.as_bytes(), tx_encode(run)?)?;
+            if run.state == crate::model::RunState::Queued {
+                queue.insert(run.id.as_bytes(), &[])?;
+            }
+            Ok(true)
+        });
+        self.commit(result)
+    }
+
+    fn claim_next(&self) -> Result<Option<Run>> {
+        let _guard = self.claim.lock().expect("claim lock");
+        while let Some((key, _)) = self.queue.first()? {
+            let id = Uuid::from_slice(&key).map_err(|e| Error::Store(e.to_string()))?;
+            let Some(mut run) = self.run(id)? else {
+                self.queue.remove(&key)?;
+                continue;
+            };
+            if run.state != crate::model::RunState::Queued {
+                self.queue.remove(&key)?;
+                continue;
+            }
+            run.state = crate::model::RunState::Running;
+            self.save_step(&run, None, None)?;
+            return Ok(Some(run));
+        }
+        Ok(None)
+    }
+
+    fn queued_count(&self) -> Result<usize> {
+        Ok(self.queue.len())
+    }
+
+    fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.meta.get(key.as_bytes())?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    fn put_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.meta.insert(key.as_bytes(), value.as_bytes())?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     fn put_workflow_source(&self, hash: &str, source: &str) -> Result<()> {
         if !self.workflows.contains_key(hash)? {
             self.workflows.insert(hash, source.as_bytes())?;
@@ -370,6 +434,30 @@ impl Store for SledStore {
             None => self.events.iter(),
         };
         iter.take(limit).map(|e| decode(&e?.1)).collect()
+    }
+
+    fn put_sync_session(&self, session: &SyncSession) -> Result<()> {
+        self.sync_sessions.insert(session.id.as_bytes(), encode(session)?)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn sync_session(&self, id: Uuid) -> Result<Option<SyncSession>> {
+        self.sync_sessions.get(id.as_bytes())?.map(|b| decode(&b)).transpose()
+    }
+
+    fn sync_sessions(&self, integration: Option<&str>, limit: usize) -> Result<Vec<SyncSession>> {
+        let mut out = Vec::new();
+        for entry in self.sync_sessions.iter().rev() {
+            let session: SyncSession = decode(&entry?.1)?;
+            if integration.is_none_or(|i| i == session.integration) {
+                out.push(session);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn put_credential(&self, credential: &StoredCredential) -> Result<()> {

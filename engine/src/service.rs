@@ -1,0 +1,438 @@
+//! What makes workflows run by themselves: the loaded catalog of workflows and
+//! integrations, the scheduler, the event dispatcher and the pool of run workers.
+//! `roster serve`, `roster run --all` and `roster demo` are all built from these parts.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use roster_blocks::kinds::{CompileContext, Schedule, Trigger};
+use roster_blocks::preset::PresetCatalog;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::clock::rfc3339;
+use crate::error::{Error, Result};
+use crate::model::{ChangeEvent, Record, Run, RunState, SyncSession};
+use crate::run::{Engine, Quiet};
+use crate::sync::Integration;
+use crate::workflow::Workflow;
+
+/// Every workflow and integration a service runs, validated together.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    pub workflows: BTreeMap<String, Arc<Workflow>>,
+    pub integrations: BTreeMap<String, Arc<Integration>>,
+}
+
+impl Catalog {
+    /// Loads every `*.json` in the two folders; refuses with every problem of every file.
+    pub fn load(
+        workflows_dir: &Path,
+        integrations_dir: &Path,
+        presets: &PresetCatalog,
+        credentials: Option<&BTreeSet<String>>,
+    ) -> Result<Catalog> {
+        let mut catalog = Catalog::default();
+        let mut problems = Vec::new();
+        let cx = CompileContext { presets, credentials };
+        for path in json_files(workflows_dir)? {
+            match Workflow::load(&path, &cx) {
+                Ok(wf) => {
+                    if let Some(other) = catalog.workflows.get(&wf.name) {
+                        problems.push(format!("{}: the name `{}` is already used by {}", path.display(), wf.name, other.file));
+                    } else {
+                        catalog.workflows.insert(wf.name.clone(), Arc::new(wf));
+                    }
+                }
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        for path in json_files(integrations_dir)? {
+            match Integration::load(&path, credentials) {
+                Ok(i) => {
+                    catalog.integrations.insert(i.name.clone(), Arc::new(i));
+                }
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        if problems.is_empty() { Ok(catalog) } else { Err(Error::Refused(problems.join("\n"))) }
+    }
+}
+
+fn json_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// A schedule that fired: which workflow, for which time, how many runs it queued.
+#[derive(Debug, Clone)]
+pub struct Fired {
+    pub workflow: String,
+    pub at: Timestamp,
+    pub queued: usize,
+    /// Fire times that passed while nothing was running, fired once as `at`.
+    pub missed: usize,
+}
+
+pub struct Service {
+    pub engine: Arc<Engine>,
+    catalog: RwLock<Arc<Catalog>>,
+    presets: PresetCatalog,
+    /// Compiled workflow versions by content hash, for runs started on an older file.
+    versions: Mutex<HashMap<String, Arc<Workflow>>>,
+    wake: Notify,
+    busy: AtomicUsize,
+}
+
+impl Service {
+    pub fn new(engine: Arc<Engine>, catalog: Catalog, presets: PresetCatalog) -> Arc<Service> {
+        Arc::new(Service {
+            engine,
+            catalog: RwLock::new(Arc::new(catalog)),
+            presets,
+            versions: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            busy: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().expect("catalog lock").clone()
+    }
+
+    /// Swaps in a newly validated catalog; runs in flight keep their own version.
+    pub fn replace_catalog(&self, catalog: Catalog) {
+        *self.catalog.write().expect("catalog lock") = Arc::new(catalog);
+    }
+
+    pub fn wake(&self) {
+        self.wake.notify_waiters();
+    }
+
+    /// After a crash: runs left `running` go back to the queue, where a worker resumes
+    /// them at the step they were on. Returns how many.
+    pub fn recover(&self) -> Result<usize> {
+        let mut n = 0;
+        for mut run in self.engine.store.unfinished_runs()? {
+            if run.state == RunState::Running || run.state == RunState::Waiting {
+                run.state = RunState::Queued;
+                self.engine.store.save_step(&run, None, None)?;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            tracing::info!("{n} unfinished runs will resume where they stopped");
+        }
+        Ok(n)
+    }
+
+    /// The compiled workflow a run started with.
+    pub fn workflow_version(&self, hash: &str) -> Result<Arc<Workflow>> {
+        if let Some(wf) = self.versions.lock().expect("versions").get(hash) {
+            return Ok(wf.clone());
+        }
+        let current = self.catalog().workflows.values().find(|w| w.hash == hash).cloned();
+        let wf = match current {
+            Some(wf) => wf,
+            None => {
+                let source = self
+                    .engine
+                    .store
+                    .workflow_source(hash)?
+                    .ok_or_else(|| Error::NotFound(format!("workflow version {hash} is missing from the store")))?;
+                let cx = CompileContext { presets: &self.presets, credentials: None };
+                Arc::new(Workflow::compile(&source, &format!("stored version {}", &hash[..12.min(hash.len())]), &cx)?)
+            }
+        };
+        self.versions.lock().expect("versions").insert(hash.to_string(), wf.clone());
+        Ok(wf)
+    }
+
+    /// Every record the workflow's begin rules accept now.
+    pub fn select(&self, wf: &Workflow) -> Result<Vec<Record>> {
+        let now = Value::String(rfc3339(self.engine.clock.now()));
+        let today = Value::String(self.engine.clock.today().to_string());
+        let mut out = Vec::new();
+        let mut failure = None;
+        self.engine.store.scan_records(&mut |record| {
+            let accepted = match &wf.begin.rules {
+                None => Ok(true),
+                Some(rules) => {
+                    // Rules see the record's fields plus `now` and `today`, as a run would.
+                    let mut fields = record.fields.clone();
+                    fields.insert("now".into(), now.clone());
+                    fields.insert("today".into(), today.clone());
+                    rules.evaluate(&Value::Object(fields))
+                }
+            };
+            match accepted {
+                Ok(true) => out.push(record),
+                Ok(false) => {}
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    return false;
+                }
+            }
+            true
+        })?;
+        match failure {
+            Some(e) => Err(Error::Refused(format!("{}: the begin rules cannot be evaluated: {e}", wf.name))),
+            None => Ok(out),
+        }
+    }
+
+    /// Fires every workflow schedule that is due: once per due schedule, however many
+    /// fire times passed while nothing was running.
+    pub fn fire_schedules(&self) -> Result<Vec<Fired>> {
+        let mut fired = Vec::new();
+        for wf in self.catalog().workflows.values() {
+            let Trigger::Schedule(schedule) = &wf.begin.trigger else { continue };
+            let key = format!("schedule:{}", wf.name);
+            let Some((at, missed)) = self.due(schedule, &key)? else { continue };
+            let records = self.select(wf)?;
+            let mut queued = 0;
+            let stamp = rfc3339(at);
+            for record in &records {
+                let dedupe = format!("wf:{}:rec:{}:fire:{stamp}", wf.name, record.id);
+                if self.engine.create_run_once(wf, record, &format!("schedule:{stamp}"), &dedupe)?.is_some() {
+                    queued += 1;
+                }
+            }
+            // Marked after the runs exist: a crash in between fires again and dedupes.
+            self.engine.store.put_meta(&key, &stamp)?;
+            if missed > 0 {
+                tracing::warn!(
+                    "{}: {missed} scheduled time(s) passed while Roster was not running; fired once for {stamp}",
+                    wf.name
+                );
+            }
+            tracing::info!("{}: schedule fired for {stamp}, {queued} run(s) queued", wf.name);
+            fired.push(Fired { workflow: wf.name.clone(), at, queued, missed });
+        }
+        if fired.iter().any(|f| f.queued > 0) {
+            self.wake();
+        }
+        Ok(fired)
+    }
+
+    /// Runs every integration whose sync schedule is due.
+    pub async fn sync_due(&self) -> Result<Vec<SyncSession>> {
+        let mut sessions = Vec::new();
+        for integration in self.catalog().integrations.values() {
+            let key = format!("sync:{}", integration.name);
+            let Some((at, _)) = self.due(&integration.schedule, &key)? else { continue };
+            let session = self.sync(integration).await?;
+            self.engine.store.put_meta(&key, &rfc3339(at))?;
+            sessions.push(session);
+        }
+        Ok(sessions)
+    }
+
+    /// Runs one integration now.
+    pub async fn sync(&self, integration: &Integration) -> Result<SyncSession> {
+        let credential = self.engine.credential(&integration.credential)?;
+        let session = crate::sync::run(
+            self.engine.store.as_ref(),
+            integration,
+            &credential,
+            &self.engine.clock,
+            false,
+            &mut crate::sync::NoProgress,
+        )
+        .await?;
+        tracing::info!(
+            "sync {}: {} fetched, {} created, {} updated, {} failed{}",
+            integration.name,
+            session.counts.fetched,
+            session.counts.created,
+            session.counts.updated,
+            session.counts.failed,
+            session.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+        );
+        Ok(session)
+    }
+
+    /// The latest fire time at or before now if it has not fired yet, with how many
+    /// earlier fire times were skipped since the last one.
+    fn due(&self, schedule: &Schedule, key: &str) -> Result<Option<(Timestamp, usize)>> {
+        let cron: croner::Cron = schedule
+            .cron
+            .parse()
+            .map_err(|e| Error::Refused(format!("cron `{}` cannot be parsed: {e}", schedule.cron)))?;
+        let tz = match &schedule.timezone {
+            Some(name) => TimeZone::get(name).map_err(|e| Error::Refused(format!("time zone {name}: {e}")))?,
+            None => TimeZone::UTC,
+        };
+        let now = self.engine.clock.now().to_zoned(tz);
+        let Ok(latest) = cron.find_previous_occurrence(&now, true) else { return Ok(None) };
+        let latest_ts = latest.timestamp();
+        let last: Option<Timestamp> = self.engine.store.get_meta(key)?.and_then(|s| s.parse().ok());
+        match last {
+            Some(l) if l >= latest_ts => Ok(None),
+            Some(l) => {
+                let mut missed = 0;
+                let mut t = latest.clone();
+                while let Ok(prev) = cron.find_previous_occurrence(&t, false) {
+                    if prev.timestamp() <= l || missed >= 10_000 {
+                        break;
+                    }
+                    missed += 1;
+                    t = prev;
+                }
+                Ok(Some((latest_ts, missed)))
+            }
+            None => Ok(Some((latest_ts, 0))),
+        }
+    }
+
+    /// Starts runs for record events (created / updated) that workflows listen to.
+    /// The first time, it starts at the newest event: history does not trigger.
+    pub fn dispatch_events(&self) -> Result<usize> {
+        const CURSOR: &str = "dispatch_cursor";
+        let store = &self.engine.store;
+        let mut cursor: Option<uuid::Uuid> = match store.get_meta(CURSOR)? {
+            Some(c) => c.parse().ok(),
+            None => {
+                let mut last = None;
+                loop {
+                    let batch = store.events(last, 1000)?;
+                    match batch.last() {
+                        Some(e) => last = Some(e.id),
+                        None => break,
+                    }
+                }
+                store.put_meta(CURSOR, &last.map(|id| id.to_string()).unwrap_or_default())?;
+                return Ok(0);
+            }
+        };
+        let catalog = self.catalog();
+        let listeners: Vec<&Arc<Workflow>> = catalog
+            .workflows
+            .values()
+            .filter(|w| matches!(w.begin.trigger, Trigger::Created | Trigger::Updated { .. }))
+            .collect();
+        let mut started = 0;
+        loop {
+            let events = store.events(cursor, 500)?;
+            if events.is_empty() {
+                break;
+            }
+            for event in &events {
+                for wf in &listeners {
+                    if !listens(wf, event) {
+                        continue;
+                    }
+                    let Some(record) = store.record(event.record_id)? else { continue };
+                    if self.engine.rules_refuse(wf, &record)?.is_some() {
+                        continue;
+                    }
+                    let dedupe = format!("wf:{}:rec:{}:event:{}", wf.name, record.id, event.id);
+                    let trigger = format!("event:{}:{}", event.kind, event.id);
+                    if self.engine.create_run_once(wf, &record, &trigger, &dedupe)?.is_some() {
+                        started += 1;
+                    }
+                }
+            }
+            cursor = events.last().map(|e| e.id);
+            store.put_meta(CURSOR, &cursor.map(|c| c.to_string()).unwrap_or_default())?;
+        }
+        if started > 0 {
+            self.wake();
+        }
+        Ok(started)
+    }
+
+    /// Runs queued runs with `concurrency` workers. With `until_idle`, returns once the
+    /// queue is empty and no run is in flight; otherwise runs until the engine stops.
+    pub async fn work(self: &Arc<Self>, concurrency: usize, until_idle: bool) -> Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..concurrency.max(1) {
+            let me = self.clone();
+            tasks.spawn(async move { me.worker(until_idle).await });
+        }
+        let mut first_error = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    first_error.get_or_insert(Error::Store(format!("a worker panicked: {e}")));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn worker(self: Arc<Self>, until_idle: bool) -> Result<()> {
+        loop {
+            if self.engine.is_stopping() {
+                return Ok(());
+            }
+            self.busy.fetch_add(1, Ordering::SeqCst);
+            let claimed = self.engine.store.claim_next();
+            let run = match claimed {
+                Ok(Some(run)) => run,
+                Ok(None) => {
+                    let others_busy = self.busy.fetch_sub(1, Ordering::SeqCst) > 1;
+                    if until_idle && !others_busy && self.engine.store.queued_count()? == 0 {
+                        self.wake();
+                        return Ok(());
+                    }
+                    let _ = tokio::time::timeout(Duration::from_millis(200), self.wake.notified()).await;
+                    continue;
+                }
+                Err(e) => {
+                    self.busy.fetch_sub(1, Ordering::SeqCst);
+                    return Err(e);
+                }
+            };
+            let outcome = self.execute(run).await;
+            self.busy.fetch_sub(1, Ordering::SeqCst);
+            if let Err(e) = outcome {
+                tracing::error!("{e}");
+            }
+        }
+    }
+
+    async fn execute(&self, run: Run) -> Result<Run> {
+        let wf = match self.workflow_version(&run.workflow_hash) {
+            Ok(wf) => wf,
+            Err(e) => {
+                let mut run = run;
+                run.state = RunState::Failed;
+                run.error = Some(e.to_string());
+                self.engine.store.save_step(&run, None, None)?;
+                return Err(e);
+            }
+        };
+        self.engine.drive(&wf, run, &mut Quiet).await
+    }
+}
+
+/// Whether `wf`'s trigger listens to `event`. A workflow never triggers itself.
+fn listens(wf: &Workflow, event: &ChangeEvent) -> bool {
+    if event.source == format!("workflow:{}", wf.name) {
+        return false;
+    }
+    match &wf.begin.trigger {
+        Trigger::Created => event.kind == "created",
+        Trigger::Updated { fields } => {
+            event.kind == "updated" && (fields.is_empty() || fields.iter().any(|f| event.changes.contains_key(f)))
+        }
+        _ => false,
+    }
+}

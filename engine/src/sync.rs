@@ -1,0 +1,408 @@
+//! Integrations: pull people from a source system into the store.
+//!
+//! A connector only fetches and pages; everything else happens here: filters over the
+//! source record, the mapping onto record fields, matching by sync key, the create/update
+//! preference, marking people who left the source, and the session log. Pages are
+//! written as they arrive, so memory stays flat however many people the source holds.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
+
+use roster_blocks::credential::{Credential, scrub};
+use roster_blocks::diag::{ConfigError, Diagnostics, join, suggest};
+use roster_blocks::fields::Fields;
+use roster_blocks::kinds::{Schedule, compile_schedule};
+use roster_blocks::rules::Condition;
+use roster_blocks::template::Template;
+use roster_connectors::{CONNECTORS, SyncOptions};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::clock::{Clock, rfc3339};
+use crate::error::{Error, Result};
+use crate::model::{SyncCounts, SyncFailure, SyncSession};
+use crate::store::{RecordWrite, Store, key_text};
+
+/// How many per-person failures a session keeps, and how many samples and previews.
+const MAX_FAILURES: usize = 200;
+const MAX_SAMPLES: usize = 3;
+const MAX_PREVIEW: usize = 50;
+
+/// Which writes a sync may make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preference {
+    CreateUpdate,
+    CreateOnly,
+    UpdateOnly,
+}
+
+/// Where a mapped field's value comes from.
+#[derive(Debug, Clone)]
+pub enum MappingValue {
+    /// `"<<a.b>>"`: the value at that path, null when the source lacks it.
+    Path(roster_blocks::path::Path),
+    /// Text with variables; a missing variable fails that person with the reason.
+    Template(Template),
+    /// A literal JSON value.
+    Literal(Value),
+}
+
+/// A loaded, validated integration file.
+#[derive(Debug, Clone)]
+pub struct Integration {
+    pub name: String,
+    pub description: String,
+    pub connector: String,
+    pub credential: String,
+    pub preference: Preference,
+    pub sync_key: String,
+    pub mapping: Vec<(String, MappingValue)>,
+    pub filters: Option<Condition>,
+    pub schedule: Schedule,
+    pub options: SyncOptions,
+    pub file: String,
+}
+
+const KEYS: &[&str] =
+    &["name", "description", "connector", "credential", "preference", "sync_key", "mapping", "filters", "schedule", "options"];
+
+impl Integration {
+    pub fn load(path: &Path, credentials: Option<&BTreeSet<String>>) -> Result<Integration> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io(format!("cannot read {file}: {e}")))?;
+        Self::compile(&text, &file, credentials)
+    }
+
+    pub fn compile(text: &str, file: &str, credentials: Option<&BTreeSet<String>>) -> Result<Integration> {
+        let invalid = |errors| Error::Invalid { file: file.to_string(), errors };
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            invalid(vec![ConfigError::new("", format!("not valid JSON at line {}, column {}: {e}", e.line(), e.column()))])
+        })?;
+        let mut diags = Diagnostics::new();
+        let integration = compile(&value, file, credentials, &mut diags);
+        match integration {
+            Some(i) if diags.is_empty() => Ok(i),
+            _ => Err(invalid(diags.into_errors())),
+        }
+    }
+
+    /// The record field that says whether a person is still in this source.
+    pub fn present_field(&self) -> String {
+        format!("{}_present", self.name.replace(['-', '.', ' '], "_"))
+    }
+
+    /// Maps one source record onto record fields.
+    pub fn map(&self, source: &Value) -> std::result::Result<Map<String, Value>, String> {
+        let mut out = Map::new();
+        for (field, how) in &self.mapping {
+            let value = match how {
+                MappingValue::Path(p) => p.lookup(source).cloned().unwrap_or(Value::Null),
+                MappingValue::Template(t) => t.render_value(source).map_err(|e| format!("{field}: {e}"))?,
+                MappingValue::Literal(v) => v.clone(),
+            };
+            out.insert(field.clone(), value);
+        }
+        Ok(out)
+    }
+}
+
+fn compile(value: &Value, file: &str, credentials: Option<&BTreeSet<String>>, diags: &mut Diagnostics) -> Option<Integration> {
+    let f = Fields::open(value, "", "an integration", KEYS, diags)?;
+    let name = f.string("name", diags).unwrap_or_default().to_string();
+    let connector = f.string("connector", diags).unwrap_or_default().to_string();
+    let info = CONNECTORS.iter().find(|c| c.name == connector);
+    if info.is_none() && !connector.is_empty() {
+        diags.push(
+            ConfigError::new("connector", format!("unknown connector `{connector}`"))
+                .with_help(suggest(&connector, CONNECTORS.iter().map(|c| c.name))),
+        );
+    }
+    let credential = f.string("credential", diags).unwrap_or_default().to_string();
+    if let Some(known) = credentials
+        && !credential.is_empty()
+        && !known.contains(&credential)
+    {
+        diags.push(
+            ConfigError::new("credential", format!("unknown credential `{credential}`")).with_help(format!(
+                "add it with `roster credentials add {credential} --kind {} ...`",
+                info.map_or("bearer", |i| i.credential_kind)
+            )),
+        );
+    }
+    let preference = match f.opt_string("preference", diags).unwrap_or("create_update") {
+        "create_update" => Preference::CreateUpdate,
+        "create_only" => Preference::CreateOnly,
+        "update_only" => Preference::UpdateOnly,
+        other => {
+            let known = ["create_update", "create_only", "update_only"];
+            diags.push(ConfigError::new("preference", format!("unknown preference `{other}`")).with_help(suggest(other, known)));
+            Preference::CreateUpdate
+        }
+    };
+    let sync_key = f.opt_string("sync_key", diags).unwrap_or("email").to_string();
+
+    // The connector's default mapping, then the file's entries (null removes one).
+    let mut mapping: Vec<(String, MappingValue)> = Vec::new();
+    if let Some(info) = info {
+        for (field, source) in info.default_mapping {
+            if let Some(v) = compile_mapping_value(&Value::String((*source).to_string()), &join("mapping", field), diags) {
+                mapping.push(((*field).to_string(), v));
+            }
+        }
+    }
+    if let Some(map) = f.opt_object("mapping", diags) {
+        for (field, v) in map {
+            mapping.retain(|(k, _)| k != field);
+            if v.is_null() {
+                continue;
+            }
+            if let Some(m) = compile_mapping_value(v, &join("mapping", field), diags) {
+                mapping.push((field.clone(), m));
+            }
+        }
+    }
+    if !mapping.iter().any(|(k, _)| *k == sync_key) {
+        diags.push(
+            ConfigError::new("sync_key", format!("the sync key `{sync_key}` is not a mapped field"))
+                .with_help(format!("add \"{sync_key}\": \"<<...>>\" to `mapping`, or choose a mapped field")),
+        );
+    }
+    let filters = f.get("filters").and_then(|v| Condition::compile(v, "filters", diags));
+    let schedule = match f.get("schedule") {
+        Some(v) => compile_schedule(v, "schedule", diags),
+        None => compile_schedule(&Value::String("daily".into()), "schedule", diags),
+    };
+    let mut options = SyncOptions::default();
+    if let Some(o) = f.opt_object("options", diags) {
+        if let Some(ps) = o.get("page_size") {
+            match ps.as_u64() {
+                Some(n) if (1..=1000).contains(&n) => options.page_size = Some(n as u32),
+                _ => diags.error("options.page_size", "page_size must be a whole number from 1 to 1000"),
+            }
+        }
+        if let Some(ids) = o.get("policy_ids") {
+            match ids.as_array() {
+                Some(a) => options.policy_ids = a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+                None => diags.error("options.policy_ids", "policy_ids must be an array of Expensify policy ids"),
+            }
+        }
+    }
+    Some(Integration {
+        name,
+        description: f.opt_string("description", diags).unwrap_or_default().to_string(),
+        connector,
+        credential,
+        preference,
+        sync_key,
+        mapping,
+        filters,
+        schedule: schedule?,
+        options,
+        file: file.to_string(),
+    })
+}
+
+fn compile_mapping_value(value: &Value, path: &str, diags: &mut Diagnostics) -> Option<MappingValue> {
+    let Value::String(src) = value else { return Some(MappingValue::Literal(value.clone())) };
+    match Template::compile(src) {
+        Ok(t) => Some(match t.single_variable() {
+            Some(p) => MappingValue::Path(p.clone()),
+            None if t.is_literal() => MappingValue::Literal(value.clone()),
+            None => MappingValue::Template(t),
+        }),
+        Err(e) => {
+            diags.error(path, format!("bad template: {e}"));
+            None
+        }
+    }
+}
+
+/// Reports progress as pages arrive.
+pub trait SyncObserver {
+    fn page(&mut self, _counts: &SyncCounts) {}
+}
+
+pub struct NoProgress;
+impl SyncObserver for NoProgress {}
+
+/// Runs one integration now. With `test`, fetches and reports what would change and
+/// writes nothing but the session log.
+pub async fn run(
+    store: &dyn Store,
+    integration: &Integration,
+    credential: &Credential,
+    clock: &Clock,
+    test: bool,
+    observer: &mut dyn SyncObserver,
+) -> Result<SyncSession> {
+    let started = rfc3339(clock.now());
+    let mut session = SyncSession {
+        id: Uuid::now_v7(),
+        integration: integration.name.clone(),
+        connector: integration.connector.clone(),
+        state: "running".into(),
+        test,
+        started_at: started.clone(),
+        finished_at: None,
+        counts: SyncCounts::default(),
+        failures: Vec::new(),
+        error: None,
+        samples: Vec::new(),
+        preview: Vec::new(),
+    };
+    store.put_sync_session(&session)?;
+    if !test {
+        store.ensure_index(&integration.sync_key)?;
+    }
+    let secrets: Vec<&str> = credential.secrets();
+    let client = roster_blocks::http::client(std::time::Duration::from_secs(60), std::time::Duration::from_secs(10));
+    let mut source = roster_connectors::open(&integration.connector, credential, integration.options.clone(), client)
+        .map_err(|e| Error::Refused(e.to_string()))?;
+    let present = integration.present_field();
+    let source_label = format!("sync:{}", integration.name);
+    let mut seen: HashSet<Uuid> = HashSet::new();
+    let mut keys: HashSet<String> = HashSet::new();
+    let mut complete = true;
+    loop {
+        let page = match source.next_page().await {
+            Ok(Some(page)) => page,
+            Ok(None) => break,
+            Err(e) => {
+                complete = false;
+                session.error = Some(scrub(&e.to_string(), &secrets));
+                break;
+            }
+        };
+        if let Some(raw) = page.raw
+            && session.samples.len() < MAX_SAMPLES
+        {
+            let text = scrub(&raw.to_string(), &secrets);
+            session.samples.push(serde_json::from_str(&text).unwrap_or(Value::String(text)));
+        }
+        let mut writes = Vec::new();
+        for record in page.records {
+            session.counts.fetched += 1;
+            let who = record
+                .get("email")
+                .or_else(|| record.get("emailAddress"))
+                .or_else(|| record.get("id"))
+                .and_then(key_text)
+                .unwrap_or_else(|| format!("record #{}", session.counts.fetched));
+            let mut fail = |session: &mut SyncSession, reason: String| {
+                session.counts.failed += 1;
+                if session.failures.len() < MAX_FAILURES {
+                    session.failures.push(SyncFailure { who: who.clone(), reason });
+                }
+            };
+            let mut record = record;
+            let Some(obj) = record.as_object_mut() else {
+                fail(&mut session, "the source sent something that is not a JSON object".into());
+                continue;
+            };
+            // Mappings may use the session's start time, which the source does not hold.
+            obj.insert("connector_sync_time".into(), Value::String(started.clone()));
+            if let Some(filters) = &integration.filters {
+                match filters.evaluate(&record) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        session.counts.filtered += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        fail(&mut session, format!("filters: {e}"));
+                        continue;
+                    }
+                }
+            }
+            let mut fields = match integration.map(&record) {
+                Ok(f) => f,
+                Err(e) => {
+                    fail(&mut session, format!("mapping: {e}"));
+                    continue;
+                }
+            };
+            let Some(key) = fields.get(&integration.sync_key).and_then(key_text) else {
+                fail(&mut session, format!("no `{}` value (the sync key)", integration.sync_key));
+                continue;
+            };
+            if !keys.insert(key.clone()) {
+                fail(&mut session, format!("a second person with {} {key}: refused; the first one was kept", integration.sync_key));
+                continue;
+            }
+            let existing = store.records_by_field(&integration.sync_key, &key)?;
+            if existing.len() > 1 {
+                fail(&mut session, format!("{} records share {} {key}; fix them first", existing.len(), integration.sync_key));
+                continue;
+            }
+            let existing = existing.into_iter().next();
+            let allowed = match (&existing, integration.preference) {
+                (None, Preference::UpdateOnly) | (Some(_), Preference::CreateOnly) => false,
+                _ => true,
+            };
+            if let Some(r) = &existing {
+                seen.insert(r.id);
+            }
+            if !allowed {
+                session.counts.skipped += 1;
+                continue;
+            }
+            fields.insert(present.clone(), Value::Bool(true));
+            if test {
+                let (kind, changed): (&str, Map<String, Value>) = match &existing {
+                    None => ("create", fields.clone()),
+                    Some(r) => ("update", fields.iter().filter(|(k, v)| r.fields.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect()),
+                };
+                if kind == "create" {
+                    session.counts.created += 1;
+                } else if changed.is_empty() {
+                    session.counts.unchanged += 1;
+                } else {
+                    session.counts.updated += 1;
+                }
+                if !changed.is_empty() && session.preview.len() < MAX_PREVIEW {
+                    session.preview.push(serde_json::json!({"action": kind, "key": key, "fields": changed}));
+                }
+                continue;
+            }
+            writes.push(RecordWrite { id: existing.map(|r| r.id), changes: fields, source: source_label.clone(), at: started.clone() });
+        }
+        if !writes.is_empty() {
+            for written in store.write_records(writes)? {
+                seen.insert(written.record.id);
+                match written.event.as_ref().map(|e| e.kind.as_str()) {
+                    Some("created") => session.counts.created += 1,
+                    Some(_) => session.counts.updated += 1,
+                    None => session.counts.unchanged += 1,
+                }
+            }
+        }
+        observer.page(&session.counts);
+    }
+    // Only a complete listing can say who is gone; a failed one marks nobody missing.
+    if complete {
+        let mut gone = Vec::new();
+        store.scan_records(&mut |r| {
+            if !seen.contains(&r.id) && r.fields.get(&present) == Some(&Value::Bool(true)) {
+                gone.push(r.id);
+            }
+            true
+        })?;
+        session.counts.missing = gone.len() as u64;
+        if !test && !gone.is_empty() {
+            let writes = gone
+                .into_iter()
+                .map(|id| RecordWrite {
+                    id: Some(id),
+                    changes: Map::from_iter([(present.clone(), Value::Bool(false))]),
+                    source: source_label.clone(),
+                    at: started.clone(),
+                })
+                .collect();
+            store.write_records(writes)?;
+        }
+    }
+    session.state = if session.error.is_some() { "failed" } else { "succeeded" }.into();
+    session.finished_at = Some(rfc3339(clock.now()));
+    store.put_sync_session(&session)?;
+    Ok(session)
+}
