@@ -81,7 +81,8 @@ impl Brex {
         };
         let mut backoff = Backoff::new(self.max_retries);
         let mut body = loop {
-            let mut request = self.client.get(&self.url).bearer_auth(self.token.expose()).query(&[("limit", self.limit)]);
+            let mut request =
+                self.client.get(&self.url).bearer_auth(self.token.expose()).query(&[("limit", self.limit)]);
             if let Some(c) = &cursor {
                 request = request.query(&[("cursor", c)]);
             }

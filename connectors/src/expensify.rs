@@ -85,9 +85,7 @@ impl Expensify {
         let Some((id, name)) = self.policies.as_ref().and_then(|q| q.front().cloned()) else {
             return Ok(None);
         };
-        let mut body = self
-            .job(json!({"type": "policy", "fields": ["employees"], "policyIDList": [id]}))
-            .await?;
+        let mut body = self.job(json!({"type": "policy", "fields": ["employees"], "policyIDList": [id]})).await?;
         let raw = (self.pages < RAW_PAGES).then(|| body.clone());
         let Some(info) = body.get_mut("policyInfo").and_then(|i| i.get_mut(&id)) else {
             return Err(shape(format!("`policyInfo` has no entry for policy {id}")));
@@ -202,24 +200,7 @@ async fn pace(account: &str) {
     loop {
         let wait = {
             let mut sent = SENT.lock().unwrap_or_else(|e| e.into_inner());
-            let times = sent.entry(account.to_string()).or_default();
-            let now = Instant::now();
-            let longest = WINDOWS.iter().map(|w| w.1).max().unwrap_or_default();
-            while times.front().is_some_and(|t| now.duration_since(*t) >= longest) {
-                times.pop_front();
-            }
-            let wait = WINDOWS
-                .iter()
-                .filter_map(|&(max, per)| {
-                    let inside: Vec<&Instant> = times.iter().filter(|t| now.duration_since(**t) < per).collect();
-                    // The oldest request in a full window must age out before the next one.
-                    (inside.len() >= max).then(|| per - now.duration_since(*inside[inside.len() - max]))
-                })
-                .max();
-            if wait.is_none() {
-                times.push_back(now);
-            }
-            wait
+            reserve(sent.entry(account.to_string()).or_default(), Instant::now())
         };
         match wait {
             None => return,
@@ -229,6 +210,26 @@ async fn pace(account: &str) {
             }
         }
     }
+}
+
+/// Records a request at `now` if it fits every window; otherwise how long until it would.
+fn reserve(times: &mut VecDeque<Instant>, now: Instant) -> Option<Duration> {
+    let longest = WINDOWS.iter().map(|w| w.1).max().unwrap_or_default();
+    while times.front().is_some_and(|t| now.duration_since(*t) >= longest) {
+        times.pop_front();
+    }
+    let wait = WINDOWS
+        .iter()
+        .filter_map(|&(max, per)| {
+            let inside: Vec<&Instant> = times.iter().filter(|t| now.duration_since(**t) < per).collect();
+            // The oldest request in a full window must age out before the next one fits.
+            (inside.len() >= max).then(|| per - now.duration_since(*inside[inside.len() - max]))
+        })
+        .max();
+    if wait.is_none() {
+        times.push_back(now);
+    }
+    wait
 }
 
 #[cfg(test)]
@@ -243,25 +244,39 @@ mod tests {
     fn errors_inside_a_200() {
         assert!(kind(json!({"policyList": [], "responseCode": 200})).is_none());
         assert!(kind(json!({"policyList": []})).is_none());
-        let (k, retry, msg) = kind(json!({"responseCode": 401, "responseMessage": "Not authorized to authenticate as user x"})).unwrap();
+        let (k, retry, msg) =
+            kind(json!({"responseCode": 401, "responseMessage": "Not authorized to authenticate as user x"})).unwrap();
         assert_eq!((k, retry), (ErrorKind::Auth, false));
         assert_eq!(msg, "Expensify said 401: Not authorized to authenticate as user x");
-        let (k, retry, _) = kind(json!({"responseCode": 500, "responseMessage": "Not authorized to authenticate as user x"})).unwrap();
+        let (k, retry, _) =
+            kind(json!({"responseCode": 500, "responseMessage": "Not authorized to authenticate as user x"})).unwrap();
         assert_eq!((k, retry), (ErrorKind::Auth, false));
         assert_eq!(kind(json!({"responseCode": 429, "responseMessage": "slow"})).unwrap().0, ErrorKind::RateLimited);
         assert!(kind(json!({"responseCode": 500, "responseMessage": "Internal error"})).unwrap().1);
-        assert_eq!(kind(json!({"responseCode": 404, "responseMessage": "Policy not found"})).unwrap().0, ErrorKind::Config);
+        assert_eq!(
+            kind(json!({"responseCode": 404, "responseMessage": "Policy not found"})).unwrap().0,
+            ErrorKind::Config
+        );
         assert_eq!(kind(json!({"responseCode": "410", "responseMessage": "bad"})).unwrap().0, ErrorKind::Config);
         assert_eq!(kind(json!({"responseCode": 207, "responseMessage": "odd"})).unwrap().0, ErrorKind::Vendor);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn pacing_keeps_to_five_per_ten_seconds() {
-        let started = Instant::now();
-        for _ in 0..6 {
-            pace("pacing-test").await;
+    #[test]
+    fn pacing_keeps_to_five_per_ten_seconds_and_twenty_per_minute() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut times = VecDeque::new();
+        for i in 0..5 {
+            assert_eq!(reserve(&mut times, at(i * 100)), None);
         }
-        let waited = started.elapsed();
-        assert!(waited >= Duration::from_secs(10) && waited < Duration::from_secs(11), "{waited:?}");
+        assert_eq!(reserve(&mut times, at(500)), Some(Duration::from_millis(9_500)));
+        assert_eq!(reserve(&mut times, at(10_000)), None);
+        // 20 spread out so no 10 s window is full; the 21st waits for the minute window.
+        let mut times = VecDeque::new();
+        for i in 0..20 {
+            assert_eq!(reserve(&mut times, at(i * 2_500)), None, "{i}");
+        }
+        assert_eq!(reserve(&mut times, at(50_000)), Some(Duration::from_secs(10)));
+        assert_eq!(reserve(&mut times, at(60_000)), None);
     }
 }

@@ -87,7 +87,11 @@ pub(crate) async fn send(vendor: &str, request: reqwest::RequestBuilder) -> Resu
         let what = if e.is_timeout() { "timed out talking to" } else { "could not talk to" };
         let error = ConnectorError::new(ErrorKind::Transport, format!("{what} {vendor}: {}", chain(&e)));
         // A builder error (bad URL) will fail the same way every time.
-        if e.is_builder() { Failure::fatal(ConnectorError { kind: ErrorKind::Config, ..error }) } else { Failure::transient(error, None) }
+        if e.is_builder() {
+            Failure::fatal(ConnectorError { kind: ErrorKind::Config, ..error })
+        } else {
+            Failure::transient(error, None)
+        }
     };
     let mut resp = request.send().await.map_err(transport)?;
     let status = resp.status().as_u16();
@@ -132,7 +136,9 @@ pub(crate) fn status_failure(vendor: &str, resp: &Response) -> Failure {
         429 => Failure::transient(ConnectorError::new(ErrorKind::RateLimited, said), resp.retry_after),
         408 => Failure::transient(ConnectorError::new(ErrorKind::Transport, said), resp.retry_after),
         500..=599 => Failure::transient(ConnectorError::new(ErrorKind::Vendor, said), resp.retry_after),
-        404 => Failure::fatal(ConnectorError::new(ErrorKind::Config, format!("{said} (check the credential's base URL)"))),
+        404 => {
+            Failure::fatal(ConnectorError::new(ErrorKind::Config, format!("{said} (check the credential's base URL)")))
+        }
         _ => Failure::fatal(ConnectorError::new(ErrorKind::Vendor, said)),
     }
 }
@@ -231,7 +237,10 @@ mod tests {
         b.wait_or_fail(transient()).await.unwrap();
         let e = b.wait_or_fail(transient()).await.unwrap_err();
         assert_eq!(e.message, "busy (gave up after 1 retries)");
-        let long = Failure::transient(ConnectorError::new(ErrorKind::RateLimited, "slow down"), Some(Duration::from_secs(3600)));
+        let long = Failure::transient(
+            ConnectorError::new(ErrorKind::RateLimited, "slow down"),
+            Some(Duration::from_secs(3600)),
+        );
         let e = Backoff::new(5).wait_or_fail(long).await.unwrap_err();
         assert_eq!(e.kind, ErrorKind::RateLimited);
     }

@@ -215,7 +215,7 @@ mod tests {
 
     #[test]
     fn unknown_connector_and_wrong_credential_kind_are_config_errors() {
-        let client = reqwest::Client::new();
+        let client = roster_blocks::http::client(std::time::Duration::from_secs(5), std::time::Duration::from_secs(5));
         let e = open("okta", &bearer(), SyncOptions::default(), client.clone()).err().unwrap();
         assert_eq!(e.kind, ErrorKind::Config);
         assert!(e.message.contains("brex, expensify, sage_people"), "{e}");

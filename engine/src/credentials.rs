@@ -59,7 +59,7 @@ pub fn seal(vault: &Vault, new: NewCredential, now: &str) -> Result<StoredCreden
         Some(_) => return Err(Error::Refused("the secret is shorter than 4 characters; that cannot be right".into())),
         None => return Err(Error::Refused("no secret was given (pipe it on stdin or use --secret-env VAR)".into())),
     }
-    if !base_url.is_empty() && !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+    if !(base_url.is_empty() || base_url.starts_with("http://") || base_url.starts_with("https://")) {
         return Err(Error::Refused(format!("--base-url `{base_url}` must start with http:// or https://")));
     }
     let sealed = vault.seal(&name, &secrets)?;

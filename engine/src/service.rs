@@ -44,7 +44,12 @@ impl Catalog {
             match Workflow::load(&path, &cx) {
                 Ok(wf) => {
                     if let Some(other) = catalog.workflows.get(&wf.name) {
-                        problems.push(format!("{}: the name `{}` is already used by {}", path.display(), wf.name, other.file));
+                        problems.push(format!(
+                            "{}: the name `{}` is already used by {}",
+                            path.display(),
+                            wf.name,
+                            other.file
+                        ));
                     } else {
                         catalog.workflows.insert(wf.name.clone(), Arc::new(wf));
                     }

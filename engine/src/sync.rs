@@ -63,8 +63,18 @@ pub struct Integration {
     pub file: String,
 }
 
-const KEYS: &[&str] =
-    &["name", "description", "connector", "credential", "preference", "sync_key", "mapping", "filters", "schedule", "options"];
+const KEYS: &[&str] = &[
+    "name",
+    "description",
+    "connector",
+    "credential",
+    "preference",
+    "sync_key",
+    "mapping",
+    "filters",
+    "schedule",
+    "options",
+];
 
 impl Integration {
     pub fn load(path: &Path, credentials: Option<&BTreeSet<String>>) -> Result<Integration> {
@@ -76,7 +86,10 @@ impl Integration {
     pub fn compile(text: &str, file: &str, credentials: Option<&BTreeSet<String>>) -> Result<Integration> {
         let invalid = |errors| Error::Invalid { file: file.to_string(), errors };
         let value: Value = serde_json::from_str(text).map_err(|e| {
-            invalid(vec![ConfigError::new("", format!("not valid JSON at line {}, column {}: {e}", e.line(), e.column()))])
+            invalid(vec![ConfigError::new(
+                "",
+                format!("not valid JSON at line {}, column {}: {e}", e.line(), e.column()),
+            )])
         })?;
         let mut diags = Diagnostics::new();
         let integration = compile(&value, file, credentials, &mut diags);
@@ -106,7 +119,12 @@ impl Integration {
     }
 }
 
-fn compile(value: &Value, file: &str, credentials: Option<&BTreeSet<String>>, diags: &mut Diagnostics) -> Option<Integration> {
+fn compile(
+    value: &Value,
+    file: &str,
+    credentials: Option<&BTreeSet<String>>,
+    diags: &mut Diagnostics,
+) -> Option<Integration> {
     let f = Fields::open(value, "", "an integration", KEYS, diags)?;
     let name = f.string("name", diags).unwrap_or_default().to_string();
     let connector = f.string("connector", diags).unwrap_or_default().to_string();
@@ -122,12 +140,10 @@ fn compile(value: &Value, file: &str, credentials: Option<&BTreeSet<String>>, di
         && !credential.is_empty()
         && !known.contains(&credential)
     {
-        diags.push(
-            ConfigError::new("credential", format!("unknown credential `{credential}`")).with_help(format!(
-                "add it with `roster credentials add {credential} --kind {} ...`",
-                info.map_or("bearer", |i| i.credential_kind)
-            )),
-        );
+        diags.push(ConfigError::new("credential", format!("unknown credential `{credential}`")).with_help(format!(
+            "add it with `roster credentials add {credential} --kind {} ...`",
+            info.map_or("bearer", |i| i.credential_kind)
+        )));
     }
     let preference = match f.opt_string("preference", diags).unwrap_or("create_update") {
         "create_update" => Preference::CreateUpdate,
@@ -135,7 +151,10 @@ fn compile(value: &Value, file: &str, credentials: Option<&BTreeSet<String>>, di
         "update_only" => Preference::UpdateOnly,
         other => {
             let known = ["create_update", "create_only", "update_only"];
-            diags.push(ConfigError::new("preference", format!("unknown preference `{other}`")).with_help(suggest(other, known)));
+            diags.push(
+                ConfigError::new("preference", format!("unknown preference `{other}`"))
+                    .with_help(suggest(other, known)),
+            );
             Preference::CreateUpdate
         }
     };
@@ -145,7 +164,9 @@ fn compile(value: &Value, file: &str, credentials: Option<&BTreeSet<String>>, di
     let mut mapping: Vec<(String, MappingValue)> = Vec::new();
     if let Some(info) = info {
         for (field, source) in info.default_mapping {
-            if let Some(v) = compile_mapping_value(&Value::String((*source).to_string()), &join("mapping", field), diags) {
+            if let Some(v) =
+                compile_mapping_value(&Value::String((*source).to_string()), &join("mapping", field), diags)
+            {
                 mapping.push(((*field).to_string(), v));
             }
         }
@@ -218,7 +239,7 @@ fn compile_mapping_value(value: &Value, path: &str, diags: &mut Diagnostics) -> 
 }
 
 /// Reports progress as pages arrive.
-pub trait SyncObserver {
+pub trait SyncObserver: Send {
     fn page(&mut self, _counts: &SyncCounts) {}
 }
 
@@ -288,7 +309,7 @@ pub async fn run(
                 .or_else(|| record.get("id"))
                 .and_then(key_text)
                 .unwrap_or_else(|| format!("record #{}", session.counts.fetched));
-            let mut fail = |session: &mut SyncSession, reason: String| {
+            let fail = |session: &mut SyncSession, reason: String| {
                 session.counts.failed += 1;
                 if session.failures.len() < MAX_FAILURES {
                     session.failures.push(SyncFailure { who: who.clone(), reason });
@@ -326,19 +347,25 @@ pub async fn run(
                 continue;
             };
             if !keys.insert(key.clone()) {
-                fail(&mut session, format!("a second person with {} {key}: refused; the first one was kept", integration.sync_key));
+                fail(
+                    &mut session,
+                    format!("a second person with {} {key}: refused; the first one was kept", integration.sync_key),
+                );
                 continue;
             }
             let existing = store.records_by_field(&integration.sync_key, &key)?;
             if existing.len() > 1 {
-                fail(&mut session, format!("{} records share {} {key}; fix them first", existing.len(), integration.sync_key));
+                fail(
+                    &mut session,
+                    format!("{} records share {} {key}; fix them first", existing.len(), integration.sync_key),
+                );
                 continue;
             }
             let existing = existing.into_iter().next();
-            let allowed = match (&existing, integration.preference) {
-                (None, Preference::UpdateOnly) | (Some(_), Preference::CreateOnly) => false,
-                _ => true,
-            };
+            let allowed = !matches!(
+                (&existing, integration.preference),
+                (None, Preference::UpdateOnly) | (Some(_), Preference::CreateOnly)
+            );
             if let Some(r) = &existing {
                 seen.insert(r.id);
             }
@@ -350,7 +377,14 @@ pub async fn run(
             if test {
                 let (kind, changed): (&str, Map<String, Value>) = match &existing {
                     None => ("create", fields.clone()),
-                    Some(r) => ("update", fields.iter().filter(|(k, v)| r.fields.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect()),
+                    Some(r) => (
+                        "update",
+                        fields
+                            .iter()
+                            .filter(|(k, v)| r.fields.get(*k) != Some(*v))
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect(),
+                    ),
                 };
                 if kind == "create" {
                     session.counts.created += 1;
@@ -364,7 +398,12 @@ pub async fn run(
                 }
                 continue;
             }
-            writes.push(RecordWrite { id: existing.map(|r| r.id), changes: fields, source: source_label.clone(), at: started.clone() });
+            writes.push(RecordWrite {
+                id: existing.map(|r| r.id),
+                changes: fields,
+                source: source_label.clone(),
+                at: started.clone(),
+            });
         }
         if !writes.is_empty() {
             for written in store.write_records(writes)? {

@@ -1,11 +1,15 @@
 //! Command definitions (clap derive) and dispatch.
 
+mod batch;
 mod credentials;
+mod demo;
 mod output;
 mod presets;
 mod records;
+mod remote;
 mod runs;
 mod sandbox;
+mod serve;
 mod sync;
 mod workflows;
 
@@ -75,6 +79,10 @@ enum Command {
     Presets(presets::Command),
     /// Pull people from a source system now (see also `sync sessions`, `sync show`).
     Sync(sync::SyncArgs),
+    /// See the whole product at work against the sandbox, in a temporary home.
+    Demo(demo::DemoArgs),
+    /// Run schedules, event triggers, workers and the HTTP API until stopped.
+    Serve(serve::ServeArgs),
     /// Start the fake vendor APIs (Brex, Expensify, Sage People) on loopback.
     Sandbox(sandbox::SandboxArgs),
 }
@@ -157,6 +165,8 @@ async fn dispatch(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
         Command::Graph(a) => workflows::graph(a, cx).await,
         Command::Presets(c) => presets::run(c, cx).await,
         Command::Sync(a) => sync::run(a, cx).await,
+        Command::Serve(a) => serve::run(a, cx).await,
+        Command::Demo(a) => demo::run(a, cx).await,
         Command::Sandbox(a) => sandbox::run(a).await,
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use roster_engine::records;
 
+use super::remote::{self, Remote};
 use super::{Context, Outcome, output};
 
 #[derive(Subcommand, Debug)]
@@ -38,7 +39,11 @@ pub enum Command {
 }
 
 pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
-    let store = cx.home.open_store()?;
+    let store = match cx.home.open_store() {
+        Ok(s) => s,
+        Err(e) if remote::is_locked(&e) => return run_remote(command, cx).await,
+        Err(e) => return Err(e.into()),
+    };
     match command {
         Command::Import { file, key, json } => {
             let rows = records::read_rows(&file)?;
@@ -77,7 +82,7 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             }
             let names: Vec<&str> = fields.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
             let mut headers = vec!["ID"];
-            headers.extend(names.iter().map(|n| *n));
+            headers.extend(names.iter().copied());
             let rows: Vec<Vec<String>> = all
                 .iter()
                 .map(|r| {
@@ -108,6 +113,35 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
                 })
                 .collect();
             output::table(&["FIELD", "VALUE", "WRITTEN BY"], &rows);
+            Ok(Outcome::Ok)
+        }
+    }
+}
+
+/// The same commands through `roster serve`'s API while it holds the store.
+async fn run_remote(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
+    let remote = Remote::find(cx)?;
+    match command {
+        Command::Import { file, key, json } => {
+            let rows = records::read_rows(&file)?;
+            let report = remote.post("/v1/records/import", &serde_json::json!({"rows": rows, "key": key})).await?;
+            if json {
+                output::json(&report)?;
+            } else {
+                println!("{}: imported through `roster serve`: {report}", file.display());
+            }
+            let refused = report["refused"].as_array().is_some_and(|r| !r.is_empty());
+            Ok(if refused { Outcome::Failed } else { Outcome::Ok })
+        }
+        Command::List { json, .. } => {
+            let list = remote.get("/v1/records", &[]).await?;
+            output::json(&list)?;
+            let _ = json;
+            Ok(Outcome::Ok)
+        }
+        Command::Show { key, key_field, .. } => {
+            let record = remote.get(&format!("/v1/records/{key}"), &[("key", key_field)]).await?;
+            output::json(&record)?;
             Ok(Outcome::Ok)
         }
     }

@@ -10,6 +10,7 @@ use roster_engine::store::{RunFilter, Store};
 use roster_engine::workflow::Workflow;
 use serde_json::json;
 
+use super::remote::{self, Remote};
 use super::{Context, Outcome, output, workflows};
 
 #[derive(Args, Debug)]
@@ -17,8 +18,14 @@ pub struct RunArgs {
     /// Workflow file, or the name of one in HOME/workflows.
     workflow: String,
     /// The person: their key value (email by default) or record id.
+    #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+    user: Option<String>,
+    /// Run for every record the workflow's rules accept, one run per person.
     #[arg(long)]
-    user: String,
+    all: bool,
+    /// With --all: runs at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
     /// The record field `--user` matches.
     #[arg(long, default_value = "email")]
     key: String,
@@ -106,9 +113,19 @@ pub fn engine(cx: &Context) -> anyhow::Result<Engine> {
 }
 
 pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
-    let engine = engine(cx)?;
+    let engine = match engine(cx) {
+        Ok(e) => e,
+        Err(e) if e.downcast_ref::<roster_engine::Error>().is_some_and(remote::is_locked) => {
+            return run_remote(args, cx).await;
+        }
+        Err(e) => return Err(e),
+    };
     let wf = workflows::load(cx, &args.workflow, Some(engine.store.as_ref()))?;
-    let record = records::find(engine.store.as_ref(), &args.key, &args.user)?;
+    if args.all {
+        return super::batch::run_all(engine, wf, args.concurrency, args.json, cx).await;
+    }
+    let user = args.user.clone().unwrap_or_default();
+    let record = records::find(engine.store.as_ref(), &args.key, &user)?;
     if let Some(why) = engine.rules_refuse(&wf, &record)? {
         let msg = format!("{} does not match the rules of {}: {why}", record.label(), wf.name);
         if args.json {
@@ -174,20 +191,55 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
 }
 
 fn run_json(store: &dyn Store, run: &Run) -> anyhow::Result<serde_json::Value> {
-    let journal = store.journal(run.id)?;
-    Ok(json!({
-        "run_id": run.id,
-        "workflow": run.workflow,
-        "workflow_hash": run.workflow_hash,
-        "record": run.record_label,
-        "record_id": run.record_id,
-        "trigger": run.trigger,
-        "state": run.state,
-        "error": run.error,
-        "created_at": run.created_at,
-        "finished_at": run.finished_at,
-        "steps": journal,
-    }))
+    Ok(roster_engine::api::run_detail(store, run)?)
+}
+
+/// `roster run` while `roster serve` holds the store: start the run there and follow it.
+async fn run_remote(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
+    if args.dry_run || args.all {
+        anyhow::bail!("`roster serve` holds the store: --dry-run and --all need it free (stop serve, or use its API)");
+    }
+    let remote = Remote::find(cx)?;
+    let name = match workflows::resolve(cx, &args.workflow) {
+        Ok(path) => {
+            let text = std::fs::read_to_string(&path)?;
+            serde_json::from_str::<serde_json::Value>(&text)?["name"].as_str().unwrap_or(&args.workflow).to_string()
+        }
+        Err(_) => args.workflow.clone(),
+    };
+    let body = json!({"user": args.user, "key": args.key});
+    let started = remote.post(&format!("/v1/workflows/{name}/runs"), &body).await?;
+    let id = started["run_id"].as_str().unwrap_or_default().to_string();
+    if !args.json {
+        println!("run {id} of {name} started by `roster serve`");
+    }
+    let detail = loop {
+        let detail = remote.get(&format!("/v1/runs/{id}"), &[]).await?;
+        let state = detail["state"].as_str().unwrap_or_default();
+        if !matches!(state, "queued" | "running" | "waiting") {
+            break detail;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    if args.json {
+        output::json(&detail)?;
+    } else {
+        print_detail_steps(&detail);
+        println!(
+            "{}{}",
+            detail["state"].as_str().unwrap_or("?"),
+            detail["error"].as_str().map(|e| format!(": {e}")).unwrap_or_default()
+        );
+    }
+    Ok(if detail["state"] == "succeeded" { Outcome::Ok } else { Outcome::Failed })
+}
+
+fn print_detail_steps(detail: &serde_json::Value) {
+    for step in detail["steps"].as_array().into_iter().flatten() {
+        if let Ok(entry) = serde_json::from_value::<JournalEntry>(step.clone()) {
+            println!("  {:>3} {}", entry.seq, step_line(&entry));
+        }
+    }
 }
 
 fn find_run(store: &dyn Store, id: &str) -> anyhow::Result<Run> {
@@ -206,15 +258,50 @@ fn workflow_of(cx: &Context, store: &dyn Store, run: &Run) -> anyhow::Result<Wor
     Ok(Workflow::compile(&source, &format!("{} (version {})", run.workflow, &run.workflow_hash[..12]), &compile_cx)?)
 }
 
+fn print_run_list(list: &[serde_json::Value], json: bool) -> anyhow::Result<()> {
+    if json {
+        return output::json(&list);
+    }
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_default();
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|r| {
+            vec![
+                text(&r["run_id"]),
+                text(&r["workflow"]),
+                text(&r["record"]),
+                text(&r["state"]),
+                text(&r["created_at"]),
+                output::cell(Some(&r["error"]), 60),
+            ]
+        })
+        .collect();
+    output::table(&["RUN", "WORKFLOW", "RECORD", "STATE", "STARTED", "ERROR"], &rows);
+    Ok(())
+}
+
 pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
     match command {
         Command::List { workflow, user, key, limit, json } => {
-            let store = cx.home.open_store()?;
+            let store = match cx.home.open_store() {
+                Ok(s) => s,
+                Err(e) if remote::is_locked(&e) => {
+                    let remote = Remote::find(cx)?;
+                    let mut q = vec![("limit", limit.to_string()), ("key", key.clone())];
+                    q.extend(workflow.map(|w| ("workflow", w)));
+                    q.extend(user.map(|u| ("user", u)));
+                    let list = remote.get("/v1/runs", &q).await?;
+                    print_run_list(list.as_array().map(Vec::as_slice).unwrap_or_default(), json)?;
+                    return Ok(Outcome::Ok);
+                }
+                Err(e) => return Err(e.into()),
+            };
             let record_id = match user {
                 Some(u) => Some(records::find(store.as_ref(), &key, &u)?.id),
                 None => None,
             };
-            let runs = store.runs(&RunFilter { workflow, record_id, state: None, limit: Some(limit) })?;
+            let runs =
+                store.runs(&RunFilter { workflow, record_id, state: None, trigger: None, limit: Some(limit) })?;
             if json {
                 let out: Vec<_> = runs
                     .iter()
@@ -242,7 +329,26 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Show { run_id, json } => {
-            let store = cx.home.open_store()?;
+            let store = match cx.home.open_store() {
+                Ok(s) => s,
+                Err(e) if remote::is_locked(&e) => {
+                    let detail = Remote::find(cx)?.get(&format!("/v1/runs/{run_id}"), &[]).await?;
+                    if json {
+                        output::json(&detail)?;
+                    } else {
+                        println!(
+                            "run {} of {} for {}: {}",
+                            run_id,
+                            detail["workflow"].as_str().unwrap_or("?"),
+                            detail["record"].as_str().unwrap_or("?"),
+                            detail["state"].as_str().unwrap_or("?")
+                        );
+                        print_detail_steps(&detail);
+                    }
+                    return Ok(Outcome::Ok);
+                }
+                Err(e) => return Err(e.into()),
+            };
             let run = find_run(store.as_ref(), &run_id)?;
             if json {
                 return output::json(&run_json(store.as_ref(), &run)?).map(|_| Outcome::Ok);

@@ -50,7 +50,10 @@ struct Progress {
 impl SyncObserver for Progress {
     fn page(&mut self, c: &SyncCounts) {
         if self.terminal {
-            eprint!("\r  {} fetched, {} created, {} updated, {} unchanged, {} failed   ", c.fetched, c.created, c.updated, c.unchanged, c.failed);
+            eprint!(
+                "\r  {} fetched, {} created, {} updated, {} unchanged, {} failed   ",
+                c.fetched, c.created, c.updated, c.unchanged, c.failed
+            );
         }
     }
 }
@@ -92,7 +95,8 @@ pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
         }
         (Some(Command::Show { session_id, json }), _) => {
             let store = cx.home.open_store()?;
-            let id = uuid::Uuid::parse_str(&session_id).map_err(|_| anyhow::anyhow!("`{session_id}` is not a session id"))?;
+            let id = uuid::Uuid::parse_str(&session_id)
+                .map_err(|_| anyhow::anyhow!("`{session_id}` is not a session id"))?;
             let session = store.sync_session(id)?.ok_or_else(|| anyhow::anyhow!("no sync session {session_id}"))?;
             if json {
                 return output::json(&session).map(|_| Outcome::Ok);
@@ -107,7 +111,9 @@ pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
             let integration = Integration::load(&path, creds.as_ref())?;
             let credential = engine.credential(&integration.credential)?;
             let mut progress = Progress { terminal: !args.json && std::io::stderr().is_terminal() };
-            let session = sync::run(engine.store.as_ref(), &integration, &credential, &engine.clock, args.test, &mut progress).await?;
+            let session =
+                sync::run(engine.store.as_ref(), &integration, &credential, &engine.clock, args.test, &mut progress)
+                    .await?;
             if progress.terminal {
                 eprintln!();
             }
@@ -147,7 +153,12 @@ fn print_session(s: &SyncSession, details: bool) {
     }
     if details {
         for p in &s.preview {
-            println!("  would {} {}: {}", p["action"].as_str().unwrap_or("?"), p["key"].as_str().unwrap_or("?"), p["fields"]);
+            println!(
+                "  would {} {}: {}",
+                p["action"].as_str().unwrap_or("?"),
+                p["key"].as_str().unwrap_or("?"),
+                p["fields"]
+            );
         }
         for (i, sample) in s.samples.iter().enumerate() {
             let text = serde_json::to_string(sample).unwrap_or_default();

@@ -40,6 +40,8 @@ pub struct RunFilter {
     pub workflow: Option<String>,
     pub record_id: Option<Uuid>,
     pub state: Option<RunState>,
+    /// Only runs started by this trigger (e.g. `batch:<id>`).
+    pub trigger: Option<String>,
     /// Newest first, at most this many.
     pub limit: Option<usize>,
 }
@@ -49,6 +51,7 @@ impl RunFilter {
         self.workflow.as_ref().is_none_or(|w| *w == run.workflow)
             && self.record_id.is_none_or(|r| r == run.record_id)
             && self.state.is_none_or(|s| s == run.state)
+            && self.trigger.as_ref().is_none_or(|t| *t == run.trigger)
     }
 }
 

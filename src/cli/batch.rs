@@ -1,0 +1,118 @@
+//! `roster run WORKFLOW --all`: one run per person the rules accept, queued in the store
+//! so an interrupted batch resumes instead of starting over.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use roster_engine::model::RunState;
+use roster_engine::run::Engine;
+use roster_engine::service::{Catalog, Service};
+use roster_engine::store::RunFilter;
+use roster_engine::workflow::Workflow;
+use serde_json::json;
+
+use super::{Context, Outcome, output};
+
+pub async fn run_all(
+    engine: Engine,
+    wf: Workflow,
+    concurrency: usize,
+    json: bool,
+    cx: &Context,
+) -> anyhow::Result<Outcome> {
+    let engine = Arc::new(engine);
+    let wf = Arc::new(wf);
+    let mut catalog = Catalog::default();
+    catalog.workflows.insert(wf.name.clone(), wf.clone());
+    let service = Service::new(engine.clone(), catalog, cx.presets()?);
+    service.recover()?;
+    let store = engine.store.clone();
+    let key = format!("batch:{}", wf.name);
+
+    // An unfinished batch of this workflow is resumed, not started again.
+    let (batch, resumed) = match store.get_meta(&key)?.filter(|id| !id.is_empty()) {
+        Some(id) => (id, true),
+        None => {
+            let id = uuid::Uuid::now_v7().to_string();
+            store.put_meta(&key, &id)?;
+            (id, false)
+        }
+    };
+    let trigger = format!("batch:{batch}");
+    let total_records = store.count_records()?;
+    let selected = service.select(&wf)?;
+    let mut queued = 0;
+    for record in &selected {
+        let dedupe = format!("wf:{}:rec:{}:batch:{batch}", wf.name, record.id);
+        if engine.create_run_once(&wf, record, &trigger, &dedupe)?.is_some() {
+            queued += 1;
+        }
+    }
+    if !json {
+        if resumed {
+            println!("resuming batch {batch} of {}: {queued} new run(s) queued, earlier runs continue", wf.name);
+        } else {
+            println!("batch {batch} of {}: {} of {total_records} record(s) match the rules", wf.name, selected.len());
+        }
+    }
+    let started = Instant::now();
+    let work = {
+        let service = service.clone();
+        tokio::spawn(async move { service.work(concurrency, true).await })
+    };
+    let filter = RunFilter { trigger: Some(trigger.clone()), ..Default::default() };
+    let terminal = !json && std::io::stderr().is_terminal();
+    while !work.is_finished() {
+        if terminal {
+            let counts = tally(&store.runs(&filter)?);
+            eprint!("\r  {}", progress_line(&counts));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    work.await??;
+    if terminal {
+        eprintln!();
+    }
+    let runs = store.runs(&filter)?;
+    let counts = tally(&runs);
+    let failed = counts.get("failed").copied().unwrap_or(0) + counts.get("needs_attention").copied().unwrap_or(0);
+    let unfinished = runs.iter().filter(|r| !r.state.is_finished() && r.state != RunState::NeedsAttention).count();
+    if unfinished == 0 {
+        store.put_meta(&key, "")?;
+    }
+    let skipped = total_records.saturating_sub(selected.len());
+    if json {
+        output::json(
+            &json!({"batch": batch, "workflow": wf.name, "runs": runs.len(), "states": counts, "skipped": skipped}),
+        )?;
+    } else {
+        println!(
+            "{} run(s) in {:.1} s: {}, {skipped} skipped (rules did not match)",
+            runs.len(),
+            started.elapsed().as_secs_f64(),
+            progress_line(&counts)
+        );
+        for r in runs.iter().filter(|r| r.state == RunState::Failed).take(20) {
+            println!("  failed: {} ({}): {}", r.record_label, r.id, r.error.as_deref().unwrap_or("?"));
+        }
+    }
+    Ok(if failed == 0 && unfinished == 0 { Outcome::Ok } else { Outcome::Failed })
+}
+
+fn tally(runs: &[roster_engine::model::Run]) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for r in runs {
+        *counts.entry(r.state.as_str()).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn progress_line(counts: &BTreeMap<&'static str, usize>) -> String {
+    ["succeeded", "failed", "needs_attention", "running", "queued"]
+        .iter()
+        .map(|s| format!("{} {s}", counts.get(s).copied().unwrap_or(0)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,148 @@
+//! `roster serve`: the scheduler, the event dispatcher, run workers and the HTTP API in
+//! one long-running process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use roster_engine::service::{Catalog, Service};
+
+use super::{Context, Outcome, runs, workflows};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Workflow files to load (default HOME/workflows).
+    #[arg(long)]
+    workflows: Option<PathBuf>,
+    /// Integration files to load (default HOME/integrations).
+    #[arg(long)]
+    integrations: Option<PathBuf>,
+    /// Where the HTTP API listens.
+    #[arg(long, default_value = "127.0.0.1:7420")]
+    listen: String,
+    /// Runs executed at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// How often schedules and events are checked, in milliseconds.
+    #[arg(long, default_value_t = 1000, hide = true)]
+    tick_ms: u64,
+}
+
+/// What `serve` writes into the home so the CLI can find it while it holds the store.
+pub const SERVE_FILE: &str = "serve.json";
+
+pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
+    let engine = Arc::new(runs::engine(cx)?);
+    let workflows_dir = args.workflows.clone().unwrap_or_else(|| cx.home.workflows_dir());
+    let integrations_dir = args.integrations.clone().unwrap_or_else(|| cx.home.integrations_dir());
+    let presets = cx.presets()?;
+    let load = {
+        let store = engine.store.clone();
+        let presets = presets.clone();
+        let (w, i) = (workflows_dir.clone(), integrations_dir.clone());
+        move || {
+            let creds = workflows::known_credentials(Some(store.as_ref()));
+            Catalog::load(&w, &i, &presets, creds.as_ref())
+        }
+    };
+    let catalog = load().map_err(|e| anyhow::anyhow!("refusing to start; fix these first:\n{e}"))?;
+    println!(
+        "loaded {} workflow(s) from {} and {} integration(s) from {}",
+        catalog.workflows.len(),
+        workflows_dir.display(),
+        catalog.integrations.len(),
+        integrations_dir.display()
+    );
+    let service = Service::new(engine.clone(), catalog, presets);
+    let resumed = service.recover()?;
+    if resumed > 0 {
+        println!("resuming {resumed} run(s) a previous process left unfinished");
+    }
+
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let token =
+        cx.home.api_token().map_err(|e| anyhow::anyhow!("cannot read the API token ({e}); run `roster init`"))?;
+    std::fs::write(
+        cx.home.dir.join(SERVE_FILE),
+        serde_json::to_string(&serde_json::json!({"url": format!("http://{addr}"), "pid": std::process::id()}))?,
+    )?;
+    println!("HTTP API on http://{addr} (bearer token in {}/api.token)", cx.home.dir.display());
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let router = roster_engine::api::router(service.clone(), token);
+    let mut http_stop = stop_rx.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let workers = {
+        let service = service.clone();
+        let n = args.concurrency;
+        tokio::spawn(async move { service.work(n, false).await })
+    };
+    let ticker = {
+        let service = service.clone();
+        let mut stop = stop_rx.clone();
+        let tick = Duration::from_millis(args.tick_ms);
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = service.fire_schedules() {
+                    tracing::error!("scheduler: {e}");
+                }
+                if let Err(e) = service.dispatch_events() {
+                    tracing::error!("event dispatcher: {e}");
+                }
+                if let Err(e) = service.sync_due().await {
+                    tracing::error!("sync: {e}");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(tick) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        })
+    };
+
+    wait_for_shutdown(&service, &load).await;
+    println!("shutting down: no new steps start; queued runs stay queued for the next start");
+    engine.stop();
+    service.wake();
+    let _ = stop_tx.send(true);
+    let _ = ticker.await;
+    if let Ok(Err(e)) = workers.await {
+        tracing::error!("workers: {e}");
+    }
+    let _ = http.await;
+    let _ = std::fs::remove_file(cx.home.dir.join(SERVE_FILE));
+    engine.store.flush()?;
+    println!("stopped");
+    Ok(Outcome::Ok)
+}
+
+/// Waits for SIGTERM or Ctrl-C; on SIGHUP reloads the files, keeping the old ones if the
+/// new ones do not validate.
+async fn wait_for_shutdown(service: &Arc<Service>, load: &impl Fn() -> roster_engine::Result<Catalog>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => match load() {
+                Ok(catalog) => {
+                    println!("reloaded {} workflow(s) and {} integration(s)", catalog.workflows.len(), catalog.integrations.len());
+                    service.replace_catalog(catalog);
+                }
+                Err(e) => println!("reload refused, keeping the files already loaded:\n{e}"),
+            },
+        }
+    }
+}
