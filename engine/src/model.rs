@@ -72,11 +72,13 @@ pub enum RunState {
     /// A step was sent and its outcome is unknown, and resending it is not safe.
     NeedsAttention,
     Cancelled,
+    /// Queued by a trigger, but the record no longer matched the rules when it was its turn.
+    Skipped,
 }
 
 impl RunState {
     pub fn is_finished(self) -> bool {
-        matches!(self, RunState::Succeeded | RunState::Failed | RunState::Cancelled)
+        matches!(self, RunState::Succeeded | RunState::Failed | RunState::Cancelled | RunState::Skipped)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +90,7 @@ impl RunState {
             RunState::Failed => "failed",
             RunState::NeedsAttention => "needs_attention",
             RunState::Cancelled => "cancelled",
+            RunState::Skipped => "skipped",
         }
     }
 }

@@ -207,6 +207,20 @@ impl Engine {
             return Ok(run);
         }
         run.state = RunState::Running;
+        if run.next_seq == 0 && run.trigger != "manual" && run.trigger != "manual:api" {
+            // Queued by a trigger: the record may have changed (or an earlier run did the
+            // work) while the run waited, so the rules get a second look before step one.
+            if let Some(record) = self.store.record(run.record_id)?
+                && let Some(why) = self.rules_refuse(wf, &record)?
+            {
+                run.state = RunState::Skipped;
+                run.error = Some(format!("the record no longer matches the rules: {why}"));
+                run.current = None;
+                run.finished_at = Some(self.now());
+                self.store.save_step(&run, None, None)?;
+                return Ok(run);
+            }
+        }
         if let Some(pending) = run.pending.clone() {
             self.settle_pending(wf, &mut run, pending, observer).await?;
             if run.state != RunState::Running {

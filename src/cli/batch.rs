@@ -110,7 +110,7 @@ fn tally(runs: &[roster_engine::model::Run]) -> BTreeMap<&'static str, usize> {
 }
 
 fn progress_line(counts: &BTreeMap<&'static str, usize>) -> String {
-    ["succeeded", "failed", "needs_attention", "running", "queued"]
+    ["succeeded", "failed", "skipped", "needs_attention", "running", "queued"]
         .iter()
         .map(|s| format!("{} {s}", counts.get(s).copied().unwrap_or(0)))
         .collect::<Vec<_>>()

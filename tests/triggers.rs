@@ -1,0 +1,388 @@
+//! Triggers, schedules, versions and `roster serve` (issue: runs that start themselves).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use roster_blocks::kinds::CompileContext;
+use roster_engine::clock::Clock;
+use roster_engine::model::RunState;
+use roster_engine::run::Engine;
+use roster_engine::service::{Catalog, Service};
+use roster_engine::store::{RecordWrite, RunFilter, SledStore, Store};
+use roster_engine::workflow::Workflow;
+use serde_json::{Map, Value, json};
+use support::TestHome;
+
+fn workflow(text: &str) -> Arc<Workflow> {
+    let presets = roster_engine::presets::built_in();
+    Arc::new(Workflow::compile(text, "test.json", &CompileContext { presets: &presets, credentials: None }).unwrap())
+}
+
+fn service(store: Arc<dyn Store>, clock: Clock, workflows: &[&Arc<Workflow>]) -> Arc<Service> {
+    let engine = Arc::new(Engine::new(store, None, clock));
+    let mut catalog = Catalog::default();
+    for wf in workflows {
+        catalog.workflows.insert(wf.name.clone(), (*wf).clone());
+    }
+    Service::new(engine, catalog, roster_engine::presets::built_in())
+}
+
+fn put(store: &dyn Store, id: Option<uuid::Uuid>, fields: Value) -> uuid::Uuid {
+    let changes: Map<String, Value> = fields.as_object().unwrap().clone();
+    store
+        .write_record(RecordWrite { id, changes, source: "import".into(), at: "2027-03-01T00:00:00Z".into() })
+        .unwrap()
+        .record
+        .id
+}
+
+fn runs_of(store: &dyn Store, workflow: &str) -> Vec<roster_engine::model::Run> {
+    store.runs(&RunFilter { workflow: Some(workflow.into()), ..Default::default() }).unwrap()
+}
+
+const ON_CREATED: &str = r#"{"name": "welcome", "begin": {"trigger": {"on": "created"}, "next": "stamp"},
+  "blocks": {"stamp": {"type": "update", "set": {"welcomed_at": "<<now>>"}}}}"#;
+const ON_END_DATE: &str = r#"{"name": "leaver", "begin": {"trigger": {"on": "updated", "fields": ["end_date"]},
+  "rules": [{"field": "end_date", "op": "is_not_empty"}], "next": "stamp"},
+  "blocks": {"stamp": {"type": "update", "set": {"leaver_seen": true}}}}"#;
+const ON_ANY_UPDATE: &str = r#"{"name": "audit", "begin": {"trigger": {"on": "updated"}, "next": "stamp"},
+  "blocks": {"stamp": {"type": "update", "set": {"audited": true}}}}"#;
+
+#[tokio::test]
+async fn record_events_start_the_workflows_listening_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let (welcome, leaver, audit) = (workflow(ON_CREATED), workflow(ON_END_DATE), workflow(ON_ANY_UPDATE));
+    put(store.as_ref(), None, json!({"email": "old@acme.test"}));
+    let svc = service(store.clone(), Clock::parse("2027-03-01").unwrap(), &[&welcome, &leaver, &audit]);
+    // History does not trigger: the first dispatch only sets the cursor.
+    assert_eq!(svc.dispatch_events().unwrap(), 0);
+
+    let ann = put(store.as_ref(), None, json!({"email": "ann@acme.test", "title": "Engineer"}));
+    assert_eq!(svc.dispatch_events().unwrap(), 1, "created → welcome");
+    put(store.as_ref(), Some(ann), json!({"title": "Staff Engineer"}));
+    assert_eq!(svc.dispatch_events().unwrap(), 1, "a title change → audit only (leaver listens to end_date)");
+    put(store.as_ref(), Some(ann), json!({"end_date": "2027-03-31"}));
+    assert_eq!(svc.dispatch_events().unwrap(), 2, "an end_date change → leaver and audit");
+    assert_eq!(svc.dispatch_events().unwrap(), 0, "each event starts its runs once");
+    svc.work(2, true).await.unwrap();
+
+    assert_eq!(runs_of(store.as_ref(), "welcome").len(), 1);
+    assert_eq!(runs_of(store.as_ref(), "leaver").len(), 1);
+    assert_eq!(runs_of(store.as_ref(), "audit").len(), 2);
+    let record = store.record(ann).unwrap().unwrap();
+    assert_eq!(record.fields["leaver_seen"], true);
+    assert!(record.fields.contains_key("welcomed_at"));
+    // The workflows' own writes are events too: welcome's and leaver's stamps are updates
+    // that audit hears; audit never hears its own writes, and writing a value a field
+    // already has is no change and no event.
+    assert_eq!(svc.dispatch_events().unwrap(), 2);
+    svc.work(2, true).await.unwrap();
+    assert_eq!(svc.dispatch_events().unwrap(), 0);
+    let audits = runs_of(store.as_ref(), "audit");
+    assert_eq!(audits.len(), 4);
+    assert!(audits.iter().all(|r| r.state == RunState::Succeeded));
+}
+
+const ONBOARD: &str = r#"{"name": "onboard", "begin": {"trigger": {"schedule": {"daily": "09:00"}},
+  "rules": [{"field": "start_date", "op": "on_or_before", "value": "<<today>>"},
+            {"field": "onboarded_at", "op": "is_empty"}], "next": "stamp"},
+  "blocks": {"stamp": {"type": "update", "set": {"onboarded_at": "<<now>>"}}}}"#;
+
+fn company(store: &dyn Store) {
+    for (email, start) in [
+        ("past@acme.test", "2027-02-01"),
+        ("today@acme.test", "2027-03-01"),
+        ("soon@acme.test", "2027-03-05"),
+        ("nodate@acme.test", ""),
+    ] {
+        let mut fields = json!({"email": email});
+        if !start.is_empty() {
+            fields["start_date"] = json!(start);
+        }
+        put(store, None, fields);
+    }
+}
+
+#[tokio::test]
+async fn a_schedule_fires_at_its_time_for_exactly_the_matching_records_and_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let wf = workflow(ONBOARD);
+    {
+        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+        company(store.as_ref());
+        // 08:59: today's 09:00 has not come; yesterday's did and fires (a first start catches up once).
+        let early = service(store.clone(), Clock::parse("2027-03-01T08:59:00Z").unwrap(), &[&wf]);
+        let fired = early.fire_schedules().unwrap();
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].at.to_string(), "2027-02-28T09:00:00Z");
+        // `today` is the day the scheduler runs, so both who started by the 1st match.
+        assert_eq!(fired[0].queued, 2);
+        assert!(early.fire_schedules().unwrap().is_empty(), "nothing more is due before 09:00");
+
+        let nine = service(store.clone(), Clock::parse("2027-03-01T09:00:00Z").unwrap(), &[&wf]);
+        let fired = nine.fire_schedules().unwrap();
+        assert_eq!(fired[0].at.to_string(), "2027-03-01T09:00:00Z");
+        // Both still have a queued, unexecuted run for the 28th and are not onboarded yet,
+        // so this new fire time selects them again; soon@ and nodate@ never match.
+        assert_eq!(fired[0].queued, 2);
+        nine.work(1, true).await.unwrap();
+        let runs = runs_of(store.as_ref(), "onboard");
+        let done: BTreeSet<String> =
+            runs.iter().filter(|r| r.state == RunState::Succeeded).map(|r| r.record_label.clone()).collect();
+        assert_eq!(done, BTreeSet::from(["past@acme.test".to_string(), "today@acme.test".to_string()]));
+        // The later runs look at the rules again when their turn comes: already onboarded.
+        let skipped: Vec<_> = runs.iter().filter(|r| r.state == RunState::Skipped).collect();
+        assert_eq!(skipped.len(), 2, "{runs:#?}");
+        assert!(skipped[0].error.as_deref().unwrap().contains("onboarded_at is_empty"));
+    }
+    // A restart at the same moment fires nothing again.
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let again = service(store.clone(), Clock::parse("2027-03-01T09:00:30Z").unwrap(), &[&wf]);
+    assert!(again.fire_schedules().unwrap().is_empty());
+    assert_eq!(runs_of(store.as_ref(), "onboard").len(), 4);
+}
+
+#[tokio::test]
+async fn racing_triggers_start_one_run_per_record_and_fire_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    company(store.as_ref());
+    let wf = workflow(ONBOARD);
+    let clock = Clock::parse("2027-03-01T09:00:00Z").unwrap();
+    let services: Vec<_> = (0..4).map(|_| service(store.clone(), clock, &[&wf])).collect();
+    let handles: Vec<_> = services
+        .into_iter()
+        .map(|s| std::thread::spawn(move || s.fire_schedules().unwrap().iter().map(|f| f.queued).sum::<usize>()))
+        .collect();
+    let queued: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(queued, 2, "four racing schedulers queue each (record, fire time) once");
+    assert_eq!(runs_of(store.as_ref(), "onboard").len(), 2);
+}
+
+#[tokio::test]
+async fn after_downtime_a_schedule_fires_once_not_once_per_missed_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    company(store.as_ref());
+    let wf = workflow(ONBOARD);
+    store.put_meta("schedule:onboard", "2027-02-25T09:00:00Z").unwrap();
+    let svc = service(store.clone(), Clock::parse("2027-03-01T10:00:00Z").unwrap(), &[&wf]);
+    let fired = svc.fire_schedules().unwrap();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].missed, 3, "the 26th, 27th and 28th were missed");
+    assert_eq!(fired[0].at.to_string(), "2027-03-01T09:00:00Z");
+    assert_eq!(fired[0].queued, 2);
+    assert!(svc.fire_schedules().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_run_finishes_on_the_workflow_version_it_started_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let id = put(store.as_ref(), None, json!({"email": "ann@acme.test"}));
+    let v1 = workflow(
+        r#"{"name": "w", "begin": {"next": "s"}, "blocks": {"s": {"type": "update", "set": {"version": "one"}}}}"#,
+    );
+    let v2 = workflow(
+        r#"{"name": "w", "begin": {"next": "s"}, "blocks": {"s": {"type": "update", "set": {"version": "two"}}}}"#,
+    );
+    let svc = service(store.clone(), Clock::system(), &[&v1]);
+    let record = store.record(id).unwrap().unwrap();
+    let queued = svc.engine.create_run(&v1, &record, "manual").unwrap();
+    // The file is edited (and reloaded) while the run waits in the queue.
+    let mut catalog = Catalog::default();
+    catalog.workflows.insert("w".into(), v2.clone());
+    svc.replace_catalog(catalog);
+    svc.work(1, true).await.unwrap();
+    assert_eq!(store.run(queued.id).unwrap().unwrap().workflow_hash, v1.hash);
+    assert_eq!(store.record(id).unwrap().unwrap().fields["version"], "one");
+    // A new run takes the new version.
+    let record = store.record(id).unwrap().unwrap();
+    let run = svc.engine.create_run(&v2, &record, "manual").unwrap();
+    svc.work(1, true).await.unwrap();
+    assert_eq!(store.run(run.id).unwrap().unwrap().state, RunState::Succeeded);
+    assert_eq!(store.record(id).unwrap().unwrap().fields["version"], "two");
+}
+
+#[tokio::test]
+async fn stopping_leaves_queued_runs_queued_for_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    company(store.as_ref());
+    let wf = workflow(ONBOARD);
+    let svc = service(store.clone(), Clock::parse("2027-03-01T09:00:00Z").unwrap(), &[&wf]);
+    svc.fire_schedules().unwrap();
+    svc.engine.stop();
+    svc.work(2, false).await.unwrap();
+    assert_eq!(store.queued_count().unwrap(), 2);
+    assert!(runs_of(store.as_ref(), "onboard").iter().all(|r| r.state == RunState::Queued));
+    // The next start runs them.
+    let next = service(store.clone(), Clock::parse("2027-03-01T09:00:00Z").unwrap(), &[&wf]);
+    next.recover().unwrap();
+    next.work(2, true).await.unwrap();
+    assert!(runs_of(store.as_ref(), "onboard").iter().all(|r| r.state == RunState::Succeeded));
+}
+
+/// `roster serve` in the background for one test; killed on drop.
+struct Serving {
+    child: std::process::Child,
+    url: String,
+    token: String,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(home: &TestHome) -> Serving {
+    let child = home
+        .command(&["serve", "--listen", "127.0.0.1:0", "--tick-ms", "100"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let file = home.path().join("serve.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !file.exists() {
+        assert!(std::time::Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let info: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let token = std::fs::read_to_string(home.path().join("api.token")).unwrap().trim().to_string();
+    Serving { child, url: info["url"].as_str().unwrap().to_string(), token }
+}
+
+fn http(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        roster_blocks::http::install_crypto_provider();
+        let client = reqwest::Client::new();
+        let mut req = client.request(method.parse().unwrap(), url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    })
+}
+
+#[test]
+fn serve_runs_the_api_behind_its_token_and_the_cli_goes_through_it() {
+    let home = TestHome::new();
+    std::fs::write(
+        home.path().join("workflows/stamp.json"),
+        r#"{"name": "stamp", "begin": {"rules": [{"field": "email", "op": "ends_with", "value": "@acme.test"}], "next": "s"},
+            "blocks": {"s": {"type": "update", "set": {"stamped": "<<run.id>>"}}}}"#,
+    )
+    .unwrap();
+    home.import(&json!([{"email": "ann@acme.test"}, {"email": "bob@other.test"}]));
+    let serving = serve(&home);
+
+    let health = format!("{}/v1/health", serving.url);
+    assert_eq!(http("GET", &health, None, None).0, 401, "no token");
+    assert_eq!(http("GET", &health, Some("wrong-token"), None).0, 401, "wrong token");
+    let (status, body) = http("GET", &health, Some(&serving.token), None);
+    assert_eq!(status, 200);
+    assert_eq!(body["workflows"], 1);
+
+    // The CLI cannot open the store serve holds, so it goes through the API.
+    let out = home.roster(&["run", "stamp", "--user", "ann@acme.test", "--json"]).ok();
+    assert_eq!(out.json()["state"], "succeeded");
+    let refused = home.roster(&["run", "stamp", "--user", "bob@other.test"]);
+    assert_eq!(refused.code, 2);
+    assert!(refused.stderr.contains("ends_with"), "{}", refused.stderr);
+    let runs = home.roster(&["runs", "list", "--json"]).ok().json();
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    let ann = home.roster(&["records", "show", "ann@acme.test"]).ok().json();
+    assert_eq!(ann["fields"]["stamped"], runs[0]["run_id"]);
+    let imported = home.file("more.json", r#"[{"email": "cid@acme.test"}]"#);
+    home.roster(&["records", "import", imported.to_str().unwrap()]).ok();
+}
+
+#[test]
+fn serve_refuses_to_start_on_invalid_files_and_stops_cleanly_on_sigterm() {
+    let home = TestHome::new();
+    std::fs::write(
+        home.path().join("workflows/bad.json"),
+        r#"{"name": "bad", "begin": {"next": "nowhere"}, "blocks": {}}"#,
+    )
+    .unwrap();
+    let out = home.roster(&["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("bad.json") && out.stderr.contains("nowhere"), "{}", out.stderr);
+    std::fs::remove_file(home.path().join("workflows/bad.json")).unwrap();
+
+    let mut serving = serve(&home);
+    let pid = serving.child.id().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = serving.child.wait().unwrap();
+    assert!(status.success(), "serve exits 0 on SIGTERM");
+    assert!(!home.path().join("serve.json").exists());
+    home.roster(&["runs", "list"]).ok();
+}
+
+#[test]
+fn the_demo_runs_end_to_end() {
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_roster")).args(["demo", "--people", "20"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for expected in ["invited to Brex", "card terminated", "0 duplicate side effects", "onboarding", "offboarding"] {
+        assert!(stdout.contains(expected), "missing {expected:?} in:\n{stdout}");
+    }
+    assert!(!stdout.contains(" failed "), "{stdout}");
+}
+
+#[test]
+fn an_interrupted_batch_resumes_instead_of_starting_over() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let server = support::Recorder::start(move |_| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        (200, json!({"ok": true}))
+    });
+    let home = TestHome::new();
+    home.add_bearer("api", &server.url(), "batch-secret-token");
+    let people: Vec<Value> = (0..12).map(|i| json!({"email": format!("p{i}@acme.test")})).collect();
+    home.import(&Value::Array(people));
+    let wf = home.file(
+        "ping.json",
+        r#"{"name": "ping", "begin": {"rules": [{"field": "pinged_at", "op": "is_empty"}], "next": "call"},
+            "blocks": {"call": {"type": "api", "credential": "api", "request": {"method": "GET", "url": "/ping/<<email>>"}, "next": "stamp"},
+                       "stamp": {"type": "update", "set": {"pinged_at": "<<now>>"}}}}"#,
+    );
+    let wf = wf.to_str().unwrap();
+    let mut child = home
+        .command(&["run", wf, "--all", "--concurrency", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while hits.load(Ordering::SeqCst) < 4 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+
+    let out = home.roster(&["run", wf, "--all", "--json"]).ok().json();
+    assert_eq!(out["runs"], 12, "the resumed batch has one run per person, not a second set: {out}");
+    assert_eq!(out["states"]["succeeded"], 12, "{out}");
+    // Each person was called once, plus at most one resend of the call in flight at the kill.
+    let calls = hits.load(Ordering::SeqCst);
+    assert!((12..=13).contains(&calls), "{calls} calls");
+    // Finished batches are not resumed: a new one finds nobody left to ping.
+    let again = home.roster(&["run", wf, "--all", "--json"]).ok().json();
+    assert_eq!(again["runs"], 0, "{again}");
+}
