@@ -66,6 +66,7 @@ pub async fn send(
     credential: Option<&Credential>,
     request: &RenderedRequest,
     paginate: Option<&Paginate>,
+    timeout: Option<Duration>,
 ) -> Result<HttpResponse, SendError> {
     let started = Instant::now();
     let url = match credential {
@@ -73,7 +74,7 @@ pub async fn send(
         None => request.url.clone(),
     };
     let Some(p) = paginate else {
-        let mut resp = send_once(client, credential, request, &url).await?;
+        let mut resp = send_once(client, credential, request, &url, timeout).await?;
         resp.elapsed_ms = started.elapsed().as_millis() as u64;
         return Ok(resp);
     };
@@ -93,7 +94,7 @@ pub async fn send(
             page_url.push(if page_url.contains('?') { '&' } else { '?' });
             page_url.push_str(&params.join("&"));
         }
-        let resp = send_once(client, credential, request, &page_url).await?;
+        let resp = send_once(client, credential, request, &page_url, timeout).await?;
         pages += 1;
         if !(200..300).contains(&resp.status) {
             // A failed page is the step's answer: the caller sees the vendor's error.
@@ -123,12 +124,16 @@ async fn send_once(
     credential: Option<&Credential>,
     request: &RenderedRequest,
     url: &str,
+    timeout: Option<Duration>,
 ) -> Result<HttpResponse, SendError> {
     let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| SendError {
         kind: SendErrorKind::Other,
         message: format!("`{}` is not an HTTP method", request.method),
     })?;
     let mut builder = client.request(method, url);
+    if let Some(t) = timeout {
+        builder = builder.timeout(t);
+    }
     for (k, v) in &request.headers {
         builder = builder.header(k.as_str(), v.as_str());
     }

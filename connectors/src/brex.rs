@@ -3,7 +3,7 @@
 use roster_blocks::credential::{Auth, Credential, Secret};
 use serde_json::Value;
 
-use crate::http::{Backoff, Failure, send, status_failure};
+use crate::http::{Backoff, Failure, brief, send, status_failure};
 use crate::{ConnectorError, ConnectorInfo, ErrorKind, Page, PageFuture, RAW_PAGES, Source, SyncOptions};
 
 const VENDOR: &str = "Brex";
@@ -102,7 +102,9 @@ impl Brex {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.is_empty() => None,
             Some(Value::String(s)) => Some(s.clone()),
-            Some(other) => return Err(shape(format!("`next_cursor` is {other}, not a string or null"))),
+            Some(other) => {
+                return Err(shape(format!("`next_cursor` is {}, not a string or null", brief(other))));
+            }
         };
         if next.is_some() && next == cursor {
             return Err(shape("the same `next_cursor` came back twice; stopping to avoid a loop".into()));
@@ -112,7 +114,7 @@ impl Brex {
             _ => return Err(shape("no `items` array".into())),
         };
         if let Some(bad) = records.iter().find(|r| !r.is_object()) {
-            return Err(shape(format!("an item is {bad}, not an object")));
+            return Err(shape(format!("an item is {}, not an object", brief(bad))));
         }
         self.pages += 1;
         tracing::debug!(connector = "brex", page = self.pages, records = records.len(), more = next.is_some(), "page");

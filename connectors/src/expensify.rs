@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use roster_blocks::credential::{Auth, Credential, Secret};
 use serde_json::{Value, json};
 
-use crate::http::{Backoff, Failure, send, status_failure};
+use crate::http::{Backoff, Failure, brief, send, status_failure};
 use crate::{ConnectorError, ConnectorInfo, ErrorKind, Page, PageFuture, RAW_PAGES, Source, SyncOptions};
 
 const VENDOR: &str = "Expensify";
@@ -40,6 +40,9 @@ struct Expensify {
     policies: Option<VecDeque<(String, Option<String>)>>,
     given_policies: Vec<String>,
     pages: usize,
+    /// Emails already yielded: one person in several policies (a policy owner, say) is
+    /// one person, yielded with the first policy that lists them.
+    seen: std::collections::HashSet<String>,
 }
 
 pub(crate) fn open(
@@ -62,6 +65,7 @@ pub(crate) fn open(
         policies: None,
         given_policies,
         pages: 0,
+        seen: std::collections::HashSet::new(),
     }))
 }
 
@@ -75,7 +79,16 @@ impl Expensify {
     async fn fetch(&mut self) -> Result<Option<Page>, ConnectorError> {
         if self.policies.is_none() {
             let list = if self.given_policies.is_empty() {
-                self.policy_list().await?
+                let list = self.policy_list().await?;
+                // Zero people would look like everyone left; make it a setup problem instead.
+                if list.is_empty() {
+                    return Err(ConnectorError::new(
+                        ErrorKind::Config,
+                        "Expensify lists no policies that this account administers; \
+                         make it a policy admin or set policy_ids",
+                    ));
+                }
+                list
             } else {
                 self.given_policies.iter().map(|id| (id.clone(), None)).collect()
             };
@@ -88,18 +101,26 @@ impl Expensify {
         let mut body = self.job(json!({"type": "policy", "fields": ["employees"], "policyIDList": [id]})).await?;
         let raw = (self.pages < RAW_PAGES).then(|| body.clone());
         let Some(info) = body.get_mut("policyInfo").and_then(|i| i.get_mut(&id)) else {
-            return Err(shape(format!("`policyInfo` has no entry for policy {id}")));
+            return Err(shape(format!("`policyInfo` has no entry for policy {}", id)));
         };
         let employees = match info.get_mut("employees").map(Value::take) {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(e)) => e,
-            Some(other) => return Err(shape(format!("`employees` of policy {id} is {other}, not an array"))),
+            Some(other) => {
+                return Err(shape(format!("`employees` of policy {} is {}, not an array", id, brief(&other))));
+            }
         };
         let mut records = Vec::with_capacity(employees.len());
         for mut e in employees {
             let Some(obj) = e.as_object_mut() else {
-                return Err(shape(format!("an employee of policy {id} is {e}, not an object")));
+                return Err(shape(format!("an employee of policy {id} is {}, not an object", brief(&e))));
             };
+            let email = obj.get("email").and_then(Value::as_str).map(|e| e.trim().to_lowercase());
+            if let Some(email) = email
+                && !self.seen.insert(email)
+            {
+                continue;
+            }
             // The engine only sees the record, so it carries its policy.
             obj.insert("policyID".into(), Value::String(id.clone()));
             obj.insert("policyName".into(), name.clone().map_or(Value::Null, Value::String));
@@ -121,7 +142,7 @@ impl Expensify {
         list.iter()
             .map(|p| {
                 let id = p.get("id").and_then(Value::as_str).filter(|s| !s.is_empty());
-                let id = id.ok_or_else(|| shape(format!("a policy has no `id`: {p}")))?;
+                let id = id.ok_or_else(|| shape(format!("a policy has no `id`: {}", brief(p))))?;
                 Ok((id.to_string(), p.get("name").and_then(Value::as_str).map(str::to_string)))
             })
             .collect()

@@ -77,6 +77,11 @@ impl From<ConnectorError> for Failure {
     }
 }
 
+/// A value quoted in an error, bounded.
+pub(crate) fn brief(v: &Value) -> String {
+    excerpt(&v.to_string(), 200)
+}
+
 pub(crate) fn malformed(message: String) -> ConnectorError {
     ConnectorError::new(ErrorKind::Malformed, message)
 }
@@ -178,7 +183,8 @@ impl Backoff {
             None => jittered(BACKOFF_BASE, self.retries),
         };
         self.retries += 1;
-        tracing::debug!(kind = %error.kind, retry = self.retries, delay_ms = delay.as_millis() as u64, error = %error.message, "retrying");
+        // Not the message: a vendor could echo a secret, and logs are not scrubbed.
+        tracing::debug!(kind = %error.kind, retry = self.retries, delay_ms = delay.as_millis() as u64, "retrying");
         tokio::time::sleep(delay).await;
         Ok(())
     }

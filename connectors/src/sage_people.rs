@@ -4,7 +4,7 @@
 use roster_blocks::credential::{Auth, Credential, Secret};
 use serde_json::Value;
 
-use crate::http::{Backoff, Failure, Response, send, status_failure};
+use crate::http::{Backoff, Failure, Response, brief, send, status_failure};
 use crate::{ConnectorError, ConnectorInfo, ErrorKind, Page, PageFuture, RAW_PAGES, Source, SyncOptions};
 
 const VENDOR: &str = "Sage People";
@@ -116,7 +116,7 @@ impl SagePeople {
         let records = match body.get_mut("data").map(Value::take) {
             Some(Value::Array(data)) => data,
             None | Some(Value::Null) => Vec::new(),
-            Some(other) => return Err(shape(format!("`data` is {other}, not an array"))),
+            Some(other) => return Err(shape(format!("`data` is {}, not an array", brief(&other)))),
         };
         let Some(last) = records.last() else {
             self.done = true;
@@ -133,7 +133,7 @@ impl SagePeople {
             return Ok(None);
         }
         if let Some(bad) = records.iter().find(|r| !r.is_object()) {
-            return Err(shape(format!("an employee is {bad}, not an object")));
+            return Err(shape(format!("an employee is {}, not an object", brief(bad))));
         }
         self.marker = Some(last_id.to_string());
         self.pages += 1;

@@ -15,12 +15,14 @@ use roster_blocks::credential::{Credential, scrub};
 use roster_blocks::http::{self, HttpResponse, SendError, excerpt, vendor_message};
 use roster_blocks::kinds::api::{ApiBlock, RenderedRequest, StepError, with_item};
 use roster_blocks::kinds::{Block, Trigger};
+pub use roster_blocks::retry::RetryPolicy;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::clock::{Clock, rfc3339};
 use crate::credentials;
 use crate::error::{Error, Result};
+use crate::limits::{RateLimiter, default_limit};
 use crate::model::{FieldChange, JournalEntry, Pending, Record, Run, RunState, StepPhase};
 use crate::store::{RecordWrite, Store};
 use crate::vault::Vault;
@@ -29,32 +31,11 @@ use crate::workflow::Workflow;
 /// The most of a response body the journal keeps.
 pub const JOURNAL_BODY_LIMIT: usize = 64 * 1024;
 
-/// How often and how patiently a transient failure is retried.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    pub max_attempts: u32,
-    pub initial: Duration,
-    pub factor: f64,
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self { max_attempts: 4, initial: Duration::from_millis(500), factor: 2.0, max_delay: Duration::from_secs(60) }
-    }
-}
-
-impl RetryPolicy {
-    /// The wait before attempt `attempt + 1`: exponential with full jitter, or the
-    /// vendor's `Retry-After` when it sent one.
-    pub fn delay(&self, attempt: u32, retry_after: Option<u64>) -> Duration {
-        if let Some(secs) = retry_after {
-            return Duration::from_secs(secs).min(self.max_delay);
-        }
-        let base = self.initial.as_secs_f64() * self.factor.powi(attempt.saturating_sub(1) as i32);
-        let capped = base.min(self.max_delay.as_secs_f64());
-        Duration::from_secs_f64(capped * (0.5 + rand::random::<f64>() * 0.5))
-    }
+/// A credential's shared rate limiter and its request timeout.
+#[derive(Clone)]
+struct CredentialLimits {
+    rate: Option<Arc<RateLimiter>>,
+    timeout: Duration,
 }
 
 /// What a person watching a run sees as each step finishes.
@@ -74,6 +55,8 @@ pub struct Engine {
     pub clock: Clock,
     pub retry: RetryPolicy,
     credentials: Mutex<HashMap<String, Arc<Credential>>>,
+    /// Rate limit and request timeout of each credential opened so far.
+    limits: Mutex<HashMap<String, CredentialLimits>>,
     /// Set on shutdown: runs stop before their next step and stay queued.
     stopping: std::sync::atomic::AtomicBool,
 }
@@ -87,6 +70,7 @@ impl Engine {
             clock,
             retry: RetryPolicy::default(),
             credentials: Mutex::new(HashMap::new()),
+            limits: Mutex::new(HashMap::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -115,6 +99,15 @@ impl Engine {
         let vault =
             self.vault.as_ref().ok_or_else(|| Error::Vault("no master key is available to open credentials".into()))?;
         let cred = Arc::new(credentials::open(vault, &stored)?);
+        let rate =
+            stored.settings.get("rate_limit").map(String::as_str).or(default_limit(&stored.kind, &stored.base_url));
+        let timeout = stored
+            .settings
+            .get("timeout")
+            .and_then(|t| roster_blocks::retry::parse_duration(t))
+            .unwrap_or(Duration::from_secs(30));
+        let limits = CredentialLimits { rate: rate.and_then(RateLimiter::parse).map(Arc::new), timeout };
+        self.limits.lock().expect("limits").insert(name.to_string(), limits);
         self.credentials.lock().expect("credential cache").insert(name.to_string(), cred.clone());
         Ok(cred)
     }
@@ -217,7 +210,7 @@ impl Engine {
                 run.error = Some(format!("the record no longer matches the rules: {why}"));
                 run.current = None;
                 run.finished_at = Some(self.now());
-                self.store.save_step(&run, None, None)?;
+                self.save_run(&run).await?;
                 return Ok(run);
             }
         }
@@ -232,7 +225,7 @@ impl Engine {
                 // Between steps: nothing is in flight, so the run can simply wait in the queue.
                 run.state = RunState::Queued;
                 run.updated_at = self.now();
-                self.store.save_step(&run, None, None)?;
+                self.save_run(&run).await?;
                 return Ok(run);
             }
             let Some(block) = wf.block(&block_id) else {
@@ -259,7 +252,7 @@ impl Engine {
                         }
                     }
                     self.finish_entry(&mut entry);
-                    self.save(&mut run, &entry, None)?;
+                    self.save(&mut run, &entry, None).await?;
                     observer.step(&entry);
                 }
                 Block::Update(u) => {
@@ -285,7 +278,7 @@ impl Engine {
                         }
                     };
                     self.finish_entry(&mut entry);
-                    self.save(&mut run, &entry, write)?;
+                    self.save(&mut run, &entry, write).await?;
                     observer.step(&entry);
                 }
                 Block::End(e) => {
@@ -297,7 +290,7 @@ impl Engine {
                         entry.error = run.error.clone();
                     }
                     self.finish_entry(&mut entry);
-                    self.save(&mut run, &entry, None)?;
+                    self.save(&mut run, &entry, None).await?;
                     observer.step(&entry);
                 }
                 Block::Api(a) => self.api_block(wf, &mut run, &block_id, a, &record, scope, observer).await?,
@@ -311,7 +304,7 @@ impl Engine {
         }
         run.finished_at = Some(self.now());
         run.updated_at = self.now();
-        self.store.save_step(&run, None, None)?;
+        self.save_run(&run).await?;
         Ok(run)
     }
 
@@ -334,7 +327,7 @@ impl Engine {
                 entry.error = Some(self.step_error(wf, block_id, record, &e.to_string()));
                 self.finish_entry(&mut entry);
                 self.route_failure(run, api, entry.error.clone());
-                self.save(run, &entry, None)?;
+                self.save(run, &entry, None).await?;
                 observer.step(&entry);
                 return Ok(());
             }
@@ -365,7 +358,7 @@ impl Engine {
                     self.finish_entry(&mut entry);
                     let result = json!({"index": item, "error": msg});
                     record_result(run, block_id, item.is_some(), result);
-                    self.save(run, &entry, None)?;
+                    self.save(run, &entry, None).await?;
                     observer.step(&entry);
                     false
                 }
@@ -381,7 +374,7 @@ impl Engine {
             let error = if failures.len() > 1 { format!("{first} (and {} more)", failures.len() - 1) } else { first };
             self.route_failure(run, api, Some(error));
         }
-        self.store.save_step(run, None, None)?;
+        self.save_run(run).await?;
         Ok(())
     }
 
@@ -400,6 +393,8 @@ impl Engine {
         observer: &mut dyn RunObserver,
     ) -> Result<bool> {
         let mut attempt = first_attempt;
+        let policy = api.retry.clone().unwrap_or_else(|| self.retry.clone());
+        let first_sent = std::time::Instant::now();
         loop {
             let mut entry = self.entry(run, block_id, "api", item, attempt);
             entry.request = Some(request.clone());
@@ -412,32 +407,42 @@ impl Engine {
                 started_at: entry.started_at.clone(),
             });
             // Journal "started" durably before anything leaves the process.
-            self.save(run, &entry, None)?;
-            let sent = http::send(&self.client, credential, &request, api.paginate.as_ref()).await;
+            self.save(run, &entry, None).await?;
+            let limits = credential.and_then(|c| self.limits.lock().expect("limits").get(&c.name).cloned());
+            if let Some(rate) = limits.as_ref().and_then(|l| l.rate.clone()) {
+                rate.acquire().await;
+            }
+            let timeout = limits.map(|l| l.timeout);
+            let sent = http::send(&self.client, credential, &request, api.paginate.as_ref(), timeout).await;
             run.pending = None;
             let retryable = match &sent {
                 Ok(r) => r.status == 429 || r.status == 408 || r.status >= 500,
                 Err(e) => e.is_transient(),
             };
             let retry_after = sent.as_ref().ok().and_then(|r| r.retry_after_secs);
-            let may_retry = retryable && attempt < self.retry.max_attempts && (api.safe_to_resend() || sent.is_ok());
+            let may_retry = retryable
+                && attempt < policy.max_attempts
+                && first_sent.elapsed() < policy.budget
+                // A 429 or 408 was refused before any work; anything else may have been
+                // applied, so only a request that is safe to repeat goes again.
+                && (api.safe_to_resend() || sent.as_ref().is_ok_and(|r| r.status == 429 || r.status == 408));
             if may_retry {
                 entry.status = sent.as_ref().ok().map(|r| r.status);
                 entry.error = Some(describe_failure(api, &sent, credential));
                 entry.response = sent.ok().map(bound_response);
                 self.finish_entry(&mut entry);
-                self.save(run, &entry, None)?;
+                self.save(run, &entry, None).await?;
                 observer.step(&entry);
-                tokio::time::sleep(self.retry.delay(attempt, retry_after)).await;
+                tokio::time::sleep(policy.delay(attempt, retry_after)).await;
                 attempt += 1;
                 continue;
             }
-            return self.finish_call(wf, run, block_id, api, item, entry, sent, observer);
+            return self.finish_call(wf, run, block_id, api, item, entry, sent, observer).await;
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn finish_call(
+    async fn finish_call(
         &self,
         wf: &Workflow,
         run: &mut Run,
@@ -496,7 +501,7 @@ impl Engine {
             }
         }
         self.finish_entry(&mut entry);
-        self.save(run, &entry, write)?;
+        self.save(run, &entry, write).await?;
         observer.step(&entry);
         Ok(ok)
     }
@@ -521,7 +526,7 @@ impl Engine {
                 pending.request.method, pending.request.url, pending.block, run.id, run.id
             ));
             run.updated_at = self.now();
-            self.store.save_step(run, None, None)?;
+            self.save_run(run).await?;
             return Ok(());
         }
         let credential = match &api.credential {
@@ -550,7 +555,7 @@ impl Engine {
             } else {
                 self.route_failure(run, api, failures.first().cloned());
             }
-            self.store.save_step(run, None, None)?;
+            self.save_run(run).await?;
         }
         Ok(())
     }
@@ -590,7 +595,7 @@ impl Engine {
                     self.route_failure(&mut run, api, failures.first().cloned());
                 }
             }
-            self.store.save_step(&run, None, None)?;
+            self.save_run(&run).await?;
         }
         self.drive(wf, run, observer).await
     }
@@ -678,12 +683,27 @@ impl Engine {
         }
     }
 
-    /// Writes the run and one journal entry (and a record change) atomically, with every
-    /// known secret scrubbed from what is stored.
-    fn save(&self, run: &mut Run, entry: &JournalEntry, write: Option<RecordWrite>) -> Result<()> {
+    /// Writes the run and one journal entry (and a record change) atomically and durably,
+    /// with every known secret scrubbed from what is stored. The write (and its share of a
+    /// group flush) happens on the blocking pool so async workers keep sending requests.
+    async fn save(&self, run: &mut Run, entry: &JournalEntry, write: Option<RecordWrite>) -> Result<()> {
         run.updated_at = self.now();
         let entry = self.scrubbed(entry);
-        self.store.save_step(run, Some(&entry), write)?;
+        let store = self.store.clone();
+        let snapshot = run.clone();
+        tokio::task::spawn_blocking(move || store.save_step(&snapshot, Some(&entry), write))
+            .await
+            .map_err(|e| Error::Store(format!("a store write was interrupted: {e}")))??;
+        Ok(())
+    }
+
+    /// Saves the run alone (position and state), durably, off the async workers.
+    async fn save_run(&self, run: &Run) -> Result<()> {
+        let store = self.store.clone();
+        let snapshot = run.clone();
+        tokio::task::spawn_blocking(move || store.save_step(&snapshot, None, None))
+            .await
+            .map_err(|e| Error::Store(format!("a store write was interrupted: {e}")))??;
         Ok(())
     }
 

@@ -49,6 +49,13 @@ pub struct AddArgs {
     /// OAuth2 password grant: read the password from this environment variable.
     #[arg(long)]
     password_env: Option<String>,
+    /// Requests allowed per period, shared by every run using this credential, e.g.
+    /// 1000/60s (default: the vendor's documented limit when known).
+    #[arg(long)]
+    rate_limit: Option<String>,
+    /// Request timeout, e.g. 30s.
+    #[arg(long)]
+    timeout: Option<String>,
 }
 
 pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -211,4 +212,120 @@ pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
 /// The path of an example file in the repository.
 pub fn example(name: &str) -> String {
     format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The sandbox (fake Brex, Expensify and Sage People on loopback) with the tokio runtime that
+/// serves it, for plain `#[test]`s that also run the `roster` binary.
+pub struct SandboxHandle {
+    // Declared before the runtime so the servers stop before their runtime goes away.
+    pub sandbox: roster_sandbox::Sandbox,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl SandboxHandle {
+    pub fn start(config: roster_sandbox::SandboxConfig) -> SandboxHandle {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let sandbox = runtime.block_on(roster_sandbox::Sandbox::start(config)).expect("the sandbox starts");
+        SandboxHandle { sandbox, runtime }
+    }
+
+    /// A fixed company: the same people, ids and fault draws on every run.
+    pub fn config(people: usize) -> roster_sandbox::SandboxConfig {
+        roster_sandbox::SandboxConfig {
+            seed: 11,
+            people,
+            today: jiff::civil::date(2026, 11, 22),
+            ..roster_sandbox::SandboxConfig::default()
+        }
+    }
+
+    pub fn stats(&self) -> roster_sandbox::Stats {
+        self.sandbox.stats()
+    }
+
+    pub fn brex_url(&self) -> String {
+        self.sandbox.brex_url()
+    }
+
+    pub fn brex_token(&self) -> String {
+        self.sandbox.config().brex_token.clone()
+    }
+
+    /// Runs a future on the sandbox's runtime (engine-level tests, direct API calls).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    /// Calls the sandbox's Brex API directly, as the test's own eyes: `(status, body)`.
+    /// These calls count in `stats()` like any other request.
+    pub fn brex(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.brex_url());
+        let token = self.brex_token();
+        self.block_on(async move {
+            let client = roster_blocks::http::client(Duration::from_secs(30), Duration::from_secs(5));
+            let mut req = client
+                .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url)
+                .bearer_auth(token)
+                .header("Idempotency-Key", format!("test-{}", uuid::Uuid::now_v7()));
+            if let Some(b) = body {
+                req = req.header("Content-Type", "application/json").body(b.to_string());
+            }
+            let resp = req.send().await.expect("the sandbox answers");
+            let status = resp.status().as_u16();
+            let bytes = resp.bytes().await.unwrap();
+            (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        })
+    }
+
+    /// `GET` on the Brex API that must succeed.
+    pub fn brex_get(&self, path: &str) -> Value {
+        let (status, body) = self.brex("GET", path, None);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// Every Brex user, following the cursor.
+    pub fn brex_users(&self) -> Vec<Value> {
+        self.brex_list("/v2/users?limit=1000")
+    }
+
+    /// Every card of one Brex user.
+    pub fn brex_cards(&self, user_id: &str) -> Vec<Value> {
+        self.brex_list(&format!("/v2/cards?user_id={user_id}&limit=1000"))
+    }
+
+    fn brex_list(&self, first: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut path = first.to_string();
+        loop {
+            let page = self.brex_get(&path);
+            out.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(c) => path = format!("{first}&cursor={c}"),
+                None => return out,
+            }
+        }
+    }
+}
+
+impl TestHome {
+    /// Adds the sandbox's Brex as the credential `brex`.
+    pub fn add_sandbox_brex(&self, sb: &SandboxHandle) {
+        self.add_bearer("brex", &sb.brex_url(), &sb.brex_token());
+    }
+
+    /// Opens the home's store from the test process (no `roster` command may run meanwhile).
+    pub fn store(&self) -> roster_engine::store::SledStore {
+        roster_engine::store::SledStore::open(&self.path().join("store")).expect("open the store")
+    }
+
+    /// `records list --json`, as a list of records.
+    pub fn records(&self) -> Vec<Value> {
+        self.roster(&["records", "list", "--json"]).ok().json().as_array().cloned().unwrap()
+    }
+
+    /// One record's fields, by email.
+    pub fn fields(&self, email: &str) -> Value {
+        self.roster(&["records", "show", email, "--json"]).ok().json()["fields"].clone()
+    }
 }

@@ -54,8 +54,8 @@ pub struct ApiBlock {
     pub for_each: Option<Template>,
     pub where_rules: Option<Condition>,
     pub drop_nulls: bool,
-    /// Retry policy as written (the engine validates and applies it).
-    pub retry: Option<Value>,
+    /// How transient failures are retried; `None` takes the engine's default.
+    pub retry: Option<crate::retry::RetryPolicy>,
     pub next: Option<String>,
     pub on_error: Option<String>,
 }
@@ -202,7 +202,7 @@ impl ApiBlock {
                 block.idempotency_header = Some(("Idempotency-Key".into(), false));
             }
         }
-        block.retry = f.get("retry").cloned();
+        block.retry = f.get("retry").and_then(|r| crate::retry::RetryPolicy::compile(r, &f.at("retry"), diags));
         block.next = f.opt_string("next", diags).map(str::to_string);
         block.on_error = f.opt_string("on_error", diags).map(str::to_string);
         Some(block)

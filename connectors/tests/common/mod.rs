@@ -19,6 +19,7 @@ pub async fn start(config: SandboxConfig) -> Sandbox {
 }
 
 /// People who have started: in Brex and Expensify (Sage also has the starters).
+#[allow(dead_code)] // not every test binary uses it
 pub fn started(sandbox: &Sandbox) -> Vec<roster_sandbox::Person> {
     sandbox.people().into_iter().filter(|p| p.lifecycle != Lifecycle::Starter).collect()
 }

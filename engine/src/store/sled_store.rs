@@ -39,6 +39,7 @@ pub struct SledStore {
     run_keys: sled::Tree,
     /// Serialises claims so two workers never take one run.
     claim: std::sync::Mutex<()>,
+    group: GroupFlush,
     meta: sled::Tree,
     index_fields: RwLock<BTreeSet<String>>,
 }
@@ -67,6 +68,7 @@ impl SledStore {
             queue: tree("queue")?,
             run_keys: tree("run_keys")?,
             claim: std::sync::Mutex::new(()),
+            group: GroupFlush::default(),
             meta: tree("meta")?,
             db,
             index_fields: RwLock::new(BTreeSet::new()),
@@ -95,8 +97,56 @@ impl SledStore {
             TransactionError::Abort(e) => e,
             TransactionError::Storage(e) => Error::from(e),
         })?;
-        self.db.flush()?;
+        self.group.flush(&self.db)?;
         Ok(value)
+    }
+}
+
+/// Group commit: a writer returns only once a flush that started after its write has
+/// finished, but concurrent writers share one flush instead of queueing one each.
+#[derive(Default)]
+struct GroupFlush {
+    state: std::sync::Mutex<FlushState>,
+    done: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct FlushState {
+    /// Writes that asked for durability so far.
+    requested: u64,
+    /// Every write up to this number is durable.
+    durable: u64,
+    flushing: bool,
+    failed: Option<String>,
+}
+
+impl GroupFlush {
+    fn flush(&self, db: &sled::Db) -> Result<()> {
+        let mut st = self.state.lock().expect("flush lock");
+        st.requested += 1;
+        let mine = st.requested;
+        loop {
+            if st.durable >= mine {
+                return match &st.failed {
+                    Some(e) => Err(Error::Store(format!("could not make the write durable: {e}"))),
+                    None => Ok(()),
+                };
+            }
+            if st.flushing {
+                st = self.done.wait(st).expect("flush lock");
+                continue;
+            }
+            // Become the flusher for everything requested so far.
+            st.flushing = true;
+            let upto = st.requested;
+            drop(st);
+            let outcome = db.flush();
+            st = self.state.lock().expect("flush lock");
+            st.flushing = false;
+            st.durable = upto;
+            st.failed = outcome.err().map(|e| e.to_string());
+            self.done.notify_all();
+        }
     }
 }
 
