@@ -11,7 +11,7 @@ use super::{Context, Outcome, output};
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Add or replace a credential. The secret comes from stdin or --secret-env, never argv.
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// List credentials (never shows secrets).
     List {
         #[arg(long)]
