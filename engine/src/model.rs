@@ -125,6 +125,10 @@ pub struct Run {
     pub updated_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// How many times a person retried the run (`roster runs retry`); part of the
+    /// idempotency keys so a retry is a new request, not a replay of the failed one.
+    #[serde(default)]
+    pub retries: u32,
 }
 
 /// The request a run is waiting on.

@@ -152,6 +152,7 @@ impl Engine {
             created_at: self.now(),
             updated_at: self.now(),
             finished_at: None,
+            retries: 0,
         };
         rules.first_failure(&self.scope(&probe, record)).map_err(|e| Error::Refused(e.to_string()))
     }
@@ -188,6 +189,7 @@ impl Engine {
             created_at: now.clone(),
             updated_at: now,
             finished_at: None,
+            retries: 0,
         })
     }
 
@@ -343,7 +345,7 @@ impl Engine {
         // Items already done before a crash are kept in the run; skip them.
         let done = run.steps.get(block_id).and_then(|s| s.get("items")).and_then(Value::as_array).map_or(0, Vec::len);
         for (item, item_scope) in work.into_iter().skip(if items.is_some() { done } else { 0 }) {
-            let key = format!("roster-{}-{}-{}", run.id, block_id, item.map_or(0, |i| i));
+            let key = idempotency_key(run, block_id, item);
             let outcome = match api.render(&item_scope, &key) {
                 Ok(request) => {
                     self.call(wf, run, block_id, api, credential.as_deref(), item, request, 1, observer).await?
@@ -600,6 +602,33 @@ impl Engine {
         self.drive(wf, run, observer).await
     }
 
+    /// Runs a failed run again from its failed step, with the record as it is now.
+    pub async fn retry(&self, wf: &Workflow, mut run: Run, observer: &mut dyn RunObserver) -> Result<Run> {
+        if run.state != RunState::Failed {
+            return Err(Error::Refused(format!(
+                "run {} is {}; only failed runs can be retried",
+                run.id,
+                run.state.as_str()
+            )));
+        }
+        let journal = self.store.journal(run.id)?;
+        let Some(block) = journal.iter().rev().find(|e| e.error.is_some()).map(|e| e.block.clone()) else {
+            return Err(Error::Refused(format!("run {} has no failed step to retry", run.id)));
+        };
+        if wf.block(&block).is_none() {
+            return Err(Error::NotFound(format!("block {block} is gone from the workflow")));
+        }
+        run.steps.remove(&block);
+        run.current = Some(block);
+        run.retries += 1;
+        run.error = None;
+        run.pending = None;
+        run.finished_at = None;
+        run.state = RunState::Running;
+        self.save_run(&run).await?;
+        self.drive(wf, run, observer).await
+    }
+
     /// Marks a run cancelled, keeping its journal.
     pub fn cancel(&self, mut run: Run) -> Result<Run> {
         if run.state.is_finished() {
@@ -729,6 +758,13 @@ impl Engine {
     }
 }
 
+/// The key a step's request carries: the same for every attempt and after a crash, new
+/// for a new run and for a person's `runs retry`.
+fn idempotency_key(run: &Run, block: &str, item: Option<usize>) -> String {
+    let base = format!("roster-{}-{}-{}", run.id, block, item.unwrap_or(0));
+    if run.retries == 0 { base } else { format!("{base}-r{}", run.retries) }
+}
+
 /// Appends a result under `steps.<block>`: the result itself for a single call, or one
 /// element of `items` for `for_each`.
 fn record_result(run: &mut Run, block: &str, for_each: bool, result: Value) {
@@ -830,6 +866,7 @@ impl Engine {
             created_at: self.now(),
             updated_at: self.now(),
             finished_at: None,
+            retries: 0,
         };
         let mut record = record.clone();
         let mut out = Vec::new();
@@ -909,7 +946,7 @@ impl Engine {
                         let mut s = step(&id, "api");
                         s.item = item;
                         s.credential = a.credential.clone();
-                        let key = format!("roster-{}-{}-{}", run.id, id, item.unwrap_or(0));
+                        let key = idempotency_key(&run, &id, item);
                         match a.render(&item_scope, &key) {
                             Ok(req) => s.request = Some(req),
                             Err(e) => s.note = Some(format!("would fail: {e}")),

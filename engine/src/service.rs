@@ -99,6 +99,8 @@ pub struct Service {
     versions: Mutex<HashMap<String, Arc<Workflow>>>,
     wake: Notify,
     busy: AtomicUsize,
+    /// Runs in flight per workflow, for per-workflow concurrency limits.
+    in_flight: Mutex<HashMap<String, usize>>,
 }
 
 impl Service {
@@ -110,6 +112,7 @@ impl Service {
             versions: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             busy: AtomicUsize::new(0),
+            in_flight: Mutex::new(HashMap::new()),
         })
     }
 
@@ -388,7 +391,17 @@ impl Service {
                 return Ok(());
             }
             self.busy.fetch_add(1, Ordering::SeqCst);
-            let claimed = self.engine.store.claim_next();
+            let catalog = self.catalog();
+            let claimed = self.engine.store.claim_next(&mut |run| {
+                let limit = catalog.workflows.get(&run.workflow).and_then(|w| w.concurrency);
+                let mut in_flight = self.in_flight.lock().expect("in-flight");
+                let n = in_flight.entry(run.workflow.clone()).or_default();
+                if limit.is_some_and(|l| *n >= l) {
+                    return false;
+                }
+                *n += 1;
+                true
+            });
             let run = match claimed {
                 Ok(Some(run)) => run,
                 Ok(None) => {
@@ -405,11 +418,46 @@ impl Service {
                     return Err(e);
                 }
             };
-            let outcome = self.execute(run).await;
+            let workflow = run.workflow.clone();
+            let (id, outcome) = (run.id, self.execute(run).await);
+            if let Some(n) = self.in_flight.lock().expect("in-flight").get_mut(&workflow) {
+                *n = n.saturating_sub(1);
+            }
             self.busy.fetch_sub(1, Ordering::SeqCst);
             if let Err(e) = outcome {
-                tracing::error!("{e}");
+                tracing::error!("run {id}: {e}");
+                if matches!(e, Error::Store(_) | Error::Io(_)) {
+                    self.pause(id).await;
+                }
             }
+        }
+    }
+
+    /// A store write failed (a full disk, say): the run keeps its last durable step and
+    /// goes back to the queue once the store accepts writes again.
+    async fn pause(&self, id: uuid::Uuid) {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            if self.engine.is_stopping() {
+                return;
+            }
+            let requeued = self.engine.store.run(id).and_then(|run| match run {
+                Some(mut run) if !run.state.is_finished() => {
+                    run.state = RunState::Queued;
+                    self.engine.store.save_step(&run, None, None)
+                }
+                _ => Ok(None),
+            });
+            match requeued {
+                Ok(_) => {
+                    tracing::warn!("run {id} resumes: the store accepts writes again");
+                    self.wake();
+                    return;
+                }
+                Err(e) => tracing::error!("run {id} is paused: {e}; retrying in {wait:?}"),
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(30));
         }
     }
 

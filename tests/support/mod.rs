@@ -136,7 +136,7 @@ impl Seen {
     }
 }
 
-type Responder = Arc<dyn Fn(&Seen) -> (u16, Value) + Send + Sync>;
+type Responder = Arc<dyn Fn(&Seen) -> (StatusCode, &'static str, String) + Send + Sync>;
 
 #[derive(Clone)]
 struct ServerState {
@@ -153,6 +153,16 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn start(respond: impl Fn(&Seen) -> (u16, Value) + Send + Sync + 'static) -> Recorder {
+        Self::start_raw(move |seen| {
+            let (status, body) = respond(seen);
+            (StatusCode::from_u16(status).unwrap(), "application/json", body.to_string())
+        })
+    }
+
+    /// Answers with any status, content type and body text (HTML pages, broken JSON…).
+    pub fn start_raw(
+        respond: impl Fn(&Seen) -> (StatusCode, &'static str, String) + Send + Sync + 'static,
+    ) -> Recorder {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let state = ServerState { seen: seen.clone(), respond: Arc::new(respond) };
@@ -185,9 +195,9 @@ async fn handle(
         headers: headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect(),
         body: body.to_vec(),
     };
-    let (status, reply) = (state.respond)(&seen);
+    let (status, content_type, reply) = (state.respond)(&seen);
     state.seen.lock().unwrap().push(seen);
-    (StatusCode::from_u16(status).unwrap(), axum::Json(reply)).into_response()
+    (status, [("content-type", content_type)], reply).into_response()
 }
 
 /// Every file below `dir`, read as bytes, searched for `needle`; returns the paths that hold it.

@@ -88,9 +88,10 @@ pub trait Store: Send + Sync {
     /// returns whether it did. This is what makes "at most once per (workflow, record,
     /// event)" hold across restarts and racing triggers.
     fn create_run_once(&self, run: &Run, dedupe: &str) -> Result<bool>;
-    /// Takes the oldest queued run off the queue, marking it running. Queued runs live
-    /// in the store (a run saved as `queued` is queued), not in memory.
-    fn claim_next(&self) -> Result<Option<Run>>;
+    /// Takes the oldest queued run that `eligible` accepts off the queue, marking it
+    /// running. Queued runs live in the store (a run saved as `queued` is queued), not in
+    /// memory. Claims are serialised, so `eligible` may count what it accepts.
+    fn claim_next(&self, eligible: &mut dyn FnMut(&Run) -> bool) -> Result<Option<Run>>;
     fn queued_count(&self) -> Result<usize>;
 
     // --- small bits of engine state (schedule marks, event cursor, batches) ----------

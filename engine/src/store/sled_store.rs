@@ -431,9 +431,10 @@ impl Store for SledStore {
         self.commit(result)
     }
 
-    fn claim_next(&self) -> Result<Option<Run>> {
+    fn claim_next(&self, eligible: &mut dyn FnMut(&Run) -> bool) -> Result<Option<Run>> {
         let _guard = self.claim.lock().expect("claim lock");
-        while let Some((key, _)) = self.queue.first()? {
+        for entry in self.queue.iter() {
+            let (key, _) = entry?;
             let id = Uuid::from_slice(&key).map_err(|e| Error::Store(e.to_string()))?;
             let Some(mut run) = self.run(id)? else {
                 self.queue.remove(&key)?;
@@ -441,6 +442,9 @@ impl Store for SledStore {
             };
             if run.state != crate::model::RunState::Queued {
                 self.queue.remove(&key)?;
+                continue;
+            }
+            if !eligible(&run) {
                 continue;
             }
             run.state = crate::model::RunState::Running;
