@@ -59,7 +59,8 @@ fn kill_9_at_random_never_loses_a_run_or_repeats_a_side_effect() {
     let sandbox = runtime.block_on(Sandbox::start(config)).unwrap();
     let home = TestHome::new();
     home.add_bearer("brex", &sandbox.brex_url(), &sandbox.config().brex_token);
-    let integration = home.file("brex.json", r#"{"name": "brex", "connector": "brex", "credential": "brex", "sync_key": "email"}"#);
+    let integration =
+        home.file("brex.json", r#"{"name": "brex", "connector": "brex", "credential": "brex", "sync_key": "email"}"#);
     home.roster(&["sync", integration.to_str().unwrap()]).ok();
     let wf = home.file("chaos.json", WORKFLOW);
     let wf = wf.to_str().unwrap();
@@ -97,7 +98,11 @@ fn kill_9_at_random_never_loses_a_run_or_repeats_a_side_effect() {
         }
         let out = child.wait_with_output().unwrap();
         // Exit 1 means some runs failed (with reasons, checked below); 2 would be a crash.
-        assert!(out.status.code() == Some(0) || out.status.code() == Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.code() == Some(0) || out.status.code() == Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         break;
     }
     sandbox.set_faults(Faults::default());
