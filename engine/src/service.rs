@@ -423,13 +423,14 @@ impl Service {
             if let Some(n) = self.in_flight.lock().expect("in-flight").get_mut(&workflow) {
                 *n = n.saturating_sub(1);
             }
-            self.busy.fetch_sub(1, Ordering::SeqCst);
             if let Err(e) = outcome {
                 tracing::error!("run {id}: {e}");
                 if matches!(e, Error::Store(_) | Error::Io(_)) {
                     self.pause(id).await;
                 }
             }
+            // Busy until a paused run is back in the queue, so idle workers do not leave early.
+            self.busy.fetch_sub(1, Ordering::SeqCst);
         }
     }
 

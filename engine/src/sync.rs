@@ -277,8 +277,19 @@ pub async fn run(
     }
     let secrets: Vec<&str> = credential.secrets();
     let client = roster_blocks::http::client(std::time::Duration::from_secs(60), std::time::Duration::from_secs(10));
-    let mut source = roster_connectors::open(&integration.connector, credential, integration.options.clone(), client)
-        .map_err(|e| Error::Refused(e.to_string()))?;
+    let mut source =
+        match roster_connectors::open(&integration.connector, credential, integration.options.clone(), client) {
+            Ok(source) => source,
+            Err(e) => {
+                // The session is already listed: record why it never started, not "running".
+                let message = scrub(&e.to_string(), &secrets);
+                session.state = "failed".into();
+                session.error = Some(message.clone());
+                session.finished_at = Some(rfc3339(clock.now()));
+                store.put_sync_session(&session)?;
+                return Err(Error::Refused(message));
+            }
+        };
     let present = integration.present_field();
     let source_label = format!("sync:{}", integration.name);
     let mut seen: HashSet<Uuid> = HashSet::new();
@@ -373,7 +384,7 @@ pub async fn run(
                 continue;
             }
             fields.insert(present.clone(), Value::Bool(true));
-            if false {
+            if test {
                 let (kind, changed): (&str, Map<String, Value>) = match &existing {
                     None => ("create", fields.clone()),
                     Some(r) => (
