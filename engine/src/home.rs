@@ -62,7 +62,7 @@ impl Home {
         };
         let store = self.open_store()?;
         store.flush()?;
-        Ok(InitReport { created_key, created_token })
+        Ok(InitReport { created_key, created_token, store })
     }
 
     /// Opens the store; a missing home is a clear error rather than a new empty store.
@@ -89,6 +89,9 @@ impl Home {
 pub struct InitReport {
     pub created_key: bool,
     pub created_token: bool,
+    /// The store, open: sled releases its lock only some time after the last handle is
+    /// dropped, so a caller that goes on working keeps this one instead of reopening.
+    pub store: Arc<dyn Store>,
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {

@@ -48,7 +48,7 @@ pub async fn run(args: DemoArgs, cx: &Context) -> anyhow::Result<Outcome> {
     let today = args.today.unwrap_or_else(roster_sandbox::utc_today);
     let dir = tempfile::Builder::new().prefix("roster-demo-").tempdir()?;
     let home = Home::new(dir.path());
-    home.init()?;
+    let store = home.init()?.store;
 
     println!("Roster demo: a generated company of {} people, today is {today}\n", args.people);
     let config = SandboxConfig { people: args.people, today, ..Default::default() };
@@ -63,7 +63,6 @@ pub async fn run(args: DemoArgs, cx: &Context) -> anyhow::Result<Outcome> {
 
     // Credentials, sealed in the vault like real ones.
     let vault = home.vault()?;
-    let store = home.open_store()?;
     let now = roster_engine::clock::rfc3339(cx.clock.now());
     let add = |name: &str,
                kind: &str,
