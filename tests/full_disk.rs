@@ -129,40 +129,47 @@ impl Store for FullDisk {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_pauses_while_the_disk_is_full_and_resumes_when_space_returns() {
+/// A store over a temp folder that fills on demand, one record, one compiled workflow,
+/// and a service with that workflow loaded.
+struct Setup {
+    _dir: tempfile::TempDir,
+    disk: Arc<FullDisk>,
+    store: Arc<dyn Store>,
+    record: Record,
+    wf: Arc<roster_engine::workflow::Workflow>,
+    engine: Arc<roster_engine::run::Engine>,
+    service: Arc<Service>,
+}
+
+fn setup(workflow: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let full = Arc::new(AtomicBool::new(false));
-    let store: Arc<dyn Store> = Arc::new(FullDisk {
+    let disk = Arc::new(FullDisk {
         inner: SledStore::open(dir.path()).unwrap(),
-        full: full.clone(),
+        full: Arc::new(AtomicBool::new(false)),
         fills_after: (-1).into(),
     });
+    let store: Arc<dyn Store> = disk.clone();
     let presets = roster_engine::presets::built_in();
     let cx = CompileContext { presets: &presets, credentials: None };
-    let wf = Arc::new(
-        roster_engine::workflow::Workflow::compile(
-            r#"{"name": "two", "begin": {"next": "a"}, "blocks": {
-                "a": {"type": "update", "set": {"a": 1}, "next": "b"},
-                "b": {"type": "update", "set": {"b": 2}}}}"#,
-            "two.json",
-            &cx,
-        )
-        .unwrap(),
-    );
-    let record = store
-        .write_record(RecordWrite {
-            id: None,
-            changes: json!({"email": "ann@acme.test"}).as_object().unwrap().clone(),
-            source: "t".into(),
-            at: "t".into(),
-        })
-        .unwrap()
-        .record;
+    let wf = Arc::new(roster_engine::workflow::Workflow::compile(workflow, "test.json", &cx).unwrap());
+    let changes = json!({"email": "ann@acme.test"}).as_object().unwrap().clone();
+    let record =
+        store.write_record(RecordWrite { id: None, changes, source: "t".into(), at: "t".into() }).unwrap().record;
     let engine = Arc::new(roster_engine::run::Engine::new(store.clone(), None, roster_engine::clock::Clock::system()));
     let mut catalog = Catalog::default();
-    catalog.workflows.insert("two".into(), wf.clone());
+    catalog.workflows.insert(wf.name.clone(), wf.clone());
     let service = Service::new(engine.clone(), catalog, presets.clone());
+    Setup { _dir: dir, disk, store, record, wf, engine, service }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_pauses_while_the_disk_is_full_and_resumes_when_space_returns() {
+    let Setup { disk, store, record, wf, engine, service, _dir } = setup(
+        r#"{"name": "two", "begin": {"next": "a"}, "blocks": {
+            "a": {"type": "update", "set": {"a": 1}, "next": "b"},
+            "b": {"type": "update", "set": {"b": 2}}}}"#,
+    );
+    let full = disk.full.clone();
     let run = engine.create_run(&wf, &record, "manual").unwrap();
 
     // The disk fills as the worker picks the run up: its first step cannot be written.
@@ -192,40 +199,13 @@ async fn a_run_pauses_while_the_disk_is_full_and_resumes_when_space_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_whose_write_fails_pauses_the_run_and_picks_it_up_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let full = Arc::new(AtomicBool::new(false));
-    let disk = Arc::new(FullDisk {
-        inner: SledStore::open(dir.path()).unwrap(),
-        full: full.clone(),
-        fills_after: (-1).into(),
-    });
-    let store: Arc<dyn Store> = disk.clone();
-    let presets = roster_engine::presets::built_in();
-    let cx = CompileContext { presets: &presets, credentials: None };
-    let wf = Arc::new(
-        roster_engine::workflow::Workflow::compile(
-            r#"{"name": "three", "begin": {"next": "a"}, "blocks": {
-                "a": {"type": "update", "set": {"a": 1}, "next": "b"},
-                "b": {"type": "update", "set": {"b": 2}, "next": "c"},
-                "c": {"type": "update", "set": {"c": 3}}}}"#,
-            "three.json",
-            &cx,
-        )
-        .unwrap(),
+    let Setup { disk, store, record, wf, engine, service, _dir } = setup(
+        r#"{"name": "three", "begin": {"next": "a"}, "blocks": {
+            "a": {"type": "update", "set": {"a": 1}, "next": "b"},
+            "b": {"type": "update", "set": {"b": 2}, "next": "c"},
+            "c": {"type": "update", "set": {"c": 3}}}}"#,
     );
-    let record = store
-        .write_record(RecordWrite {
-            id: None,
-            changes: json!({"email": "bob@acme.test"}).as_object().unwrap().clone(),
-            source: "t".into(),
-            at: "t".into(),
-        })
-        .unwrap()
-        .record;
-    let engine = Arc::new(roster_engine::run::Engine::new(store.clone(), None, roster_engine::clock::Clock::system()));
-    let mut catalog = Catalog::default();
-    catalog.workflows.insert("three".into(), wf.clone());
-    let service = Service::new(engine.clone(), catalog, presets.clone());
+    let full = disk.full.clone();
     let run = engine.create_run(&wf, &record, "manual").unwrap();
     // Claim + step a succeed, then the disk fills at step b; space returns 300 ms later.
     disk.fills_after.store(2, Ordering::SeqCst);

@@ -346,9 +346,9 @@ impl Engine {
         let done = run.steps.get(block_id).and_then(|s| s.get("items")).and_then(Value::as_array).map_or(0, Vec::len);
         for (item, item_scope) in work.into_iter().skip(if items.is_some() { done } else { 0 }) {
             let key = idempotency_key(run, block_id, item);
-            let outcome = match api.render(&item_scope, &key) {
+            match api.render(&item_scope, &key) {
                 Ok(request) => {
-                    self.call(wf, run, block_id, api, credential.as_deref(), item, request, 1, observer).await?
+                    self.call(wf, run, block_id, api, credential.as_deref(), item, request, 1, observer).await?;
                 }
                 Err(e) => {
                     let mut entry = self.entry(run, block_id, "api", item, 1);
@@ -362,25 +362,16 @@ impl Engine {
                     record_result(run, block_id, item.is_some(), result);
                     self.save(run, &entry, None).await?;
                     observer.step(&entry);
-                    false
                 }
-            };
-            let _ = outcome;
+            }
         }
-        // After the last item: follow next, or on_error if any item failed.
-        let failures = failures_of(run.steps.get(block_id));
-        if failures.is_empty() {
-            run.current = api.next.clone();
-        } else {
-            let first = failures[0].clone();
-            let error = if failures.len() > 1 { format!("{first} (and {} more)", failures.len() - 1) } else { first };
-            self.route_failure(run, api, Some(error));
-        }
+        self.leave_block(run, api, block_id);
         self.save_run(run).await?;
         Ok(())
     }
 
-    /// Sends one request with retries, journaling each attempt. Returns whether it succeeded.
+    /// Sends one request with retries, journaling each attempt; the outcome lands in
+    /// `run.steps` (and the record), where `leave_block` reads it.
     #[allow(clippy::too_many_arguments)]
     async fn call(
         &self,
@@ -393,7 +384,7 @@ impl Engine {
         request: RenderedRequest,
         first_attempt: u32,
         observer: &mut dyn RunObserver,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         let mut attempt = first_attempt;
         let policy = api.retry.clone().unwrap_or_else(|| self.retry.clone());
         let first_sent = std::time::Instant::now();
@@ -454,10 +445,9 @@ impl Engine {
         mut entry: JournalEntry,
         sent: std::result::Result<HttpResponse, SendError>,
         observer: &mut dyn RunObserver,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         let record = self.store.record(run.record_id)?.ok_or_else(|| Error::NotFound("record vanished".into()))?;
         let mut write = None;
-        let ok;
         match sent {
             Ok(resp) => {
                 entry.status = Some(resp.status);
@@ -491,7 +481,6 @@ impl Engine {
                     entry.error = Some(msg.clone());
                     result["error"] = Value::String(msg);
                 }
-                ok = accepted && entry.error.is_none();
                 entry.response = Some(bound_response(resp));
                 record_result(run, block_id, item.is_some(), result);
             }
@@ -499,13 +488,12 @@ impl Engine {
                 let msg = format!("{block_id}: {}", e.message);
                 entry.error = Some(msg.clone());
                 record_result(run, block_id, item.is_some(), json!({"index": item, "error": msg}));
-                ok = false;
             }
         }
         self.finish_entry(&mut entry);
         self.save(run, &entry, write).await?;
         observer.step(&entry);
-        Ok(ok)
+        Ok(())
     }
 
     /// After a crash: decide what to do with a request that was journaled as started.
@@ -531,35 +519,48 @@ impl Engine {
             self.save_run(run).await?;
             return Ok(());
         }
+        self.resend(wf, run, api, &pending, observer).await
+    }
+
+    /// Sends a journaled request again (same request, same idempotency key) and moves the
+    /// run on from its block; `for_each` blocks carry on with their next item in `drive`.
+    async fn resend(
+        &self,
+        wf: &Workflow,
+        run: &mut Run,
+        api: &ApiBlock,
+        pending: &Pending,
+        observer: &mut dyn RunObserver,
+    ) -> Result<()> {
         let credential = match &api.credential {
             Some(name) => Some(self.credential(name)?),
             None => None,
         };
-        let ok = self
-            .call(
-                wf,
-                run,
-                &pending.block,
-                api,
-                credential.as_deref(),
-                pending.item,
-                pending.request.clone(),
-                pending.attempt + 1,
-                observer,
-            )
+        let request = pending.request.clone();
+        let block = pending.block.as_str();
+        self.call(wf, run, block, api, credential.as_deref(), pending.item, request, pending.attempt + 1, observer)
             .await?;
-        let _ = ok;
-        // A single call finishes the block here; for_each continues in the main loop.
         if pending.item.is_none() {
-            let failures = failures_of(run.steps.get(&pending.block));
-            if failures.is_empty() {
-                run.current = api.next.clone();
-            } else {
-                self.route_failure(run, api, failures.first().cloned());
-            }
+            self.leave_block(run, api, block);
             self.save_run(run).await?;
         }
         Ok(())
+    }
+
+    /// After an API block's last call: `next`, or `on_error` (or failure) if any call failed.
+    fn leave_block(&self, run: &mut Run, api: &ApiBlock, block: &str) {
+        let failures = failures_of(run.steps.get(block));
+        match failures.first() {
+            None => run.current = api.next.clone(),
+            Some(first) => {
+                let error = if failures.len() > 1 {
+                    format!("{first} (and {} more)", failures.len() - 1)
+                } else {
+                    first.clone()
+                };
+                self.route_failure(run, api, Some(error));
+            }
+        }
     }
 
     /// Sends a `needs_attention` run's pending request again, by a person's decision.
@@ -573,31 +574,7 @@ impl Engine {
             let Some(Block::Api(api)) = wf.block(&pending.block) else {
                 return Err(Error::NotFound(format!("block {} is gone from the workflow", pending.block)));
             };
-            let credential = match &api.credential {
-                Some(name) => Some(self.credential(name)?),
-                None => None,
-            };
-            self.call(
-                wf,
-                &mut run,
-                &pending.block,
-                api,
-                credential.as_deref(),
-                pending.item,
-                pending.request.clone(),
-                pending.attempt + 1,
-                observer,
-            )
-            .await?;
-            if pending.item.is_none() {
-                let failures = failures_of(run.steps.get(&pending.block));
-                if failures.is_empty() {
-                    run.current = api.next.clone();
-                } else {
-                    self.route_failure(&mut run, api, failures.first().cloned());
-                }
-            }
-            self.save_run(&run).await?;
+            self.resend(wf, &mut run, api, &pending, observer).await?;
         }
         self.drive(wf, run, observer).await
     }
