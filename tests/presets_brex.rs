@@ -41,10 +41,8 @@ fn company() -> Company {
     let sb = SandboxHandle::start(SandboxHandle::config(25));
     let home = TestHome::new();
     home.add_sandbox_brex(&sb);
-    let integration = home.file(
-        "brex-users.json",
-        r#"{"name": "brex", "connector": "brex", "credential": "brex", "sync_key": "email"}"#,
-    );
+    let integration = home
+        .file("brex-users.json", r#"{"name": "brex", "connector": "brex", "credential": "brex", "sync_key": "email"}"#);
     home.roster(&["sync", integration.to_str().unwrap()]).ok();
     let starters: Vec<Value> = sb
         .sandbox
@@ -293,8 +291,8 @@ fn list_user_cards_follows_every_page() {
     // A presets folder whose list_user_cards asks for one card a page.
     let dir = c.home.path().join("one-a-page");
     std::fs::create_dir_all(&dir).unwrap();
-    let built_in = std::fs::read_to_string(format!("{}/presets/brex/list_user_cards.json", env!("CARGO_MANIFEST_DIR")))
-        .unwrap();
+    let built_in =
+        std::fs::read_to_string(format!("{}/presets/brex/list_user_cards.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let mut preset: Value = serde_json::from_str(&built_in).unwrap();
     preset["paginate"]["limit"] = json!(1);
     std::fs::write(dir.join("list_user_cards.json"), preset.to_string()).unwrap();
@@ -353,12 +351,11 @@ fn offboarding_terminates_every_usable_card_and_deactivates_the_leaver() {
     assert_eq!(c.sb.brex("POST", &format!("/v2/cards/{locked}/lock"), Some(reason.clone())).0, 200);
     assert_eq!(c.sb.brex("POST", &format!("/v2/cards/{terminated}/terminate"), Some(reason)).0, 200);
 
-    let before: BTreeMap<String, String> = c
-        .sb
-        .brex_cards(&p.brex_id)
-        .iter()
-        .map(|card| (card["id"].as_str().unwrap().to_string(), card["status"].as_str().unwrap().to_string()))
-        .collect();
+    let before: BTreeMap<String, String> =
+        c.sb.brex_cards(&p.brex_id)
+            .iter()
+            .map(|card| (card["id"].as_str().unwrap().to_string(), card["status"].as_str().unwrap().to_string()))
+            .collect();
     let statuses: BTreeSet<&str> = before.values().map(String::as_str).collect();
     assert!(statuses.is_superset(&BTreeSet::from(["ACTIVE", "LOCKED", "SHIPPED", "TERMINATED"])), "{before:?}");
     let usable: BTreeSet<&String> = before.iter().filter(|(_, s)| *s != "TERMINATED").map(|(id, _)| id).collect();

@@ -113,7 +113,9 @@ impl Expensify {
         let mut records = Vec::with_capacity(employees.len());
         for mut e in employees {
             let Some(obj) = e.as_object_mut() else {
-                return Err(shape(format!("an employee of policy {id} is {}, not an object", brief(&e))));
+                // The engine counts it as one failed person; the others still sync.
+                records.push(e);
+                continue;
             };
             let email = obj.get("email").and_then(Value::as_str).map(|e| e.trim().to_lowercase());
             if let Some(email) = email

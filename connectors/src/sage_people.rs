@@ -132,9 +132,7 @@ impl SagePeople {
             self.done = true;
             return Ok(None);
         }
-        if let Some(bad) = records.iter().find(|r| !r.is_object()) {
-            return Err(shape(format!("an employee is {}, not an object", brief(bad))));
-        }
+        // A malformed employee is the engine's to count as one failed person; the page goes on.
         self.marker = Some(last_id.to_string());
         self.pages += 1;
         tracing::debug!(connector = "sage_people", page = self.pages, records = records.len(), "page");

@@ -272,23 +272,45 @@ pub async fn run(
         preview: Vec::new(),
     };
     store.put_sync_session(&session)?;
-    if !test {
-        store.ensure_index(&integration.sync_key)?;
+    match sync_pages(store, integration, credential, test, observer, &mut session).await {
+        Ok(()) => {
+            session.state = if session.error.is_some() { "failed" } else { "succeeded" }.into();
+            session.finished_at = Some(rfc3339(clock.now()));
+            store.put_sync_session(&session)?;
+            Ok(session)
+        }
+        Err(e) => {
+            // Never leave a session "running": say why it stopped (if the store lets us).
+            let message = scrub(&e.to_string(), &credential.secrets());
+            session.state = "failed".into();
+            session.error = Some(message);
+            session.finished_at = Some(rfc3339(clock.now()));
+            let _ = store.put_sync_session(&session);
+            Err(e)
+        }
     }
+}
+
+/// Fetches every page and writes it; per-person problems go into the session, a failed
+/// page ends the listing (as incomplete), and store errors return.
+async fn sync_pages(
+    store: &dyn Store,
+    integration: &Integration,
+    credential: &Credential,
+    test: bool,
+    observer: &mut dyn SyncObserver,
+    session: &mut SyncSession,
+) -> Result<()> {
+    let started = session.started_at.clone();
+    // Index the key even for a test run: it writes no record, and it spares a store
+    // scan per source person.
+    store.ensure_index(&integration.sync_key)?;
     let secrets: Vec<&str> = credential.secrets();
     let client = roster_blocks::http::client(std::time::Duration::from_secs(60), std::time::Duration::from_secs(10));
     let mut source =
         match roster_connectors::open(&integration.connector, credential, integration.options.clone(), client) {
             Ok(source) => source,
-            Err(e) => {
-                // The session is already listed: record why it never started, not "running".
-                let message = scrub(&e.to_string(), &secrets);
-                session.state = "failed".into();
-                session.error = Some(message.clone());
-                session.finished_at = Some(rfc3339(clock.now()));
-                store.put_sync_session(&session)?;
-                return Err(Error::Refused(message));
-            }
+            Err(e) => return Err(Error::Refused(scrub(&e.to_string(), &secrets))),
         };
     let present = integration.present_field();
     let source_label = format!("sync:{}", integration.name);
@@ -327,7 +349,7 @@ pub async fn run(
             };
             let mut record = record;
             let Some(obj) = record.as_object_mut() else {
-                fail(&mut session, "the source sent something that is not a JSON object".into());
+                fail(session, "the source sent something that is not a JSON object".into());
                 continue;
             };
             // Mappings may use the session's start time, which the source does not hold.
@@ -337,10 +359,16 @@ pub async fn run(
                     Ok(true) => {}
                     Ok(false) => {
                         session.counts.filtered += 1;
+                        // Filtered out is not gone: a known person stays present.
+                        let known =
+                            integration.map(&record).ok().and_then(|f| f.get(&integration.sync_key).and_then(key_text));
+                        if let Some(key) = known {
+                            seen.extend(store.records_by_field(&integration.sync_key, &key)?.iter().map(|r| r.id));
+                        }
                         continue;
                     }
                     Err(e) => {
-                        fail(&mut session, format!("filters: {e}"));
+                        fail(session, format!("filters: {e}"));
                         continue;
                     }
                 }
@@ -348,17 +376,17 @@ pub async fn run(
             let mut fields = match integration.map(&record) {
                 Ok(f) => f,
                 Err(e) => {
-                    fail(&mut session, format!("mapping: {e}"));
+                    fail(session, format!("mapping: {e}"));
                     continue;
                 }
             };
             let Some(key) = fields.get(&integration.sync_key).and_then(key_text) else {
-                fail(&mut session, format!("no `{}` value (the sync key)", integration.sync_key));
+                fail(session, format!("no `{}` value (the sync key)", integration.sync_key));
                 continue;
             };
             if !keys.insert(key.clone()) {
                 fail(
-                    &mut session,
+                    session,
                     format!("a second person with {} {key}: refused; the first one was kept", integration.sync_key),
                 );
                 continue;
@@ -366,7 +394,7 @@ pub async fn run(
             let existing = store.records_by_field(&integration.sync_key, &key)?;
             if existing.len() > 1 {
                 fail(
-                    &mut session,
+                    session,
                     format!("{} records share {} {key}; fix them first", existing.len(), integration.sync_key),
                 );
                 continue;
@@ -450,8 +478,5 @@ pub async fn run(
             store.write_records(writes)?;
         }
     }
-    session.state = if session.error.is_some() { "failed" } else { "succeeded" }.into();
-    session.finished_at = Some(rfc3339(clock.now()));
-    store.put_sync_session(&session)?;
-    Ok(session)
+    Ok(())
 }
