@@ -742,3 +742,19 @@ fn ten_thousand_brex_people_sync() {
     assert_eq!(sb.stats().route(Vendor::Brex, BREX_USERS), n.div_ceil(1000));
     assert_eq!(home.store().count_records().unwrap() as u64, n);
 }
+
+#[test]
+fn a_source_item_that_is_not_a_person_fails_alone() {
+    let fake = Recorder::start(|_| {
+        let person = |n: &str| json!({"id": format!("cuuser_{n}"), "first_name": n, "last_name": "X", "email": format!("{n}@acme.test"), "status": "ACTIVE"});
+        (200, json!({"items": [person("ann"), "not a person", 42, person("bob")], "next_cursor": null}))
+    });
+    let home = TestHome::new();
+    home.add_bearer("brex", &fake.url(), "fake-brex-token");
+    let file = integration(&home, "brex.json", json!({"name": "brex", "connector": "brex", "credential": "brex"}));
+    let session = home.roster(&["sync", &file, "--json"]).ok().json();
+    assert_eq!(counts(&session)["created"], 2);
+    assert_eq!(counts(&session)["failed"], 2);
+    assert!(session["failures"][0]["reason"].as_str().unwrap().contains("not a JSON object"), "{session:#}");
+    assert_eq!(by_email(&home).len(), 2);
+}
