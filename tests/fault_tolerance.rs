@@ -234,3 +234,34 @@ fn a_workflow_concurrency_limit_holds_under_a_wider_pool() {
     assert_eq!(out["states"]["succeeded"], 8);
     assert_eq!(peak.load(Ordering::SeqCst), 1, "never two runs of the workflow at once");
 }
+
+#[test]
+fn a_call_whose_answer_was_saved_is_not_sent_again_after_a_crash() {
+    let server = Recorder::start(|_| (200, json!({"ok": true})));
+    let home = TestHome::new();
+    home.add_bearer("api", &server.url(), SECRET);
+    home.import(&json!([{"email": "ann@acme.test"}]));
+    let wf = single("/charge", "POST");
+    // The crash came after the answer was journaled with the run, before the run moved on.
+    let id = {
+        let store: Arc<dyn roster_engine::store::Store> =
+            Arc::new(roster_engine::store::SledStore::open(&home.path().join("store")).unwrap());
+        let presets = roster_engine::presets::built_in();
+        let cx = roster_blocks::kinds::CompileContext { presets: &presets, credentials: None };
+        let compiled = roster_engine::workflow::Workflow::compile(&wf, "single.json", &cx).unwrap();
+        let engine = roster_engine::run::Engine::new(store.clone(), None, roster_engine::clock::Clock::system());
+        let record = roster_engine::records::find(store.as_ref(), "email", "ann@acme.test").unwrap();
+        let mut run = engine.create_run(&compiled, &record, "manual").unwrap();
+        run.state = RunState::Running;
+        run.next_seq = 1;
+        run.steps.insert("call".into(), json!({"index": null, "status": 200, "response": {"ok": true}}));
+        store.save_step(&run, None, None).unwrap();
+        run.id.to_string()
+    };
+    home.roster(&["runs", "resume", &id]).ok();
+    let shown = home.roster(&["runs", "show", &id, "--json"]).ok().json();
+    assert_eq!(shown["state"], "succeeded");
+    assert!(server.seen().is_empty(), "the charge was not sent a second time");
+    let ann = home.roster(&["records", "show", "ann@acme.test", "--json"]).ok().json();
+    assert_eq!(ann["fields"]["called"], true, "the run went on to its next block");
+}

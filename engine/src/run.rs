@@ -342,9 +342,15 @@ impl Engine {
             None => vec![(None, scope.clone())],
             Some(list) => list.iter().map(|(i, item)| (Some(*i), with_item(&scope, item, *i))).collect(),
         };
-        // Items already done before a crash are kept in the run; skip them.
-        let done = run.steps.get(block_id).and_then(|s| s.get("items")).and_then(Value::as_array).map_or(0, Vec::len);
-        for (item, item_scope) in work.into_iter().skip(if items.is_some() { done } else { 0 }) {
+        // Calls finished before a crash are kept in the run; never send them again. (A block
+        // runs once per run: the graph has no cycles, and `runs retry` clears its result.)
+        let done = match &items {
+            Some(_) => {
+                run.steps.get(block_id).and_then(|s| s.get("items")).and_then(Value::as_array).map_or(0, Vec::len)
+            }
+            None => usize::from(run.steps.contains_key(block_id)),
+        };
+        for (item, item_scope) in work.into_iter().skip(done) {
             let key = idempotency_key(run, block_id, item);
             match api.render(&item_scope, &key) {
                 Ok(request) => {
