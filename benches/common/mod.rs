@@ -23,6 +23,31 @@ use roster_sandbox::{RateLimit, Sandbox, SandboxConfig};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+/// The sandbox (like Brex) refuses a card for a DISABLED user, so the card comes before
+/// the deactivation; the three requests are those the issue names.
+pub const BENCH_WORKFLOW: &str = r#"{
+  "name": "bench-card-and-deactivate",
+  "description": "Benchmark: look the person up in Brex; if active, give them a virtual card, then deactivate them.",
+  "begin": { "trigger": { "manual": true },
+             "rules": [ { "field": "brex_user_id", "op": "is_not_empty" } ],
+             "next": "get_user" },
+  "blocks": {
+    "get_user":   { "type": "api", "credential": "brex", "preset": "brex.get_user",
+                    "next": "is_active", "on_error": "done" },
+    "is_active":  { "type": "condition",
+                    "when": { "field": "brex_status", "op": "equals", "value": "ACTIVE" },
+                    "then": "card", "else": "done" },
+    "card":       { "type": "api", "credential": "brex", "preset": "brex.create_user_card",
+                    "with": { "card_name": "<<first_name>> <<last_name>> expenses",
+                              "card_type": "VIRTUAL", "limit_type": "CARD",
+                              "spend_controls": { "spend_limit": { "amount": 50000, "currency": "USD" },
+                                                  "spend_duration": "MONTHLY" } },
+                    "next": "deactivate" },
+    "deactivate": { "type": "api", "credential": "brex", "preset": "brex.deactivate_user", "next": "done" },
+    "done":       { "type": "end" }
+  }
+}"#;
+
 // --- options --------------------------------------------------------------------------
 
 /// Command-line and environment options. `cargo bench` passes `--bench`; anything after
@@ -30,6 +55,9 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Default)]
 pub struct Opts {
     pub full: bool,
+    /// Run without `--bench` (as `cargo test --benches` does) and not as a child: a
+    /// seconds-long run at tiny sizes that only checks the bench still works.
+    pub smoke: bool,
     /// Set in a child process: which phase to run.
     pub phase: Option<String>,
     kv: HashMap<String, String>,
@@ -39,8 +67,11 @@ impl Opts {
     pub fn parse() -> Opts {
         let mut opts = Opts::default();
         let mut args = std::env::args().skip(1);
+        let mut bench = false;
         while let Some(arg) = args.next() {
-            if arg == "--full" {
+            if arg == "--bench" {
+                bench = true;
+            } else if arg == "--full" {
                 opts.full = true;
             } else if arg == "--phase" {
                 opts.phase = args.next();
@@ -53,6 +84,10 @@ impl Opts {
         }
         if std::env::var("ROSTER_BENCH_FULL").is_ok_and(|v| !v.is_empty() && v != "0") {
             opts.full = true;
+        }
+        opts.smoke = !bench && !opts.full && opts.phase.is_none();
+        if opts.smoke {
+            println!("(no --bench argument: a smoke run at tiny sizes; `cargo bench` runs the real thing)");
         }
         opts
     }
@@ -72,6 +107,19 @@ impl Opts {
             None if self.full => full,
             None => default,
         }
+    }
+
+    pub fn f64(&self, key: &str, default: f64, full: f64) -> f64 {
+        match self.get(key) {
+            Some(v) => v.parse().unwrap_or_else(|_| panic!("--{key}={v} is not a number")),
+            None if self.full => full,
+            None => default,
+        }
+    }
+
+    /// `normal`, or `smoke` in a smoke run.
+    pub fn or_smoke<T>(&self, normal: T, smoke: T) -> T {
+        if self.smoke { smoke } else { normal }
     }
 
     /// A comma-separated list of sizes.
@@ -195,11 +243,16 @@ pub fn median(samples: &mut [f64]) -> f64 {
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|r| r.trim_start_matches([' ', '\t', ':']).to_string()))
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|r| r.split_whitespace().next()?.parse().ok())))
+        .and_then(|t| {
+            t.lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|r| r.split_whitespace().next()?.parse().ok()))
+        })
         .unwrap_or(0);
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -222,7 +275,7 @@ fn tree_version() -> String {
             .output()
             .ok()
             .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_string())
     };
     let Some(head) = git(&["rev-parse", "--short", "HEAD"]) else { return "(not a git checkout)".into() };
     let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).unwrap_or_default();
@@ -290,7 +343,7 @@ pub fn print_table(title: &str, command: &str, rows: &[Row]) {
 }
 
 pub fn fmt_rate(per_s: f64) -> String {
-    if per_s >= 100.0 { format!("{}", group(per_s.round() as u64)) } else { format!("{per_s:.1}") }
+    if per_s >= 100.0 { group(per_s.round() as u64) } else { format!("{per_s:.1}") }
 }
 
 /// 1234567 → "1,234,567".
@@ -298,7 +351,7 @@ pub fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -356,12 +409,16 @@ impl SandboxHost {
     }
 }
 
-/// People to generate so that Brex holds at least `users` users (starters, about 2 %
-/// of the company, are not in Brex yet).
+/// People to generate so that Brex holds exactly `users` users: everyone but the
+/// starters (about 2 % of the company, see `roster_sandbox::generate_people`).
 pub fn people_for_brex_users(users: usize) -> usize {
-    // generate_people makes n/50 starters (at least 3); everyone else is in Brex.
-    let mut n = users + users / 49 + 3;
-    while n - (n / 50).max(3) < users {
+    let starters = |n: usize| {
+        let heads = 10.min((n / 8).max(1)).min(n.saturating_sub(1));
+        let pool = n.saturating_sub(1 + heads);
+        (pool / 3).min((n / 50).max(3))
+    };
+    let mut n = users;
+    while n - starters(n) < users {
         n += 1;
     }
     n
@@ -555,7 +612,12 @@ impl Store for TimedStore {
     fn journal(&self, run: Uuid) -> R<Vec<JournalEntry>> {
         self.inner.journal(run)
     }
-    fn save_step(&self, run: &Run, entry: Option<&JournalEntry>, record: Option<RecordWrite>) -> R<Option<RecordWritten>> {
+    fn save_step(
+        &self,
+        run: &Run,
+        entry: Option<&JournalEntry>,
+        record: Option<RecordWrite>,
+    ) -> R<Option<RecordWritten>> {
         let out = timed(&self.times.save_steps, &self.times.save_step_ns, || self.inner.save_step(run, entry, record));
         if run.state.is_finished()
             && let Some(at) = self.times.claimed_at.lock().unwrap().remove(&run.id)
@@ -570,9 +632,9 @@ impl Store for TimedStore {
     fn create_run_once(&self, run: &Run, dedupe: &str) -> R<bool> {
         self.inner.create_run_once(run, dedupe)
     }
-    fn claim_next(&self) -> R<Option<Run>> {
+    fn claim_next(&self, eligible: &mut dyn FnMut(&Run) -> bool) -> R<Option<Run>> {
         let started = Instant::now();
-        let out = timed(&self.times.claims, &self.times.claim_ns, || self.inner.claim_next());
+        let out = timed(&self.times.claims, &self.times.claim_ns, || self.inner.claim_next(eligible));
         if let Ok(Some(run)) = &out {
             self.times.claimed_at.lock().unwrap().insert(run.id, started);
         }
