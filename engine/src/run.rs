@@ -31,6 +31,15 @@ use crate::workflow::Workflow;
 /// The most of a response body the journal keeps.
 pub const JOURNAL_BODY_LIMIT: usize = 64 * 1024;
 
+/// Which call of a block is being made: its item, and whether it is the block's last
+/// (whose write then also moves the run on).
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    block: &'a str,
+    item: Option<usize>,
+    last: bool,
+}
+
 /// A credential's shared rate limiter and its request timeout.
 #[derive(Clone)]
 struct CredentialLimits {
@@ -301,12 +310,15 @@ impl Engine {
                 break;
             }
         }
-        if run.state == RunState::Running {
-            run.state = RunState::Succeeded;
+        // Usually the last step's own write already settled the run; this covers the rest.
+        if run.finished_at.is_none() {
+            if run.state == RunState::Running {
+                run.state = RunState::Succeeded;
+            }
+            run.finished_at = Some(self.now());
+            run.updated_at = self.now();
+            self.save_run(&run).await?;
         }
-        run.finished_at = Some(self.now());
-        run.updated_at = self.now();
-        self.save_run(&run).await?;
         Ok(run)
     }
 
@@ -350,11 +362,16 @@ impl Engine {
             }
             None => usize::from(run.steps.contains_key(block_id)),
         };
-        for (item, item_scope) in work.into_iter().skip(done) {
+        // The last call's write also moves the run on, so a block costs one write per call.
+        let total = work.len();
+        let mut left = false;
+        for (n, (item, item_scope)) in work.into_iter().enumerate().skip(done) {
+            let last = n + 1 == total;
             let key = idempotency_key(run, block_id, item);
             match api.render(&item_scope, &key) {
                 Ok(request) => {
-                    self.call(wf, run, block_id, api, credential.as_deref(), item, request, 1, observer).await?;
+                    let call = Call { block: block_id, item, last };
+                    self.call(wf, run, api, credential.as_deref(), call, request, 1, observer).await?;
                 }
                 Err(e) => {
                     let mut entry = self.entry(run, block_id, "api", item, 1);
@@ -366,13 +383,19 @@ impl Engine {
                     self.finish_entry(&mut entry);
                     let result = json!({"index": item, "error": msg});
                     record_result(run, block_id, item.is_some(), result);
+                    if last {
+                        self.leave_block(run, api, block_id);
+                    }
                     self.save(run, &entry, None).await?;
                     observer.step(&entry);
                 }
             }
+            left = last;
         }
-        self.leave_block(run, api, block_id);
-        self.save_run(run).await?;
+        if !left {
+            self.leave_block(run, api, block_id);
+            self.save_run(run).await?;
+        }
         Ok(())
     }
 
@@ -383,14 +406,14 @@ impl Engine {
         &self,
         wf: &Workflow,
         run: &mut Run,
-        block_id: &str,
         api: &ApiBlock,
         credential: Option<&Credential>,
-        item: Option<usize>,
+        call: Call<'_>,
         request: RenderedRequest,
         first_attempt: u32,
         observer: &mut dyn RunObserver,
     ) -> Result<()> {
+        let (block_id, item) = (call.block, call.item);
         let mut attempt = first_attempt;
         let policy = api.retry.clone().unwrap_or_else(|| self.retry.clone());
         let first_sent = std::time::Instant::now();
@@ -436,7 +459,7 @@ impl Engine {
                 attempt += 1;
                 continue;
             }
-            return self.finish_call(wf, run, block_id, api, item, entry, sent, observer).await;
+            return self.finish_call(wf, run, api, call, entry, sent, observer).await;
         }
     }
 
@@ -445,13 +468,13 @@ impl Engine {
         &self,
         wf: &Workflow,
         run: &mut Run,
-        block_id: &str,
         api: &ApiBlock,
-        item: Option<usize>,
+        call: Call<'_>,
         mut entry: JournalEntry,
         sent: std::result::Result<HttpResponse, SendError>,
         observer: &mut dyn RunObserver,
     ) -> Result<()> {
+        let (block_id, item) = (call.block, call.item);
         let record = self.store.record(run.record_id)?.ok_or_else(|| Error::NotFound("record vanished".into()))?;
         let mut write = None;
         match sent {
@@ -497,6 +520,9 @@ impl Engine {
             }
         }
         self.finish_entry(&mut entry);
+        if call.last {
+            self.leave_block(run, api, block_id);
+        }
         self.save(run, &entry, write).await?;
         observer.step(&entry);
         Ok(())
@@ -543,13 +569,9 @@ impl Engine {
             None => None,
         };
         let request = pending.request.clone();
-        let block = pending.block.as_str();
-        self.call(wf, run, block, api, credential.as_deref(), pending.item, request, pending.attempt + 1, observer)
-            .await?;
-        if pending.item.is_none() {
-            self.leave_block(run, api, block);
-            self.save_run(run).await?;
-        }
+        // A single call is the block's last; a `for_each` block goes on with its next item.
+        let call = Call { block: pending.block.as_str(), item: pending.item, last: pending.item.is_none() };
+        self.call(wf, run, api, credential.as_deref(), call, request, pending.attempt + 1, observer).await?;
         Ok(())
     }
 
@@ -700,6 +722,13 @@ impl Engine {
     /// group flush) happens on the blocking pool so async workers keep sending requests.
     async fn save(&self, run: &mut Run, entry: &JournalEntry, write: Option<RecordWrite>) -> Result<()> {
         run.updated_at = self.now();
+        // A step that ends the run settles it in the same write.
+        if run.current.is_none() && run.pending.is_none() && run.state == RunState::Running {
+            run.state = RunState::Succeeded;
+        }
+        if run.state.is_finished() && run.finished_at.is_none() {
+            run.finished_at = Some(self.now());
+        }
         let entry = self.scrubbed(entry);
         let store = self.store.clone();
         let snapshot = run.clone();

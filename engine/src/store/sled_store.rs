@@ -35,6 +35,8 @@ pub struct SledStore {
     sync_sessions: sled::Tree,
     /// Queued run ids (UUID v7, so oldest first) → empty.
     queue: sled::Tree,
+    /// Ids of runs not finished yet, so a start need not read every run ever made.
+    active: sled::Tree,
     /// Dedupe keys of every run ever created by a trigger → run id.
     run_keys: sled::Tree,
     /// Serialises claims so two workers never take one run.
@@ -50,6 +52,9 @@ impl SledStore {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::LowSpace)
+            // sled's default cache is 1 GiB and it overshoots it; runs and records are read
+            // from disk when needed, so a small cache keeps memory flat.
+            .cache_capacity(cache_bytes())
             // We flush explicitly after every step; the timer is only a backstop.
             .flush_every_ms(Some(1000))
             .open()
@@ -66,6 +71,7 @@ impl SledStore {
             credentials: tree("credentials")?,
             sync_sessions: tree("sync_sessions")?,
             queue: tree("queue")?,
+            active: tree("active")?,
             run_keys: tree("run_keys")?,
             claim: std::sync::Mutex::new(()),
             group: GroupFlush::default(),
@@ -81,7 +87,26 @@ impl SledStore {
             store.meta.insert(INDEX_FIELDS_KEY, encode(&fields)?)?;
         }
         *store.index_fields.write().expect("index field lock") = fields;
+        store.backfill_active()?;
         Ok(store)
+    }
+
+    /// Stores written before the unfinished-run set existed get it built once.
+    fn backfill_active(&self) -> Result<()> {
+        const DONE: &[u8] = b"active_backfilled";
+        if self.meta.contains_key(DONE)? {
+            return Ok(());
+        }
+        for entry in self.runs.iter() {
+            let (key, bytes) = entry?;
+            let run: Run = decode(&bytes)?;
+            if !run.state.is_finished() {
+                self.active.insert(key, &[])?;
+            }
+        }
+        self.meta.insert(DONE, &[])?;
+        self.db.flush()?;
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -150,6 +175,12 @@ impl GroupFlush {
     }
 }
 
+/// The page cache size: `ROSTER_STORE_CACHE_MB`, default 32 MiB.
+fn cache_bytes() -> u64 {
+    let mb = std::env::var("ROSTER_STORE_CACHE_MB").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(32);
+    mb.max(4) * 1024 * 1024
+}
+
 fn open_error(dir: &Path, e: sled::Error) -> Error {
     let text = e.to_string();
     if text.contains("could not acquire lock") || text.contains("WouldBlock") {
@@ -207,6 +238,27 @@ fn tx_decode<T: DeserializeOwned>(bytes: &[u8]) -> Abortable<T> {
 
 fn tx_encode<T: Serialize>(value: &T) -> Abortable<Vec<u8>> {
     encode(value).or_else(abort)
+}
+
+/// Writes a run and keeps the queue and the unfinished-run set in step with its state.
+fn put_run(
+    runs: &TransactionalTree,
+    queue: &TransactionalTree,
+    active: &TransactionalTree,
+    run: &Run,
+) -> Abortable<()> {
+    runs.insert(run.id.as_bytes(), tx_encode(run)?)?;
+    if run.state == crate::model::RunState::Queued {
+        queue.insert(run.id.as_bytes(), &[])?;
+    } else {
+        queue.remove(run.id.as_bytes())?;
+    }
+    if run.state.is_finished() {
+        active.remove(run.id.as_bytes())?;
+    } else {
+        active.insert(run.id.as_bytes(), &[])?;
+    }
+    Ok(())
 }
 
 /// Applies one record write inside a transaction. Must stay free of side effects: sled
@@ -385,31 +437,28 @@ impl Store for SledStore {
     ) -> Result<Option<RecordWritten>> {
         let fields = self.fields();
         let (new_id, event_id) = (Uuid::now_v7(), Uuid::now_v7());
-        let result = (&self.runs, &self.journal, &self.records, &self.index, &self.events, &self.queue).transaction(
-            |(runs, journal, records, index, events, queue)| {
-                runs.insert(run.id.as_bytes(), tx_encode(run)?)?;
-                if run.state == crate::model::RunState::Queued {
-                    queue.insert(run.id.as_bytes(), &[])?;
-                } else {
-                    queue.remove(run.id.as_bytes())?;
-                }
-                if let Some(entry) = entry {
-                    journal.insert(journal_key(run.id, entry.seq), tx_encode(entry)?)?;
-                }
-                match &record {
-                    Some(w) => Ok(Some(apply_write(records, index, events, &fields, w, new_id, event_id)?)),
-                    None => Ok(None),
-                }
-            },
-        );
+        let trees = (&self.runs, &self.journal, &self.records, &self.index, &self.events, &self.queue, &self.active);
+        let result = trees.transaction(|(runs, journal, records, index, events, queue, active)| {
+            put_run(runs, queue, active, run)?;
+            if let Some(entry) = entry {
+                journal.insert(journal_key(run.id, entry.seq), tx_encode(entry)?)?;
+            }
+            match &record {
+                Some(w) => Ok(Some(apply_write(records, index, events, &fields, w, new_id, event_id)?)),
+                None => Ok(None),
+            }
+        });
         self.commit(result)
     }
 
     fn unfinished_runs(&self) -> Result<Vec<Run>> {
         let mut out = Vec::new();
-        for entry in self.runs.iter() {
-            let run: Run = decode(&entry?.1)?;
-            if !run.state.is_finished() {
+        for entry in self.active.iter() {
+            let (key, _) = entry?;
+            let id = Uuid::from_slice(&key).map_err(|e| Error::Store(e.to_string()))?;
+            if let Some(run) = self.run(id)?
+                && !run.state.is_finished()
+            {
                 out.push(run);
             }
         }
@@ -417,17 +466,15 @@ impl Store for SledStore {
     }
 
     fn create_run_once(&self, run: &Run, dedupe: &str) -> Result<bool> {
-        let result = (&self.runs, &self.run_keys, &self.queue).transaction(|(runs, keys, queue)| {
-            if keys.get(dedupe.as_bytes())?.is_some() {
-                return Ok(false);
-            }
-            keys.insert(dedupe.as_bytes(), run.id.as_bytes().to_vec())?;
-            runs.insert(run.id.as_bytes(), tx_encode(run)?)?;
-            if run.state == crate::model::RunState::Queued {
-                queue.insert(run.id.as_bytes(), &[])?;
-            }
-            Ok(true)
-        });
+        let result =
+            (&self.runs, &self.run_keys, &self.queue, &self.active).transaction(|(runs, keys, queue, active)| {
+                if keys.get(dedupe.as_bytes())?.is_some() {
+                    return Ok(false);
+                }
+                keys.insert(dedupe.as_bytes(), run.id.as_bytes().to_vec())?;
+                put_run(runs, queue, active, run)?;
+                Ok(true)
+            });
         self.commit(result)
     }
 
@@ -448,7 +495,14 @@ impl Store for SledStore {
                 continue;
             }
             run.state = crate::model::RunState::Running;
-            self.save_step(&run, None, None)?;
+            // Not flushed on its own: a claim lost in a crash leaves the run queued, and a
+            // run left running is queued again on start. The run's first step flushes it.
+            let result = (&self.runs, &self.queue, &self.active)
+                .transaction(|(runs, queue, active)| put_run(runs, queue, active, &run));
+            result.map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => Error::from(e),
+            })?;
             return Ok(Some(run));
         }
         Ok(None)
