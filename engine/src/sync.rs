@@ -412,30 +412,28 @@ async fn sync_pages(
                 continue;
             }
             fields.insert(present.clone(), Value::Bool(true));
+            // Only what differs is written: an unchanged person costs no transaction.
+            let changed: Map<String, Value> = match &existing {
+                None => fields,
+                Some(r) => fields.into_iter().filter(|(k, v)| r.fields.get(k) != Some(v)).collect(),
+            };
+            if existing.is_some() && changed.is_empty() {
+                session.counts.unchanged += 1;
+                continue;
+            }
             if test {
-                let (kind, changed): (&str, Map<String, Value>) = match &existing {
-                    None => ("create", fields.clone()),
-                    Some(r) => (
-                        "update",
-                        fields
-                            .iter()
-                            .filter(|(k, v)| r.fields.get(*k) != Some(*v))
-                            .map(|(k, v)| (k.clone(), v.clone()))
-                            .collect(),
-                    ),
-                };
-                if kind == "create" {
-                    session.counts.created += 1;
-                } else if changed.is_empty() {
-                    session.counts.unchanged += 1;
-                } else {
+                let kind = if existing.is_some() { "update" } else { "create" };
+                if existing.is_some() {
                     session.counts.updated += 1;
+                } else {
+                    session.counts.created += 1;
                 }
-                if !changed.is_empty() && session.preview.len() < MAX_PREVIEW {
+                if session.preview.len() < MAX_PREVIEW {
                     session.preview.push(serde_json::json!({"action": kind, "key": key, "fields": changed}));
                 }
                 continue;
             }
+            let fields = changed;
             writes.push(RecordWrite {
                 id: existing.map(|r| r.id),
                 changes: fields,
