@@ -386,3 +386,25 @@ fn an_interrupted_batch_resumes_instead_of_starting_over() {
     let again = home.roster(&["run", wf, "--all", "--json"]).ok().json();
     assert_eq!(again["runs"], 0, "{again}");
 }
+
+#[tokio::test]
+async fn an_equality_rule_selects_through_the_field_index_with_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    company(store.as_ref());
+    put(store.as_ref(), None, json!({"email": "done@acme.test", "start_date": "2027-03-01", "onboarded_at": "x"}));
+    let wf = workflow(
+        r#"{"name": "today", "begin": {"trigger": {"schedule": "daily"},
+            "rules": [{"field": "start_date", "op": "equals", "value": "<<today>>"}, {"field": "onboarded_at", "op": "is_empty"}],
+            "next": "s"}, "blocks": {"s": {"type": "update", "set": {"onboarded_at": "<<now>>"}}}}"#,
+    );
+    let svc = service(store.clone(), Clock::parse("2027-03-01T10:00:00Z").unwrap(), &[&wf]);
+    let scanned: Vec<String> = svc.select(&wf).unwrap().into_iter().map(|r| r.label()).collect();
+    assert_eq!(svc.prepare_indexes().unwrap(), ["start_date"]);
+    let indexed: Vec<String> = svc.select(&wf).unwrap().into_iter().map(|r| r.label()).collect();
+    assert_eq!(scanned, ["today@acme.test"]);
+    assert_eq!(indexed, scanned);
+    // Writes after the index exists keep it current.
+    put(store.as_ref(), None, json!({"email": "late@acme.test", "start_date": "2027-03-01"}));
+    assert_eq!(svc.select(&wf).unwrap().len(), 2);
+}

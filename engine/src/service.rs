@@ -11,7 +11,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use roster_blocks::kinds::{CompileContext, Schedule, Trigger};
+use roster_blocks::path::Segment;
 use roster_blocks::preset::PresetCatalog;
+use roster_blocks::rules::{Condition, Op};
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -168,13 +170,31 @@ impl Service {
         Ok(wf)
     }
 
-    /// Every record the workflow's begin rules accept now.
+    /// Indexes every field a workflow's rules require to equal a value, so a schedule
+    /// fire or a batch reads only the candidates. The first build reads the whole store once; after
+    /// that, every write keeps the index current.
+    pub fn prepare_indexes(&self) -> Result<Vec<String>> {
+        let mut fields = Vec::new();
+        for wf in self.catalog().workflows.values() {
+            if let Some(field) = wf.begin.rules.as_ref().and_then(equality_field) {
+                self.engine.store.ensure_index(&field)?;
+                fields.push(field);
+            }
+        }
+        Ok(fields)
+    }
+
+    /// Every record the workflow's begin rules accept now. When the rules require a field
+    /// to equal a text value (`start_date equals <<today>>`), only the records the field
+    /// index holds for that value are read; otherwise every record is.
     pub fn select(&self, wf: &Workflow) -> Result<Vec<Record>> {
         let now = Value::String(rfc3339(self.engine.clock.now()));
         let today = Value::String(self.engine.clock.today().to_string());
         let mut out = Vec::new();
         let mut failure = None;
-        self.engine.store.scan_records(&mut |record| {
+        let time = serde_json::json!({"now": now, "today": today});
+        let narrowed = wf.begin.rules.as_ref().and_then(|r| equality_key(r, &time));
+        let mut visit = |record: Record| {
             let accepted = match &wf.begin.rules {
                 None => Ok(true),
                 Some(rules) => {
@@ -194,7 +214,17 @@ impl Service {
                 }
             }
             true
-        })?;
+        };
+        match narrowed {
+            Some((field, value)) => {
+                for record in self.engine.store.records_by_field(&field, &value)? {
+                    if !visit(record) {
+                        break;
+                    }
+                }
+            }
+            None => self.engine.store.scan_records(&mut visit)?,
+        }
         match failure {
             Some(e) => Err(Error::Refused(format!("{}: the begin rules cannot be evaluated: {e}", wf.name))),
             None => Ok(out),
@@ -475,6 +505,36 @@ impl Service {
         };
         self.engine.drive(&wf, run, &mut Quiet).await
     }
+}
+
+/// A top-level rule (or one of a top-level `all`) `field equals VALUE` on a plain field:
+/// every record the rules accept has that value there.
+fn equality_rule(rules: &Condition) -> Option<(&str, &roster_blocks::rules::Rule)> {
+    let candidates: Vec<&Condition> = match rules {
+        Condition::All(list) => list.iter().collect(),
+        other => vec![other],
+    };
+    candidates.into_iter().find_map(|c| match c {
+        Condition::Rule(rule) if rule.op == Op::Equals => match rule.field.segments() {
+            [Segment::Key(field)] => Some((field.as_str(), rule.as_ref())),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// The field of an equality rule and the text it must equal now, unless that text looks
+/// like a number (numbers compare by value, which an exact index lookup would not honour).
+pub fn equality_key(rules: &Condition, time: &Value) -> Option<(String, String)> {
+    let (field, rule) = equality_rule(rules)?;
+    let value = rule.value.as_ref()?.render(time).ok()?;
+    let text = value.as_str()?.trim();
+    (!text.is_empty() && text.parse::<f64>().is_err()).then(|| (field.to_string(), text.to_string()))
+}
+
+/// The field of an equality rule, whatever its value renders to later.
+fn equality_field(rules: &Condition) -> Option<String> {
+    equality_rule(rules).map(|(field, _)| field.to_string())
 }
 
 /// Whether `wf`'s trigger listens to `event`. A workflow never triggers itself.

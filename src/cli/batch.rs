@@ -27,6 +27,7 @@ pub async fn run_all(
     let mut catalog = Catalog::default();
     catalog.workflows.insert(wf.name.clone(), wf.clone());
     let service = Service::new(engine.clone(), catalog, cx.presets()?);
+    service.prepare_indexes()?;
     service.recover()?;
     let store = engine.store.clone();
     let key = format!("batch:{}", wf.name);

@@ -55,6 +55,10 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
         integrations_dir.display()
     );
     let service = Service::new(engine.clone(), catalog, presets);
+    let indexed = service.prepare_indexes()?;
+    if !indexed.is_empty() {
+        println!("indexed {} for rule lookups", indexed.join(", "));
+    }
     let resumed = service.recover()?;
     if resumed > 0 {
         println!("resuming {resumed} run(s) a previous process left unfinished");
@@ -140,6 +144,9 @@ async fn wait_for_shutdown(service: &Arc<Service>, load: &impl Fn() -> roster_en
                 Ok(catalog) => {
                     println!("reloaded {} workflow(s) and {} integration(s)", catalog.workflows.len(), catalog.integrations.len());
                     service.replace_catalog(catalog);
+                    if let Err(e) = service.prepare_indexes() {
+                        println!("indexing the new rules' fields failed: {e}");
+                    }
                 }
                 Err(e) => println!("reload refused, keeping the files already loaded:\n{e}"),
             },
