@@ -106,7 +106,7 @@ async fn child_memory(opts: &Opts) {
     let dir = tempfile::Builder::new().prefix("roster-bench-memory-").tempdir().expect("temp dir");
     let sled = open_store(dir.path());
     let times = Arc::new(StoreTimes::default());
-    let store: Arc<dyn Store> = Arc::new(TimedStore { inner: sled, times: times.clone() });
+    let store: Arc<dyn Store> = Arc::new(timed_store(sled, times.clone()));
     let (vault, _) = vaults();
     let engine = engine(store.clone(), vault);
     let presets = roster_engine::presets::built_in();

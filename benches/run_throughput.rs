@@ -316,7 +316,7 @@ async fn engine_phase(
 ) -> Value {
     let sled = open_store(dir);
     let times = Arc::new(StoreTimes::default());
-    let store: Arc<dyn Store> = Arc::new(TimedStore { inner: sled.clone(), times: times.clone() });
+    let store: Arc<dyn Store> = Arc::new(timed_store(sled.clone(), times.clone()));
     let (v1, v2) = vaults();
     brex_credential(store.as_ref(), &v1, base, token);
     let engine = engine(store.clone(), v2);

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use roster_engine::clock::{Clock, rfc3339};
 use roster_engine::credentials::{self, NewCredential};
-use roster_engine::model::{ChangeEvent, JournalEntry, Record, Run, StoredCredential, SyncSession};
+use roster_engine::model::{Record, StoredCredential};
 use roster_engine::run::Engine;
-use roster_engine::store::{RecordWrite, RecordWritten, RunFilter, SledStore, Store};
+use roster_engine::store::{Observed, RecordWrite, SledStore, Store, StoreCall, StoreObserver};
 use roster_engine::vault::Vault;
 use roster_sandbox::{RateLimit, Sandbox, SandboxConfig};
 use serde_json::{Value, json};
@@ -563,125 +563,40 @@ impl StoreTimes {
     }
 }
 
-/// The sled store behind a thin wrapper that measures the calls the engine makes on it
-/// (and when each run is claimed and finished, for per-run latency). Every call goes to
-/// the real store; the wrapper adds two clock reads per call.
-pub struct TimedStore {
-    pub inner: Arc<SledStore>,
-    pub times: Arc<StoreTimes>,
+/// Times the calls the engine makes on the store (and when each run is claimed and
+/// finished, for per-run latency). Every call goes to the real store; observing adds two
+/// clock reads per call.
+pub struct Timing(pub Arc<StoreTimes>);
+
+impl StoreObserver for Timing {
+    fn after(&self, call: StoreCall, took: std::time::Duration, claimed: Option<Uuid>) {
+        let t = &self.0;
+        let add = |count: &AtomicU64, total: &AtomicU64| {
+            count.fetch_add(1, Ordering::Relaxed);
+            total.fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+        };
+        match call {
+            StoreCall::RecordRead => add(&t.record_reads, &t.record_read_ns),
+            StoreCall::SaveStep { run, finished } => {
+                add(&t.save_steps, &t.save_step_ns);
+                if finished && let Some(at) = t.claimed_at.lock().unwrap().remove(&run) {
+                    t.latencies.lock().unwrap().push(at.elapsed().as_secs_f64());
+                }
+            }
+            StoreCall::Claim => {
+                add(&t.claims, &t.claim_ns);
+                if let Some(id) = claimed {
+                    t.claimed_at.lock().unwrap().insert(id, Instant::now() - took);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
-fn timed<T>(count: &AtomicU64, total: &AtomicU64, f: impl FnOnce() -> T) -> T {
-    let t = Instant::now();
-    let out = f();
-    total.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    count.fetch_add(1, Ordering::Relaxed);
-    out
-}
-
-type R<T> = roster_engine::Result<T>;
-
-impl Store for TimedStore {
-    fn record(&self, id: Uuid) -> R<Option<Record>> {
-        timed(&self.times.record_reads, &self.times.record_read_ns, || self.inner.record(id))
-    }
-    fn records_by_field(&self, field: &str, value: &str) -> R<Vec<Record>> {
-        self.inner.records_by_field(field, value)
-    }
-    fn ensure_index(&self, field: &str) -> R<()> {
-        self.inner.ensure_index(field)
-    }
-    fn scan_records(&self, visit: &mut dyn FnMut(Record) -> bool) -> R<()> {
-        self.inner.scan_records(visit)
-    }
-    fn count_records(&self) -> R<usize> {
-        self.inner.count_records()
-    }
-    fn write_record(&self, write: RecordWrite) -> R<RecordWritten> {
-        self.inner.write_record(write)
-    }
-    fn write_records(&self, writes: Vec<RecordWrite>) -> R<Vec<RecordWritten>> {
-        self.inner.write_records(writes)
-    }
-    fn run(&self, id: Uuid) -> R<Option<Run>> {
-        self.inner.run(id)
-    }
-    fn runs(&self, filter: &RunFilter) -> R<Vec<Run>> {
-        self.inner.runs(filter)
-    }
-    fn journal(&self, run: Uuid) -> R<Vec<JournalEntry>> {
-        self.inner.journal(run)
-    }
-    fn save_step(
-        &self,
-        run: &Run,
-        entry: Option<&JournalEntry>,
-        record: Option<RecordWrite>,
-    ) -> R<Option<RecordWritten>> {
-        let out = timed(&self.times.save_steps, &self.times.save_step_ns, || self.inner.save_step(run, entry, record));
-        if run.state.is_finished()
-            && let Some(at) = self.times.claimed_at.lock().unwrap().remove(&run.id)
-        {
-            self.times.latencies.lock().unwrap().push(at.elapsed().as_secs_f64());
-        }
-        out
-    }
-    fn unfinished_runs(&self) -> R<Vec<Run>> {
-        self.inner.unfinished_runs()
-    }
-    fn create_run_once(&self, run: &Run, dedupe: &str) -> R<bool> {
-        self.inner.create_run_once(run, dedupe)
-    }
-    fn claim_next(&self, eligible: &mut dyn FnMut(&Run) -> bool) -> R<Option<Run>> {
-        let started = Instant::now();
-        let out = timed(&self.times.claims, &self.times.claim_ns, || self.inner.claim_next(eligible));
-        if let Ok(Some(run)) = &out {
-            self.times.claimed_at.lock().unwrap().insert(run.id, started);
-        }
-        out
-    }
-    fn queued_count(&self) -> R<usize> {
-        self.inner.queued_count()
-    }
-    fn get_meta(&self, key: &str) -> R<Option<String>> {
-        self.inner.get_meta(key)
-    }
-    fn put_meta(&self, key: &str, value: &str) -> R<()> {
-        self.inner.put_meta(key, value)
-    }
-    fn put_workflow_source(&self, hash: &str, source: &str) -> R<()> {
-        self.inner.put_workflow_source(hash, source)
-    }
-    fn workflow_source(&self, hash: &str) -> R<Option<String>> {
-        self.inner.workflow_source(hash)
-    }
-    fn events(&self, after: Option<Uuid>, limit: usize) -> R<Vec<ChangeEvent>> {
-        self.inner.events(after, limit)
-    }
-    fn put_sync_session(&self, session: &SyncSession) -> R<()> {
-        self.inner.put_sync_session(session)
-    }
-    fn sync_session(&self, id: Uuid) -> R<Option<SyncSession>> {
-        self.inner.sync_session(id)
-    }
-    fn sync_sessions(&self, integration: Option<&str>, limit: usize) -> R<Vec<SyncSession>> {
-        self.inner.sync_sessions(integration, limit)
-    }
-    fn put_credential(&self, credential: &StoredCredential) -> R<()> {
-        self.inner.put_credential(credential)
-    }
-    fn credential(&self, name: &str) -> R<Option<StoredCredential>> {
-        self.inner.credential(name)
-    }
-    fn credentials(&self) -> R<Vec<StoredCredential>> {
-        self.inner.credentials()
-    }
-    fn delete_credential(&self, name: &str) -> R<bool> {
-        self.inner.delete_credential(name)
-    }
-    fn flush(&self) -> R<()> {
-        self.inner.flush()
-    }
+/// The sled store with [`Timing`] around it.
+pub fn timed_store(sled: Arc<SledStore>, times: Arc<StoreTimes>) -> Observed<Timing> {
+    Observed::new(sled, Timing(times))
 }
 
 /// A multi-threaded runtime like the `roster` binary's (one worker per core).

@@ -4,6 +4,7 @@
 //! knows which backend it talks to, so a PostgreSQL backend can slot in for teams that
 //! outgrow one machine.
 
+mod observed;
 mod sled_store;
 
 use serde_json::{Map, Value};
@@ -12,6 +13,7 @@ use uuid::Uuid;
 use crate::error::Result;
 use crate::model::{ChangeEvent, JournalEntry, Record, Run, RunState, StoredCredential, SyncSession};
 
+pub use observed::{Observed, StoreCall, StoreObserver};
 pub use sled_store::SledStore;
 
 /// Field changes to apply to one record, atomically with whatever else the caller writes.
