@@ -145,6 +145,14 @@ impl Service {
         if n > 0 {
             tracing::info!("{n} unfinished runs will resume where they stopped");
         }
+        // A sync cut off by a crash is over: say so instead of listing it as running.
+        for mut session in self.engine.store.sync_sessions(None, 100)? {
+            if session.state == "running" {
+                session.state = "failed".into();
+                session.error = Some("interrupted: the process stopped before the sync finished".into());
+                self.engine.store.put_sync_session(&session)?;
+            }
+        }
         Ok(n)
     }
 

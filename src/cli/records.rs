@@ -70,29 +70,10 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
         Command::List { fields, json } => {
             let mut all = Vec::new();
             store.scan_records(&mut |r| {
-                all.push(r);
+                all.push(serde_json::json!({"id": r.id, "fields": r.fields, "version": r.version}));
                 true
             })?;
-            if json {
-                let out: Vec<_> = all
-                    .iter()
-                    .map(|r| serde_json::json!({"id": r.id, "fields": r.fields, "version": r.version}))
-                    .collect();
-                return output::json(&out).map(|_| Outcome::Ok);
-            }
-            let names: Vec<&str> = fields.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
-            let mut headers = vec!["ID"];
-            headers.extend(names.iter().copied());
-            let rows: Vec<Vec<String>> = all
-                .iter()
-                .map(|r| {
-                    let mut row = vec![r.id.to_string()];
-                    row.extend(names.iter().map(|n| output::cell(r.fields.get(*n), 40)));
-                    row
-                })
-                .collect();
-            output::table(&headers, &rows);
-            println!("{} record{}", all.len(), if all.len() == 1 { "" } else { "s" });
+            print_list(&all, &fields, json)?;
             Ok(Outcome::Ok)
         }
         Command::Show { key, key_field, json } => {
@@ -133,10 +114,9 @@ async fn run_remote(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             let refused = report["refused"].as_array().is_some_and(|r| !r.is_empty());
             Ok(if refused { Outcome::Failed } else { Outcome::Ok })
         }
-        Command::List { json, .. } => {
+        Command::List { fields, json } => {
             let list = remote.get("/v1/records", &[]).await?;
-            output::json(&list)?;
-            let _ = json;
+            print_list(list.as_array().map(Vec::as_slice).unwrap_or_default(), &fields, json)?;
             Ok(Outcome::Ok)
         }
         Command::Show { key, key_field, .. } => {
@@ -145,4 +125,25 @@ async fn run_remote(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
     }
+}
+
+/// Records (as `{id, fields, version}`) as a table of the chosen fields, or as JSON.
+fn print_list(all: &[serde_json::Value], fields: &str, json: bool) -> anyhow::Result<()> {
+    if json {
+        return output::json(&all);
+    }
+    let names: Vec<&str> = fields.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
+    let mut headers = vec!["ID"];
+    headers.extend(names.iter().copied());
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|r| {
+            let mut row = vec![output::cell(Some(&r["id"]), 40)];
+            row.extend(names.iter().map(|n| output::cell(r["fields"].get(*n), 40)));
+            row
+        })
+        .collect();
+    output::table(&headers, &rows);
+    println!("{} record{}", all.len(), if all.len() == 1 { "" } else { "s" });
+    Ok(())
 }
