@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use roster_blocks::credential::{Credential, scrub};
 use roster_blocks::http::{self, HttpResponse, SendError, excerpt, vendor_message};
+use roster_blocks::kinds::Block;
 use roster_blocks::kinds::api::{ApiBlock, RenderedRequest, StepError, with_item};
-use roster_blocks::kinds::{Block, Trigger};
 pub use roster_blocks::retry::RetryPolicy;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -757,16 +757,6 @@ impl Engine {
         let text = serde_json::to_string(entry).unwrap_or_default();
         let clean = scrub(&text, &refs);
         if clean == text { entry.clone() } else { serde_json::from_str(&clean).unwrap_or_else(|_| entry.clone()) }
-    }
-
-    /// Which workflows an event or schedule would start; used by triggers.
-    pub fn triggered_by(trigger: &Trigger) -> &'static str {
-        match trigger {
-            Trigger::Manual => "manual",
-            Trigger::Created => "created",
-            Trigger::Updated { .. } => "updated",
-            Trigger::Schedule(_) => "schedule",
-        }
     }
 }
 

@@ -12,7 +12,6 @@ use petgraph::visit::Dfs;
 use roster_blocks::diag::{ConfigError, Diagnostics, join, suggest};
 use roster_blocks::fields::Fields;
 use roster_blocks::kinds::{Begin, Block, CompileContext, Edge};
-use roster_blocks::preset::RUN_ROOTS;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -348,5 +347,4 @@ fn check_step_references(
     for (id, block) in blocks {
         check(join("blocks", id), block.variables());
     }
-    let _ = RUN_ROOTS;
 }
