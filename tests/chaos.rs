@@ -138,8 +138,12 @@ fn kill_9_at_random_never_loses_a_run_or_repeats_a_side_effect() {
 
     // Every record agrees with its journal: the card the journal saw created is the one
     // on the record, and the person is DISABLED in both places.
+    // Every run at CI size; a spread-out sample of 500 at larger sizes (each check starts
+    // two roster processes).
     let mut retries = 0;
-    for r in runs.iter().filter(|r| r["state"] == "succeeded") {
+    let succeeded_runs: Vec<&Value> = runs.iter().filter(|r| r["state"] == "succeeded").collect();
+    let step = succeeded_runs.len().div_ceil(500).max(1);
+    for r in succeeded_runs.into_iter().step_by(step) {
         let detail = home.roster(&["runs", "show", r["run_id"].as_str().unwrap(), "--json"]).ok().json();
         let steps = detail["steps"].as_array().unwrap();
         retries += steps.iter().filter(|s| s["attempt"].as_u64().unwrap_or(1) > 1).count();
@@ -157,7 +161,7 @@ fn kill_9_at_random_never_loses_a_run_or_repeats_a_side_effect() {
     let faults = &stats.brex.faults;
     println!(
         "chaos: {} runs ({states:?}), {kills} kills, {} faults injected (500: {}, 429: {}, slow: {}, dropped: {} of which {} after the side effect), \
-         {retries} retried attempts, 0 duplicates, 0 lost, in {:.1} s",
+         {retries} retried attempts (in the runs checked), 0 duplicates, 0 lost, in {:.1} s",
         runs.len(),
         faults.total(),
         faults.error_500,
@@ -169,6 +173,5 @@ fn kill_9_at_random_never_loses_a_run_or_repeats_a_side_effect() {
     );
     assert!(kills >= kills_wanted.min(1), "the test must actually kill the process");
     assert!(faults.total() > 0, "the test must actually inject faults");
-    let _ = Value::Null;
     runtime.block_on(sandbox.shutdown());
 }
