@@ -6,6 +6,10 @@ use super::Outcome;
 
 #[derive(Args, Debug)]
 pub struct SandboxArgs {
+    /// Show only this vendor's address and credentials (all three always run, over one
+    /// generated company).
+    #[arg(value_enum)]
+    vendor: Option<VendorArg>,
     /// How many generated people.
     #[arg(long, default_value_t = 25)]
     people: usize,
@@ -23,9 +27,23 @@ pub struct SandboxArgs {
     sage_port: u16,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum VendorArg {
+    Brex,
+    Expensify,
+    Sage,
+    All,
+}
+
 pub async fn run(args: SandboxArgs) -> anyhow::Result<Outcome> {
+    let only = match args.vendor {
+        Some(VendorArg::Brex) => Some(roster_sandbox::Vendor::Brex),
+        Some(VendorArg::Expensify) => Some(roster_sandbox::Vendor::Expensify),
+        Some(VendorArg::Sage) => Some(roster_sandbox::Vendor::Sage),
+        Some(VendorArg::All) | None => None,
+    };
     let config = roster_sandbox::SandboxConfig { people: args.people, seed: args.seed, ..Default::default() };
     let ports = roster_sandbox::Ports { brex: args.brex_port, expensify: args.expensify_port, sage: args.sage_port };
-    roster_sandbox::serve_forever(config, ports).await?;
+    roster_sandbox::serve_forever(config, ports, only).await?;
     Ok(Outcome::Ok)
 }
