@@ -145,24 +145,7 @@ impl Engine {
     /// `None` when the begin rules accept the record; otherwise the rule that failed.
     pub fn rules_refuse(&self, wf: &Workflow, record: &Record) -> Result<Option<String>> {
         let Some(rules) = &wf.begin.rules else { return Ok(None) };
-        let probe = Run {
-            id: Uuid::nil(),
-            workflow: wf.name.clone(),
-            workflow_hash: wf.hash.clone(),
-            record_id: record.id,
-            record_label: record.label(),
-            trigger: "check".into(),
-            state: RunState::Queued,
-            current: None,
-            steps: Map::new(),
-            next_seq: 0,
-            pending: None,
-            error: None,
-            created_at: self.now(),
-            updated_at: self.now(),
-            finished_at: None,
-            retries: 0,
-        };
+        let probe = self.blank_run(wf, record, "check");
         rules.first_failure(&self.scope(&probe, record)).map_err(|e| Error::Refused(e.to_string()))
     }
 
@@ -181,8 +164,13 @@ impl Engine {
 
     fn new_run(&self, wf: &Workflow, record: &Record, trigger: &str) -> Result<Run> {
         self.store.put_workflow_source(&wf.hash, &wf.source)?;
+        Ok(self.blank_run(wf, record, trigger))
+    }
+
+    /// A queued run of `wf` for `record`, positioned at the begin block's `next`; not stored.
+    fn blank_run(&self, wf: &Workflow, record: &Record, trigger: &str) -> Run {
         let now = self.now();
-        Ok(Run {
+        Run {
             id: Uuid::now_v7(),
             workflow: wf.name.clone(),
             workflow_hash: wf.hash.clone(),
@@ -199,7 +187,7 @@ impl Engine {
             updated_at: now,
             finished_at: None,
             retries: 0,
-        })
+        }
     }
 
     /// Runs `run` to the end (or to `needs_attention`), journaling every step.
@@ -852,24 +840,8 @@ impl Engine {
     /// Renders every request the run would send along the success path, sending nothing
     /// and writing nothing. API answers are unknown, so later steps see them as absent.
     pub fn dry_run(&self, wf: &Workflow, record: &Record) -> Result<Vec<DryStep>> {
-        let mut run = Run {
-            id: Uuid::now_v7(),
-            workflow: wf.name.clone(),
-            workflow_hash: wf.hash.clone(),
-            record_id: record.id,
-            record_label: record.label(),
-            trigger: "dry-run".into(),
-            state: RunState::Running,
-            current: Some(wf.begin.next.clone()),
-            steps: Map::new(),
-            next_seq: 0,
-            pending: None,
-            error: None,
-            created_at: self.now(),
-            updated_at: self.now(),
-            finished_at: None,
-            retries: 0,
-        };
+        let mut run = self.blank_run(wf, record, "dry-run");
+        run.state = RunState::Running;
         let mut record = record.clone();
         let mut out = Vec::new();
         let step = |block: &str, kind: &str| DryStep {

@@ -117,14 +117,20 @@ impl SledStore {
         self.index_fields.read().expect("index field lock").clone()
     }
 
+    /// A transaction's outcome, made durable (shared flush) before it is returned.
     fn commit<T>(&self, result: std::result::Result<T, TransactionError<Error>>) -> Result<T> {
-        let value = result.map_err(|e| match e {
-            TransactionError::Abort(e) => e,
-            TransactionError::Storage(e) => Error::from(e),
-        })?;
+        let value = settled(result)?;
         self.group.flush(&self.db)?;
         Ok(value)
     }
+}
+
+/// A transaction's outcome as our error type, not yet flushed.
+fn settled<T>(result: std::result::Result<T, TransactionError<Error>>) -> Result<T> {
+    result.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => Error::from(e),
+    })
 }
 
 /// Group commit: a writer returns only once a flush that started after its write has
@@ -499,10 +505,7 @@ impl Store for SledStore {
             // run left running is queued again on start. The run's first step flushes it.
             let result = (&self.runs, &self.queue, &self.active)
                 .transaction(|(runs, queue, active)| put_run(runs, queue, active, &run));
-            result.map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => Error::from(e),
-            })?;
+            settled(result)?;
             return Ok(Some(run));
         }
         Ok(None)
