@@ -309,5 +309,5 @@ fn graph_draws_dot_and_mermaid() {
     assert!(dot.starts_with("digraph"));
     assert!(dot.contains("\"is_active\" -> \"deactivate\" [label=\"then\"]"), "{dot}");
     let mermaid = home.roster(&["graph", &wf, "--format", "mermaid"]).ok().stdout;
-    assert!(mermaid.contains("is_active -->|else| done"), "{mermaid}");
+    assert!(mermaid.contains("b0_is_active -->|else| b2_done"), "{mermaid}");
 }

@@ -54,12 +54,14 @@ impl Workflow {
         compile(source, file, cx).map_err(|errors| Error::Invalid { file: file.to_string(), errors })
     }
 
-    /// Graphviz text of the block graph.
+    /// Graphviz text of the block graph. Every id and label is a quoted DOT string, so
+    /// any text a user writes (quotes, backslashes, newlines) stays inside its label.
     pub fn to_dot(&self) -> String {
-        let mut out = format!("digraph \"{}\" {{\n  rankdir=TB;\n", escape(&self.name));
+        let mut out = format!("digraph {} {{\n  rankdir=TB;\n", dot_string(&self.name));
         out.push_str(&format!(
-            "  \"{BEGIN}\" [shape=oval, label=\"begin\\n{}\"];\n",
-            escape(&trigger_label(&self.begin))
+            "  {} [shape=oval, label={}];\n",
+            dot_string(BEGIN),
+            dot_string(&begin_label(&self.begin))
         ));
         for (id, block) in &self.blocks {
             let shape = match block {
@@ -67,33 +69,41 @@ impl Workflow {
                 Block::End(_) => "doublecircle",
                 _ => "box",
             };
-            out.push_str(&format!(
-                "  \"{}\" [shape={shape}, label=\"{}\\n{}\"];\n",
-                escape(id),
-                escape(id),
-                block_label(block)
-            ));
+            let label = format!("{id}\n{}", block_label(block));
+            out.push_str(&format!("  {} [shape={shape}, label={}];\n", dot_string(id), dot_string(&label)));
         }
         for edge in self.graph.edge_indices() {
             let (a, b) = self.graph.edge_endpoints(edge).expect("edge has endpoints");
-            let label = self.graph[edge];
             out.push_str(&format!(
-                "  \"{}\" -> \"{}\" [label=\"{label}\"];\n",
-                escape(&self.graph[a]),
-                escape(&self.graph[b])
+                "  {} -> {} [label={}];\n",
+                dot_string(&self.graph[a]),
+                dot_string(&self.graph[b]),
+                dot_string(self.graph[edge])
             ));
         }
         out.push_str("}\n");
         out
     }
 
-    /// Mermaid flowchart text of the block graph.
+    /// Mermaid flowchart text of the block graph. Labels are quoted with `"` written as
+    /// `#quot;`, Mermaid's own escape, so rule text cannot end a label early.
     pub fn to_mermaid(&self) -> String {
-        let id = |s: &str| s.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_");
+        // Node ids: the block's position plus its name made safe, so `end` (a Mermaid
+        // keyword) and names that differ only in punctuation cannot clash.
+        let position: BTreeMap<&str, usize> =
+            self.blocks.iter().enumerate().map(|(i, (n, _))| (n.as_str(), i)).collect();
+        let id = |s: &str| {
+            let safe = s.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_");
+            match position.get(s) {
+                Some(i) => format!("b{i}_{safe}"),
+                None => safe,
+            }
+        };
+        let text = |s: &str| s.replace('"', "#quot;").replace('\n', "<br/>");
         let mut out = String::from("flowchart TD\n");
-        out.push_str(&format!("  {BEGIN}([\"begin: {}\"])\n", trigger_label(&self.begin).replace('"', "'")));
+        out.push_str(&format!("  {}([\"{}\"])\n", id(BEGIN), text(&begin_label(&self.begin))));
         for (name, block) in &self.blocks {
-            let label = format!("{name}: {}", block_label(block)).replace('"', "'");
+            let label = text(&format!("{name}\n{}", block_label(block)));
             let node = match block {
                 Block::Condition(_) => format!("{{\"{label}\"}}"),
                 Block::End(_) => format!("((\"{label}\"))"),
@@ -109,8 +119,29 @@ impl Workflow {
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
+/// `s` as a DOT quoted string: `"` and `\` escaped, line breaks as DOT's `\n`.
+fn dot_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The begin block as a reader needs it: its trigger, and its rules when it has any.
+fn begin_label(begin: &Begin) -> String {
+    match &begin.rules {
+        Some(rules) => format!("begin: {}\nrules: {rules}", trigger_label(begin)),
+        None => format!("begin: {}", trigger_label(begin)),
+    }
 }
 
 fn trigger_label(begin: &Begin) -> String {
@@ -128,10 +159,17 @@ fn trigger_label(begin: &Begin) -> String {
 
 fn block_label(block: &Block) -> String {
     match block {
-        Block::Api(a) => match &a.preset {
-            Some(p) => p.clone(),
-            None => format!("{} {}", a.method, a.url.source()),
-        },
+        Block::Api(a) => {
+            let call = match &a.preset {
+                Some(p) => p.clone(),
+                None => format!("{} {}", a.method, a.url.source()),
+            };
+            match (&a.for_each, &a.where_rules) {
+                (Some(items), Some(rules)) => format!("{call}\nfor each {} where {rules}", items.source()),
+                (Some(items), None) => format!("{call}\nfor each {}", items.source()),
+                _ => call,
+            }
+        }
         Block::Condition(c) => c.when.to_string(),
         Block::Update(u) => format!("set {}", u.set.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")),
         Block::End(_) => "end".into(),
