@@ -298,7 +298,7 @@ fn records_import_from_json_ndjson_and_csv_updates_by_key() {
     assert!(out.stdout.contains("row 3") && out.stdout.contains("no `email` value"), "{}", out.stdout);
     let by_id = home.file("ids.json", r#"[{"employee_id": "E1", "email": "ann@acme.test"}]"#);
     home.roster(&["records", "import", by_id.to_str().unwrap(), "--key", "employee_id"]).ok();
-    home.roster(&["records", "show", "E1", "--key-field", "employee_id"]).ok();
+    home.roster(&["records", "show", "E1", "--key", "employee_id"]).ok();
 }
 
 #[test]
@@ -309,5 +309,5 @@ fn graph_draws_dot_and_mermaid() {
     assert!(dot.starts_with("digraph"));
     assert!(dot.contains("\"is_active\" -> \"deactivate\" [label=\"then\"]"), "{dot}");
     let mermaid = home.roster(&["graph", &wf, "--format", "mermaid"]).ok().stdout;
-    assert!(mermaid.contains("b0_is_active -->|else| b2_done"), "{mermaid}");
+    assert!(mermaid.contains("b1_is_active -->|else| b4_done"), "{mermaid}");
 }

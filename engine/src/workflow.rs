@@ -86,7 +86,8 @@ impl Workflow {
     }
 
     /// Mermaid flowchart text of the block graph. Labels are quoted with `"` written as
-    /// `#quot;`, Mermaid's own escape, so rule text cannot end a label early.
+    /// `#quot;` (and `<`, `>` as `#lt;`, `#gt;`), Mermaid's own escapes, so rule and template
+    /// text cannot end a label early.
     pub fn to_mermaid(&self) -> String {
         // Node ids: the block's position plus its name made safe, so `end` (a Mermaid
         // keyword) and names that differ only in punctuation cannot clash.
@@ -99,7 +100,7 @@ impl Workflow {
                 None => safe,
             }
         };
-        let text = |s: &str| s.replace('"', "#quot;").replace('\n', "<br/>");
+        let text = |s: &str| s.replace('"', "#quot;").replace('<', "#lt;").replace('>', "#gt;").replace('\n', "<br/>");
         let mut out = String::from("flowchart TD\n");
         out.push_str(&format!("  {}([\"{}\"])\n", id(BEGIN), text(&begin_label(&self.begin))));
         for (name, block) in &self.blocks {

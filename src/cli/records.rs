@@ -16,6 +16,7 @@ pub enum Command {
         /// The field that identifies a person.
         #[arg(long, default_value = "email")]
         key: String,
+        /// Print the import report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -24,15 +25,19 @@ pub enum Command {
         /// Show these fields (comma-separated).
         #[arg(long, default_value = "email,first_name,last_name")]
         fields: String,
+        /// Print every record as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Show one person with every field and where it came from.
     Show {
-        /// Key value (an email by default) or record id.
+        /// The person's key value (an email by default) or record id.
+        #[arg(value_name = "KEY")]
+        value: String,
+        /// The field the value is matched against (the same `--key` as `records import`).
+        #[arg(long, alias = "key-field", default_value = "email")]
         key: String,
-        #[arg(long, default_value = "email")]
-        key_field: String,
+        /// Print the record as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -76,8 +81,8 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             print_list(&all, &fields, json)?;
             Ok(Outcome::Ok)
         }
-        Command::Show { key, key_field, json } => {
-            let record = records::find(store.as_ref(), &key_field, &key)?;
+        Command::Show { value, key, json } => {
+            let record = records::find(store.as_ref(), &key, &value)?;
             if json {
                 return output::json(&record).map(|_| Outcome::Ok);
             }
@@ -119,8 +124,8 @@ async fn run_remote(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             print_list(list.as_array().map(Vec::as_slice).unwrap_or_default(), &fields, json)?;
             Ok(Outcome::Ok)
         }
-        Command::Show { key, key_field, .. } => {
-            let record = remote.get(&format!("/v1/records/{key}"), &[("key", key_field)]).await?;
+        Command::Show { value, key, .. } => {
+            let record = remote.get(&format!("/v1/records/{value}"), &[("key", key)]).await?;
             output::json(&record)?;
             Ok(Outcome::Ok)
         }
