@@ -416,6 +416,14 @@ fn onboarding_invites_the_starter_and_gives_them_a_card() {
     assert_eq!(cards[0]["spend_controls"]["spend_limit"]["amount"], 100000);
     let stats = c.sb.stats();
     assert_eq!((stats.side_effects.users_invited, stats.side_effects.cards_created), (1, 1));
+
+    // Run again: the example is safe to re-run, so Brex sees no second invite or card.
+    let again = c.run("brex/onboard-brex.json", &p.email).ok().json();
+    assert_eq!(step(&again, "in_brex")["branch"], "then");
+    assert_eq!(step(&again, "has_card")["branch"], "then");
+    let stats = c.sb.stats();
+    assert_eq!((stats.side_effects.users_invited, stats.side_effects.cards_created), (1, 1));
+    assert_eq!(c.sb.brex_cards(&user_id).len(), 1);
 }
 
 #[test]

@@ -262,34 +262,3 @@ pub(crate) fn info_json(shared: &Shared) -> Value {
         },
     })
 }
-
-/// Runs the sandbox until Ctrl-C, printing where everything is (the `roster sandbox` command).
-pub async fn serve_forever(config: SandboxConfig, ports: Ports, only: Option<Vendor>) -> anyhow::Result<()> {
-    let sandbox = Sandbox::start_on(config, ports).await?;
-    let c = sandbox.config();
-    let shows = |v: Vendor| only.is_none_or(|o| o == v);
-    println!("Roster sandbox: {} people, seed {}, today {}", c.people, c.seed, c.today);
-    if shows(Vendor::Brex) {
-        println!("  Brex        {}  (Bearer {})", sandbox.brex_url(), c.brex_token);
-    }
-    if shows(Vendor::Expensify) {
-        println!(
-            "  Expensify   {}  (partnerUserID {}, partnerUserSecret {})",
-            sandbox.expensify_url(),
-            c.expensify_partner_user_id,
-            c.expensify_partner_user_secret
-        );
-    }
-    if shows(Vendor::Sage) {
-        println!("  Sage People token {}  instance {}", sandbox.sage_token_url(), sandbox.sage_instance_url());
-        println!(
-            "              client_id {}, client_secret {}, username {}, password {}",
-            c.sage_client_id, c.sage_client_secret, c.sage_username, c.sage_password
-        );
-    }
-    println!("  Admin (each server): GET /_sandbox/stats, PUT /_sandbox/faults, GET /_sandbox/info");
-    println!("Press Ctrl-C to stop.");
-    tokio::signal::ctrl_c().await?;
-    sandbox.shutdown().await;
-    Ok(())
-}

@@ -26,7 +26,7 @@ pub struct DemoArgs {
     /// How many people the generated company has.
     #[arg(long, default_value_t = 30)]
     people: usize,
-    /// The simulated "today" (default: today).
+    /// The simulated "today" (default: the date of `--now`, or today).
     #[arg(long)]
     today: Option<jiff::civil::Date>,
 }
@@ -45,14 +45,22 @@ const INTEGRATIONS: &[(&str, &str)] = &[
 
 pub async fn run(args: DemoArgs, cx: &Context) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let today = args.today.unwrap_or_else(roster_sandbox::utc_today);
+    let today = args.today.unwrap_or_else(|| cx.clock.today());
     let dir = tempfile::Builder::new().prefix("roster-demo-").tempdir()?;
     let home = Home::new(dir.path());
     let store = home.init()?.store;
 
     println!("Roster demo: a generated company of {} people, today is {today}\n", args.people);
     let config = SandboxConfig { people: args.people, today, ..Default::default() };
-    let sandbox = Sandbox::start(config).await?;
+    // A kept home's credentials point at the sandbox: on its well-known ports, `roster
+    // sandbox` can bring the same vendors back later. Otherwise any free ports will do.
+    let sandbox = match args.keep {
+        true => match Sandbox::start_on(config.clone(), super::sandbox::WELL_KNOWN_PORTS).await {
+            Ok(s) => s,
+            Err(_) => Sandbox::start(config).await?,
+        },
+        false => Sandbox::start(config).await?,
+    };
     let c = sandbox.config().clone();
     println!(
         "1. Sandbox APIs on loopback: Brex {}, Expensify {}, Sage People {}",
@@ -168,6 +176,7 @@ pub async fn run(args: DemoArgs, cx: &Context) -> anyhow::Result<Outcome> {
     let states_line: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
     println!("{} run(s): {} — in {:.1} s.", runs.len(), states_line.join(", "), started.elapsed().as_secs_f64());
 
+    let sandbox_urls = [sandbox.brex_url(), sandbox.expensify_url(), sandbox.sage_token_url()];
     sandbox.shutdown().await;
     drop(service);
     drop(engine);
@@ -179,6 +188,23 @@ pub async fn run(args: DemoArgs, cx: &Context) -> anyhow::Result<Outcome> {
         println!("  roster --home {} runs show RUN_ID", kept.display());
         println!("  roster --home {} records list --fields email,start_date,end_date,brex_status", kept.display());
         println!("  roster --home {} sync sessions", kept.display());
+        let ports = super::sandbox::WELL_KNOWN_PORTS;
+        if sandbox_urls
+            .iter()
+            .all(|u| [ports.brex, ports.expensify, ports.sage].iter().any(|p| u.contains(&format!(":{p}"))))
+        {
+            println!(
+                "Its credentials point at the sandbox, which stopped with the demo. To run workflows against it again, \
+                 start `roster sandbox --people {} --now {today}` in another terminal (a fresh company: what the demo \
+                 did in Brex is gone, so runs may meet users the records know and the sandbox does not).",
+                args.people
+            );
+        } else {
+            println!(
+                "Its credentials point at sandbox ports chosen at random (7401-7403 were busy), which will not \
+                 answer again; add the credentials `roster sandbox` prints to use this home with a new sandbox."
+            );
+        }
     } else {
         println!(
             "\nRun `roster demo --keep` to keep the home and look deeper with `roster runs list` and `roster runs show RUN_ID`."

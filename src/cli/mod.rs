@@ -167,7 +167,7 @@ async fn dispatch(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
         Command::Sync(a) => sync::run(a, cx).await,
         Command::Serve(a) => serve::run(a, cx).await,
         Command::Demo(a) => demo::run(a, cx).await,
-        Command::Sandbox(a) => sandbox::run(a).await,
+        Command::Sandbox(a) => sandbox::run(a, cx).await,
     }
 }
 
