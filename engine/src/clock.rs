@@ -52,7 +52,14 @@ impl Clock {
     }
 }
 
-/// RFC 3339 text for a timestamp, to the second.
+/// RFC 3339 text for a timestamp, to the second: for fire times, marks and keys, whose
+/// text must stay the same from one version to the next.
 pub fn rfc3339(ts: Timestamp) -> String {
     ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// RFC 3339 text to the millisecond: for when things happened (steps, runs, syncs), so
+/// two steps in one second keep their order and a reader sees sub-second times.
+pub fn rfc3339_millis(ts: Timestamp) -> String {
+    ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }

@@ -179,6 +179,10 @@ pub struct JournalEntry {
     pub finished_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// When the step started on the monotonic clock, for its duration (never stored: a
+    /// wall clock can jump, and `--now` stands still).
+    #[serde(skip)]
+    pub started: Option<std::time::Instant>,
 }
 
 /// A credential as stored: its public settings in clear, its secrets sealed.

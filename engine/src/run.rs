@@ -19,7 +19,7 @@ pub use roster_blocks::retry::RetryPolicy;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::clock::{Clock, rfc3339};
+use crate::clock::{Clock, rfc3339_millis};
 use crate::credentials;
 use crate::error::{Error, Result};
 use crate::limits::{RateLimiter, default_limit};
@@ -85,7 +85,7 @@ impl Engine {
     }
 
     fn now(&self) -> String {
-        rfc3339(self.clock.now())
+        rfc3339_millis(self.clock.now())
     }
 
     /// Asks every run to stop before its next step (they stay queued for the next start).
@@ -690,19 +690,19 @@ impl Engine {
             started_at: self.now(),
             finished_at: None,
             duration_ms: None,
+            started: Some(std::time::Instant::now()),
         }
     }
 
     fn finish_entry(&self, entry: &mut JournalEntry) {
         entry.phase = StepPhase::Finished;
-        let now = self.clock.now();
-        entry.finished_at = Some(rfc3339(now));
-        if let Ok(start) = entry.started_at.parse::<jiff::Timestamp>() {
-            entry.duration_ms = Some(now.duration_since(start).as_millis().max(0) as u64);
-        }
-        if let Some(resp) = &entry.response {
-            entry.duration_ms = Some(resp.elapsed_ms);
-        }
+        entry.finished_at = Some(self.now());
+        // The vendor's own answer time when there is one; otherwise the step's, measured
+        // on the monotonic clock (a resumed step has no start here and gets none).
+        entry.duration_ms = match &entry.response {
+            Some(resp) => Some(resp.elapsed_ms),
+            None => entry.started.map(|t| t.elapsed().as_millis() as u64),
+        };
     }
 
     /// Writes the run and one journal entry (and a record change) atomically and durably,

@@ -18,7 +18,7 @@ use roster_connectors::{CONNECTORS, SyncOptions};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::clock::{Clock, rfc3339};
+use crate::clock::{Clock, rfc3339_millis};
 use crate::error::{Error, Result};
 use crate::model::{SyncCounts, SyncFailure, SyncSession};
 use crate::store::{RecordWrite, Store, key_text};
@@ -256,7 +256,7 @@ pub async fn run(
     test: bool,
     observer: &mut dyn SyncObserver,
 ) -> Result<SyncSession> {
-    let started = rfc3339(clock.now());
+    let started = rfc3339_millis(clock.now());
     let mut session = SyncSession {
         id: Uuid::now_v7(),
         integration: integration.name.clone(),
@@ -275,7 +275,7 @@ pub async fn run(
     match sync_pages(store, integration, credential, test, observer, &mut session).await {
         Ok(()) => {
             session.state = if session.error.is_some() { "failed" } else { "succeeded" }.into();
-            session.finished_at = Some(rfc3339(clock.now()));
+            session.finished_at = Some(rfc3339_millis(clock.now()));
             store.put_sync_session(&session)?;
             Ok(session)
         }
@@ -284,7 +284,7 @@ pub async fn run(
             let message = scrub(&e.to_string(), &credential.secrets());
             session.state = "failed".into();
             session.error = Some(message);
-            session.finished_at = Some(rfc3339(clock.now()));
+            session.finished_at = Some(rfc3339_millis(clock.now()));
             let _ = store.put_sync_session(&session);
             Err(e)
         }
