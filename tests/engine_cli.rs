@@ -311,3 +311,27 @@ fn graph_draws_dot_and_mermaid() {
     let mermaid = home.roster(&["graph", &wf, "--format", "mermaid"]).ok().stdout;
     assert!(mermaid.contains("is_active -->|else| done"), "{mermaid}");
 }
+
+#[test]
+fn run_flags_the_chosen_mode_would_ignore_are_refused_with_a_usage_error() {
+    let server = brexish();
+    let home = TestHome::new();
+    home.add_bearer("brex", &server.url(), SECRET);
+    home.import(&people());
+    let wf = example("deactivate-leavers.json");
+    let refused = [
+        (vec!["--all", "--concurrency", "0"], "at least 1"),
+        (vec!["--all", "--concurrency", "many"], "not a whole number"),
+        (vec!["--user", "ann@acme.test", "--all"], "cannot be used with"),
+        (vec!["--user", "ann@acme.test", "--concurrency", "4"], "--concurrency only applies to --all"),
+        (vec!["--all", "--dry-run", "--concurrency", "4"], "a dry run starts no runs"),
+        (vec!["--all", "--key", "id"], "--key only applies to --user"),
+    ];
+    for (flags, message) in refused {
+        let args: Vec<&str> = ["run", wf.as_str()].into_iter().chain(flags.iter().copied()).collect();
+        let out = home.roster(&args).code(2);
+        assert!(out.stderr.contains(message), "{flags:?}: {}", out.stderr);
+    }
+    assert!(server.seen().is_empty(), "a refused command sends nothing");
+    assert_eq!(home.roster(&["runs", "list", "--json"]).ok().json(), json!([]));
+}
