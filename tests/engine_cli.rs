@@ -335,3 +335,39 @@ fn run_flags_the_chosen_mode_would_ignore_are_refused_with_a_usage_error() {
     assert!(server.seen().is_empty(), "a refused command sends nothing");
     assert_eq!(home.roster(&["runs", "list", "--json"]).ok().json(), json!([]));
 }
+
+#[test]
+fn a_path_value_of_dot_or_dot_dot_is_refused_and_never_reaches_another_resource() {
+    let server = Recorder::start(|_| (200, json!({"ok": true})));
+    let home = TestHome::new();
+    home.add_bearer("api", &server.url(), SECRET);
+    home.import(&json!([
+        {"email": "up@acme.test", "card": ".."},
+        {"email": "here@acme.test", "card": "."},
+        {"email": "dots@acme.test", "card": "..."},
+        {"email": "hidden@acme.test", "card": ".card"}
+    ]));
+    let wf = home.file(
+        "lock.json",
+        r#"{"name": "lock", "begin": {"next": "lock"}, "blocks": {
+            "lock": {"type": "api", "credential": "api",
+                     "request": {"method": "POST", "url": "/v2/cards/<<card>>/lock", "query": {"why": "<<card>>"}}}}}"#,
+    );
+    let wf = wf.to_str().unwrap();
+    for (email, value) in [("up@acme.test", ".."), ("here@acme.test", ".")] {
+        let dry = home.roster(&["run", wf, "--user", email, "--dry-run"]).ok();
+        assert!(dry.stdout.contains(&format!("has a `{value}` path segment")), "{}", dry.stdout);
+        let out = home.roster(&["run", wf, "--user", email]).code(1);
+        assert!(out.stdout.contains(&format!("has a `{value}` path segment")), "{}", out.stdout);
+    }
+    assert!(server.seen().is_empty(), "nothing was sent: {:?}", server.seen());
+
+    // Dots that are not whole segments are data, and the dry run shows the URL that is sent.
+    for (email, value) in [("dots@acme.test", "..."), ("hidden@acme.test", ".card")] {
+        let dry = home.roster(&["run", wf, "--user", email, "--dry-run"]).ok();
+        let expected = format!("/v2/cards/{value}/lock?why={value}");
+        assert!(dry.stdout.contains(&format!("would send POST {expected} via api")), "{}", dry.stdout);
+        home.roster(&["run", wf, "--user", email]).ok();
+        assert_eq!(server.seen().last().unwrap().uri, expected);
+    }
+}
