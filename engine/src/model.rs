@@ -215,6 +215,9 @@ pub struct SyncSession {
     /// Why the whole session failed, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What a person reading the session must know, e.g. that nobody was marked missing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// The first raw payloads from the vendor, secrets redacted.
     #[serde(default)]
     pub samples: Vec<Value>,

@@ -307,6 +307,9 @@ impl Service {
             session.counts.failed,
             session.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
         );
+        for note in &session.notes {
+            tracing::warn!("sync {}: {note}", integration.name);
+        }
         Ok(session)
     }
 

@@ -268,6 +268,7 @@ pub async fn run(
         counts: SyncCounts::default(),
         failures: Vec::new(),
         error: None,
+        notes: Vec::new(),
         samples: Vec::new(),
         preview: Vec::new(),
     };
@@ -453,8 +454,22 @@ async fn sync_pages(
         }
         observer.page(&session.counts);
     }
-    // Only a complete listing can say who is gone; a failed one marks nobody missing.
-    if complete {
+    // Only a complete listing in which every item was read can say who is gone: a person
+    // whose item failed (or who was on a page never fetched) is unseen but not gone.
+    let failed_items = session.counts.failed;
+    if failed_items > 0 && session.error.is_none() {
+        session.error = Some(format!(
+            "{failed_items} of {} item(s) from the source failed (see the failures)",
+            session.counts.fetched
+        ));
+    }
+    if !complete {
+        session.notes.push("nobody was marked missing: the listing did not reach its end".into());
+    } else if failed_items > 0 {
+        session.notes.push(format!(
+            "nobody was marked missing: {failed_items} item(s) failed, and a person whose item failed is not gone"
+        ));
+    } else {
         let mut gone = Vec::new();
         store.scan_records(&mut |r| {
             if !seen.contains(&r.id) && r.fields.get(&present) == Some(&Value::Bool(true)) {
