@@ -193,6 +193,9 @@ pub struct StoredCredential {
     /// XChaCha20-Poly1305 nonce + ciphertext of the secrets, base64.
     pub sealed: String,
     pub created_at: String,
+    /// When `credentials update` last changed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
 }
 
 /// One run of an integration: what it fetched, wrote and refused.

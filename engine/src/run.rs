@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::clock::{Clock, rfc3339};
 use crate::credentials;
 use crate::error::{Error, Result};
-use crate::limits::{RateLimiter, default_limit};
+use crate::limits::RateLimiter;
 use crate::model::{FieldChange, JournalEntry, Pending, Record, Run, RunState, StepPhase};
 use crate::store::{RecordWrite, Store};
 use crate::vault::Vault;
@@ -108,14 +108,8 @@ impl Engine {
         let vault =
             self.vault.as_ref().ok_or_else(|| Error::Vault("no master key is available to open credentials".into()))?;
         let cred = Arc::new(credentials::open(vault, &stored)?);
-        let rate =
-            stored.settings.get("rate_limit").map(String::as_str).or(default_limit(&stored.kind, &stored.base_url));
-        let timeout = stored
-            .settings
-            .get("timeout")
-            .and_then(|t| roster_blocks::retry::parse_duration(t))
-            .unwrap_or(Duration::from_secs(30));
-        let limits = CredentialLimits { rate: rate.and_then(RateLimiter::parse).map(Arc::new), timeout };
+        let rate = credentials::rate_limit_of(&stored).and_then(RateLimiter::parse).map(Arc::new);
+        let limits = CredentialLimits { rate, timeout: credentials::timeout_of(&stored) };
         self.limits.lock().expect("limits").insert(name.to_string(), limits);
         self.credentials.lock().expect("credential cache").insert(name.to_string(), cred.clone());
         Ok(cred)
