@@ -802,3 +802,58 @@ fn a_sync_with_an_item_that_fails_to_read_marks_nobody_missing_and_exits_1() {
     assert_eq!(present["cid@acme.test"], true, "a person whose item failed is not gone: {present:?}");
     assert!(present.values().all(|p| *p == true), "{present:?}");
 }
+
+/// A Brex user list whose page n (1-based) holds one new person and points on to `cursor(n)`.
+fn endless_users(
+    cursor: impl Fn(u64) -> String + Send + Sync + 'static,
+) -> (Recorder, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let pages = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = pages.clone();
+    let server = Recorder::start(move |_| {
+        let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let person = json!({"id": format!("cuuser_{n}"), "first_name": "P", "last_name": "X",
+                            "email": format!("p{n}@acme.test"), "status": "ACTIVE"});
+        (200, json!({"items": [person], "next_cursor": cursor(n)}))
+    });
+    (server, pages)
+}
+
+#[test]
+fn a_sync_whose_cursor_comes_back_fails_and_marks_nobody_missing() {
+    let (server, pages) = endless_users(|n| if n < 3 { format!("c{n}") } else { "c1".into() });
+    let home = TestHome::new();
+    home.add_bearer("brex", &server.url(), "fake-brex-token");
+    home.import(&json!([{"email": "old@acme.test", "brex_present": true}]));
+    let file = integration(&home, "brex.json", json!({"name": "brex", "connector": "brex", "credential": "brex"}));
+    let session = sync_fails(&home, &file);
+    assert!(session["error"].as_str().unwrap().contains("sent the cursor `c1` again after 3 page(s)"), "{session:#}");
+    assert_eq!(pages.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(counts(&session)["created"], 2, "the looping page is not written");
+    assert_eq!(by_email(&home)["old@acme.test"]["brex_present"], true, "an incomplete listing marks nobody missing");
+}
+
+#[test]
+fn a_sync_that_never_ends_stops_at_its_caps_and_says_how_to_raise_them() {
+    let (server, pages) = endless_users(|n| format!("fresh-{n}"));
+    let home = TestHome::new();
+    home.add_bearer("brex", &server.url(), "fake-brex-token");
+    let spec = |options: Value| json!({"name": "brex", "connector": "brex", "credential": "brex", "options": options});
+    let file = integration(&home, "brex.json", spec(json!({"max_pages": 40})));
+    let session = sync_fails(&home, &file);
+    let error = session["error"].as_str().unwrap();
+    assert!(error.contains("did not end within 40 pages (max_pages)"), "{error}");
+    assert!(error.contains(&format!("raise max_pages in `options` of {file}")), "{error}");
+    assert_eq!(pages.load(std::sync::atomic::Ordering::SeqCst), 40);
+    // The page that points past the cap is not written: the listing is already known broken.
+    assert_eq!(home.store().count_records().unwrap(), 39);
+
+    pages.store(0, std::sync::atomic::Ordering::SeqCst);
+    let file = integration(&home, "brex.json", spec(json!({"max_items": 10})));
+    let session = sync_fails(&home, &file);
+    assert!(session["error"].as_str().unwrap().contains("more than 10 items (max_items)"), "{session:#}");
+    assert_eq!(pages.load(std::sync::atomic::Ordering::SeqCst), 11);
+
+    let file = integration(&home, "bad.json", spec(json!({"max_pages": 0})));
+    let out = home.roster(&["sync", &file]).code(1);
+    assert!(out.stderr.contains("options.max_pages: max_pages must be a whole number from 1"), "{}", out.stderr);
+}

@@ -12,6 +12,7 @@ use roster_blocks::credential::{Credential, scrub};
 use roster_blocks::diag::{ConfigError, Diagnostics, join, suggest};
 use roster_blocks::fields::Fields;
 use roster_blocks::kinds::{Schedule, compile_schedule};
+use roster_blocks::paging::{PageLimits, PageTrail};
 use roster_blocks::rules::Condition;
 use roster_blocks::template::Template;
 use roster_connectors::{CONNECTORS, SyncOptions};
@@ -60,6 +61,8 @@ pub struct Integration {
     pub filters: Option<Condition>,
     pub schedule: Schedule,
     pub options: SyncOptions,
+    /// `options.max_pages` / `options.max_items`: a listing past them fails the sync.
+    pub paging: PageLimits,
     pub file: String,
 }
 
@@ -194,7 +197,9 @@ fn compile(
         None => compile_schedule(&Value::String("daily".into()), "schedule", diags),
     };
     let mut options = SyncOptions::default();
+    let mut paging = PageLimits::SYNC;
     if let Some(o) = f.opt_object("options", diags) {
+        paging = paging.compile(o, "options", diags);
         if let Some(ps) = o.get("page_size") {
             match ps.as_u64() {
                 Some(n) if (1..=1000).contains(&n) => options.page_size = Some(n as u32),
@@ -219,6 +224,7 @@ fn compile(
         filters,
         schedule: schedule?,
         options,
+        paging,
         file: file.to_string(),
     })
 }
@@ -318,6 +324,7 @@ async fn sync_pages(
     let mut seen: HashSet<Uuid> = HashSet::new();
     let mut keys: HashSet<String> = HashSet::new();
     let mut complete = true;
+    let mut trail = PageTrail::new(integration.paging);
     loop {
         let page = match source.next_page().await {
             Ok(Some(page)) => page,
@@ -328,6 +335,13 @@ async fn sync_pages(
                 break;
             }
         };
+        // Checked before the page is written: a looping or endless listing stops here.
+        if let Err(e) = trail.page(page.records.len(), page.next.as_deref()) {
+            complete = false;
+            let raise = format!("in `options` of {}", integration.file);
+            session.error = Some(scrub(&format!("{}: {}", integration.connector, e.describe(&raise)), &secrets));
+            break;
+        }
         if let Some(raw) = page.raw
             && session.samples.len() < MAX_SAMPLES
         {
