@@ -129,6 +129,10 @@ pub struct Run {
     /// idempotency keys so a retry is a new request, not a replay of the failed one.
     #[serde(default)]
     pub retries: u32,
+    /// The date `<<today>>` means for this run, fixed when it was queued: a schedule
+    /// fire's local date, else the machine's date. Runs stored without it use the clock's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub today: Option<String>,
 }
 
 /// The request a run is waiting on.

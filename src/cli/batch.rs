@@ -43,11 +43,12 @@ pub async fn run_all(
     };
     let trigger = format!("batch:{batch}");
     let total_records = store.count_records()?;
-    let selected = service.select(&wf)?;
+    let today = engine.clock.today();
+    let selected = service.select_on(&wf, today)?;
     let mut queued = 0;
     for record in &selected {
         let dedupe = format!("wf:{}:rec:{}:batch:{batch}", wf.name, record.id);
-        if engine.create_run_once(&wf, record, &trigger, &dedupe)?.is_some() {
+        if engine.create_run_once(&wf, record, &trigger, &dedupe, today)?.is_some() {
             queued += 1;
         }
     }
