@@ -334,6 +334,8 @@ fn run_flags_the_chosen_mode_would_ignore_are_refused_with_a_usage_error() {
     }
     assert!(server.seen().is_empty(), "a refused command sends nothing");
     assert_eq!(home.roster(&["runs", "list", "--json"]).ok().json(), json!([]));
+    let out = home.roster(&["runs", "list", "--key", "id"]).code(2);
+    assert!(out.stderr.contains("--user"), "runs list --key needs --user: {}", out.stderr);
 }
 
 #[test]

@@ -80,7 +80,8 @@ pub enum Command {
         /// Only runs for this person (key value or record id).
         #[arg(long)]
         user: Option<String>,
-        #[arg(long, default_value = "email")]
+        /// With --user: the record field it matches.
+        #[arg(long, default_value = "email", requires = "user")]
         key: String,
         #[arg(long, default_value_t = 50)]
         limit: usize,
