@@ -526,4 +526,15 @@ fn a_run_by_hand_sees_the_machines_date_as_today() {
     };
     assert_eq!(run("America/Los_Angeles"), "2027-02-28");
     assert_eq!(run("UTC"), "2027-03-01");
+
+    // A real run keeps the date it ran for; `runs show` says which.
+    let out = home
+        .command(&["run", wf.to_str().unwrap(), "--user", "ann@acme.test", "--json"])
+        .env("ROSTER_NOW", "2027-03-01T01:00:00Z")
+        .env("TZ", "America/Los_Angeles")
+        .output()
+        .unwrap();
+    let detail: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(detail["today"], "2027-02-28", "{detail:#}");
+    assert_eq!(home.fields("ann@acme.test")["stamped_for"], "2027-02-28");
 }

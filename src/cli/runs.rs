@@ -422,6 +422,9 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             println!("  workflow  {} (version {})", run.workflow, &run.workflow_hash[..12]);
             println!("  record    {} ({})", run.record_label, run.record_id);
             println!("  trigger   {}", run.trigger);
+            if let Some(today) = &run.today {
+                println!("  today     {today}");
+            }
             println!("  state     {}", run.state.as_str());
             println!("  started   {}", run.created_at);
             if let Some(f) = &run.finished_at {
