@@ -311,3 +311,123 @@ fn graph_draws_dot_and_mermaid() {
     let mermaid = home.roster(&["graph", &wf, "--format", "mermaid"]).ok().stdout;
     assert!(mermaid.contains("b1_is_active -->|else| b4_done"), "{mermaid}");
 }
+
+#[test]
+fn run_flags_the_chosen_mode_would_ignore_are_refused_with_a_usage_error() {
+    let server = brexish();
+    let home = TestHome::new();
+    home.add_bearer("brex", &server.url(), SECRET);
+    home.import(&people());
+    let wf = example("deactivate-leavers.json");
+    let refused = [
+        (vec!["--all", "--concurrency", "0"], "at least 1"),
+        (vec!["--all", "--concurrency", "many"], "not a whole number"),
+        (vec!["--user", "ann@acme.test", "--all"], "cannot be used with"),
+        (vec!["--user", "ann@acme.test", "--concurrency", "4"], "--concurrency only applies to --all"),
+        (vec!["--all", "--dry-run", "--concurrency", "4"], "a dry run starts no runs"),
+        (vec!["--all", "--key", "id"], "--key only applies to --user"),
+    ];
+    for (flags, message) in refused {
+        let args: Vec<&str> = ["run", wf.as_str()].into_iter().chain(flags.iter().copied()).collect();
+        let out = home.roster(&args).code(2);
+        assert!(out.stderr.contains(message), "{flags:?}: {}", out.stderr);
+    }
+    assert!(server.seen().is_empty(), "a refused command sends nothing");
+    assert_eq!(home.roster(&["runs", "list", "--json"]).ok().json(), json!([]));
+    let out = home.roster(&["runs", "list", "--key", "id"]).code(2);
+    assert!(out.stderr.contains("--user"), "runs list --key needs --user: {}", out.stderr);
+}
+
+#[test]
+fn a_path_value_of_dot_or_dot_dot_is_refused_and_never_reaches_another_resource() {
+    let server = Recorder::start(|_| (200, json!({"ok": true})));
+    let home = TestHome::new();
+    home.add_bearer("api", &server.url(), SECRET);
+    home.import(&json!([
+        {"email": "up@acme.test", "card": ".."},
+        {"email": "here@acme.test", "card": "."},
+        {"email": "dots@acme.test", "card": "..."},
+        {"email": "hidden@acme.test", "card": ".card"}
+    ]));
+    let wf = home.file(
+        "lock.json",
+        r#"{"name": "lock", "begin": {"next": "lock"}, "blocks": {
+            "lock": {"type": "api", "credential": "api",
+                     "request": {"method": "POST", "url": "/v2/cards/<<card>>/lock", "query": {"why": "<<card>>"}}}}}"#,
+    );
+    let wf = wf.to_str().unwrap();
+    for (email, value) in [("up@acme.test", ".."), ("here@acme.test", ".")] {
+        let dry = home.roster(&["run", wf, "--user", email, "--dry-run"]).ok();
+        assert!(dry.stdout.contains(&format!("has a `{value}` path segment")), "{}", dry.stdout);
+        let out = home.roster(&["run", wf, "--user", email]).code(1);
+        assert!(out.stdout.contains(&format!("has a `{value}` path segment")), "{}", out.stdout);
+    }
+    assert!(server.seen().is_empty(), "nothing was sent: {:?}", server.seen());
+
+    // Dots that are not whole segments are data, and the dry run shows the URL that is sent.
+    for (email, value) in [("dots@acme.test", "..."), ("hidden@acme.test", ".card")] {
+        let dry = home.roster(&["run", wf, "--user", email, "--dry-run"]).ok();
+        let expected = format!("/v2/cards/{value}/lock?why={value}");
+        assert!(dry.stdout.contains(&format!("would send POST {expected} via api")), "{}", dry.stdout);
+        home.roster(&["run", wf, "--user", email]).ok();
+        assert_eq!(server.seen().last().unwrap().uri, expected);
+    }
+}
+
+/// A Brex card list whose `next_cursor` is `cursor(n)` on page n (1-based), counting pages.
+fn endless_cards(
+    cursor: impl Fn(u64) -> String + Send + Sync + 'static,
+) -> (Recorder, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let pages = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = pages.clone();
+    let server = Recorder::start(move |_| {
+        let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        (200, json!({"items": [{"id": format!("card_{n}"), "status": "ACTIVE"}], "next_cursor": cursor(n)}))
+    });
+    (server, pages)
+}
+
+fn list_cards(home: &TestHome, server: &Recorder) -> support::Ran {
+    home.add_bearer("brex", &server.url(), SECRET);
+    home.import(&json!([{"email": "ann@acme.test", "brex_user_id": "cuuser_ann"}]));
+    home.roster(&["run", &example("brex/brex-list-user-cards.json"), "--user", "ann@acme.test"])
+}
+
+#[test]
+fn a_preset_listing_whose_cursor_comes_back_fails_instead_of_looping() {
+    // Pages 1 and 2 point on to `a` and `b`; page 3 points back to `a`.
+    let (server, pages) = endless_cards(|n| ["a", "b", "a"][(n as usize - 1).min(2)].to_string());
+    let home = TestHome::new();
+    let out = list_cards(&home, &server).code(1);
+    assert!(out.stdout.contains("sent the cursor `a` again after 3 page(s)"), "{}", out.stdout);
+    assert_eq!(pages.load(std::sync::atomic::Ordering::SeqCst), 3, "not one request more, and no retry");
+}
+
+#[test]
+fn a_preset_listing_that_never_ends_stops_at_max_pages_and_says_how_to_raise_it() {
+    let (server, pages) = endless_cards(|n| format!("fresh-{n}"));
+    let home = TestHome::new();
+    let out = list_cards(&home, &server).code(1);
+    assert!(out.stdout.contains("did not end within 1000 pages (max_pages)"), "{}", out.stdout);
+    assert!(out.stdout.contains("raise max_pages in the preset's `paginate`"), "{}", out.stdout);
+    assert_eq!(pages.load(std::sync::atomic::Ordering::SeqCst), 1000);
+
+    // The caps are the preset's to set: a copy in HOME/presets overrides the built-in one.
+    let mut preset: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}/presets/brex/list_user_cards.json", env!("CARGO_MANIFEST_DIR"))).unwrap(),
+    )
+    .unwrap();
+    preset["paginate"]["max_items"] = json!(4);
+    std::fs::create_dir_all(home.path().join("presets")).unwrap();
+    std::fs::write(home.path().join("presets/list_user_cards.json"), preset.to_string()).unwrap();
+    pages.store(0, std::sync::atomic::Ordering::SeqCst);
+    let out = home.roster(&["run", &example("brex/brex-list-user-cards.json"), "--user", "ann@acme.test"]).code(1);
+    assert!(out.stdout.contains("more than 4 items (max_items)"), "{}", out.stdout);
+    assert_eq!(pages.load(std::sync::atomic::Ordering::SeqCst), 5);
+
+    preset["paginate"]["max_pages"] = json!(0);
+    std::fs::write(home.path().join("presets/list_user_cards.json"), preset.to_string()).unwrap();
+    let out = home.roster(&["validate", &example("brex/brex-list-user-cards.json")]);
+    assert_ne!(out.code, 0);
+    assert!(out.all().contains("paginate.max_pages: max_pages must be a whole number from 1"), "{}", out.all());
+}

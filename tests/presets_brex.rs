@@ -562,3 +562,48 @@ fn presets_list_shows_all_eight_and_show_renders_a_sample_with_its_idempotency_k
     let out = home.roster(&["presets", "show", "brex.lock_crad"]).code(2);
     assert!(out.stderr.contains("brex.lock_card"), "a near miss is suggested: {}", out.stderr);
 }
+
+#[test]
+fn a_batch_dry_run_previews_every_leaver_and_sends_and_writes_nothing() {
+    let c = company();
+    let leavers: Vec<Person> = c.with_status("ACTIVE").into_iter().take(2).collect();
+    assert_eq!(leavers.len(), 2, "the company has two active people to offboard");
+    let ended: Vec<Value> = leavers.iter().map(|p| json!({"email": p.email, "end_date": "2026-01-01"})).collect();
+    c.home.import(&Value::Array(ended));
+    c.sb.sandbox.reset_stats();
+    let wf = example("offboarding.json");
+
+    let text = c.home.roster(&["run", &wf, "--all", "--dry-run"]).ok();
+    for p in &leavers {
+        assert!(text.stdout.contains(&format!("{}:", p.email)), "{} is previewed:\n{}", p.email, text.stdout);
+        assert!(
+            text.stdout.contains(&format!("would send PUT /v2/users/{}", p.brex_id)),
+            "the deactivation of {} is shown:\n{}",
+            p.email,
+            text.stdout
+        );
+    }
+    assert!(text.stdout.contains("dry run: 2 run(s) would start"), "{}", text.stdout);
+    let out = c.home.roster(&["run", &wf, "--all", "--dry-run", "--json"]).ok().json();
+    assert_eq!(out["dry_run"], true);
+    assert_eq!(out["runs"], 2, "{out}");
+    let previewed: BTreeSet<&str> =
+        out["people"].as_array().unwrap().iter().map(|p| p["record"].as_str().unwrap()).collect();
+    assert_eq!(previewed, leavers.iter().map(|p| p.email.as_str()).collect());
+    assert!(out["people"][0]["steps"].as_array().unwrap().iter().any(|s| s["block"] == "deactivate"), "{out}");
+
+    let stats = c.sb.stats();
+    assert_eq!(stats.brex.requests, 0, "a dry run sends nothing: {:?}", stats.brex.requests_by_route);
+    assert_eq!(stats.side_effects.total(), 0, "{:?}", stats.side_effects);
+    assert_eq!(c.home.roster(&["runs", "list", "--json"]).ok().json(), json!([]), "no runs are stored");
+    for p in &leavers {
+        assert!(c.home.fields(&p.email).get("offboarded_at").is_none(), "{} is not stamped", p.email);
+    }
+    let store = c.home.store();
+    use roster_engine::store::Store;
+    assert_eq!(store.get_meta("batch:offboarding").unwrap(), None, "no batch is left to resume");
+    let presets = roster_engine::presets::with_folder(None).unwrap();
+    let cx = roster_blocks::kinds::CompileContext { presets: &presets, credentials: None };
+    let compiled = roster_engine::workflow::Workflow::load(std::path::Path::new(&wf), &cx).unwrap();
+    assert_eq!(store.workflow_source(&compiled.hash).unwrap(), None, "the workflow source is not stored");
+}

@@ -605,7 +605,8 @@ fn one_key_twice_and_a_malformed_person_fail_alone_while_the_rest_sync() {
     let file = integration(&home, "brex.json", json!({"name": "brex", "connector": "brex", "credential": "brex"}));
 
     // A test sync first: it says what would happen and keeps the raw pages, secret redacted.
-    let preview = home.roster(&["sync", &file, "--test", "--json"]).ok().json();
+    // Items failed, so both exit 1 and say that nobody was marked missing.
+    let preview = home.roster(&["sync", &file, "--test", "--json"]).code(1).json();
     assert_eq!(preview["test"], true);
     assert_eq!(nonzero(&preview), map([("fetched", 5), ("created", 3), ("failed", 2)]));
     let samples = preview["samples"].to_string();
@@ -613,8 +614,9 @@ fn one_key_twice_and_a_malformed_person_fail_alone_while_the_rest_sync() {
     assert!(!samples.contains(ECHO_TOKEN), "{samples}");
     assert!(home.records().is_empty(), "a test sync writes no records");
 
-    let out = home.roster(&["sync", &file]).ok();
+    let out = home.roster(&["sync", &file]).code(1);
     assert!(out.stdout.contains("5 fetched, 3 created"), "{}", out.stdout);
+    assert!(out.stdout.contains("note: nobody was marked missing"), "{}", out.stdout);
     assert!(out.stdout.contains("failed: sam@acme.test: a second person with email sam@acme.test"), "{}", out.stdout);
     assert!(out.stdout.contains("no `email` value (the sync key)"), "{}", out.stdout);
     assert!(out.stdout.contains("cuuser_nomail"), "the malformed person is named by their id: {}", out.stdout);
@@ -752,9 +754,106 @@ fn a_source_item_that_is_not_a_person_fails_alone() {
     let home = TestHome::new();
     home.add_bearer("brex", &fake.url(), "fake-brex-token");
     let file = integration(&home, "brex.json", json!({"name": "brex", "connector": "brex", "credential": "brex"}));
-    let session = home.roster(&["sync", &file, "--json"]).ok().json();
+    let session = home.roster(&["sync", &file, "--json"]).code(1).json();
+    assert_eq!(session["state"], "failed");
     assert_eq!(counts(&session)["created"], 2);
     assert_eq!(counts(&session)["failed"], 2);
     assert!(session["failures"][0]["reason"].as_str().unwrap().contains("not a JSON object"), "{session:#}");
     assert_eq!(by_email(&home).len(), 2);
+}
+
+#[test]
+fn a_sync_with_an_item_that_fails_to_read_marks_nobody_missing_and_exits_1() {
+    // A Brex whose listing of cid breaks: an email that is an object, and an item that is
+    // not an object at all.
+    let broken = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let breaks = broken.clone();
+    let fake = Recorder::start(move |_| {
+        let person = |n: &str| json!({"id": format!("cuuser_{n}"), "first_name": n, "last_name": "X", "email": format!("{n}@acme.test"), "status": "ACTIVE"});
+        let mut items = vec![person("ann"), person("bob")];
+        if breaks.load(std::sync::atomic::Ordering::SeqCst) {
+            let mut cid = person("cid");
+            cid["email"] = json!({"address": "cid@acme.test"});
+            items.push(cid);
+            items.push(json!(["not", "a", "person"]));
+        } else {
+            items.push(person("cid"));
+        }
+        (200, json!({"items": items, "next_cursor": null}))
+    });
+    let home = TestHome::new();
+    home.add_bearer("brex", &fake.url(), "fake-brex-token");
+    let file = integration(&home, "brex.json", json!({"name": "brex", "connector": "brex", "credential": "brex"}));
+    sync(&home, &file);
+
+    broken.store(true, std::sync::atomic::Ordering::SeqCst);
+    let out = home.roster(&["sync", &file]).code(1);
+    assert!(out.stdout.contains("2 of 4 item(s) from the source failed"), "{}", out.stdout);
+    assert!(out.stdout.contains("note: nobody was marked missing: 2 item(s) failed"), "{}", out.stdout);
+    let json = home.roster(&["sync", &file, "--json"]).code(1);
+    assert!(json.stderr.contains("warning: sync brex: nobody was marked missing"), "{}", json.stderr);
+    let session = json.json();
+    assert_eq!(session["state"], "failed");
+    assert_eq!(counts(&session)["missing"], 0);
+    assert_eq!(counts(&session)["failed"], 2);
+    assert!(session["notes"][0].as_str().unwrap().contains("nobody was marked missing"), "{session:#}");
+    let present: BTreeMap<String, Value> =
+        by_email(&home).into_iter().map(|(e, r)| (e, r["brex_present"].clone())).collect();
+    assert_eq!(present["cid@acme.test"], true, "a person whose item failed is not gone: {present:?}");
+    assert!(present.values().all(|p| *p == true), "{present:?}");
+}
+
+/// A Brex user list whose page n (1-based) holds one new person and points on to `cursor(n)`.
+fn endless_users(
+    cursor: impl Fn(u64) -> String + Send + Sync + 'static,
+) -> (Recorder, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let pages = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = pages.clone();
+    let server = Recorder::start(move |_| {
+        let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let person = json!({"id": format!("cuuser_{n}"), "first_name": "P", "last_name": "X",
+                            "email": format!("p{n}@acme.test"), "status": "ACTIVE"});
+        (200, json!({"items": [person], "next_cursor": cursor(n)}))
+    });
+    (server, pages)
+}
+
+#[test]
+fn a_sync_whose_cursor_comes_back_fails_and_marks_nobody_missing() {
+    let (server, pages) = endless_users(|n| if n < 3 { format!("c{n}") } else { "c1".into() });
+    let home = TestHome::new();
+    home.add_bearer("brex", &server.url(), "fake-brex-token");
+    home.import(&json!([{"email": "old@acme.test", "brex_present": true}]));
+    let file = integration(&home, "brex.json", json!({"name": "brex", "connector": "brex", "credential": "brex"}));
+    let session = sync_fails(&home, &file);
+    assert!(session["error"].as_str().unwrap().contains("sent the cursor `c1` again after 3 page(s)"), "{session:#}");
+    assert_eq!(pages.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(counts(&session)["created"], 2, "the looping page is not written");
+    assert_eq!(by_email(&home)["old@acme.test"]["brex_present"], true, "an incomplete listing marks nobody missing");
+}
+
+#[test]
+fn a_sync_that_never_ends_stops_at_its_caps_and_says_how_to_raise_them() {
+    let (server, pages) = endless_users(|n| format!("fresh-{n}"));
+    let home = TestHome::new();
+    home.add_bearer("brex", &server.url(), "fake-brex-token");
+    let spec = |options: Value| json!({"name": "brex", "connector": "brex", "credential": "brex", "options": options});
+    let file = integration(&home, "brex.json", spec(json!({"max_pages": 40})));
+    let session = sync_fails(&home, &file);
+    let error = session["error"].as_str().unwrap();
+    assert!(error.contains("did not end within 40 pages (max_pages)"), "{error}");
+    assert!(error.contains(&format!("raise max_pages in `options` of {file}")), "{error}");
+    assert_eq!(pages.load(std::sync::atomic::Ordering::SeqCst), 40);
+    // The page that points past the cap is not written: the listing is already known broken.
+    assert_eq!(home.store().count_records().unwrap(), 39);
+
+    pages.store(0, std::sync::atomic::Ordering::SeqCst);
+    let file = integration(&home, "brex.json", spec(json!({"max_items": 10})));
+    let session = sync_fails(&home, &file);
+    assert!(session["error"].as_str().unwrap().contains("more than 10 items (max_items)"), "{session:#}");
+    assert_eq!(pages.load(std::sync::atomic::Ordering::SeqCst), 11);
+
+    let file = integration(&home, "bad.json", spec(json!({"max_pages": 0})));
+    let out = home.roster(&["sync", &file]).code(1);
+    assert!(out.stderr.contains("options.max_pages: max_pages must be a whole number from 1"), "{}", out.stderr);
 }

@@ -118,31 +118,32 @@ async fn a_schedule_fires_at_its_time_for_exactly_the_matching_records_and_once(
         let fired = early.fire_schedules().unwrap();
         assert_eq!(fired.len(), 1);
         assert_eq!(fired[0].at.to_string(), "2027-02-28T09:00:00Z");
-        // `today` is the day the scheduler runs, so both who started by the 1st match.
-        assert_eq!(fired[0].queued, 2);
+        // `today` is the fire's date, the 28th: only who started by then matches.
+        assert_eq!(fired[0].local_date.to_string(), "2027-02-28");
+        assert_eq!(fired[0].queued, 1);
         assert!(early.fire_schedules().unwrap().is_empty(), "nothing more is due before 09:00");
 
         let nine = service(store.clone(), Clock::parse("2027-03-01T09:00:00Z").unwrap(), &[&wf]);
         let fired = nine.fire_schedules().unwrap();
         assert_eq!(fired[0].at.to_string(), "2027-03-01T09:00:00Z");
-        // Both still have a queued, unexecuted run for the 28th and are not onboarded yet,
-        // so this new fire time selects them again; soon@ and nodate@ never match.
+        // past@ still has a queued, unexecuted run for the 28th and is not onboarded yet, so
+        // this day's fire selects them again, with today@; soon@ and nodate@ never match.
         assert_eq!(fired[0].queued, 2);
         nine.work(1, true).await.unwrap();
         let runs = runs_of(store.as_ref(), "onboard");
         let done: BTreeSet<String> =
             runs.iter().filter(|r| r.state == RunState::Succeeded).map(|r| r.record_label.clone()).collect();
         assert_eq!(done, BTreeSet::from(["past@acme.test".to_string(), "today@acme.test".to_string()]));
-        // The later runs look at the rules again when their turn comes: already onboarded.
+        // The later run looks at the rules again when its turn comes: already onboarded.
         let skipped: Vec<_> = runs.iter().filter(|r| r.state == RunState::Skipped).collect();
-        assert_eq!(skipped.len(), 2, "{runs:#?}");
+        assert_eq!(skipped.len(), 1, "{runs:#?}");
         assert!(skipped[0].error.as_deref().unwrap().contains("onboarded_at is_empty"));
     }
     // A restart at the same moment fires nothing again.
     let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
     let again = service(store.clone(), Clock::parse("2027-03-01T09:00:30Z").unwrap(), &[&wf]);
     assert!(again.fire_schedules().unwrap().is_empty());
-    assert_eq!(runs_of(store.as_ref(), "onboard").len(), 4);
+    assert_eq!(runs_of(store.as_ref(), "onboard").len(), 3);
 }
 
 #[tokio::test]
@@ -407,4 +408,133 @@ async fn an_equality_rule_selects_through_the_field_index_with_the_same_result()
     // Writes after the index exists keep it current.
     put(store.as_ref(), None, json!({"email": "late@acme.test", "start_date": "2027-03-01"}));
     assert_eq!(svc.select(&wf).unwrap().len(), 2);
+}
+
+/// Invites whoever starts `<<today>>` (no "already invited" guard: the schedule's dedupe
+/// alone must keep it to one run per person and local day) and notes which day it saw.
+fn invite_starters(schedule: &str) -> Arc<Workflow> {
+    workflow(&format!(
+        r#"{{"name": "invite", "begin": {{"trigger": {{"schedule": {schedule}}},
+            "rules": [{{"field": "start_date", "op": "equals", "value": "<<today>>"}}], "next": "stamp"}},
+          "blocks": {{"stamp": {{"type": "update", "set": {{"invited_for": "<<today>>"}}}}}}}}"#
+    ))
+}
+
+fn starters(store: &dyn Store) -> (uuid::Uuid, uuid::Uuid) {
+    let feb = put(store, None, json!({"email": "feb28@acme.test", "start_date": "2027-02-28"}));
+    let mar = put(store, None, json!({"email": "mar1@acme.test", "start_date": "2027-03-01"}));
+    (feb, mar)
+}
+
+#[tokio::test]
+async fn a_los_angeles_schedule_sees_its_local_date_as_today_from_selection_to_the_last_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let (feb, mar) = starters(store.as_ref());
+    let wf = invite_starters(r#"{"daily": "17:00", "timezone": "America/Los_Angeles"}"#);
+    // 01:00 UTC on the 1st is 17:00 on the 28th in Los Angeles.
+    let fire = service(store.clone(), Clock::parse("2027-03-01T01:00:00Z").unwrap(), &[&wf]);
+    let fired = fire.fire_schedules().unwrap();
+    assert_eq!(fired[0].at.to_string(), "2027-03-01T01:00:00Z");
+    assert_eq!(fired[0].local_date.to_string(), "2027-02-28");
+    assert_eq!(fired[0].queued, 1, "the 28th's starter, not tomorrow's");
+    let queued = runs_of(store.as_ref(), "invite");
+    assert_eq!(queued[0].record_id, feb);
+    assert_eq!(queued[0].today.as_deref(), Some("2027-02-28"), "the run keeps the fire's local date");
+
+    // The run's turn comes the next (UTC and local) morning: its re-check and its steps
+    // still see the 28th, so it runs instead of being skipped.
+    let later = service(store.clone(), Clock::parse("2027-03-01T16:00:00Z").unwrap(), &[&wf]);
+    later.work(1, true).await.unwrap();
+    let run = &runs_of(store.as_ref(), "invite")[0];
+    assert_eq!(run.state, RunState::Succeeded, "{run:#?}");
+    assert_eq!(store.record(feb).unwrap().unwrap().fields["invited_for"], "2027-02-28");
+    assert!(store.record(mar).unwrap().unwrap().fields.get("invited_for").is_none());
+}
+
+#[tokio::test]
+async fn a_catch_up_fire_and_the_days_regular_fire_invite_each_person_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let (feb, mar) = starters(store.as_ref());
+    let daily = invite_starters(r#"{"daily": "09:00"}"#);
+    // Down since the 26th; started at 08:00 on the 1st: the 28th's fire is caught up.
+    store.put_meta("schedule:invite", "2027-02-26T09:00:00Z").unwrap();
+    let early = service(store.clone(), Clock::parse("2027-03-01T08:00:00Z").unwrap(), &[&daily]);
+    let fired = early.fire_schedules().unwrap();
+    assert_eq!((fired[0].local_date.to_string().as_str(), fired[0].queued), ("2027-02-28", 1));
+    let nine = service(store.clone(), Clock::parse("2027-03-01T09:00:00Z").unwrap(), &[&daily]);
+    let fired = nine.fire_schedules().unwrap();
+    assert_eq!((fired[0].local_date.to_string().as_str(), fired[0].queued), ("2027-03-01", 1));
+
+    // The schedule is edited to 17:00 the same day: a second fire of the 1st, no second run.
+    let evening = invite_starters(r#"{"daily": "17:00"}"#);
+    let five = service(store.clone(), Clock::parse("2027-03-01T17:00:00Z").unwrap(), &[&evening]);
+    let fired = five.fire_schedules().unwrap();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].queued, 0, "one person, one workflow, one local day, one run");
+    five.work(1, true).await.unwrap();
+    let runs = runs_of(store.as_ref(), "invite");
+    let per_person: Vec<uuid::Uuid> = runs.iter().map(|r| r.record_id).collect();
+    assert_eq!(per_person.len(), 2, "{runs:#?}");
+    assert!(per_person.contains(&feb) && per_person.contains(&mar));
+    assert!(runs.iter().all(|r| r.state == RunState::Succeeded));
+    assert_eq!(store.record(feb).unwrap().unwrap().fields["invited_for"], "2027-02-28");
+    assert_eq!(store.record(mar).unwrap().unwrap().fields["invited_for"], "2027-03-01");
+}
+
+#[tokio::test]
+async fn an_hourly_schedule_runs_once_per_fire_not_once_per_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let (_, mar) = starters(store.as_ref());
+    let hourly = invite_starters(r#""hourly""#);
+    for (now, fires) in [("2027-03-01T09:00:00Z", 1), ("2027-03-01T09:30:00Z", 0), ("2027-03-01T10:00:00Z", 1)] {
+        let svc = service(store.clone(), Clock::parse(now).unwrap(), &[&hourly]);
+        let fired = svc.fire_schedules().unwrap();
+        assert_eq!(fired.len(), fires, "{now}");
+        assert!(fired.iter().all(|f| f.queued == 1), "{now}: {fired:?}");
+        // The same fire again (a restart, a racing scheduler) queues nothing.
+        store.put_meta("schedule:invite", "2027-02-01T00:00:00Z").unwrap();
+        let again = service(store.clone(), Clock::parse(now).unwrap(), &[&hourly]);
+        assert!(again.fire_schedules().unwrap().iter().all(|f| f.queued == 0), "{now}");
+    }
+    let runs = runs_of(store.as_ref(), "invite");
+    assert_eq!(runs.len(), 2, "one run per hourly fire: {runs:#?}");
+    assert!(runs.iter().all(|r| r.record_id == mar && r.today.as_deref() == Some("2027-03-01")));
+}
+
+#[test]
+fn a_run_by_hand_sees_the_machines_date_as_today() {
+    let home = TestHome::new();
+    home.import(&json!([{"email": "ann@acme.test"}]));
+    let wf = home.file(
+        "stamp.json",
+        r#"{"name": "stamp", "begin": {"next": "stamp"},
+            "blocks": {"stamp": {"type": "update", "set": {"stamped_for": "<<today>>"}}}}"#,
+    );
+    let run = |tz: &str| {
+        let out = home
+            .command(&["run", wf.to_str().unwrap(), "--user", "ann@acme.test", "--dry-run", "--json"])
+            .env("ROSTER_NOW", "2027-03-01T01:00:00Z")
+            .env("TZ", tz)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["steps"][0]["changes"]["stamped_for"].as_str().unwrap().to_string()
+    };
+    assert_eq!(run("America/Los_Angeles"), "2027-02-28");
+    assert_eq!(run("UTC"), "2027-03-01");
+
+    // A real run keeps the date it ran for; `runs show` says which.
+    let out = home
+        .command(&["run", wf.to_str().unwrap(), "--user", "ann@acme.test", "--json"])
+        .env("ROSTER_NOW", "2027-03-01T01:00:00Z")
+        .env("TZ", "America/Los_Angeles")
+        .output()
+        .unwrap();
+    let detail: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(detail["today"], "2027-02-28", "{detail:#}");
+    assert_eq!(home.fields("ann@acme.test")["stamped_for"], "2027-02-28");
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::credential::Credential;
 use crate::kinds::api::RenderedRequest;
+use crate::paging::PageTrail;
 use crate::preset::Paginate;
 
 /// The largest response body read into memory; larger answers fail the step.
@@ -38,6 +39,8 @@ pub enum SendErrorKind {
     Timeout,
     Connect,
     BodyTooLarge,
+    /// The vendor's pages looped or passed a cap: sending again would do the same.
+    Paging,
     Other,
 }
 
@@ -81,6 +84,7 @@ pub async fn send(
     let mut items = Vec::new();
     let mut cursor: Option<String> = None;
     let mut pages = 0;
+    let mut trail = PageTrail::new(p.limits);
     loop {
         let mut page_url = url.clone();
         let mut params = Vec::new();
@@ -100,11 +104,17 @@ pub async fn send(
             // A failed page is the step's answer: the caller sees the vendor's error.
             return Ok(HttpResponse { elapsed_ms: started.elapsed().as_millis() as u64, pages, ..resp });
         }
+        let before = items.len();
         if let Some(Value::Array(page)) = resp.body.get(&p.items) {
             items.extend(page.iter().cloned());
         }
-        cursor = resp.body.get(&p.next_cursor).and_then(Value::as_str).map(str::to_string);
-        if cursor.is_none() || pages >= 100_000 {
+        cursor = resp.body.get(&p.next_cursor).and_then(Value::as_str).filter(|c| !c.is_empty()).map(str::to_string);
+        trail.page(items.len() - before, cursor.as_deref()).map_err(|e| SendError {
+            kind: SendErrorKind::Paging,
+            message: e
+                .describe("in the preset's `paginate` (a preset file in HOME/presets overrides the built-in one)"),
+        })?;
+        if cursor.is_none() {
             let mut body = serde_json::Map::new();
             body.insert(p.items.clone(), Value::Array(items));
             return Ok(HttpResponse {

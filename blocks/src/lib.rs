@@ -9,6 +9,7 @@ pub mod diag;
 pub mod fields;
 pub mod http;
 pub mod kinds;
+pub mod paging;
 pub mod path;
 pub mod preset;
 pub mod retry;

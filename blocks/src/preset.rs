@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::diag::{ConfigError, Diagnostics, join};
 use crate::fields::Fields;
+use crate::paging::PageLimits;
 use crate::rules::Condition;
 use crate::template::{JsonTemplate, Template};
 
@@ -46,6 +47,8 @@ pub struct Paginate {
     pub items: String,
     pub limit_param: Option<String>,
     pub limit: Option<u32>,
+    /// `max_pages` / `max_items`: a listing past them fails (defaults: [`PageLimits::PRESET`]).
+    pub limits: PageLimits,
 }
 
 /// How a preset sends its idempotency key.
@@ -172,6 +175,7 @@ impl Preset {
                 items: s("items", "items"),
                 limit_param: m.get("limit_param").and_then(Value::as_str).map(str::to_string),
                 limit: m.get("limit").and_then(Value::as_u64).map(|l| l as u32),
+                limits: PageLimits::PRESET.compile(m, "paginate", diags),
             }
         });
         let mut checks = Vec::new();

@@ -101,7 +101,8 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "h" => n * 3600.0,
         _ => return None,
     };
-    Some(Duration::from_secs_f64(secs))
+    // Beyond what a Duration holds (~1.8e19 s) is not a duration either.
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// A cheap uniform number in [0, 1) for jitter; no need for a cryptographic source.

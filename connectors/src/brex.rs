@@ -106,9 +106,6 @@ impl Brex {
                 return Err(shape(format!("`next_cursor` is {}, not a string or null", brief(other))));
             }
         };
-        if next.is_some() && next == cursor {
-            return Err(shape("the same `next_cursor` came back twice; stopping to avoid a loop".into()));
-        }
         let records = match body.get_mut("items").map(Value::take) {
             Some(Value::Array(items)) => items,
             _ => return Err(shape("no `items` array".into())),
@@ -116,8 +113,8 @@ impl Brex {
         // A malformed item is the engine's to count as one failed person; the page goes on.
         self.pages += 1;
         tracing::debug!(connector = "brex", page = self.pages, records = records.len(), more = next.is_some(), "page");
-        self.cursor = Some(next);
-        Ok(Some(Page { records, raw }))
+        self.cursor = Some(next.clone());
+        Ok(Some(Page { records, raw, next }))
     }
 }
 

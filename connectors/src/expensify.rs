@@ -133,7 +133,8 @@ impl Expensify {
         }
         self.pages += 1;
         tracing::debug!(connector = "expensify", page = self.pages, records = records.len(), "policy employees");
-        Ok(Some(Page { records, raw }))
+        // The policy list is finite and ours: there is no vendor cursor to loop on.
+        Ok(Some(Page { records, raw, next: None }))
     }
 
     async fn policy_list(&self) -> Result<VecDeque<(String, Option<String>)>, ConnectorError> {

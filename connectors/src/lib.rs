@@ -88,6 +88,10 @@ impl Default for SyncOptions {
 pub struct Page {
     pub records: Vec<Value>,
     pub raw: Option<Value>,
+    /// Where the vendor said the next page starts (Brex's `next_cursor`, Sage People's
+    /// marker), None on the last page or when the connector chooses its pages itself.
+    /// The engine refuses a cursor it has seen before: the vendor's listing loops.
+    pub next: Option<String>,
 }
 
 /// How many pages of a stream carry their raw payload.

@@ -127,16 +127,12 @@ impl SagePeople {
                 "the last employee of the page has no `id`, so there is no marker for the next page".into(),
             ));
         };
-        // The API ignoring our marker would otherwise loop forever on the same page.
-        if self.marker.as_deref() == Some(last_id) {
-            self.done = true;
-            return Ok(None);
-        }
         // A malformed employee is the engine's to count as one failed person; the page goes on.
+        // An API that ignores the marker hands out the same one again, which the engine refuses.
         self.marker = Some(last_id.to_string());
         self.pages += 1;
         tracing::debug!(connector = "sage_people", page = self.pages, records = records.len(), "page");
-        Ok(Some(Page { records, raw }))
+        Ok(Some(Page { records, raw, next: self.marker.clone() }))
     }
 
     /// The next employees answer, or None on 204. Refreshes the token once on 401.

@@ -178,6 +178,7 @@ pub fn run_detail(store: &dyn Store, run: &Run) -> crate::Result<Value> {
         "record": run.record_label,
         "record_id": run.record_id,
         "trigger": run.trigger,
+        "today": run.today,
         "state": run.state,
         "error": run.error,
         "created_at": run.created_at,

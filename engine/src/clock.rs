@@ -17,14 +17,15 @@ impl Clock {
         Self { fixed: Some(at) }
     }
 
-    /// Parses `2027-03-01` (midnight UTC) or an RFC 3339 timestamp.
+    /// Parses an RFC 3339 timestamp, or `2027-03-01`: the start of that day in the
+    /// machine's time zone, so that `today` is that date.
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         if let Ok(ts) = text.parse::<Timestamp>() {
             return Ok(Self::fixed(ts));
         }
         if let Ok(date) = text.parse::<Date>() {
-            let ts = date.to_zoned(TimeZone::UTC).map_err(|e| e.to_string())?.timestamp();
+            let ts = date.to_zoned(TimeZone::system()).map_err(|e| e.to_string())?.timestamp();
             return Ok(Self::fixed(ts));
         }
         Err(format!("`{text}` is neither a date (2027-03-01) nor a timestamp (2027-03-01T09:00:00Z)"))
@@ -42,9 +43,15 @@ impl Clock {
         self.fixed.unwrap_or_else(Timestamp::now)
     }
 
-    /// Today's date in UTC.
+    /// Today's date where this machine is (its time zone; `TZ` chooses another): what
+    /// `<<today>>` means for runs started by hand, by `run --all` and by record events.
     pub fn today(&self) -> Date {
-        self.now().to_zoned(TimeZone::UTC).date()
+        self.today_in(&TimeZone::system())
+    }
+
+    /// Today's date in `zone`.
+    pub fn today_in(&self, zone: &TimeZone) -> Date {
+        self.now().to_zoned(zone.clone()).date()
     }
 
     pub fn is_fixed(&self) -> bool {

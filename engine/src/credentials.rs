@@ -1,12 +1,54 @@
 //! Named credentials: stored sealed, opened only when a run or sync needs them.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use roster_blocks::credential::{Auth, Credential, Secret};
 
 use crate::error::{Error, Result};
+use crate::limits::{RateLimiter, default_limit};
 use crate::model::StoredCredential;
 use crate::vault::Vault;
+
+/// A request timeout when the credential sets none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest request timeout a credential may set: a vendor call that has not answered
+/// in ten minutes is not going to, and a run would hold its step that long.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Checks a `--rate-limit` value (`1000/60s`): requests per period, both above zero.
+pub fn parse_rate_limit(text: &str) -> Result<RateLimiter> {
+    RateLimiter::parse(text).ok_or_else(|| {
+        Error::Refused(format!(
+            "--rate-limit `{text}` is not REQUESTS/PERIOD with both above zero, e.g. 1000/60s, 5/10s or 100/1m"
+        ))
+    })
+}
+
+/// Checks a `--timeout` value (`30s`, `1.5s`, `2m`): above zero, at most [`MAX_TIMEOUT`].
+pub fn parse_timeout(text: &str) -> Result<Duration> {
+    let bad = |why: &str| Error::Refused(format!("--timeout `{text}` {why}"));
+    let timeout =
+        roster_blocks::retry::parse_duration(text).ok_or_else(|| bad("is not a duration such as 500ms, 30s or 2m"))?;
+    if timeout.is_zero() {
+        return Err(bad("must be above zero"));
+    }
+    if timeout > MAX_TIMEOUT {
+        return Err(bad(&format!("is longer than the most allowed, {}s", MAX_TIMEOUT.as_secs())));
+    }
+    Ok(timeout)
+}
+
+/// The rate limit that applies to a credential: its own, else the vendor's documented one.
+/// `None` means requests are not paced.
+pub fn rate_limit_of(stored: &StoredCredential) -> Option<&str> {
+    stored.settings.get("rate_limit").map(String::as_str).or(default_limit(&stored.kind, &stored.base_url))
+}
+
+/// The request timeout that applies to a credential.
+pub fn timeout_of(stored: &StoredCredential) -> Duration {
+    stored.settings.get("timeout").and_then(|t| parse_timeout(t).ok()).unwrap_or(DEFAULT_TIMEOUT)
+}
 
 /// The kinds `roster credentials add --kind` accepts, with the settings each needs.
 pub const KINDS: &[(&str, &str)] = &[
@@ -62,8 +104,48 @@ pub fn seal(vault: &Vault, new: NewCredential, now: &str) -> Result<StoredCreden
     if !(base_url.is_empty() || base_url.starts_with("http://") || base_url.starts_with("https://")) {
         return Err(Error::Refused(format!("--base-url `{base_url}` must start with http:// or https://")));
     }
+    if let Some(limit) = settings.get("rate_limit") {
+        parse_rate_limit(limit)?;
+    }
+    if let Some(timeout) = settings.get("timeout") {
+        parse_timeout(timeout)?;
+    }
     let sealed = vault.seal(&name, &secrets)?;
-    Ok(StoredCredential { name, kind, base_url, settings, sealed, created_at: now.to_string() })
+    Ok(StoredCredential { name, kind, base_url, settings, sealed, created_at: now.to_string(), updated_at: None })
+}
+
+/// What `credentials update` changes; `None` keeps what is stored.
+#[derive(Default)]
+pub struct CredentialUpdate {
+    pub base_url: Option<String>,
+    /// Settings to set (`rate_limit`, `timeout`, `header`, `username`, …).
+    pub settings: BTreeMap<String, String>,
+    /// Secrets to replace (`secret`, `password`).
+    pub secrets: BTreeMap<String, String>,
+}
+
+/// Changes a stored credential in place, checked exactly as a new one is; the secrets it
+/// does not replace are kept, and so is its creation time.
+pub fn update(
+    vault: &Vault,
+    stored: &StoredCredential,
+    change: CredentialUpdate,
+    now: &str,
+) -> Result<StoredCredential> {
+    let mut secrets = vault.unseal(&stored.name, &stored.sealed)?;
+    secrets.extend(change.secrets);
+    let mut settings = stored.settings.clone();
+    settings.extend(change.settings);
+    let new = NewCredential {
+        name: stored.name.clone(),
+        kind: stored.kind.clone(),
+        base_url: change.base_url.unwrap_or_else(|| stored.base_url.clone()),
+        settings,
+        secrets,
+    };
+    let mut updated = seal(vault, new, &stored.created_at)?;
+    updated.updated_at = Some(now.to_string());
+    Ok(updated)
 }
 
 /// Opens a stored credential for use.

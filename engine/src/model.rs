@@ -129,6 +129,10 @@ pub struct Run {
     /// idempotency keys so a retry is a new request, not a replay of the failed one.
     #[serde(default)]
     pub retries: u32,
+    /// The date `<<today>>` means for this run, fixed when it was queued: a schedule
+    /// fire's local date, else the machine's date. Runs stored without it use the clock's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub today: Option<String>,
 }
 
 /// The request a run is waiting on.
@@ -197,6 +201,9 @@ pub struct StoredCredential {
     /// XChaCha20-Poly1305 nonce + ciphertext of the secrets, base64.
     pub sealed: String,
     pub created_at: String,
+    /// When `credentials update` last changed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
 }
 
 /// One run of an integration: what it fetched, wrote and refused.
@@ -219,6 +226,9 @@ pub struct SyncSession {
     /// Why the whole session failed, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What a person reading the session must know, e.g. that nobody was marked missing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// The first raw payloads from the vendor, secrets redacted.
     #[serde(default)]
     pub samples: Vec<Value>,

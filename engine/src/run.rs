@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use jiff::civil::Date;
 use roster_blocks::credential::{Credential, scrub};
 use roster_blocks::http::{self, HttpResponse, SendError, excerpt, vendor_message};
 use roster_blocks::kinds::Block;
@@ -22,7 +23,7 @@ use uuid::Uuid;
 use crate::clock::{Clock, rfc3339_millis};
 use crate::credentials;
 use crate::error::{Error, Result};
-use crate::limits::{RateLimiter, default_limit};
+use crate::limits::RateLimiter;
 use crate::model::{FieldChange, JournalEntry, Pending, Record, Run, RunState, StepPhase};
 use crate::store::{RecordWrite, Store};
 use crate::vault::Vault;
@@ -108,14 +109,8 @@ impl Engine {
         let vault =
             self.vault.as_ref().ok_or_else(|| Error::Vault("no master key is available to open credentials".into()))?;
         let cred = Arc::new(credentials::open(vault, &stored)?);
-        let rate =
-            stored.settings.get("rate_limit").map(String::as_str).or(default_limit(&stored.kind, &stored.base_url));
-        let timeout = stored
-            .settings
-            .get("timeout")
-            .and_then(|t| roster_blocks::retry::parse_duration(t))
-            .unwrap_or(Duration::from_secs(30));
-        let limits = CredentialLimits { rate: rate.and_then(RateLimiter::parse).map(Arc::new), timeout };
+        let rate = credentials::rate_limit_of(&stored).and_then(RateLimiter::parse).map(Arc::new);
+        let limits = CredentialLimits { rate, timeout: credentials::timeout_of(&stored) };
         self.limits.lock().expect("limits").insert(name.to_string(), limits);
         self.credentials.lock().expect("credential cache").insert(name.to_string(), cred.clone());
         Ok(cred)
@@ -138,37 +133,50 @@ impl Engine {
         );
         m.insert("steps".into(), Value::Object(run.steps.clone()));
         m.insert("now".into(), Value::String(self.now()));
-        m.insert("today".into(), Value::String(self.clock.today().to_string()));
+        let today = run.today.clone().unwrap_or_else(|| self.clock.today().to_string());
+        m.insert("today".into(), Value::String(today));
         Value::Object(m)
     }
 
-    /// `None` when the begin rules accept the record; otherwise the rule that failed.
+    /// `None` when the begin rules accept the record today; otherwise the rule that failed.
     pub fn rules_refuse(&self, wf: &Workflow, record: &Record) -> Result<Option<String>> {
+        self.rules_refuse_run(wf, &self.blank_run(wf, record, "check", self.clock.today()), record)
+    }
+
+    /// The begin rules as `run` sees them (its own `today`).
+    fn rules_refuse_run(&self, wf: &Workflow, run: &Run, record: &Record) -> Result<Option<String>> {
         let Some(rules) = &wf.begin.rules else { return Ok(None) };
-        let probe = self.blank_run(wf, record, "check");
-        rules.first_failure(&self.scope(&probe, record)).map_err(|e| Error::Refused(e.to_string()))
+        rules.first_failure(&self.scope(run, record)).map_err(|e| Error::Refused(e.to_string()))
     }
 
     /// Creates a queued run (durably) positioned at the begin block's `next`.
     pub fn create_run(&self, wf: &Workflow, record: &Record, trigger: &str) -> Result<Run> {
-        let run = self.new_run(wf, record, trigger)?;
+        let run = self.new_run(wf, record, trigger, self.clock.today())?;
         self.store.save_step(&run, None, None)?;
         Ok(run)
     }
 
-    /// Creates a queued run unless one with the same dedupe key already exists.
-    pub fn create_run_once(&self, wf: &Workflow, record: &Record, trigger: &str, dedupe: &str) -> Result<Option<Run>> {
-        let run = self.new_run(wf, record, trigger)?;
+    /// Creates a queued run for which `<<today>>` is `today`, unless one with the same
+    /// dedupe key already exists.
+    pub fn create_run_once(
+        &self,
+        wf: &Workflow,
+        record: &Record,
+        trigger: &str,
+        dedupe: &str,
+        today: Date,
+    ) -> Result<Option<Run>> {
+        let run = self.new_run(wf, record, trigger, today)?;
         Ok(self.store.create_run_once(&run, dedupe)?.then_some(run))
     }
 
-    fn new_run(&self, wf: &Workflow, record: &Record, trigger: &str) -> Result<Run> {
+    fn new_run(&self, wf: &Workflow, record: &Record, trigger: &str, today: Date) -> Result<Run> {
         self.store.put_workflow_source(&wf.hash, &wf.source)?;
-        Ok(self.blank_run(wf, record, trigger))
+        Ok(self.blank_run(wf, record, trigger, today))
     }
 
     /// A queued run of `wf` for `record`, positioned at the begin block's `next`; not stored.
-    fn blank_run(&self, wf: &Workflow, record: &Record, trigger: &str) -> Run {
+    fn blank_run(&self, wf: &Workflow, record: &Record, trigger: &str, today: Date) -> Run {
         let now = self.now();
         Run {
             id: Uuid::now_v7(),
@@ -187,6 +195,7 @@ impl Engine {
             updated_at: now,
             finished_at: None,
             retries: 0,
+            today: Some(today.to_string()),
         }
     }
 
@@ -203,7 +212,7 @@ impl Engine {
             // Queued by a trigger: the record may have changed (or an earlier run did the
             // work) while the run waited, so the rules get a second look before step one.
             if let Some(record) = self.store.record(run.record_id)?
-                && let Some(why) = self.rules_refuse(wf, &record)?
+                && let Some(why) = self.rules_refuse_run(wf, &run, &record)?
             {
                 run.state = RunState::Skipped;
                 run.error = Some(format!("the record no longer matches the rules: {why}"));
@@ -840,7 +849,7 @@ impl Engine {
     /// Renders every request the run would send along the success path, sending nothing
     /// and writing nothing. API answers are unknown, so later steps see them as absent.
     pub fn dry_run(&self, wf: &Workflow, record: &Record) -> Result<Vec<DryStep>> {
-        let mut run = self.blank_run(wf, record, "dry-run");
+        let mut run = self.blank_run(wf, record, "dry-run", self.clock.today());
         run.state = RunState::Running;
         let mut record = record.clone();
         let mut out = Vec::new();

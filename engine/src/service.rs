@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use jiff::Timestamp;
+use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use roster_blocks::kinds::{CompileContext, Schedule, Trigger};
 use roster_blocks::path::Segment;
@@ -88,6 +89,8 @@ fn json_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
 pub struct Fired {
     pub workflow: String,
     pub at: Timestamp,
+    /// The fire's date in the schedule's time zone: its runs' `<<today>>`.
+    pub local_date: Date,
     pub queued: usize,
     /// Fire times that passed while nothing was running, fired once as `at`.
     pub missed: usize,
@@ -192,12 +195,17 @@ impl Service {
         Ok(fields)
     }
 
-    /// Every record the workflow's begin rules accept now. When the rules require a field
-    /// to equal a text value (`start_date equals <<today>>`), only the records the field
-    /// index holds for that value are read; otherwise every record is.
+    /// Every record the workflow's begin rules accept now, `today` being the machine's date.
     pub fn select(&self, wf: &Workflow) -> Result<Vec<Record>> {
+        self.select_on(wf, self.engine.clock.today())
+    }
+
+    /// Every record the workflow's begin rules accept with `today` as the date. When the
+    /// rules require a field to equal a text value (`start_date equals <<today>>`), only
+    /// the records the field index holds for that value are read; otherwise every record is.
+    pub fn select_on(&self, wf: &Workflow, today: Date) -> Result<Vec<Record>> {
         let now = Value::String(rfc3339(self.engine.clock.now()));
-        let today = Value::String(self.engine.clock.today().to_string());
+        let today = Value::String(today.to_string());
         let mut out = Vec::new();
         let mut failure = None;
         let time = serde_json::json!({"now": now, "today": today});
@@ -240,19 +248,31 @@ impl Service {
     }
 
     /// Fires every workflow schedule that is due: once per due schedule, however many
-    /// fire times passed while nothing was running.
+    /// fire times passed while nothing was running. A fire's runs see the fire's date in
+    /// the schedule's time zone as `<<today>>` (from selection to each run's last step),
+    /// and a person gets one run per workflow and local day (per fire, for schedules that
+    /// fire more than once that day).
     pub fn fire_schedules(&self) -> Result<Vec<Fired>> {
         let mut fired = Vec::new();
         for wf in self.catalog().workflows.values() {
             let Trigger::Schedule(schedule) = &wf.begin.trigger else { continue };
             let key = format!("schedule:{}", wf.name);
-            let Some((at, missed)) = self.due(schedule, &key)? else { continue };
-            let records = self.select(wf)?;
+            let (cron, zone) = schedule_clock(schedule)?;
+            let Some((at, missed)) = self.due(&cron, &zone, &key)? else { continue };
+            let fire = at.to_zoned(zone.clone());
+            let local_date = fire.date();
+            let per_fire = fires_again_that_day(&cron, &fire);
+            let records = self.select_on(wf, local_date)?;
             let mut queued = 0;
             let stamp = rfc3339(at);
             for record in &records {
-                let dedupe = format!("wf:{}:rec:{}:fire:{stamp}", wf.name, record.id);
-                if self.engine.create_run_once(wf, record, &format!("schedule:{stamp}"), &dedupe)?.is_some() {
+                let dedupe = if per_fire {
+                    format!("wf:{}:rec:{}:fire:{stamp}", wf.name, record.id)
+                } else {
+                    format!("wf:{}:rec:{}:day:{local_date}", wf.name, record.id)
+                };
+                let trigger = format!("schedule:{stamp}");
+                if self.engine.create_run_once(wf, record, &trigger, &dedupe, local_date)?.is_some() {
                     queued += 1;
                 }
             }
@@ -264,8 +284,8 @@ impl Service {
                     wf.name
                 );
             }
-            tracing::info!("{}: schedule fired for {stamp}, {queued} run(s) queued", wf.name);
-            fired.push(Fired { workflow: wf.name.clone(), at, queued, missed });
+            tracing::info!("{}: schedule fired for {stamp} (local date {local_date}), {queued} run(s) queued", wf.name);
+            fired.push(Fired { workflow: wf.name.clone(), at, local_date, queued, missed });
         }
         if fired.iter().any(|f| f.queued > 0) {
             self.wake();
@@ -278,7 +298,8 @@ impl Service {
         let mut sessions = Vec::new();
         for integration in self.catalog().integrations.values() {
             let key = format!("sync:{}", integration.name);
-            let Some((at, _)) = self.due(&integration.schedule, &key)? else { continue };
+            let (cron, zone) = schedule_clock(&integration.schedule)?;
+            let Some((at, _)) = self.due(&cron, &zone, &key)? else { continue };
             let session = self.sync(integration).await?;
             self.engine.store.put_meta(&key, &rfc3339(at))?;
             sessions.push(session);
@@ -307,21 +328,16 @@ impl Service {
             session.counts.failed,
             session.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
         );
+        for note in &session.notes {
+            tracing::warn!("sync {}: {note}", integration.name);
+        }
         Ok(session)
     }
 
     /// The latest fire time at or before now if it has not fired yet, with how many
     /// earlier fire times were skipped since the last one.
-    fn due(&self, schedule: &Schedule, key: &str) -> Result<Option<(Timestamp, usize)>> {
-        let cron: croner::Cron = schedule
-            .cron
-            .parse()
-            .map_err(|e| Error::Refused(format!("cron `{}` cannot be parsed: {e}", schedule.cron)))?;
-        let tz = match &schedule.timezone {
-            Some(name) => TimeZone::get(name).map_err(|e| Error::Refused(format!("time zone {name}: {e}")))?,
-            None => TimeZone::UTC,
-        };
-        let now = self.engine.clock.now().to_zoned(tz);
+    fn due(&self, cron: &croner::Cron, zone: &TimeZone, key: &str) -> Result<Option<(Timestamp, usize)>> {
+        let now = self.engine.clock.now().to_zoned(zone.clone());
         let Ok(latest) = cron.find_previous_occurrence(&now, true) else { return Ok(None) };
         let latest_ts = latest.timestamp();
         let last: Option<Timestamp> = self.engine.store.get_meta(key)?.and_then(|s| s.parse().ok());
@@ -386,7 +402,8 @@ impl Service {
                     }
                     let dedupe = format!("wf:{}:rec:{}:event:{}", wf.name, record.id, event.id);
                     let trigger = format!("event:{}:{}", event.kind, event.id);
-                    if self.engine.create_run_once(wf, &record, &trigger, &dedupe)?.is_some() {
+                    let today = self.engine.clock.today();
+                    if self.engine.create_run_once(wf, &record, &trigger, &dedupe, today)?.is_some() {
                         started += 1;
                     }
                 }
@@ -513,6 +530,24 @@ impl Service {
         };
         self.engine.drive(&wf, run, &mut Quiet).await
     }
+}
+
+/// A schedule's cron and time zone (UTC when it names none).
+fn schedule_clock(schedule: &Schedule) -> Result<(croner::Cron, TimeZone)> {
+    let cron: croner::Cron =
+        schedule.cron.parse().map_err(|e| Error::Refused(format!("cron `{}` cannot be parsed: {e}", schedule.cron)))?;
+    let zone = match &schedule.timezone {
+        Some(name) => TimeZone::get(name).map_err(|e| Error::Refused(format!("time zone {name}: {e}")))?,
+        None => TimeZone::UTC,
+    };
+    Ok((cron, zone))
+}
+
+/// Whether the schedule fires more than once on the local day of `fire` (hourly, `0 9,17 * * *`).
+fn fires_again_that_day(cron: &croner::Cron, fire: &jiff::Zoned) -> bool {
+    let Ok(start) = fire.date().to_zoned(fire.time_zone().clone()) else { return false };
+    let Ok(first) = cron.find_next_occurrence(&start, true) else { return false };
+    cron.find_next_occurrence(&first, false).is_ok_and(|second| second.date() == fire.date())
 }
 
 /// A top-level rule (or one of a top-level `all`) `field equals VALUE` on a plain field:

@@ -12,6 +12,7 @@ use roster_blocks::credential::{Credential, scrub};
 use roster_blocks::diag::{ConfigError, Diagnostics, join, suggest};
 use roster_blocks::fields::Fields;
 use roster_blocks::kinds::{Schedule, compile_schedule};
+use roster_blocks::paging::{PageLimits, PageTrail};
 use roster_blocks::rules::Condition;
 use roster_blocks::template::Template;
 use roster_connectors::{CONNECTORS, SyncOptions};
@@ -60,6 +61,8 @@ pub struct Integration {
     pub filters: Option<Condition>,
     pub schedule: Schedule,
     pub options: SyncOptions,
+    /// `options.max_pages` / `options.max_items`: a listing past them fails the sync.
+    pub paging: PageLimits,
     pub file: String,
 }
 
@@ -194,7 +197,9 @@ fn compile(
         None => compile_schedule(&Value::String("daily".into()), "schedule", diags),
     };
     let mut options = SyncOptions::default();
+    let mut paging = PageLimits::SYNC;
     if let Some(o) = f.opt_object("options", diags) {
+        paging = paging.compile(o, "options", diags);
         if let Some(ps) = o.get("page_size") {
             match ps.as_u64() {
                 Some(n) if (1..=1000).contains(&n) => options.page_size = Some(n as u32),
@@ -219,6 +224,7 @@ fn compile(
         filters,
         schedule: schedule?,
         options,
+        paging,
         file: file.to_string(),
     })
 }
@@ -268,6 +274,7 @@ pub async fn run(
         counts: SyncCounts::default(),
         failures: Vec::new(),
         error: None,
+        notes: Vec::new(),
         samples: Vec::new(),
         preview: Vec::new(),
     };
@@ -317,6 +324,7 @@ async fn sync_pages(
     let mut seen: HashSet<Uuid> = HashSet::new();
     let mut keys: HashSet<String> = HashSet::new();
     let mut complete = true;
+    let mut trail = PageTrail::new(integration.paging);
     loop {
         let page = match source.next_page().await {
             Ok(Some(page)) => page,
@@ -327,6 +335,13 @@ async fn sync_pages(
                 break;
             }
         };
+        // Checked before the page is written: a looping or endless listing stops here.
+        if let Err(e) = trail.page(page.records.len(), page.next.as_deref()) {
+            complete = false;
+            let raise = format!("in `options` of {}", integration.file);
+            session.error = Some(scrub(&format!("{}: {}", integration.connector, e.describe(&raise)), &secrets));
+            break;
+        }
         if let Some(raw) = page.raw
             && session.samples.len() < MAX_SAMPLES
         {
@@ -453,8 +468,22 @@ async fn sync_pages(
         }
         observer.page(&session.counts);
     }
-    // Only a complete listing can say who is gone; a failed one marks nobody missing.
-    if complete {
+    // Only a complete listing in which every item was read can say who is gone: a person
+    // whose item failed (or who was on a page never fetched) is unseen but not gone.
+    let failed_items = session.counts.failed;
+    if failed_items > 0 && session.error.is_none() {
+        session.error = Some(format!(
+            "{failed_items} of {} item(s) from the source failed (see the failures)",
+            session.counts.fetched
+        ));
+    }
+    if !complete {
+        session.notes.push("nobody was marked missing: the listing did not reach its end".into());
+    } else if failed_items > 0 {
+        session.notes.push(format!(
+            "nobody was marked missing: {failed_items} item(s) failed, and a person whose item failed is not gone"
+        ));
+    } else {
         let mut gone = Vec::new();
         store.scan_records(&mut |r| {
             if !seen.contains(&r.id) && r.fields.get(&present) == Some(&Value::Bool(true)) {

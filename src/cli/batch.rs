@@ -43,11 +43,12 @@ pub async fn run_all(
     };
     let trigger = format!("batch:{batch}");
     let total_records = store.count_records()?;
-    let selected = service.select(&wf)?;
+    let today = engine.clock.today();
+    let selected = service.select_on(&wf, today)?;
     let mut queued = 0;
     for record in &selected {
         let dedupe = format!("wf:{}:rec:{}:batch:{batch}", wf.name, record.id);
-        if engine.create_run_once(&wf, record, &trigger, &dedupe)?.is_some() {
+        if engine.create_run_once(&wf, record, &trigger, &dedupe, today)?.is_some() {
             queued += 1;
         }
     }
@@ -100,6 +101,46 @@ pub async fn run_all(
         }
     }
     Ok(if failed == 0 && unfinished == 0 { Outcome::Ok } else { Outcome::Failed })
+}
+
+/// `--all --dry-run`: the single-person preview for every person the rules accept. Sends
+/// nothing and writes nothing: no runs, no batch marker, no field index, no workflow source
+/// (the selection reads the store and falls back to a scan where no index exists).
+pub fn dry_run_all(engine: Engine, wf: Workflow, json: bool, cx: &Context) -> anyhow::Result<Outcome> {
+    let engine = Arc::new(engine);
+    let wf = Arc::new(wf);
+    let service = Service::new(engine.clone(), Catalog::default(), cx.presets()?);
+    let total_records = engine.store.count_records()?;
+    let selected = service.select(&wf)?;
+    let skipped = total_records.saturating_sub(selected.len());
+    if !json {
+        println!(
+            "dry run of a batch of {}: {} of {total_records} record(s) match the rules (nothing is sent or written)",
+            wf.name,
+            selected.len()
+        );
+    }
+    let mut people = Vec::with_capacity(selected.len());
+    for record in &selected {
+        let steps = engine.dry_run(&wf, record)?;
+        if json {
+            people.push(json!({"record": record.label(), "record_id": record.id, "steps": steps}));
+        } else {
+            println!("{}:", record.label());
+            super::runs::print_dry_steps(&steps)?;
+        }
+    }
+    if json {
+        output::json(&json!({
+            "workflow": wf.name, "dry_run": true, "runs": selected.len(), "skipped": skipped, "people": people,
+        }))?;
+    } else {
+        println!(
+            "dry run: {} run(s) would start, {skipped} skipped (rules did not match); nothing was sent or written",
+            selected.len()
+        );
+    }
+    Ok(Outcome::Ok)
 }
 
 fn tally(runs: &[roster_engine::model::Run]) -> BTreeMap<&'static str, usize> {

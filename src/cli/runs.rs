@@ -5,7 +5,7 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use roster_engine::model::{JournalEntry, Run, RunState};
 use roster_engine::records;
-use roster_engine::run::{Engine, RunObserver};
+use roster_engine::run::{DryStep, Engine, RunObserver};
 use roster_engine::service::{Catalog, Service};
 use roster_engine::store::{RunFilter, Store};
 use roster_engine::workflow::Workflow;
@@ -24,18 +24,51 @@ pub struct RunArgs {
     /// Run for every record the workflow's rules accept, one run per person.
     #[arg(long)]
     all: bool,
-    /// With --all: runs at once.
-    #[arg(long, default_value_t = 8)]
-    concurrency: usize,
-    /// The record field `--user` matches.
-    #[arg(long, default_value = "email")]
-    key: String,
-    /// Print the requests it would send; send nothing, write nothing.
+    /// With --all: runs at once (at least 1; default 8).
+    #[arg(long, value_parser = at_least_one)]
+    concurrency: Option<usize>,
+    /// With --user: the record field it matches (default: email).
+    #[arg(long)]
+    key: Option<String>,
+    /// Print the requests it would send; send nothing, write nothing (with --all: for every
+    /// person the rules accept).
     #[arg(long)]
     dry_run: bool,
     /// One JSON object instead of lines.
     #[arg(long)]
     json: bool,
+}
+
+/// A count that must be 1 or more (`--concurrency 0` would run nothing, forever).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{text}` is not a whole number")),
+    }
+}
+
+/// Runs at once in a batch when `--concurrency` is not given.
+const DEFAULT_CONCURRENCY: usize = 8;
+
+impl RunArgs {
+    fn key(&self) -> &str {
+        self.key.as_deref().unwrap_or("email")
+    }
+
+    /// A flag the chosen mode would silently ignore is refused instead (exit 2).
+    fn refuse_ignored_flags(&self) -> anyhow::Result<()> {
+        if self.concurrency.is_some() && !self.all {
+            anyhow::bail!("--concurrency only applies to --all (a run for one --user is a single run)");
+        }
+        if self.concurrency.is_some() && self.dry_run {
+            anyhow::bail!("--concurrency cannot be used with --dry-run: a dry run starts no runs");
+        }
+        if self.key.is_some() && self.user.is_none() {
+            anyhow::bail!("--key only applies to --user (--all selects people by the workflow's rules)");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -47,7 +80,8 @@ pub enum Command {
         /// Only runs for this person (key value or record id).
         #[arg(long)]
         user: Option<String>,
-        #[arg(long, default_value = "email")]
+        /// With --user: the record field it matches.
+        #[arg(long, default_value = "email", requires = "user")]
         key: String,
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -116,6 +150,7 @@ pub fn engine(cx: &Context) -> anyhow::Result<Engine> {
 }
 
 pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
+    args.refuse_ignored_flags()?;
     let engine = match engine(cx) {
         Ok(e) => e,
         Err(e) if e.downcast_ref::<roster_engine::Error>().is_some_and(remote::is_locked) => {
@@ -124,12 +159,16 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
         Err(e) => return Err(e),
     };
     let wf = workflows::load(cx, &args.workflow, Some(engine.store.as_ref()))?;
+    if args.all && args.dry_run {
+        return super::batch::dry_run_all(engine, wf, args.json, cx);
+    }
     if args.all {
-        return super::batch::run_all(engine, wf, args.concurrency, args.json, cx).await;
+        let concurrency = args.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+        return super::batch::run_all(engine, wf, concurrency, args.json, cx).await;
     }
     let engine = if args.dry_run { engine } else { resume_leftovers(engine, cx, args.json).await? };
     let user = args.user.clone().unwrap_or_default();
-    let record = records::find(engine.store.as_ref(), &args.key, &user)?;
+    let record = records::find(engine.store.as_ref(), args.key(), &user)?;
     if let Some(why) = engine.rules_refuse(&wf, &record)? {
         let msg = format!("{} does not match the rules of {}: {why}", record.label(), wf.name);
         if args.json {
@@ -145,33 +184,7 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
             output::json(&json!({"workflow": wf.name, "record": record.label(), "dry_run": true, "steps": steps}))?;
         } else {
             println!("dry run of {} for {} (nothing is sent or written)", wf.name, record.label());
-            for s in &steps {
-                let item = s.item.map(|i| format!("[{i}]")).unwrap_or_default();
-                let mut line = format!("  {}{item} ({})", s.block, s.kind);
-                if let Some(r) = &s.request {
-                    line.push_str(&format!(
-                        "  would send {}{}",
-                        r.line(),
-                        s.credential.as_ref().map(|c| format!(" via {c}")).unwrap_or_default()
-                    ));
-                    for (k, v) in &r.headers {
-                        line.push_str(&format!("\n      {k}: {v}"));
-                    }
-                    if let Some(b) = &r.body {
-                        line.push_str(&format!("\n      {}", serde_json::to_string(b)?));
-                    }
-                }
-                if let Some(b) = &s.branch {
-                    line.push_str(&format!("  → {b}"));
-                }
-                if !s.changes.is_empty() {
-                    line.push_str(&format!("  would set {}", serde_json::Value::Object(s.changes.clone())));
-                }
-                if let Some(n) = &s.note {
-                    line.push_str(&format!("  ({n})"));
-                }
-                println!("{line}");
-            }
+            print_dry_steps(&steps)?;
         }
         return Ok(Outcome::Ok);
     }
@@ -192,6 +205,38 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
         }
     }
     Ok(if run.state == RunState::Succeeded { Outcome::Ok } else { Outcome::Failed })
+}
+
+/// The lines of a dry run's preview, one per step that would run.
+pub(super) fn print_dry_steps(steps: &[DryStep]) -> anyhow::Result<()> {
+    for s in steps {
+        let item = s.item.map(|i| format!("[{i}]")).unwrap_or_default();
+        let mut line = format!("  {}{item} ({})", s.block, s.kind);
+        if let Some(r) = &s.request {
+            line.push_str(&format!(
+                "  would send {}{}",
+                r.line(),
+                s.credential.as_ref().map(|c| format!(" via {c}")).unwrap_or_default()
+            ));
+            for (k, v) in &r.headers {
+                line.push_str(&format!("\n      {k}: {v}"));
+            }
+            if let Some(b) = &r.body {
+                line.push_str(&format!("\n      {}", serde_json::to_string(b)?));
+            }
+        }
+        if let Some(b) = &s.branch {
+            line.push_str(&format!("  → {b}"));
+        }
+        if !s.changes.is_empty() {
+            line.push_str(&format!("  would set {}", serde_json::Value::Object(s.changes.clone())));
+        }
+        if let Some(n) = &s.note {
+            line.push_str(&format!("  ({n})"));
+        }
+        println!("{line}");
+    }
+    Ok(())
 }
 
 /// Runs an earlier process left unfinished (a crash, a kill) resume before anything new.
@@ -227,7 +272,7 @@ async fn run_remote(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
         }
         Err(_) => args.workflow.clone(),
     };
-    let body = json!({"user": args.user, "key": args.key});
+    let body = json!({"user": args.user, "key": args.key()});
     let started = remote.post(&format!("/v1/workflows/{name}/runs"), &body).await?;
     let id = started["run_id"].as_str().unwrap_or_default().to_string();
     if !args.json {
@@ -377,6 +422,9 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             println!("  workflow  {} (version {})", run.workflow, &run.workflow_hash[..12]);
             println!("  record    {} ({})", run.record_label, run.record_id);
             println!("  trigger   {}", run.trigger);
+            if let Some(today) = &run.today {
+                println!("  today     {today}");
+            }
             println!("  state     {}", run.state.as_str());
             println!("  started   {}", run.created_at);
             if let Some(f) = &run.finished_at {

@@ -119,6 +119,9 @@ pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
             }
             if args.json {
                 output::json(&session)?;
+                for note in &session.notes {
+                    eprintln!("warning: sync {}: {note}", integration.name);
+                }
             } else {
                 print_session(&session, args.test);
             }
@@ -144,6 +147,9 @@ fn print_session(s: &SyncSession, details: bool) {
     }
     if let Some(e) = &s.error {
         println!("  error: {e}");
+    }
+    for note in &s.notes {
+        println!("  note: {note}");
     }
     for f in s.failures.iter().take(if details { usize::MAX } else { 20 }) {
         println!("  failed: {}: {}", f.who, f.reason);

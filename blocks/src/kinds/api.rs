@@ -80,6 +80,38 @@ impl RenderedRequest {
     }
 }
 
+/// The URL exactly as the HTTP client will put it on the wire, so a dry run shows what a
+/// run sends. The URL parser drops `.` and `..` path segments, percent-encoded ones too
+/// (`%2E%2E`), so a value of `..` would silently aim the request at another resource
+/// (`DELETE /groups/g/members/..` deletes `/groups/g`): such a path is refused instead.
+pub fn as_sent(url: &str) -> Result<String, StepError> {
+    let path_end = url.find(['?', '#']).unwrap_or(url.len());
+    let path = url[..path_end].split_once("://").map_or(&url[..path_end], |(_, rest)| rest);
+    for segment in path.split(['/', '\\']) {
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+        if decoded == "." || decoded == ".." {
+            return Err(StepError::Invalid(format!(
+                "the URL `{url}` has a `{segment}` path segment (a value that is `.` or `..`?): \
+                 HTTP clients remove it and the request would reach another resource; refusing to send it"
+            )));
+        }
+    }
+    let absolute = url.starts_with("http://") || url.starts_with("https://");
+    let full =
+        if absolute { url.to_string() } else { format!("http://roster.invalid/{}", url.trim_start_matches('/')) };
+    let parsed =
+        reqwest::Url::parse(&full).map_err(|e| StepError::Invalid(format!("`{url}` is not a valid URL: {e}")))?;
+    if absolute {
+        let mut parsed = parsed;
+        parsed.set_fragment(None);
+        return Ok(parsed.to_string());
+    }
+    Ok(match parsed.query() {
+        Some(q) => format!("{}?{q}", parsed.path()),
+        None => parsed.path().to_string(),
+    })
+}
+
 /// Why a step could not go ahead or did not succeed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepError {
@@ -364,6 +396,7 @@ impl ApiBlock {
         if body.is_some() && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
             headers.push(("Content-Type".into(), "application/json".into()));
         }
+        let url = as_sent(&url)?;
         Ok(RenderedRequest { method: self.method.clone(), url, headers, body })
     }
 
@@ -631,4 +664,28 @@ fn drop_nulls(value: &mut Value) {
 
 fn encode_component(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::as_sent;
+
+    #[test]
+    fn the_url_parser_drops_encoded_dot_segments_so_they_are_refused() {
+        // Why encoding is not enough: the parser treats `%2E%2E` as `..`.
+        let parsed = reqwest::Url::parse("http://h/v2/cards/%2E%2E/lock").unwrap();
+        assert_eq!(parsed.path(), "/v2/lock");
+        for url in ["/v2/cards/../lock", "/v2/cards/./lock", "/v2/cards/%2E%2E/lock", "/a/.%2e", "https://h/a/%2e/b"] {
+            let err = as_sent(url).unwrap_err().to_string();
+            assert!(err.contains("path segment"), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn as_sent_is_what_the_client_sends() {
+        assert_eq!(as_sent("/v2/cards/.../lock?x=..").unwrap(), "/v2/cards/.../lock?x=..");
+        assert_eq!(as_sent("/a b/c").unwrap(), "/a%20b/c");
+        assert_eq!(as_sent("users/1").unwrap(), "/users/1");
+        assert_eq!(as_sent("https://h.test:8443/x?y=1#frag").unwrap(), "https://h.test:8443/x?y=1");
+    }
 }
