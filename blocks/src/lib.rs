@@ -11,6 +11,7 @@ pub mod http;
 pub mod kinds;
 pub mod path;
 pub mod preset;
+pub mod redact;
 pub mod retry;
 pub mod rules;
 pub mod template;

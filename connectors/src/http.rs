@@ -91,8 +91,8 @@ pub(crate) async fn send(vendor: &str, request: reqwest::RequestBuilder) -> Resu
     let transport = |e: reqwest::Error| {
         let what = if e.is_timeout() { "timed out talking to" } else { "could not talk to" };
         let error = ConnectorError::new(ErrorKind::Transport, format!("{what} {vendor}: {}", chain(&e)));
-        // A builder error (bad URL) will fail the same way every time.
-        if e.is_builder() {
+        // A builder error (bad URL) or a refused redirect will fail the same way every time.
+        if e.is_builder() || e.is_redirect() {
             Failure::fatal(ConnectorError { kind: ErrorKind::Config, ..error })
         } else {
             Failure::transient(error, None)
@@ -183,7 +183,7 @@ impl Backoff {
             None => jittered(BACKOFF_BASE, self.retries),
         };
         self.retries += 1;
-        // Not the message: a vendor could echo a secret, and logs are not scrubbed.
+        // Not the message: it is the vendor's to word, and the session keeps it.
         tracing::debug!(kind = %error.kind, retry = self.retries, delay_ms = delay.as_millis() as u64, "retrying");
         tokio::time::sleep(delay).await;
         Ok(())

@@ -85,5 +85,8 @@ pub fn open(vault: &Vault, stored: &StoredCredential) -> Result<Credential> {
         },
         other => return Err(Error::Refused(format!("credential `{}` has unknown kind `{other}`", stored.name))),
     };
-    Ok(Credential { name: stored.name.clone(), base_url: stored.base_url.clone(), auth })
+    let credential = Credential { name: stored.name.clone(), base_url: stored.base_url.clone(), auth };
+    // From now on nothing this process writes or prints may hold these secrets.
+    roster_blocks::redact::process().add_credential(&credential);
+    Ok(credential)
 }
