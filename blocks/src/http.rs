@@ -199,6 +199,9 @@ fn classify(e: reqwest::Error) -> SendError {
         message = format!("{message}: {s}");
         source = s.source();
     }
+    if let Some(refusal) = redirect_refusal(&e) {
+        message = refusal;
+    }
     // reqwest puts the URL in its message; auth travels in headers, but a record value in
     // the URL may still be a secret.
     SendError { kind, message: redact::process().scrub(&message).into_owned() }
@@ -276,8 +279,8 @@ pub fn same_origin_redirects() -> reqwest::redirect::Policy {
         if from != to {
             let message = format!(
                 "{from} redirected to another origin, {to}; vendor calls never follow a redirect to another \
-                 origin (it would carry the credential there): point the credential's base URL at {to} if that \
-                 is where the API now lives"
+                 origin (it would carry the credential there). If the vendor now lives at {to}, point the \
+                 credential there"
             );
             return attempt.error(message);
         }
@@ -286,6 +289,18 @@ pub fn same_origin_redirects() -> reqwest::redirect::Policy {
         }
         attempt.follow()
     })
+}
+
+/// The words of [`same_origin_redirects`] when `e` is its refusal (reqwest wraps them).
+pub fn redirect_refusal(e: &reqwest::Error) -> Option<String> {
+    if !e.is_redirect() {
+        return None;
+    }
+    let mut innermost = std::error::Error::source(e)?;
+    while let Some(s) = innermost.source() {
+        innermost = s;
+    }
+    Some(innermost.to_string())
 }
 
 /// rustls needs one process-wide crypto provider; reqwest is built without a default.

@@ -90,7 +90,10 @@ pub(crate) fn malformed(message: String) -> ConnectorError {
 pub(crate) async fn send(vendor: &str, request: reqwest::RequestBuilder) -> Result<Response, Failure> {
     let transport = |e: reqwest::Error| {
         let what = if e.is_timeout() { "timed out talking to" } else { "could not talk to" };
-        let error = ConnectorError::new(ErrorKind::Transport, format!("{what} {vendor}: {}", chain(&e)));
+        let said = roster_blocks::http::redirect_refusal(&e)
+            .map(|r| format!("{vendor}: {r}"))
+            .unwrap_or_else(|| format!("{what} {vendor}: {}", chain(&e)));
+        let error = ConnectorError::new(ErrorKind::Transport, said);
         // A builder error (bad URL) or a refused redirect will fail the same way every time.
         if e.is_builder() || e.is_redirect() {
             Failure::fatal(ConnectorError { kind: ErrorKind::Config, ..error })
