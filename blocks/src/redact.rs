@@ -44,8 +44,12 @@ pub struct SecretSet {
 struct Patterns {
     /// Each secret as characters, longest first (the longest match wins).
     secrets: Vec<Vec<char>>,
+    /// The same secrets as text, in the same order, for the fast path.
+    plain: Vec<String>,
     /// Bytes that can start a match of some secret: a cheap filter before matching.
     first: [bool; 256],
+    /// Whether some secret could be written as a JSON number (only then are numbers read).
+    numeric: bool,
 }
 
 static PROCESS: SecretSet = SecretSet::new();
@@ -63,7 +67,14 @@ impl Default for SecretSet {
 
 impl SecretSet {
     pub const fn new() -> Self {
-        SecretSet { inner: RwLock::new(Patterns { secrets: Vec::new(), first: [false; 256] }) }
+        SecretSet {
+            inner: RwLock::new(Patterns {
+                secrets: Vec::new(),
+                plain: Vec::new(),
+                first: [false; 256],
+                numeric: false,
+            }),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -92,8 +103,10 @@ impl SecretSet {
         if c == ' ' {
             p.first[b'+' as usize] = true;
         }
+        p.numeric |= chars.iter().all(|c| c.is_ascii_digit() || ".eE+-".contains(*c));
         p.secrets.push(chars);
         p.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        p.plain = p.secrets.iter().map(|s| s.iter().collect()).collect();
     }
 
     /// Adds every secret of a credential and the forms derived from them that a request
@@ -117,24 +130,63 @@ impl SecretSet {
 
     /// `text` with every form of every secret replaced by [`REDACTED`].
     pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        self.read().scrub(text)
+    }
+
+    /// Scrubs every string leaf, object key and number of `value` in place; says whether
+    /// anything changed.
+    pub fn scrub_value(&self, value: &mut Value) -> bool {
         let p = self.read();
-        if p.secrets.is_empty() {
+        !p.secrets.is_empty() && p.scrub_tree(value)
+    }
+
+    /// A copy of `thing` with every secret scrubbed from its string fields (through its JSON
+    /// value, so nothing is missed). Fails only when a secret occurs inside one of Roster's
+    /// own words (a state name), which a redacted copy could no longer spell.
+    pub fn scrub_serde<T: Serialize + DeserializeOwned + Clone>(&self, thing: &T) -> Result<T, String> {
+        if self.is_empty() {
+            return Ok(thing.clone());
+        }
+        let mut value = serde_json::to_value(thing).map_err(|e| e.to_string())?;
+        if !self.scrub_value(&mut value) {
+            return Ok(thing.clone());
+        }
+        serde_json::from_value(value).map_err(|e| {
+            format!(
+                "a credential's secret occurs inside one of Roster's own words, so the redacted copy is not valid \
+                 ({e}); rotate the secret to a longer one"
+            )
+        })
+    }
+}
+
+impl Patterns {
+    fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        if self.secrets.is_empty() {
             return Cow::Borrowed(text);
         }
         let h = text.as_bytes();
+        // Without an escape character only the literal form can occur.
+        let literal = !h.iter().any(|b| matches!(b, b'%' | b'\\' | b'+'));
         let mut out = String::new();
         let (mut copied, mut i) = (0, 0);
         while i < h.len() {
-            if p.first[h[i] as usize]
-                && let Some(end) = p.secrets.iter().filter_map(|s| match_secret(h, i, s)).max()
-                && text.is_char_boundary(end)
-            {
-                out.push_str(&text[copied..i]);
-                out.push_str(REDACTED);
-                copied = end;
-                i = end;
+            let end = if !self.first[h[i] as usize] {
+                None
+            } else if literal {
+                // Longest first, so the first hit is the longest.
+                self.plain.iter().find(|s| h[i..].starts_with(s.as_bytes())).map(|s| i + s.len())
             } else {
-                i += 1;
+                self.secrets.iter().filter_map(|s| match_secret(h, i, s)).max()
+            };
+            match end {
+                Some(end) if text.is_char_boundary(end) => {
+                    out.push_str(&text[copied..i]);
+                    out.push_str(REDACTED);
+                    copied = end;
+                    i = end;
+                }
+                _ => i += 1,
             }
         }
         if copied == 0 {
@@ -142,15 +194,6 @@ impl SecretSet {
         }
         out.push_str(&text[copied..]);
         Cow::Owned(out)
-    }
-
-    /// Scrubs every string leaf, object key and number of `value` in place; says whether
-    /// anything changed.
-    pub fn scrub_value(&self, value: &mut Value) -> bool {
-        if self.is_empty() {
-            return false;
-        }
-        self.scrub_tree(value)
     }
 
     fn scrub_tree(&self, value: &mut Value) -> bool {
@@ -162,7 +205,7 @@ impl SecretSet {
                 }
                 Cow::Borrowed(_) => false,
             },
-            Value::Number(n) => {
+            Value::Number(n) if self.numeric => {
                 let text = n.to_string();
                 match self.scrub(&text) {
                     Cow::Owned(clean) => {
@@ -184,27 +227,8 @@ impl SecretSet {
                 }
                 changed
             }
-            Value::Null | Value::Bool(_) => false,
+            Value::Number(_) | Value::Null | Value::Bool(_) => false,
         }
-    }
-
-    /// A copy of `thing` with every secret scrubbed from its string fields (through its JSON
-    /// value, so nothing is missed). Fails only when a secret occurs inside one of Roster's
-    /// own words (a state name), which a redacted copy could no longer spell.
-    pub fn scrub_serde<T: Serialize + DeserializeOwned + Clone>(&self, thing: &T) -> Result<T, String> {
-        if self.is_empty() {
-            return Ok(thing.clone());
-        }
-        let mut value = serde_json::to_value(thing).map_err(|e| e.to_string())?;
-        if !self.scrub_tree(&mut value) {
-            return Ok(thing.clone());
-        }
-        serde_json::from_value(value).map_err(|e| {
-            format!(
-                "a credential's secret occurs inside one of Roster's own words, so the redacted copy is not valid \
-                 ({e}); rotate the secret to a longer one"
-            )
-        })
     }
 }
 
@@ -220,13 +244,29 @@ fn match_chars(h: &[u8], i: usize, rest: &[char], budget: &mut u32) -> Option<us
         return None;
     }
     *budget -= 1;
-    let mut ends = Vec::new();
+    let mut ends = Ends::default();
     char_ends(h, i, c, &mut ends);
-    ends.into_iter().find_map(|end| match_chars(h, end, rest, budget))
+    ends.buf[..ends.len].iter().find_map(|&end| match_chars(h, end, rest, budget))
+}
+
+/// The few places one character's encodings can end (no allocation on the hot path).
+#[derive(Default)]
+struct Ends {
+    buf: [usize; 8],
+    len: usize,
+}
+
+impl Ends {
+    fn push(&mut self, end: usize) {
+        if self.len < self.buf.len() && !self.buf[..self.len].contains(&end) {
+            self.buf[self.len] = end;
+            self.len += 1;
+        }
+    }
 }
 
 /// Every position where one encoding of `c` that starts at `i` ends.
-fn char_ends(h: &[u8], i: usize, c: char, out: &mut Vec<usize>) {
+fn char_ends(h: &[u8], i: usize, c: char, out: &mut Ends) {
     let mut utf8 = [0u8; 4];
     bytes_ends(h, i, c.encode_utf8(&mut utf8).as_bytes(), out);
     if i < h.len() && (h[i] == b'\\' || h[i] == b'%') {
@@ -237,7 +277,7 @@ fn char_ends(h: &[u8], i: usize, c: char, out: &mut Vec<usize>) {
 }
 
 /// Where `want` ends when each of its bytes may appear literally or percent-encoded.
-fn bytes_ends(h: &[u8], i: usize, want: &[u8], out: &mut Vec<usize>) {
+fn bytes_ends(h: &[u8], i: usize, want: &[u8], out: &mut Ends) {
     let Some((&b, rest)) = want.split_first() else {
         out.push(i);
         return;
