@@ -278,7 +278,9 @@ fn workflows_never_print_log_or_store_a_vendors_echo_of_a_bearer_api_key_or_basi
     sb.sandbox.set_vendor_faults(Vendor::Brex, Faults { echo_credentials: Echo::Reject, ..Faults::default() });
     let failed = cap.roster(&home, &["run", &fail, "--user", "ann@example.com", "-vv"]).code(1);
     assert!(failed.stdout.contains("failed"), "{}", failed.all());
-    let failed = cap.roster(&home, &["run", &fail, "--user", "ann@example.com", "--json", "-vv"]).code(1);
+    let failed = cap
+        .roster(&home, &["run", &fail, "--user", "ann@example.com", "--json", "-vv", "--log-format", "json"])
+        .code(1);
     let run_id = failed.json()["run_id"].as_str().unwrap().to_string();
     assert!(failed.json()["error"].as_str().unwrap().contains("[redacted]"), "{}", failed.stdout);
 
@@ -368,6 +370,7 @@ fn syncs_never_print_log_or_store_a_vendors_echo_of_brex_expensify_or_oauth2_cre
         let out = cap.roster(&home, &["sync", f, "-vv"]);
         assert_ne!(out.code, 0, "{}", out.all());
     }
+    cap.roster(&home, &["sync", &sage, "-vv", "--log-format", "json"]);
     let sessions = cap.roster(&home, &["sync", "sessions", "--json"]).ok().json();
     cap.roster(&home, &["sync", "sessions"]).ok();
     // The newest (a refused Expensify sync) and the first real Sage sync, with its samples.
@@ -389,6 +392,37 @@ fn syncs_never_print_log_or_store_a_vendors_echo_of_brex_expensify_or_oauth2_cre
         secrets.extend(forms("sage access token", t));
     }
     cap.assert_clean(home.path(), &secrets);
+}
+
+#[test]
+fn log_lines_are_scrubbed_when_a_retried_vendor_error_echoes_the_token() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A Brex that answers 503 quoting the Authorization header it got, then (asked again) an
+    // empty list.
+    let calls = AtomicUsize::new(0);
+    let brex = Recorder::start(move |seen| {
+        if calls.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
+            let said = seen.headers.get("authorization").cloned().unwrap_or_default();
+            (503, json!({"message": format!("overloaded while checking {said}")}))
+        } else {
+            (200, json!({"items": [], "next_cursor": null}))
+        }
+    });
+    let home = TestHome::new();
+    add(&home, &["credentials", "add", "brex", "--kind", "bearer", "--base-url", &brex.url()], BEARER);
+    home.import(&json!([{"email": "ann@example.com", "marker": MARKER}]));
+    let file = home.file(
+        "brex.json",
+        &json!({"name": "brex", "connector": "brex", "credential": "brex", "preference": "update_only"}).to_string(),
+    );
+    let mut cap = Captured::default();
+    for format in ["text", "json"] {
+        let out = cap.roster(&home, &["sync", file.to_str().unwrap(), "-vv", "--log-format", format]).ok();
+        let retry = out.stderr.lines().find(|l| l.contains("retrying")).unwrap_or_else(|| panic!("{}", out.stderr));
+        assert!(retry.contains("overloaded while checking Bearer [redacted]"), "{retry}");
+    }
+    assert!(brex.seen().len() >= 2, "the vendor was asked again");
+    cap.assert_clean(home.path(), &forms("bearer", BEARER));
 }
 
 #[test]

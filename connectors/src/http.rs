@@ -186,8 +186,14 @@ impl Backoff {
             None => jittered(BACKOFF_BASE, self.retries),
         };
         self.retries += 1;
-        // Not the message: it is the vendor's to word, and the session keeps it.
-        tracing::debug!(kind = %error.kind, retry = self.retries, delay_ms = delay.as_millis() as u64, "retrying");
+        // Log lines are scrubbed of secrets on their way out, so the vendor's words may go in.
+        tracing::debug!(
+            kind = %error.kind,
+            retry = self.retries,
+            delay_ms = delay.as_millis() as u64,
+            error = %error.message,
+            "retrying"
+        );
         tokio::time::sleep(delay).await;
         Ok(())
     }
