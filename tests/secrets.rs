@@ -495,3 +495,29 @@ fn a_redirect_within_the_same_origin_is_followed_with_the_credential() {
     // The key went along to the same origin (and came back redacted).
     assert_eq!(record["fields"]["echoed"], "[redacted]", "{record:#}");
 }
+
+#[test]
+fn a_password_too_short_to_scrub_is_refused() {
+    let home = TestHome::new();
+    let args = [
+        "credentials",
+        "add",
+        "sage",
+        "--kind",
+        "oauth2",
+        "--token-url",
+        "http://127.0.0.1:9/token",
+        "--client-id",
+        "id",
+        "--username",
+        "u",
+        "--password-env",
+        "TEST_SHORT_PASSWORD",
+        "--secret-env",
+        "TEST_CLIENT_SECRET",
+    ];
+    let out = home.command(&args).env("TEST_SHORT_PASSWORD", "abc").env("TEST_CLIENT_SECRET", "long-enough").output();
+    let out = out.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password is shorter than 4 characters"));
+}
