@@ -73,6 +73,7 @@ fn kill_9_at_random_never_loses_a_run_or_repeats_a_side_effect() {
         drop_connection: 0.06,
         drop_after_effect: 0.5,
         seed: 11,
+        ..Faults::default()
     });
 
     let started = Instant::now();

@@ -88,7 +88,8 @@ impl Credential {
         }
     }
 
-    /// Every secret value this credential holds, so output can be scrubbed of them.
+    /// Every secret value this credential holds. Output is scrubbed of these and of the
+    /// forms derived from them by [`crate::redact::SecretSet::add_credential`].
     pub fn secrets(&self) -> Vec<&str> {
         match &self.auth {
             Auth::Bearer { token } => vec![token.expose()],
@@ -117,16 +118,4 @@ pub fn join_url(base: &str, url: &str) -> String {
         return url.to_string();
     }
     format!("{}/{}", base.trim_end_matches('/'), url.trim_start_matches('/'))
-}
-
-/// Replaces every occurrence of each secret in `text` with `[redacted]`.
-pub fn scrub(text: &str, secrets: &[&str]) -> String {
-    let mut out = text.to_string();
-    for s in secrets {
-        // Very short secrets would redact ordinary words; they are refused at creation.
-        if s.len() >= 4 {
-            out = out.replace(s, "[redacted]");
-        }
-    }
-    out
 }

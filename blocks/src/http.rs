@@ -12,6 +12,7 @@ use crate::credential::Credential;
 use crate::kinds::api::RenderedRequest;
 use crate::paging::PageTrail;
 use crate::preset::Paginate;
+use crate::redact;
 
 /// The largest response body read into memory; larger answers fail the step.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -41,6 +42,8 @@ pub enum SendErrorKind {
     BodyTooLarge,
     /// The vendor's pages looped or passed a cap: sending again would do the same.
     Paging,
+    /// The vendor redirected to another origin; the request was not followed there.
+    Redirect,
     Other,
 }
 
@@ -148,6 +151,8 @@ async fn send_once(
         builder = builder.header(k.as_str(), v.as_str());
     }
     if let Some(c) = credential {
+        // Whatever comes back is scrubbed of this credential, so register it before it leaves.
+        redact::process().add_credential(c);
         builder = c.apply(builder);
     }
     if let Some(body) = &request.body {
@@ -159,7 +164,11 @@ async fn send_once(
     let trace_id = header("x-brex-trace-id").or_else(|| header("x-request-id"));
     let retry_after_secs = header("retry-after").and_then(|v| v.trim().parse::<u64>().ok());
     let bytes = read_bounded(resp).await?;
-    Ok(HttpResponse { status, body: parse_body(&bytes), trace_id, retry_after_secs, elapsed_ms: 0, pages: 1 })
+    // A vendor may echo the credential (401 bodies often do): nothing downstream sees it.
+    let mut body = parse_body(&bytes);
+    redact::process().scrub_value(&mut body);
+    let trace_id = trace_id.map(|t| redact::process().scrub(&t).into_owned());
+    Ok(HttpResponse { status, body, trace_id, retry_after_secs, elapsed_ms: 0, pages: 1 })
 }
 
 async fn read_bounded(mut resp: reqwest::Response) -> Result<Vec<u8>, SendError> {
@@ -185,7 +194,9 @@ pub fn parse_body(bytes: &[u8]) -> Value {
 }
 
 fn classify(e: reqwest::Error) -> SendError {
-    let kind = if e.is_timeout() {
+    let kind = if e.is_redirect() {
+        SendErrorKind::Redirect
+    } else if e.is_timeout() {
         SendErrorKind::Timeout
     } else if e.is_connect() {
         SendErrorKind::Connect
@@ -198,8 +209,12 @@ fn classify(e: reqwest::Error) -> SendError {
         message = format!("{message}: {s}");
         source = s.source();
     }
-    // reqwest puts the URL in its message; it holds no secret (auth travels in headers).
-    SendError { kind, message }
+    if let Some(refusal) = redirect_refusal(&e) {
+        message = refusal;
+    }
+    // reqwest puts the URL in its message; auth travels in headers, but a record value in
+    // the URL may still be a secret.
+    SendError { kind, message: redact::process().scrub(&message).into_owned() }
 }
 
 /// The vendor's own words from an error body, in the shapes Brex, Expensify, Salesforce
@@ -246,15 +261,56 @@ fn encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
-/// A client with the timeouts a vendor call should have.
+/// A client with the timeouts a vendor call should have, and the redirect rule every
+/// vendor call follows: see [`same_origin_redirects`].
 pub fn client(timeout: Duration, connect_timeout: Duration) -> reqwest::Client {
     install_crypto_provider();
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(connect_timeout)
+        .redirect(same_origin_redirects())
         .user_agent(concat!("roster/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("an HTTP client with default TLS settings always builds")
+}
+
+/// The most redirects a vendor call follows.
+const MAX_REDIRECTS: usize = 10;
+
+/// Vendor calls carry credentials (headers, and for Expensify and OAuth2 the body), and
+/// reqwest re-sends custom headers and 307/308 bodies to wherever a redirect points. So a
+/// redirect is followed only within the origin (scheme, host and port) the request was
+/// sent to, where the credential belongs anyway; one to another origin is an error that
+/// names both, and nothing is sent there.
+pub fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let Some(first) = attempt.previous().first() else { return attempt.follow() };
+        let (from, to) = (first.origin().ascii_serialization(), attempt.url().origin().ascii_serialization());
+        if from != to {
+            let message = format!(
+                "{from} redirected to another origin, {to}; vendor calls never follow a redirect to another \
+                 origin (it would carry the credential there). If the vendor now lives at {to}, point the \
+                 credential there"
+            );
+            return attempt.error(message);
+        }
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects within {from}"));
+        }
+        attempt.follow()
+    })
+}
+
+/// The words of [`same_origin_redirects`] when `e` is its refusal (reqwest wraps them).
+pub fn redirect_refusal(e: &reqwest::Error) -> Option<String> {
+    if !e.is_redirect() {
+        return None;
+    }
+    let mut innermost = std::error::Error::source(e)?;
+    while let Some(s) = innermost.source() {
+        innermost = s;
+    }
+    Some(innermost.to_string())
 }
 
 /// rustls needs one process-wide crypto provider; reqwest is built without a default.

@@ -90,9 +90,12 @@ pub(crate) fn malformed(message: String) -> ConnectorError {
 pub(crate) async fn send(vendor: &str, request: reqwest::RequestBuilder) -> Result<Response, Failure> {
     let transport = |e: reqwest::Error| {
         let what = if e.is_timeout() { "timed out talking to" } else { "could not talk to" };
-        let error = ConnectorError::new(ErrorKind::Transport, format!("{what} {vendor}: {}", chain(&e)));
-        // A builder error (bad URL) will fail the same way every time.
-        if e.is_builder() {
+        let said = roster_blocks::http::redirect_refusal(&e)
+            .map(|r| format!("{vendor}: {r}"))
+            .unwrap_or_else(|| format!("{what} {vendor}: {}", chain(&e)));
+        let error = ConnectorError::new(ErrorKind::Transport, said);
+        // A builder error (bad URL) or a refused redirect will fail the same way every time.
+        if e.is_builder() || e.is_redirect() {
             Failure::fatal(ConnectorError { kind: ErrorKind::Config, ..error })
         } else {
             Failure::transient(error, None)
@@ -183,8 +186,14 @@ impl Backoff {
             None => jittered(BACKOFF_BASE, self.retries),
         };
         self.retries += 1;
-        // Not the message: a vendor could echo a secret, and logs are not scrubbed.
-        tracing::debug!(kind = %error.kind, retry = self.retries, delay_ms = delay.as_millis() as u64, "retrying");
+        // Log lines are scrubbed of secrets on their way out, so the vendor's words may go in.
+        tracing::debug!(
+            kind = %error.kind,
+            retry = self.retries,
+            delay_ms = delay.as_millis() as u64,
+            error = %error.message,
+            "retrying"
+        );
         tokio::time::sleep(delay).await;
         Ok(())
     }

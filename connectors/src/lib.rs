@@ -7,7 +7,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use roster_blocks::credential::{Credential, scrub};
+use roster_blocks::credential::Credential;
+use roster_blocks::redact;
 use serde_json::Value;
 
 mod brex;
@@ -172,25 +173,38 @@ pub fn open(
             ),
         ));
     }
+    redact::process().add_credential(credential);
     let inner = (reg.open)(credential, options, client)?;
-    let secrets = credential.secrets().into_iter().map(str::to_string).collect();
-    Ok(Box::new(Scrubbed { inner, secrets }))
+    Ok(Box::new(Scrubbed { inner }))
 }
 
-/// Last line of defence: a vendor may echo a secret back in an error message.
+/// A vendor may echo a secret back, in an error or in a person's fields: every page and
+/// error leaves the connector scrubbed of every secret the process knows (the credential's,
+/// and tokens the connector obtained on the way).
 struct Scrubbed {
     inner: Box<dyn Source>,
-    secrets: Vec<String>,
 }
 
 impl Source for Scrubbed {
     fn next_page(&mut self) -> PageFuture<'_> {
         Box::pin(async move {
-            self.inner.next_page().await.map_err(|mut e| {
-                let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
-                e.message = scrub(&e.message, &secrets);
-                e
-            })
+            let secrets = redact::process();
+            match self.inner.next_page().await {
+                Ok(Some(mut page)) => {
+                    for record in &mut page.records {
+                        secrets.scrub_value(record);
+                    }
+                    if let Some(raw) = &mut page.raw {
+                        secrets.scrub_value(raw);
+                    }
+                    Ok(Some(page))
+                }
+                Ok(None) => Ok(None),
+                Err(mut e) => {
+                    e.message = secrets.scrub(&e.message).into_owned();
+                    Err(e)
+                }
+            }
         })
     }
 }

@@ -207,6 +207,8 @@ impl SagePeople {
             (None, Some(instance)) => instance.trim_end_matches('/').to_string(),
             (None, None) => return Err(token_shape("no `instance_url`, and the credential has no base URL")),
         };
+        // A token obtained at run time is as secret as the credential that got it.
+        roster_blocks::redact::process().add(access_token);
         Ok(Token { access_token: Secret::new(access_token), api_base })
     }
 }

@@ -35,7 +35,32 @@ pub fn router(service: Arc<Service>, token: String) -> Router {
         .route("/v1/records/import", post(import_records))
         .route("/v1/records/{key}", get(show_record))
         .layer(axum::middleware::from_fn_with_state(api.clone(), authenticate))
+        .layer(axum::middleware::map_response(scrub_answer))
         .with_state(api)
+}
+
+/// Every answer leaves scrubbed of every secret the process knows: JSON as a value (each
+/// string on its own), anything else as text.
+async fn scrub_answer(response: Response) -> Response {
+    let secrets = roster_blocks::redact::process();
+    if secrets.is_empty() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return problem(StatusCode::INTERNAL_SERVER_ERROR, "the answer could not be read to scrub it of secrets");
+    };
+    let clean = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(mut value) => {
+            if !secrets.scrub_value(&mut value) {
+                return Response::from_parts(parts, axum::body::Body::from(bytes));
+            }
+            serde_json::to_vec(&value).unwrap_or_default()
+        }
+        Err(_) => secrets.scrub(&String::from_utf8_lossy(&bytes)).into_owned().into_bytes(),
+    };
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(clean))
 }
 
 /// Equal-length comparison that looks at every byte, so timing says nothing about the token.

@@ -101,6 +101,10 @@ pub fn seal(vault: &Vault, new: NewCredential, now: &str) -> Result<StoredCreden
         Some(_) => return Err(Error::Refused("the secret is shorter than 4 characters; that cannot be right".into())),
         None => return Err(Error::Refused("no secret was given (pipe it on stdin or use --secret-env VAR)".into())),
     }
+    // Output is scrubbed of secrets, but not of ones so short they would redact ordinary words.
+    if secrets.get("password").is_some_and(|p| p.len() < roster_blocks::redact::MIN_SECRET_BYTES) {
+        return Err(Error::Refused("the password is shorter than 4 characters; that cannot be right".into()));
+    }
     if !(base_url.is_empty() || base_url.starts_with("http://") || base_url.starts_with("https://")) {
         return Err(Error::Refused(format!("--base-url `{base_url}` must start with http:// or https://")));
     }
@@ -167,5 +171,8 @@ pub fn open(vault: &Vault, stored: &StoredCredential) -> Result<Credential> {
         },
         other => return Err(Error::Refused(format!("credential `{}` has unknown kind `{other}`", stored.name))),
     };
-    Ok(Credential { name: stored.name.clone(), base_url: stored.base_url.clone(), auth })
+    let credential = Credential { name: stored.name.clone(), base_url: stored.base_url.clone(), auth };
+    // From now on nothing this process writes or prints may hold these secrets.
+    roster_blocks::redact::process().add_credential(&credential);
+    Ok(credential)
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::store::{SledStore, Store};
+use crate::store::{Redacting, SledStore, Store};
 use crate::vault::Vault;
 
 #[derive(Debug, Clone)]
@@ -66,8 +66,18 @@ impl Home {
     }
 
     /// Opens the store; a missing home is a clear error rather than a new empty store.
+    /// Every write is scrubbed of secrets on its way in ([`Redacting`]), and the secrets of
+    /// every stored credential are known to the process from here on, whichever command
+    /// runs, so nothing it stores or prints can hold one.
     pub fn open_store(&self) -> Result<Arc<dyn Store>> {
-        Ok(Arc::new(self.open_sled()?))
+        let store: Arc<dyn Store> = Arc::new(Redacting::new(Arc::new(self.open_sled()?)));
+        if let Ok(vault) = self.vault() {
+            for stored in store.credentials().unwrap_or_default() {
+                // One that cannot be opened cannot be used either; its error comes when it is.
+                let _ = crate::credentials::open(&vault, &stored);
+            }
+        }
+        Ok(store)
     }
 
     pub fn open_sled(&self) -> Result<SledStore> {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::civil::Date;
-use roster_blocks::credential::{Credential, scrub};
+use roster_blocks::credential::Credential;
 use roster_blocks::http::{self, HttpResponse, SendError, excerpt, vendor_message};
 use roster_blocks::kinds::Block;
 use roster_blocks::kinds::api::{ApiBlock, RenderedRequest, StepError, with_item};
@@ -114,12 +114,6 @@ impl Engine {
         self.limits.lock().expect("limits").insert(name.to_string(), limits);
         self.credentials.lock().expect("credential cache").insert(name.to_string(), cred.clone());
         Ok(cred)
-    }
-
-    /// Every secret of every credential opened so far, for scrubbing output.
-    pub fn known_secrets(&self) -> Vec<String> {
-        let cache = self.credentials.lock().expect("credential cache");
-        cache.values().flat_map(|c| c.secrets().into_iter().map(str::to_string)).collect()
     }
 
     /// What templates see: the record's fields at the top level (and under `record`),
@@ -714,8 +708,8 @@ impl Engine {
         };
     }
 
-    /// Writes the run and one journal entry (and a record change) atomically and durably,
-    /// with every known secret scrubbed from what is stored. The write (and its share of a
+    /// Writes the run and one journal entry (and a record change) atomically and durably
+    /// (the store scrubs every known secret from all three). The write (and its share of a
     /// group flush) happens on the blocking pool so async workers keep sending requests.
     async fn save(&self, run: &mut Run, entry: &JournalEntry, write: Option<RecordWrite>) -> Result<()> {
         run.updated_at = self.now();
@@ -726,7 +720,7 @@ impl Engine {
         if run.state.is_finished() && run.finished_at.is_none() {
             run.finished_at = Some(self.now());
         }
-        let entry = self.scrubbed(entry);
+        let entry = entry.clone();
         let store = self.store.clone();
         let snapshot = run.clone();
         tokio::task::spawn_blocking(move || store.save_step(&snapshot, Some(&entry), write))
@@ -743,17 +737,6 @@ impl Engine {
             .await
             .map_err(|e| Error::Store(format!("a store write was interrupted: {e}")))??;
         Ok(())
-    }
-
-    fn scrubbed(&self, entry: &JournalEntry) -> JournalEntry {
-        let secrets = self.known_secrets();
-        if secrets.is_empty() {
-            return entry.clone();
-        }
-        let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-        let text = serde_json::to_string(entry).unwrap_or_default();
-        let clean = scrub(&text, &refs);
-        if clean == text { entry.clone() } else { serde_json::from_str(&clean).unwrap_or_else(|_| entry.clone()) }
     }
 }
 

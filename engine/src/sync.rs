@@ -8,7 +8,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
-use roster_blocks::credential::{Credential, scrub};
+use roster_blocks::credential::Credential;
 use roster_blocks::diag::{ConfigError, Diagnostics, join, suggest};
 use roster_blocks::fields::Fields;
 use roster_blocks::kinds::{Schedule, compile_schedule};
@@ -288,9 +288,9 @@ pub async fn run(
         }
         Err(e) => {
             // Never leave a session "running": say why it stopped (if the store lets us).
-            let message = scrub(&e.to_string(), &credential.secrets());
+            // (Connector errors come scrubbed; the store scrubs whatever it keeps.)
             session.state = "failed".into();
-            session.error = Some(message);
+            session.error = Some(e.to_string());
             session.finished_at = Some(rfc3339_millis(clock.now()));
             let _ = store.put_sync_session(&session);
             Err(e)
@@ -312,12 +312,11 @@ async fn sync_pages(
     // Index the key even for a test run: it writes no record, and it spares a store
     // scan per source person.
     store.ensure_index(&integration.sync_key)?;
-    let secrets: Vec<&str> = credential.secrets();
     let client = roster_blocks::http::client(std::time::Duration::from_secs(60), std::time::Duration::from_secs(10));
     let mut source =
         match roster_connectors::open(&integration.connector, credential, integration.options.clone(), client) {
             Ok(source) => source,
-            Err(e) => return Err(Error::Refused(scrub(&e.to_string(), &secrets))),
+            Err(e) => return Err(Error::Refused(e.to_string())),
         };
     let present = integration.present_field();
     let source_label = format!("sync:{}", integration.name);
@@ -331,7 +330,7 @@ async fn sync_pages(
             Ok(None) => break,
             Err(e) => {
                 complete = false;
-                session.error = Some(scrub(&e.to_string(), &secrets));
+                session.error = Some(e.to_string());
                 break;
             }
         };
@@ -339,14 +338,13 @@ async fn sync_pages(
         if let Err(e) = trail.page(page.records.len(), page.next.as_deref()) {
             complete = false;
             let raise = format!("in `options` of {}", integration.file);
-            session.error = Some(scrub(&format!("{}: {}", integration.connector, e.describe(&raise)), &secrets));
+            session.error = Some(format!("{}: {}", integration.connector, e.describe(&raise)));
             break;
         }
         if let Some(raw) = page.raw
             && session.samples.len() < MAX_SAMPLES
         {
-            let text = scrub(&raw.to_string(), &secrets);
-            session.samples.push(serde_json::from_str(&text).unwrap_or(Value::String(text)));
+            session.samples.push(raw);
         }
         let mut writes = Vec::new();
         for record in page.records {

@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::faults::{Fault, FaultState, Faults};
+use crate::faults::{Echo, Fault, FaultState, Faults};
 use crate::net::ConnHandle;
 use crate::people::Person;
 use crate::stats::{Stats, Vendor};
@@ -134,6 +134,130 @@ pub(crate) async fn inject_faults(State(ctx): State<Ctx>, req: Request, next: Ne
             }
         }
     }
+}
+
+/// The largest request or answer body the echo and redirect switches read.
+const ECHO_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The `redirect_to` and `echo_credentials` switches, inside the fault layer.
+pub(crate) async fn echo_or_redirect(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
+    let (echo, redirect) = {
+        let state = lock(&ctx.shared.faults[ctx.vendor.index()]);
+        (state.faults.echo_credentials, state.faults.redirect_to.clone())
+    };
+    if let Some(base) = redirect {
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let location = format!("{}{path}", base.trim_end_matches('/'));
+        let mut r = empty(StatusCode::TEMPORARY_REDIRECT);
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        return r;
+    }
+    if echo == Echo::Off {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, ECHO_BODY_LIMIT).await else {
+        return empty(StatusCode::PAYLOAD_TOO_LARGE);
+    };
+    let seen = credentials_seen(&parts.headers, &body);
+    if echo == Echo::Reject {
+        let sage_token = parts.uri.path() == crate::SAGE_TOKEN_PATH;
+        return echo_rejection(ctx.vendor, sage_token, &seen);
+    }
+    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, ECHO_BODY_LIMIT).await else {
+        return empty(StatusCode::INTERNAL_SERVER_ERROR);
+    };
+    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+        return Response::from_parts(parts, Body::from(bytes));
+    };
+    add_echo(&mut value, &seen.join(" | "));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(value.to_string()))
+}
+
+/// Every credential-looking part of a request: auth and key headers, the raw body, and the
+/// body's form fields decoded.
+fn credentials_seen(headers: &axum::http::HeaderMap, body: &[u8]) -> Vec<String> {
+    let mut seen = Vec::new();
+    for (name, value) in headers {
+        let n = name.as_str();
+        if ["auth", "key", "token", "secret"].iter().any(|w| n.contains(w)) {
+            seen.push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+        }
+    }
+    let text = String::from_utf8_lossy(body);
+    if !text.is_empty() {
+        seen.push(text.to_string());
+        seen.extend(parse_form(&text).into_iter().map(|(k, v)| format!("{k}={v}")));
+    }
+    seen
+}
+
+fn add_echo(value: &mut Value, echo: &str) {
+    match value {
+        Value::Object(m) => {
+            for v in m.values_mut() {
+                add_echo(v, echo);
+            }
+            m.insert("echo".into(), Value::String(echo.to_string()));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| add_echo(v, echo)),
+        _ => {}
+    }
+}
+
+fn echo_rejection(vendor: Vendor, sage_token: bool, seen: &[String]) -> Response {
+    let said = seen.join(" | ");
+    let mut r = match vendor {
+        Vendor::Brex => json_response(
+            StatusCode::UNAUTHORIZED,
+            &json!({"type": "UNAUTHORIZED", "message": format!("Invalid token: {said}")}),
+        ),
+        Vendor::Expensify => json_response(
+            StatusCode::OK,
+            &json!({"responseMessage": format!("Not authorized to authenticate with {said}"), "responseCode": 401}),
+        ),
+        Vendor::Sage if sage_token => json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "invalid_client", "error_description": format!("invalid client credentials: {said}")}),
+        ),
+        Vendor::Sage => json_response(
+            StatusCode::UNAUTHORIZED,
+            &json!([{"message": format!("Session expired or invalid: {said}"), "errorCode": "INVALID_SESSION_ID"}]),
+        ),
+    };
+    echo_header(&mut r, seen);
+    r
+}
+
+/// The first thing seen, in the headers a client keeps for support tickets.
+fn echo_header(response: &mut Response, seen: &[String]) {
+    if let Some(v) = seen.first().and_then(|s| HeaderValue::from_str(s).ok()) {
+        response.headers_mut().insert("x-brex-trace-id", v.clone());
+        response.headers_mut().insert("x-request-id", v);
+    }
+}
+
+#[derive(Deserialize)]
+struct EchoQuery {
+    status: Option<u16>,
+}
+
+/// `ANY /_sandbox/echo[?status=N]`: the credentials the request carried, in the body (as
+/// `message` and `echo`) and in `X-Request-Id`.
+async fn admin_echo(Query(q): Query<EchoQuery>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, ECHO_BODY_LIMIT).await.unwrap_or_default();
+    let seen = credentials_seen(&parts.headers, &body);
+    let said = seen.join(" | ");
+    let status = q.status.and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::OK);
+    let mut r = json_response(status, &json!({"message": format!("you sent: {said}"), "echo": said}));
+    echo_header(&mut r, &seen);
+    r
 }
 
 pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
@@ -310,12 +434,14 @@ pub(crate) fn admin_router(ctx: Ctx) -> Router {
         .route("/_sandbox/info", get(admin_info))
         .route("/_sandbox/sage/expire-tokens", post(admin_expire_tokens))
         .route("/_sandbox/brex/accept-invites", post(admin_accept_invites))
+        .route("/_sandbox/echo", axum::routing::any(admin_echo))
         .with_state(ctx)
 }
 
 /// Adds the shared layers around a vendor's routes, then the admin routes beside them.
 pub(crate) fn finish(vendor_routes: Router<Ctx>, ctx: Ctx) -> Router {
     vendor_routes
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), echo_or_redirect))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), inject_faults))
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), count))
         .with_state(ctx.clone())

@@ -29,6 +29,27 @@ pub struct Faults {
     /// lost, the side effect is not): the case idempotency keys exist for. Default 0.5.
     pub drop_after_effect: f64,
     pub seed: u64,
+    /// Make the vendor echo back the credentials it was sent, as careless vendors do (not a
+    /// fraction: every request while set). Not part of any vendor's documented behaviour.
+    pub echo_credentials: Echo,
+    /// Answer every vendor request `307 Temporary Redirect` to this base URL, same path and
+    /// query (a vendor that moved, or a hostile one).
+    pub redirect_to: Option<String>,
+}
+
+/// How a vendor echoes the credentials it received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Echo {
+    #[default]
+    Off,
+    /// Refuse the request in the vendor's error shape (Brex 401, Expensify `responseCode`
+    /// 401, Sage 400 `invalid_client` from the token endpoint, 401 from the API) with the
+    /// credentials in the message and in the trace-id header.
+    Reject,
+    /// Serve the request, with the credentials in an `echo` field added to every JSON object
+    /// of the answer (where a response mapping or a sync mapping can pick them up).
+    Accept,
 }
 
 impl Default for Faults {
@@ -41,6 +62,8 @@ impl Default for Faults {
             drop_connection: 0.0,
             drop_after_effect: 0.5,
             seed: 0,
+            echo_credentials: Echo::Off,
+            redirect_to: None,
         }
     }
 }

@@ -5,7 +5,8 @@
 //! Each vendor runs its own HTTP server. All three also answer the admin routes under
 //! `/_sandbox/` (no auth): `GET|DELETE /_sandbox/stats`, `GET|PUT /_sandbox/faults[?vendor=]`,
 //! `GET /_sandbox/people`, `GET /_sandbox/info`, `POST /_sandbox/sage/expire-tokens`,
-//! `POST /_sandbox/brex/accept-invites`.
+//! `POST /_sandbox/brex/accept-invites`, and `ANY /_sandbox/echo[?status=N]`, which answers
+//! with whatever credentials the request carried (for credential kinds no vendor here uses).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +24,7 @@ mod sage;
 pub mod spec;
 mod stats;
 
-pub use faults::Faults;
+pub use faults::{Echo, Faults};
 pub use people::{Lifecycle, Person, WorkLocation, generate_people};
 pub use stats::{FaultCounts, SideEffects, Stats, Vendor, VendorStats};
 
@@ -215,6 +216,11 @@ impl Sandbox {
         lock(&self.shared.sage).expire_all();
     }
 
+    /// The Sage access tokens issued and not expired (tests check they never leak).
+    pub fn sage_access_tokens(&self) -> Vec<String> {
+        lock(&self.shared.sage).live_tokens()
+    }
+
     /// Simulates invited Brex users accepting their invite: INVITED becomes ACTIVE.
     pub fn accept_brex_invites(&self) -> usize {
         lock(&self.shared.brex).accept_invites()
@@ -259,6 +265,7 @@ pub(crate) fn info_json(shared: &Shared) -> Value {
             "people": "GET /_sandbox/people",
             "expire_sage_tokens": "POST /_sandbox/sage/expire-tokens",
             "accept_brex_invites": "POST /_sandbox/brex/accept-invites",
+            "echo": "ANY /_sandbox/echo[?status=N]",
         },
     })
 }

@@ -41,6 +41,10 @@ impl Store {
     pub(crate) fn expire_all(&mut self) {
         self.tokens.clear();
     }
+
+    pub(crate) fn live_tokens(&self) -> Vec<String> {
+        self.tokens.keys().cloned().collect()
+    }
 }
 
 pub(crate) fn router(ctx: Ctx) -> Router {

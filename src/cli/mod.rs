@@ -1,5 +1,23 @@
 //! Command definitions (clap derive) and dispatch.
 
+// Everything the command line prints passes through the process's secret set: these shadow
+// the standard printing macros in this module and every module declared below it, so no
+// line on stdout or stderr can carry a credential, whichever command printed it.
+macro_rules! println {
+    () => { ::std::println!() };
+    ($($arg:tt)*) => { ::std::println!("{}", roster_blocks::redact::process().scrub(&format!($($arg)*))) };
+}
+macro_rules! print {
+    ($($arg:tt)*) => { ::std::print!("{}", roster_blocks::redact::process().scrub(&format!($($arg)*))) };
+}
+macro_rules! eprintln {
+    () => { ::std::eprintln!() };
+    ($($arg:tt)*) => { ::std::eprintln!("{}", roster_blocks::redact::process().scrub(&format!($($arg)*))) };
+}
+macro_rules! eprint {
+    ($($arg:tt)*) => { ::std::eprint!("{}", roster_blocks::redact::process().scrub(&format!($($arg)*))) };
+}
+
 mod batch;
 mod credentials;
 mod demo;
@@ -179,9 +197,25 @@ fn init_logging(verbose: u8, format: LogFormat) {
         _ => "debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| ScrubbedStderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Log lines go to stderr scrubbed of every secret, whatever a field held (a vendor's
+/// answer, an error). The formatter hands over one whole line per write.
+struct ScrubbedStderr;
+
+impl std::io::Write for ScrubbedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(roster_blocks::redact::process().scrub(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }

@@ -29,8 +29,12 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// Prints `value` as pretty JSON, its strings scrubbed of secrets as values (so a secret
+/// holding `"` or `\` is found however JSON escapes it).
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    let mut value = serde_json::to_value(value)?;
+    roster_blocks::redact::process().scrub_value(&mut value);
+    println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! outgrow one machine.
 
 mod observed;
+mod redacting;
 mod sled_store;
 
 use serde_json::{Map, Value};
@@ -14,6 +15,7 @@ use crate::error::Result;
 use crate::model::{ChangeEvent, JournalEntry, Record, Run, RunState, StoredCredential, SyncSession};
 
 pub use observed::{Observed, StoreCall, StoreObserver};
+pub use redacting::Redacting;
 pub use sled_store::SledStore;
 
 /// Field changes to apply to one record, atomically with whatever else the caller writes.

@@ -1,6 +1,6 @@
 use std::time::{Duration, Instant};
 
-use roster_sandbox::{Faults, Vendor};
+use roster_sandbox::{Echo, Faults, Vendor};
 use serde_json::json;
 
 use crate::brex::Brex;
@@ -126,5 +126,38 @@ async fn fault_draws_are_deterministic() {
     assert!(runs[0].contains(&500) && runs[0].contains(&429) && runs[0].contains(&200));
     let f = sb.stats().brex.faults;
     assert_eq!(f.error_500 + f.rate_limit_429, runs.concat().iter().filter(|s| **s != 200).count() as u64);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn echo_switches_hand_the_credentials_back_and_redirects_point_elsewhere() {
+    let sb = start(config()).await;
+    let brex = Brex::new(&sb);
+    sb.set_vendor_faults(Vendor::Brex, Faults { echo_credentials: Echo::Reject, ..Faults::default() });
+    let r = client().get(format!("{}/v2/users", sb.brex_url())).bearer_auth(&brex.token).send().await.unwrap();
+    let (status, body, headers) = parts(r).await;
+    assert_eq!(status, 401);
+    let bearer = format!("Bearer {}", brex.token);
+    assert!(body["message"].as_str().unwrap().contains(&bearer), "{body}");
+    assert_eq!(headers["x-brex-trace-id"], bearer.as_str());
+
+    sb.set_vendor_faults(Vendor::Brex, Faults { echo_credentials: Echo::Accept, ..Faults::default() });
+    let (status, body) = brex.get("/v2/users").await;
+    assert_eq!(status, 200);
+    assert!(body["items"][0]["echo"].as_str().unwrap().contains(&bearer), "{body}");
+
+    sb.set_vendor_faults(Vendor::Brex, Faults { redirect_to: Some("http://127.0.0.1:9".into()), ..Faults::default() });
+    let no_follow = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_follow.get(format!("{}/v2/users?limit=5", sb.brex_url())).send().await.unwrap();
+    assert_eq!(r.status(), 307);
+    assert_eq!(r.headers()["location"], "http://127.0.0.1:9/v2/users?limit=5");
+
+    // The admin echo route answers with any kind's credentials, at the status asked for.
+    let r =
+        client().get(format!("{}/_sandbox/echo?status=401", sb.brex_url())).header("X-Api-Key", "k-123").send().await;
+    let (status, body, headers) = parts(r.unwrap()).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["echo"], "k-123");
+    assert_eq!(headers["x-request-id"], "k-123");
     sb.shutdown().await;
 }
