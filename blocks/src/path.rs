@@ -129,7 +129,7 @@ impl fmt::Display for Path {
     }
 }
 
-/// True for a key that can be written bare (`first-name`, `id`, `0`).
+/// True for a key that can be written bare (`first-name`, `id`, `0`, `prénom`, `名前`).
 pub fn is_name(key: &str) -> bool {
     !key.is_empty() && key.chars().all(is_name_char)
 }
@@ -148,8 +148,11 @@ pub fn quote_key(key: &str) -> String {
     out
 }
 
+/// ASCII letters, digits, `_` and `-`, and every non-ASCII character but spaces and
+/// controls, so any field name in any script (accents, combining marks, CJK, emoji) can
+/// be written bare; ASCII punctuation stays free to delimit (`.`, `[`, `>>`, `}}`).
 fn is_name_char(c: char) -> bool {
-    c.is_alphanumeric() || c == '_' || c == '-'
+    c.is_ascii_alphanumeric() || c == '_' || c == '-' || (!c.is_ascii() && !c.is_whitespace() && !c.is_control())
 }
 
 fn is_digits(s: &str) -> bool {

@@ -52,7 +52,8 @@ pub struct TemplateError {
 
 impl TemplateError {
     fn at(source: &str, offset: usize, message: impl Into<String>) -> Self {
-        let offset = offset.min(source.len());
+        // Offsets mapped back from handlebars' text may land inside a character.
+        let offset = source.floor_char_boundary(offset);
         let (line, column) = translate::line_col(source, offset);
         let near: String = source[offset..].lines().next().unwrap_or("").chars().take(24).collect();
         Self { message: message.into(), help: None, offset, line, column, near }

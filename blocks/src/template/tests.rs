@@ -336,3 +336,69 @@ fn render_is_fast_enough() {
     }
     assert!(start.elapsed() < std::time::Duration::from_secs(2));
 }
+
+#[test]
+fn any_unicode_field_name_works_in_both_syntaxes() {
+    let scope = json!({
+        "prénom": "Zoé", "名前": "花子", "Straße": "Hauptstraße 1", "😀": "smile",
+        "e\u{301}t\u{e9}": "combining", "user": {"prénom": "Ann"}
+    });
+    for (src, want) in [
+        ("{{prénom}}", "Zoé"),
+        ("<<prénom>>", "Zoé"),
+        ("<<名前>>", "花子"),
+        ("{{名前}}", "花子"),
+        ("{{Straße}}", "Hauptstraße 1"),
+        ("<< Straße >>", "Hauptstraße 1"),
+        ("{{😀}}", "smile"),
+        ("<<😀>>", "smile"),
+        ("<<e\u{301}t\u{e9}>>", "combining"),
+        ("{{e\u{301}t\u{e9}}}", "combining"),
+        ("<<user.prénom>>", "Ann"),
+        ("{{user['prénom']}}", "Ann"),
+        ("{{#if prénom}}ja {{prénom}}{{/if}}", "ja Zoé"),
+        ("{{#if (eq 名前 \"花子\")}}はい{{else}}いいえ{{/if}}", "はい"),
+        ("{{#with user}}{{prénom}}{{/with}}", "Ann"),
+        ("é {{prénom}} ü <<名前>> ß", "é Zoé ü 花子 ß"),
+    ] {
+        let t = Template::compile(src).unwrap_or_else(|e| panic!("{src:?}: {e}"));
+        assert_eq!(t.render_string(&scope, Escape::None).unwrap(), want, "{src}");
+    }
+    // Errors after non-ASCII text point at the right character.
+    let e = compile_err("ü {{#if prénom}}");
+    assert_eq!((e.line, e.column), (1, 3), "{e}");
+    let e = compile_err("名前 {{é");
+    assert!(e.message.contains("never closed"), "{e}");
+    assert_eq!((e.line, e.column), (1, 4), "{e}");
+}
+
+/// Random mixes of template syntax and multi-byte characters: compiling and rendering
+/// must give a result or an error, never a panic.
+#[test]
+fn random_templates_never_panic() {
+    const PIECES: &[&str] = &[
+        "{{", "}}", "{{{", "}}}", "<<", ">>", "\\", "\\<<", "\\{{", "#if ", "#each ", "#with ", "/if", "/each", "else",
+        "(", ")", "[", "]", "'", "\"", ".", " ", "~", "!", "!--", "--", "|", "=", "@index", "../", "eq ", "x", "user",
+        "é", "名前", "😀", "\u{301}", "ß", "\u{a0}", "\n", "0", "-1", "as |i|", "&", ">", "*", "^",
+    ];
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let scope = scope();
+    for _ in 0..20_000 {
+        let len = (next() % 12) as usize;
+        let src: String = (0..len).map(|_| PIECES[(next() as usize) % PIECES.len()]).collect();
+        let result = std::panic::catch_unwind(|| {
+            if let Ok(t) = Template::compile(&src) {
+                let _ = t.render_string(&scope, Escape::None);
+                let _ = t.render_string(&scope, Escape::UrlComponent);
+                let _ = t.render_value(&scope);
+            }
+        });
+        assert!(result.is_ok(), "panicked on {src:?}");
+    }
+}

@@ -395,7 +395,7 @@ fn offset_in(whole: &str, part: &str) -> usize {
 
 /// 1-based line and column (in characters) of byte offset `at`.
 pub(super) fn line_col(src: &str, at: usize) -> (usize, usize) {
-    let before = &src[..at.min(src.len())];
+    let before = &src[..src.floor_char_boundary(at)];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |p| p + 1);
     (line, before[line_start..].chars().count() + 1)
@@ -415,7 +415,8 @@ fn find_close(src: &str, from: usize, close: &str) -> Option<usize> {
                 }
                 i = end;
             }
-            _ if src[i..].starts_with(close) => return Some(i),
+            // Bytes, not `src[i..]`: `i` may sit inside a multi-byte character.
+            _ if bytes[i..].starts_with(close.as_bytes()) => return Some(i),
             _ => i += 1,
         }
     }
