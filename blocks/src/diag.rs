@@ -77,6 +77,16 @@ impl Diagnostics {
     }
 }
 
+/// The error for a file that is not JSON at all, with where and what to do.
+pub fn json_syntax(e: &serde_json::Error) -> ConfigError {
+    let error = ConfigError::new("", format!("not valid JSON at line {}, column {}: {e}", e.line(), e.column()));
+    if e.to_string().starts_with("recursion limit exceeded") {
+        error.with_help("the JSON nests more than 128 levels deep; no setting needs that, so flatten it")
+    } else {
+        error.with_help("fix the JSON syntax (a missing comma or quote is the usual cause)")
+    }
+}
+
 /// Joins a parent path and a child key the way error messages show them.
 pub fn join(parent: &str, child: &str) -> String {
     if parent.is_empty() {

@@ -43,7 +43,7 @@ impl Catalog {
         let mut problems = Vec::new();
         let cx = CompileContext { presets, credentials };
         for path in json_files(workflows_dir)? {
-            match Workflow::load(&path, &cx) {
+            match guarded(&path, || Workflow::load(&path, &cx)) {
                 Ok(wf) => {
                     if let Some(other) = catalog.workflows.get(&wf.name) {
                         problems.push(format!(
@@ -60,7 +60,7 @@ impl Catalog {
             }
         }
         for path in json_files(integrations_dir)? {
-            match Integration::load(&path, credentials) {
+            match guarded(&path, || Integration::load(&path, credentials)) {
                 Ok(i) => {
                     catalog.integrations.insert(i.name.clone(), Arc::new(i));
                 }
@@ -69,6 +69,14 @@ impl Catalog {
         }
         if problems.is_empty() { Ok(catalog) } else { Err(Error::Refused(problems.join("\n"))) }
     }
+}
+
+/// Loads one file; a bug that panics on it refuses that file instead of taking down a
+/// running `serve` that was only asked to reload.
+fn guarded<T>(path: &Path, load: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_else(|_| {
+        Err(Error::Refused(format!("{}: cannot be loaded (an internal error; please report it)", path.display())))
+    })
 }
 
 fn json_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
@@ -246,8 +254,22 @@ impl Service {
         for wf in self.catalog().workflows.values() {
             let Trigger::Schedule(schedule) = &wf.begin.trigger else { continue };
             let key = format!("schedule:{}", wf.name);
-            let Some((at, missed)) = self.due(schedule, &key)? else { continue };
-            let records = self.select(wf)?;
+            // One workflow that cannot fire never keeps the others from firing.
+            let due = match self.due(schedule, &key) {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::error!("{}: schedule not checked: {e}", wf.name);
+                    continue;
+                }
+            };
+            let Some((at, missed)) = due else { continue };
+            let records = match self.select(wf) {
+                Ok(records) => records,
+                Err(e) => {
+                    tracing::error!("{}: schedule not fired: {e}", wf.name);
+                    continue;
+                }
+            };
             let mut queued = 0;
             let stamp = rfc3339(at);
             for record in &records {
@@ -278,8 +300,22 @@ impl Service {
         let mut sessions = Vec::new();
         for integration in self.catalog().integrations.values() {
             let key = format!("sync:{}", integration.name);
-            let Some((at, _)) = self.due(&integration.schedule, &key)? else { continue };
-            let session = self.sync(integration).await?;
+            let due = match self.due(&integration.schedule, &key) {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::error!("sync {}: schedule not checked: {e}", integration.name);
+                    continue;
+                }
+            };
+            let Some((at, _)) = due else { continue };
+            // One integration that fails never keeps the others from syncing.
+            let session = match self.sync(integration).await {
+                Ok(session) => session,
+                Err(e) => {
+                    tracing::error!("sync {}: {e}", integration.name);
+                    continue;
+                }
+            };
             self.engine.store.put_meta(&key, &rfc3339(at))?;
             sessions.push(session);
         }
@@ -381,8 +417,15 @@ impl Service {
                         continue;
                     }
                     let Some(record) = store.record(event.record_id)? else { continue };
-                    if self.engine.rules_refuse(wf, &record)?.is_some() {
-                        continue;
+                    // A workflow whose rules cannot be evaluated skips this event; the
+                    // other workflows still get it and the cursor still moves on.
+                    match self.engine.rules_refuse(wf, &record) {
+                        Ok(None) => {}
+                        Ok(Some(_)) => continue,
+                        Err(e) => {
+                            tracing::error!("{}: event {} not dispatched: {e}", wf.name, event.id);
+                            continue;
+                        }
                     }
                     let dedupe = format!("wf:{}:rec:{}:event:{}", wf.name, record.id, event.id);
                     let trigger = format!("event:{}:{}", event.kind, event.id);

@@ -141,12 +141,7 @@ fn block_label(block: &Block) -> String {
 const TOP_KEYS: &[&str] = &["name", "description", "object_type", "begin", "blocks", "version", "concurrency"];
 
 fn compile(source: &str, file: &str, cx: &CompileContext) -> std::result::Result<Workflow, Vec<ConfigError>> {
-    let value: Value = serde_json::from_str(source).map_err(|e| {
-        vec![
-            ConfigError::new("", format!("not valid JSON at line {}, column {}: {e}", e.line(), e.column()))
-                .with_help("fix the JSON syntax (a missing comma or quote is the usual cause)"),
-        ]
-    })?;
+    let value: Value = serde_json::from_str(source).map_err(|e| vec![roster_blocks::diag::json_syntax(&e)])?;
     let mut diags = Diagnostics::new();
     let Some(top) = Fields::open(&value, "", "a workflow", TOP_KEYS, &mut diags) else {
         return Err(diags.into_errors());

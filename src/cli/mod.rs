@@ -1,5 +1,23 @@
 //! Command definitions (clap derive) and dispatch.
 
+// Every `print!`/`println!` (and `eprint!`/`eprintln!`) in the CLI goes through
+// `output::write`, so a closed pipe (`roster records list | head -1`) silences the rest of
+// the output instead of panicking. Defined before the modules so they all see these.
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::cli::output::write(false, format_args!($($arg)*), false) };
+}
+macro_rules! println {
+    () => { $crate::cli::output::write(false, format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::cli::output::write(false, format_args!($($arg)*), true) };
+}
+macro_rules! eprint {
+    ($($arg:tt)*) => { $crate::cli::output::write(true, format_args!($($arg)*), false) };
+}
+macro_rules! eprintln {
+    () => { $crate::cli::output::write(true, format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::cli::output::write(true, format_args!($($arg)*), true) };
+}
+
 mod batch;
 mod credentials;
 mod demo;
@@ -124,7 +142,11 @@ pub fn main() -> ExitCode {
     };
     let cx = Context { home: Home::new(cli.home.clone()), clock, presets_dir: cli.presets.clone() };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(dispatch(cli.command, &cx)) {
+    let outcome = runtime.block_on(dispatch(cli.command, &cx));
+    if output::write_failed() {
+        return ExitCode::from(2);
+    }
+    match outcome {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Failed) => ExitCode::from(1),
         Err(e) => {

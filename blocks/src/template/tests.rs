@@ -402,3 +402,30 @@ fn random_templates_never_panic() {
         assert!(result.is_ok(), "panicked on {src:?}");
     }
 }
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    // A tokio worker's 2 MiB stack, where a reload compiles templates.
+    let outcome = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            let deep = 4_000;
+            let blocks = format!("{}x{}", "{{#if user}}".repeat(deep), "{{/if}}".repeat(deep));
+            let e = compile_err(&blocks);
+            assert!(e.message.contains("blocks nest more than 32 deep"), "{e}");
+            let subs = format!("{{{{#if {}user.age{}}}}}y{{{{/if}}}}", "(not ".repeat(deep), ")".repeat(deep));
+            let e = compile_err(&subs);
+            assert!(e.message.contains("sub-expressions nest more than 32 deep"), "{e}");
+            let print = format!("{{{{default {}user.age{} 1}}}}", "(default ".repeat(deep), " 1)".repeat(deep));
+            assert!(compile_err(&print).message.contains("nest more than"));
+
+            // The limit itself still works.
+            let ok32 = format!("{}x{}", "{{#if user}}".repeat(32), "{{/if}}".repeat(32));
+            assert_eq!(Template::compile(&ok32).unwrap().render_string(&scope(), Escape::None).unwrap(), "x");
+            let ok32 = format!("{{{{#if {}user.age{}}}}}y{{{{/if}}}}", "(not ".repeat(32), ")".repeat(32));
+            assert_eq!(Template::compile(&ok32).unwrap().render_string(&scope(), Escape::None).unwrap(), "y");
+        })
+        .unwrap()
+        .join();
+    assert!(outcome.is_ok());
+}

@@ -14,6 +14,11 @@ pub(super) const HELPERS: &[&str] = &[
     "default", "json",
 ];
 
+/// How deep `{{#block}}`s and `(sub expressions)` may nest. Handlebars compiles and
+/// renders them recursively; far deeper nesting would exhaust a thread's stack, and no
+/// readable template comes near this.
+pub(super) const MAX_NESTING: usize = 32;
+
 /// Block helpers whose body sees a different `this`, so paths inside are relative.
 const SCOPING_BLOCKS: &[&str] = &["each", "with"];
 
@@ -238,6 +243,11 @@ impl Scanner<'_> {
                     return Err(self.err(i, "decorators (`{{#*`) are not supported"));
                 }
                 let name = rest[..token_end(rest, 0)].to_string();
+                if self.blocks.len() >= MAX_NESTING {
+                    return Err(self
+                        .err(i, format!("blocks nest more than {MAX_NESTING} deep"))
+                        .with_help("close some blocks first, or combine conditions with `and`/`or`"));
+                }
                 let rewritten = self.rewrite(rest, offset_in(src, rest), true)?;
                 let scoping = SCOPING_BLOCKS.contains(&name.as_str());
                 self.blocks.push(Open { name, at: i, scoping });
@@ -312,6 +322,7 @@ impl Scanner<'_> {
     fn rewrite(&mut self, body: &str, at: usize, mut expect_name: bool) -> Result<String, TemplateError> {
         let mut out = String::with_capacity(body.len() + 8);
         let mut in_block_params = false;
+        let mut depth = 0;
         let mut i = 0;
         while i < body.len() {
             let c = body[i..].chars().next().unwrap_or_default();
@@ -322,11 +333,22 @@ impl Scanner<'_> {
             }
             match c {
                 '(' => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Err(self
+                            .err(at + i, format!("sub-expressions nest more than {MAX_NESTING} deep"))
+                            .with_help("split the expression, or combine conditions with `and`/`or`"));
+                    }
                     out.push(c);
                     expect_name = true;
                     i += 1;
                 }
-                ')' | '=' => {
+                ')' => {
+                    depth = depth.saturating_sub(1);
+                    out.push(c);
+                    i += 1;
+                }
+                '=' => {
                     out.push(c);
                     i += 1;
                 }
