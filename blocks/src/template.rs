@@ -109,6 +109,27 @@ impl RenderError {
     }
 }
 
+/// Paths in first-use order without repeats; the set keeps adding linear in the count.
+#[derive(Debug, Default)]
+struct UniquePaths {
+    order: Vec<Path>,
+    seen: std::collections::HashSet<Path>,
+}
+
+impl UniquePaths {
+    fn add(&mut self, path: &Path) {
+        if !self.seen.contains(path) {
+            self.seen.insert(path.clone());
+            self.order.push(path.clone());
+        }
+    }
+}
+
+/// At most this many tags in a template that needs handlebars. Handlebars' compiler
+/// works out each tag's line and column from the start of the text, so its time grows
+/// with tags × length; this keeps one template's compile to milliseconds.
+const MAX_HANDLEBARS_TAGS: usize = 1_000;
+
 /// A compiled template. Cheap to clone; safe to share between threads.
 #[derive(Debug, Clone)]
 pub struct Template {
@@ -310,6 +331,10 @@ impl Output for StrOut {
 /// Builds the handlebars text for the pieces and compiles it, mapping errors back to
 /// the user's source.
 fn to_handlebars(source: &str, pieces: &[(usize, Piece)]) -> Result<handlebars::Template, TemplateError> {
+    if let Some((at, _)) = pieces.iter().filter(|(_, p)| !matches!(p, Piece::Text(_))).nth(MAX_HANDLEBARS_TAGS) {
+        return Err(TemplateError::at(source, *at, format!("more than {MAX_HANDLEBARS_TAGS} tags in one template"))
+            .with_help("split the text across several fields or blocks"));
+    }
     let mut text = String::with_capacity(source.len() + 64);
     // (offset in `text`, offset in `source`) at the start of each piece.
     let mut map: Vec<(usize, usize)> = Vec::with_capacity(pieces.len());
@@ -385,9 +410,9 @@ impl JsonTemplate {
     /// `path`); returns None if any failed.
     pub fn compile(value: &Value, path: &str, diags: &mut Diagnostics) -> Option<JsonTemplate> {
         let before = diags.len();
-        let mut vars = Vec::new();
+        let mut vars = UniquePaths::default();
         let node = compile_node(value, path, diags, &mut vars);
-        (diags.len() == before).then_some(JsonTemplate { node, vars })
+        (diags.len() == before).then_some(JsonTemplate { node, vars: vars.order })
     }
 
     /// Renders each string leaf on its own with [`Template::render_value`], so a value
@@ -417,15 +442,13 @@ impl JsonTemplate {
     }
 }
 
-fn compile_node(value: &Value, at: &str, diags: &mut Diagnostics, vars: &mut Vec<Path>) -> Node {
+fn compile_node(value: &Value, at: &str, diags: &mut Diagnostics, vars: &mut UniquePaths) -> Node {
     match value {
         Value::String(s) => match Template::compile(s) {
             Ok(t) if t.is_literal() => Node::Fixed(Value::String(t.literal().unwrap_or_default().to_string())),
             Ok(t) => {
                 for v in &t.vars {
-                    if !vars.contains(v) {
-                        vars.push(v.clone());
-                    }
+                    vars.add(v);
                 }
                 Node::Text(t)
             }

@@ -47,12 +47,13 @@ impl Begin {
             None => Some(Trigger::Manual),
             Some(t) => compile_trigger(t, &f.at("trigger"), diags),
         };
+        // Every field is checked before giving up, so one pass reports them all.
         let rules = match f.get("rules") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(Condition::compile(v, &f.at("rules"), diags)?),
+            None | Some(Value::Null) => Some(None),
+            Some(v) => Condition::compile(v, &f.at("rules"), diags).map(Some),
         };
         let next = f.string("next", diags).map(str::to_string);
-        Some(Begin { trigger: trigger?, rules, next: next? })
+        Some(Begin { trigger: trigger?, rules: rules?, next: next? })
     }
 }
 

@@ -6,7 +6,7 @@
 use crate::diag;
 use crate::path::{Path, Segment};
 
-use super::TemplateError;
+use super::{TemplateError, UniquePaths};
 
 /// Helpers a user may call; `roster_*` ones are internal and not listed.
 pub(super) const HELPERS: &[&str] = &[
@@ -73,7 +73,7 @@ struct Scanner<'a> {
     text_at: usize,
     blocks: Vec<Open>,
     scoping_depth: usize,
-    vars: Vec<Path>,
+    vars: UniquePaths,
 }
 
 pub(super) fn scan(src: &str) -> Result<Scan, TemplateError> {
@@ -84,7 +84,7 @@ pub(super) fn scan(src: &str) -> Result<Scan, TemplateError> {
         text_at: 0,
         blocks: Vec::new(),
         scoping_depth: 0,
-        vars: Vec::new(),
+        vars: UniquePaths::default(),
     };
     let mut i = 0;
     while i < src.len() {
@@ -126,7 +126,7 @@ pub(super) fn scan(src: &str) -> Result<Scan, TemplateError> {
         return Err(TemplateError::at(src, open.at, format!("`{{{{#{}}}}}` is never closed", open.name))
             .with_help(format!("add `{{{{/{}}}}}`", open.name)));
     }
-    Ok(Scan { pieces: s.pieces, vars: s.vars })
+    Ok(Scan { pieces: s.pieces, vars: s.vars.order })
 }
 
 /// `<<path>>` at `i`, allowing spaces inside the delimiters; None if it isn't one.
@@ -170,8 +170,8 @@ impl Scanner<'_> {
 
     /// Remembers a root-scope path, unless we are inside `{{#each}}`/`{{#with}}`.
     fn record(&mut self, path: &Path) {
-        if self.scoping_depth == 0 && path.root() != "this" && !self.vars.contains(path) {
-            self.vars.push(path.clone());
+        if self.scoping_depth == 0 && path.root() != "this" {
+            self.vars.add(path);
         }
     }
 
