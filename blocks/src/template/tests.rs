@@ -68,20 +68,37 @@ fn non_variables_are_left_alone() {
     for src in [
         "a << b",
         "1 << 2 >> 3 is shifty",
-        "<<EOF\nline\nEOF",
+        "1<<2",
         "x <<>> y",
-        "<<a.>>",
-        "<<a b>>",
+        "<< a",
         "<<",
+        "<<😀",
+        "\\<<EOF\nline\nEOF",
         "{x}",
         "}}",
         "a < b > c",
     ] {
         let t = Template::compile(src).unwrap();
         assert!(t.is_literal(), "{src}");
-        assert_eq!(t.render_string(&scope(), Escape::None).unwrap(), src);
+        assert_eq!(t.render_string(&scope(), Escape::None).unwrap(), src.replace("\\<<", "<<"));
     }
     assert_eq!(ok("<<<user.age>>>"), "<41>");
+}
+
+#[test]
+fn an_unclosed_angle_variable_is_an_error_not_literal_text() {
+    for (src, wanted) in [
+        ("Hi <<first_name, welcome", "`<<first_name` is never closed"),
+        ("<<user.email>", "`<<user.email` is never closed"),
+        ("<<EOF\nline\nEOF", "`<<EOF` is never closed"),
+        ("<<a b>>", "`<<a` is never closed"),
+        ("<<a.>>", "`<<` starts a variable, but expected a name after `.`"),
+        ("x <<prénom", "`<<prénom` is never closed"),
+    ] {
+        let e = compile_err(src);
+        assert!(e.message.contains(wanted), "{src:?}: {e}");
+        assert_eq!(e.help.as_deref(), Some("add `>>`, or write `\\<<` for a literal `<<`"), "{src:?}");
+    }
 }
 
 #[test]

@@ -106,8 +106,18 @@ pub(super) fn scan(src: &str) -> Result<Scan, TemplateError> {
                     s.push_piece(i, Piece::Var { path, trim: Trim::default() });
                     i = end;
                 }
+                // `<<` right before a name starts a variable: left open, it is a typo
+                // that would otherwise go out as literal text.
+                None if rest[2..].starts_with(|c: char| c.is_alphabetic() || c == '_') => {
+                    let message = match Path::parse_prefix(&rest[2..]) {
+                        Ok((path, _)) => format!("`<<{path}` is never closed"),
+                        Err(reason) => format!("`<<` starts a variable, but {reason}"),
+                    };
+                    return Err(TemplateError::at(src, i, message)
+                        .with_help("add `>>`, or write `\\<<` for a literal `<<`"));
+                }
                 None => {
-                    // Not a variable (`a << b`, `<<EOF`): keep one `<` and look again.
+                    // Not a variable (`a << b`, `1<<2`, `<<>>`): keep one `<` and look again.
                     s.push_text(i, "<");
                     i += 1;
                 }
