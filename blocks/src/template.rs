@@ -89,8 +89,12 @@ impl std::error::Error for TemplateError {}
 /// Why a template could not be rendered against a scope.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
-    #[error("variable `{variable}` does not exist")]
-    Missing { variable: String },
+    #[error("variable `{variable}` does not exist{}", hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    Missing {
+        variable: String,
+        /// "did you mean `now`?", from the names the scope does hold there.
+        hint: Option<String>,
+    },
     #[error(
         "variable `{variable}` is null (if it is optional, write {{{{#if {variable}}}}}…{{{{/if}}}} or {{{{default {variable} \"\"}}}})"
     )]
@@ -103,7 +107,7 @@ impl RenderError {
     /// The variable the error is about, if any.
     pub fn variable(&self) -> Option<&str> {
         match self {
-            RenderError::Missing { variable } | RenderError::Null { variable } => Some(variable),
+            RenderError::Missing { variable, .. } | RenderError::Null { variable } => Some(variable),
             RenderError::Other(_) => None,
         }
     }
@@ -234,7 +238,7 @@ impl Template {
     /// `ctx` caches the scope copy handlebars needs, so a JSON tree makes it only once.
     fn render_value_with(&self, scope: &Value, ctx: &mut Option<Context>) -> Result<Value, RenderError> {
         match &self.body {
-            Body::Single(p) => p.lookup(scope).cloned().ok_or_else(|| missing(p)),
+            Body::Single(p) => p.lookup(scope).cloned().ok_or_else(|| missing(p, scope)),
             Body::Literal(s) => Ok(Value::String(s.clone())),
             _ => self.render_string_with(scope, Escape::None, ctx).map(Value::String),
         }
@@ -249,7 +253,7 @@ impl Template {
         match &self.body {
             Body::Literal(s) => Ok(s.clone()),
             Body::Single(p) => {
-                let value = p.lookup(scope).ok_or_else(|| missing(p))?;
+                let value = p.lookup(scope).ok_or_else(|| missing(p, scope))?;
                 Ok(escaped(format_value(value, &p.to_string())?, escape).into_owned())
             }
             Body::Parts(parts) => {
@@ -258,7 +262,7 @@ impl Template {
                     match part {
                         Part::Text(t) => out.push_str(t),
                         Part::Var(p) => {
-                            let value = p.lookup(scope).ok_or_else(|| missing(p))?;
+                            let value = p.lookup(scope).ok_or_else(|| missing(p, scope))?;
                             out.push_str(&escaped(format_value(value, &p.to_string())?, escape));
                         }
                     }
@@ -269,15 +273,38 @@ impl Template {
                 let ctx = ctx.get_or_insert_with(|| Context::from(scope.clone()));
                 let mut rc = RenderContext::new(None);
                 let mut out = StrOut(String::with_capacity(self.source.len() + 32));
-                tpl.render(helpers::registry(escape), ctx, &mut rc, &mut out).map_err(from_handlebars)?;
+                tpl.render(helpers::registry(escape), ctx, &mut rc, &mut out)
+                    .map_err(|e| from_handlebars(e).hinted(scope))?;
                 Ok(out.0)
             }
         }
     }
 }
 
-fn missing(p: &Path) -> RenderError {
-    RenderError::Missing { variable: p.to_string() }
+fn missing(p: &Path, scope: &Value) -> RenderError {
+    RenderError::Missing { variable: p.to_string(), hint: None }.hinted(scope)
+}
+
+impl RenderError {
+    /// Adds "did you mean …" to a missing variable, from the keys the scope holds where
+    /// the path first fails (record fields and the built-ins `now`, `today`, `run`,
+    /// `steps`, `record`, `item` at the top).
+    fn hinted(self, scope: &Value) -> RenderError {
+        let RenderError::Missing { variable, hint: None } = self else { return self };
+        let hint = Path::parse(&variable).ok().and_then(|p| {
+            let mut at = scope;
+            for seg in p.segments() {
+                let path::Segment::Key(key) = seg else { return None };
+                let map = at.as_object()?;
+                match map.get(key) {
+                    Some(next) => at = next,
+                    None => return diag::closest(key, map.keys().map(String::as_str)),
+                }
+            }
+            None
+        });
+        RenderError::Missing { variable, hint: hint.map(|k| format!("did you mean `{k}`?")) }
+    }
 }
 
 fn escaped(text: Cow<'_, str>, escape: Escape) -> Cow<'_, str> {
@@ -304,7 +331,7 @@ fn from_handlebars(e: handlebars::RenderError) -> RenderError {
             Some(ours) => ours.clone(),
             None => RenderError::Other(inner.to_string()),
         },
-        RenderErrorReason::MissingVariable(Some(p)) => RenderError::Missing { variable: p.clone() },
+        RenderErrorReason::MissingVariable(Some(p)) => RenderError::Missing { variable: p.clone(), hint: None },
         RenderErrorReason::MissingVariable(None) => {
             RenderError::Other("a value passed to a helper does not exist".to_string())
         }

@@ -133,7 +133,7 @@ fn if_else_and_each() {
 #[test]
 fn missing_variables_are_errors_naming_the_variable() {
     let missing = |src: &str| match render(src) {
-        Err(RenderError::Missing { variable }) => variable,
+        Err(RenderError::Missing { variable, .. }) => variable,
         other => panic!("{src:?}: {other:?}"),
     };
     assert_eq!(missing("Hello <<user.nope>>"), "user.nope");
@@ -147,7 +147,7 @@ fn missing_variables_are_errors_naming_the_variable() {
     assert_eq!(e.to_string(), "variable `user.nope` does not exist");
     // render_value is strict too
     let e = Template::compile("<<nope>>").unwrap().render_value(&scope()).unwrap_err();
-    assert_eq!(e, RenderError::Missing { variable: "nope".into() });
+    assert_eq!(e, RenderError::Missing { variable: "nope".into(), hint: None });
 }
 
 #[test]
@@ -337,7 +337,7 @@ fn json_template_literal_and_errors() {
 
     let mut diags = Diagnostics::new();
     let t = JsonTemplate::compile(&json!({"id": "<<missing>>"}), "", &mut diags).unwrap();
-    assert_eq!(t.render(&scope()).unwrap_err(), RenderError::Missing { variable: "missing".into() });
+    assert_eq!(t.render(&scope()).unwrap_err(), RenderError::Missing { variable: "missing".into(), hint: None });
 }
 
 #[test]
@@ -445,4 +445,20 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
         .unwrap()
         .join();
     assert!(outcome.is_ok());
+}
+
+#[test]
+fn a_missing_variable_suggests_the_name_the_scope_holds() {
+    let scope = json!({"now": "2027-03-01T09:00:00Z", "today": "2027-03-01", "run": {"id": "r1"},
+        "steps": {"invite": {"response": {"id": "u1"}}}, "first_name": "Ann"});
+    for (src, hint) in [
+        ("<<nw>>", "did you mean `now`?"),
+        ("{{tody}}", "did you mean `today`?"),
+        ("Hi <<frist_name>>", "did you mean `first_name`?"),
+        ("<<steps.invte.response.id>>", "did you mean `invite`?"),
+        ("{{#if x}}{{/if}}{{run.idd}}", "did you mean `id`?"),
+    ] {
+        let e = Template::compile(src).unwrap().render_string(&scope, Escape::None).unwrap_err();
+        assert!(e.to_string().ends_with(&format!("does not exist ({hint})")), "{src}: {e}");
+    }
 }
