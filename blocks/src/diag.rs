@@ -107,9 +107,8 @@ pub fn closest<'a>(unknown: &str, known: impl IntoIterator<Item = &'a str>) -> O
         .into_iter()
         .filter_map(|k| {
             let score = strsim::jaro_winkler(unknown, k);
-            let one_edit = unknown.len() >= 2
-                && unknown.len().abs_diff(k.len()) <= 4
-                && strsim::osa_distance(unknown, k) <= 1;
+            let one_edit =
+                unknown.len() >= 2 && unknown.len().abs_diff(k.len()) <= 4 && strsim::osa_distance(unknown, k) <= 1;
             (score >= 0.8 || one_edit).then_some((one_edit, score, k))
         })
         .max_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)))
@@ -138,7 +137,11 @@ fn known_list<'a>(known: impl IntoIterator<Item = &'a str>) -> String {
             more += 1;
         }
     }
-    if more == 0 { format!("known: {}", names.join(", ")) } else { format!("known: {} and {more} more", names.join(", ")) }
+    if more == 0 {
+        format!("known: {}", names.join(", "))
+    } else {
+        format!("known: {} and {more} more", names.join(", "))
+    }
 }
 
 /// [`suggest`] for many unknown names against one large set of known ones (block names

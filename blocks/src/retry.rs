@@ -136,7 +136,13 @@ mod tests {
         assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
         assert_eq!(parse_duration("soon"), None);
         assert_eq!(parse_duration("720h"), Some(MAX_DURATION));
-        for huge in ["20000000000000000000s", "18446744073709551616s", "721h", "99999999999999999999ms", "1000000000000000000000000000000h"] {
+        for huge in [
+            "20000000000000000000s",
+            "18446744073709551616s",
+            "721h",
+            "99999999999999999999ms",
+            "1000000000000000000000000000000h",
+        ] {
             let reason = check_duration(huge).unwrap_err();
             assert!(reason.contains("maximum of 30 days"), "{huge}: {reason}");
         }
@@ -149,11 +155,18 @@ mod tests {
         let text: Vec<String> = d.errors().iter().map(|e| e.to_string()).collect();
         assert_eq!(text.len(), 3, "{text:?}");
         let mut d = Diagnostics::new();
-        let p = RetryPolicy::compile(&serde_json::json!({"max_delay": "20000000000000000000s", "budget": "1e400h"}), "r", &mut d);
+        let p = RetryPolicy::compile(
+            &serde_json::json!({"max_delay": "20000000000000000000s", "budget": "1e400h"}),
+            "r",
+            &mut d,
+        );
         assert!(p.is_some());
         let text: Vec<String> = d.errors().iter().map(|e| e.to_string()).collect();
         assert_eq!(text.len(), 2, "{text:?}");
-        assert!(text[0].contains("r.max_delay: `20000000000000000000s` is longer than the maximum of 30 days"), "{text:?}");
+        assert!(
+            text[0].contains("r.max_delay: `20000000000000000000s` is longer than the maximum of 30 days"),
+            "{text:?}"
+        );
     }
 
     #[test]

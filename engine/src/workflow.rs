@@ -233,9 +233,11 @@ fn compile(source: &str, file: &str, cx: &CompileContext) -> std::result::Result
     if let Some(next) = &begin_next {
         edges.push((BEGIN.into(), Edge { label: "next", target: next.clone() }, join(BEGIN, "next")));
     }
-    for (id, e) in blocks.iter().flat_map(|(id, block)| block.edges().into_iter().map(move |e| (id, e))).chain(
-        raw_edges.iter().map(|(id, e)| (id, e.clone())),
-    ) {
+    for (id, e) in blocks
+        .iter()
+        .flat_map(|(id, block)| block.edges().into_iter().map(move |e| (id, e)))
+        .chain(raw_edges.iter().map(|(id, e)| (id, e.clone())))
+    {
         let at = join(&join("blocks", id), e.label);
         edges.push((id.clone(), e, at));
     }
@@ -283,13 +285,24 @@ fn compile(source: &str, file: &str, cx: &CompileContext) -> std::result::Result
         while let Some(n) = dfs.next(&reach) {
             reached.insert(reach[n].clone());
         }
-        for id in &all_ids {
-            if !reached.contains(*id) {
+        let unreached: Vec<&str> = all_ids.iter().copied().filter(|id| !reached.contains(*id)).collect();
+        let help = "point a `next`, `then`, `else` or `on_error` at it, or remove it";
+        if unreached.len() <= 10 {
+            for id in unreached {
                 diags.push(
                     ConfigError::new(join("blocks", id), format!("block `{id}` is never reached from begin"))
-                        .with_help("point a `next`, `then`, `else` or `on_error` at it, or remove it"),
+                        .with_help(help),
                 );
             }
+        } else {
+            // Many at once (edges broken wholesale): one line instead of a flood.
+            let first: Vec<&str> = unreached.iter().copied().take(20).collect();
+            let more = unreached.len() - first.len();
+            let list = if more > 0 { format!("{} and {more} more", first.join(", ")) } else { first.join(", ") };
+            diags.push(
+                ConfigError::new("blocks", format!("{} blocks are never reached from begin: {list}", unreached.len()))
+                    .with_help(help),
+            );
         }
     }
     check_step_references(begin.as_ref(), &blocks, &all_ids, &mut diags);
@@ -362,8 +375,7 @@ fn check_step_references(
             match v.segments().get(1) {
                 Some(roster_blocks::path::Segment::Key(step)) if !ids.contains(step.as_str()) => {
                     diags.push(
-                        ConfigError::new(&at, format!("`{v}` names no block `{step}`"))
-                            .with_help(names.suggest(step)),
+                        ConfigError::new(&at, format!("`{v}` names no block `{step}`")).with_help(names.suggest(step)),
                     );
                 }
                 _ => {}

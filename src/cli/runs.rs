@@ -173,7 +173,8 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
                 println!("{line}");
             }
         }
-        return Ok(Outcome::Ok);
+        // A step that would fail makes the preview a failure, as the run would be.
+        return Ok(if steps.iter().any(|s| s.would_fail) { Outcome::Failed } else { Outcome::Ok });
     }
     let started = Instant::now();
     let run = engine.create_run(&wf, &record, "manual")?;

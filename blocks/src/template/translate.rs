@@ -113,8 +113,9 @@ pub(super) fn scan(src: &str) -> Result<Scan, TemplateError> {
                         Ok((path, _)) => format!("`<<{path}` is never closed"),
                         Err(reason) => format!("`<<` starts a variable, but {reason}"),
                     };
-                    return Err(TemplateError::at(src, i, message)
-                        .with_help("add `>>`, or write `\\<<` for a literal `<<`"));
+                    return Err(
+                        TemplateError::at(src, i, message).with_help("add `>>`, or write `\\<<` for a literal `<<`")
+                    );
                 }
                 None => {
                     // Not a variable (`a << b`, `1<<2`, `<<>>`): keep one `<` and look again.
