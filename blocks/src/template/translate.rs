@@ -99,7 +99,7 @@ pub(super) fn scan(src: &str) -> Result<Scan, TemplateError> {
         } else if rest.starts_with("\\{{") {
             s.push_text(i, "{{");
             i += 3;
-        } else if rest.starts_with("<<") {
+        } else if let Some(after) = rest.strip_prefix("<<") {
             match angle_var(src, i) {
                 Some((path, end)) => {
                     s.record(&path);
@@ -108,8 +108,8 @@ pub(super) fn scan(src: &str) -> Result<Scan, TemplateError> {
                 }
                 // `<<` right before a name starts a variable: left open, it is a typo
                 // that would otherwise go out as literal text.
-                None if rest[2..].starts_with(|c: char| c.is_alphabetic() || c == '_') => {
-                    let message = match Path::parse_prefix(&rest[2..]) {
+                None if after.starts_with(|c: char| c.is_alphabetic() || c == '_') => {
+                    let message = match Path::parse_prefix(after) {
                         Ok((path, _)) => format!("`<<{path}` is never closed"),
                         Err(reason) => format!("`<<` starts a variable, but {reason}"),
                     };
