@@ -391,3 +391,77 @@ fn check_step_references(
         check(join("blocks", id), block.variables());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shipped workflow, mangled at random: loading gives a workflow or errors,
+    /// never a panic.
+    #[test]
+    fn mangled_workflow_files_never_panic_the_loader() {
+        const PIECES: &[&str] = &[
+            "{{",
+            "}}",
+            "<<",
+            ">>",
+            "\"",
+            "\\",
+            "[",
+            "]",
+            "{",
+            "}",
+            ",",
+            ":",
+            "null",
+            "0",
+            "-1",
+            "1e400",
+            "é",
+            "名",
+            "😀",
+            "\u{301}",
+            "#if ",
+            "/if",
+            "(",
+            ")",
+            "\"next\"",
+            "\"type\"",
+            "\"begin\"",
+            "\"api\"",
+            "..",
+            "",
+        ];
+        let presets = crate::presets::built_in();
+        let cx = CompileContext { presets: &presets, credentials: None };
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+        let mut files = Vec::new();
+        for dir in [root.to_string(), format!("{root}/brex")] {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "json") {
+                    files.push(std::fs::read_to_string(path).unwrap());
+                }
+            }
+        }
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as usize
+        };
+        for source in &files {
+            for _ in 0..500 {
+                let mut text = source.clone();
+                for _ in 0..1 + next() % 3 {
+                    let at = text.floor_char_boundary(next() % text.len());
+                    let end = text.floor_char_boundary((at + next() % 8).min(text.len()));
+                    text.replace_range(at..end, PIECES[next() % PIECES.len()]);
+                }
+                let outcome = std::panic::catch_unwind(|| Workflow::compile(&text, "mangled.json", &cx).map(|_| ()));
+                assert!(outcome.is_ok(), "the loader panicked on:\n{text}");
+            }
+        }
+    }
+}
