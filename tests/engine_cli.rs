@@ -482,18 +482,21 @@ fn a_dry_run_fails_when_a_step_would_and_waits_on_earlier_responses() {
         "invite.json",
         r#"{"name": "invite", "begin": {"next": "invite"}, "blocks": {
             "invite": {"type": "api", "credential": "brex", "request": {"method": "POST", "url": "/v2/users", "body": {"email": "<<email>>"}}, "next": "card"},
-            "card": {"type": "api", "credential": "brex", "request": {"method": "POST", "url": "/v2/users/<<steps.invite.response.id>>/cards"}, "next": "stamp"},
+            "card": {"type": "api", "credential": "brex", "request": {"method": "POST", "url": "/v2/users/<<steps.invite.response.id>>/cards"}, "next": "lock"},
+            "lock": {"type": "api", "credential": "brex", "for_each": "<<steps.card.response.items>>", "request": {"method": "POST", "url": "/v2/cards/<<item.id>>/lock"}, "next": "stamp"},
             "stamp": {"type": "update", "set": {"invited_as": "<<nw>>"}}}}"#,
     );
     let out = home.roster(&["run", wf.to_str().unwrap(), "--user", "ann@acme.test", "--dry-run"]).code(1);
     assert!(out.stdout.contains("would send POST /v2/users via brex"), "{}", out.stdout);
     assert!(out.stdout.contains("card (api)  (depends on the response of `invite`)"), "{}", out.stdout);
     assert!(!out.stdout.contains("card (api)  (would fail"), "{}", out.stdout);
+    assert!(out.stdout.contains("lock (api)  (depends on the response of `card`)"), "{}", out.stdout);
     assert!(out.stdout.contains("variable `nw` does not exist (did you mean `now`?)"), "{}", out.stdout);
     let json =
         home.roster(&["run", wf.to_str().unwrap(), "--user", "ann@acme.test", "--dry-run", "--json"]).code(1).json();
     assert_eq!(json["steps"][1]["depends_on"], "invite");
-    assert_eq!(json["steps"][2]["would_fail"], true);
+    assert_eq!(json["steps"][2]["depends_on"], "card");
+    assert_eq!(json["steps"][3]["would_fail"], true);
     assert!(server.seen().is_empty(), "a dry run sends nothing");
 
     // Without the typo, the same preview succeeds.

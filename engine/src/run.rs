@@ -933,7 +933,7 @@ impl Engine {
                         Ok(items) => items,
                         Err(e) => {
                             let mut s = step(&id, "api");
-                            s.note = Some(format!("for_each cannot be known before the run: {e}"));
+                            s.blocked(&run, e.variable(), format!("would fail: for_each: {e}"));
                             out.push(s);
                             run.current = a.next.clone();
                             continue;
@@ -956,13 +956,7 @@ impl Engine {
                         let key = idempotency_key(&run, &id, item);
                         match a.render(&item_scope, &key) {
                             Ok(req) => s.request = Some(req),
-                            Err(e) => {
-                                let variable = match &e {
-                                    roster_blocks::kinds::api::StepError::Render(r) => r.variable(),
-                                    roster_blocks::kinds::api::StepError::Invalid(_) => None,
-                                };
-                                s.blocked(&run, variable, format!("would fail: {e}"));
-                            }
+                            Err(e) => s.blocked(&run, e.variable(), format!("would fail: {e}")),
                         }
                         out.push(s);
                     }

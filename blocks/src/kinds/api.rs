@@ -98,6 +98,16 @@ impl std::fmt::Display for StepError {
     }
 }
 
+impl StepError {
+    /// The variable that was missing or null, when that is the problem.
+    pub fn variable(&self) -> Option<&str> {
+        match self {
+            StepError::Render(e) => e.variable(),
+            StepError::Invalid(_) => None,
+        }
+    }
+}
+
 impl std::error::Error for StepError {}
 
 impl From<RenderError> for StepError {
