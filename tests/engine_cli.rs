@@ -421,6 +421,19 @@ fn validation_stays_fast_with_ten_thousand_blocks() {
     assert!(out.stderr.contains("blocks.b9999.next: no block named `bx10000`"));
     assert!(took < std::time::Duration::from_secs(10), "validate took {took:?}");
 
+    // One loop through all of them is one short error.
+    let blocks: serde_json::Map<String, Value> = (0..10_000)
+        .map(|i| {
+            (format!("b{i}"), json!({"type": "update", "set": {"x": "1"}, "next": format!("b{}", (i + 1) % 10_000)}))
+        })
+        .collect();
+    let wf = json!({"name": "loop", "begin": {"next": "b0"}, "blocks": blocks});
+    let file = home.file("loop.json", &wf.to_string());
+    let started = std::time::Instant::now();
+    let out = home.roster(&["validate", file.to_str().unwrap()]).code(1);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(out.stderr.contains("b18 → b19 → … → b0 (10000 blocks)"), "{}", &out.stderr[..500.min(out.stderr.len())]);
+
     // Twenty thousand `{{#if}}`s, in a row and nested.
     let in_a_row = "{{#if email}}y{{/if}}".repeat(20_000);
     let nested = format!("{}y{}", "{{#if email}}".repeat(20_000), "{{/if}}".repeat(20_000));

@@ -351,7 +351,11 @@ fn check_cycles(graph: &DiGraph<String, &'static str>, diags: &mut Diagnostics) 
             }
             at = next;
         }
-        let text = if path.len() > 1 { path.join(" → ") } else { names.join(" → ") };
+        let mut text = if path.len() > 1 { path.join(" → ") } else { names.join(" → ") };
+        if path.len() > 21 {
+            // A loop through thousands of blocks: its start and its size say enough.
+            text = format!("{} → … → {} ({} blocks)", path[..20].join(" → "), path[0], path.len() - 1);
+        }
         diags.push(
             ConfigError::new(join("blocks", &graph[start]), format!("the blocks form a cycle: {text}"))
                 .with_help("workflows run each block at most once; break the loop by pointing one edge elsewhere"),
