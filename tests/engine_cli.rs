@@ -191,7 +191,7 @@ fn hostile_values_arrive_intact_in_bodies_and_encoded_in_paths() {
             "send": {"type": "api", "credential": "api",
                      "request": {"method": "POST", "url": "/people/<<nickname>>",
                                  "body": {"nickname": "<<nickname>>", "greeting": "hi <<nickname>>!",
-                                          "age": "<<age>>", "tags": "<<tags>>", "literal": "<<not a var"}},
+                                          "age": "<<age>>", "tags": "<<tags>>", "literal": "\\<<not a var"}},
                      "response": {"echoed_path": "<<response.echo>>"}}}}"#,
     );
     home.roster(&["run", wf.to_str().unwrap(), "--user", "ann@acme.test"]).ok();
@@ -430,4 +430,210 @@ fn a_preset_listing_that_never_ends_stops_at_max_pages_and_says_how_to_raise_it(
     let out = home.roster(&["validate", &example("brex/brex-list-user-cards.json")]);
     assert_ne!(out.code, 0);
     assert!(out.all().contains("paginate.max_pages: max_pages must be a whole number from 1"), "{}", out.all());
+}
+
+#[test]
+fn validation_reports_every_problem_of_a_file_in_one_pass() {
+    let home = TestHome::new();
+    home.add_bearer("brex", "http://127.0.0.1:9", SECRET);
+    // A newcomer's first file: each block is wrong in its own way, and the broken ones
+    // still take part in the graph checks.
+    let file = home.file(
+        "newcomer.json",
+        r#"{
+          "name": "..",
+          "begin": {"trigger": {"schedule": "0 25 * * *"}, "next": "check"},
+          "blocks": {
+            "check": {"type": "condition", "when": {"field": "status", "op": "equalz", "value": "x"}, "then": "invite", "else": "nowehre"},
+            "invite": {"type": "api", "credential": "brex", "request": {"method": "POST", "url": "/v2/users", "body": {"name": "<<first_name"}},
+                       "accept": [200, "2xy"], "retry": {"max_delay": "20000000000000000000s"}, "next": "stamp"},
+            "stamp": {"type": "update", "set": {"greeting": "Bonjour {{prénom}}", "x": "{{#if a}}"}, "next": "invite"},
+            "": {"type": "end"},
+            "orphan": {"type": "end"}
+          }
+        }"#,
+    );
+    let out = home.roster(&["validate", file.to_str().unwrap()]).code(1);
+    let text = out.stderr;
+    for expected in [
+        "name: workflow name `..` must start with a letter or digit",
+        "begin.trigger.schedule: `0 25 * * *` is not a valid cron expression",
+        "blocks.check.when.op: unknown op \"equalz\" (did you mean `equals`?)",
+        "blocks.check.else: no block named `nowehre`",
+        "blocks.invite.request.body.name: invalid template: `<<first_name` is never closed",
+        "write `\\<<` for a literal `<<`",
+        "blocks.invite.accept[1]: `\"2xy\"` is not an HTTP status",
+        "blocks.invite.retry.max_delay: `20000000000000000000s` is longer than the maximum of 30 days",
+        "blocks.stamp.set.x: invalid template: `{{#if}}` is never closed",
+        "the blocks form a cycle: invite → stamp → invite",
+        "blocks.: `` cannot name a block",
+        "blocks.orphan: block `orphan` is never reached from begin",
+        "blocks.: block `` is never reached from begin",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(!text.contains("greeting"), "a non-ASCII field name is fine:\n{text}");
+    assert!(!text.contains("block `check` is never reached"), "{text}");
+    assert!(text.contains("12 problems"), "{text}");
+}
+
+#[test]
+fn validate_checks_integration_files_and_says_what_it_could_not_check() {
+    let home = TestHome::new();
+    home.add_bearer("brex", "http://127.0.0.1:9", SECRET);
+    let out = home.roster(&["validate", &example("integrations/brex.json"), &example("onboarding.json")]).ok();
+    assert!(out.stdout.contains("brex.json: ok (integration brex, connector brex)"), "{}", out.stdout);
+    let bad = home.file(
+        "sage.json",
+        r#"{"name": "hr", "connector": "sage_peple", "credential": "sage", "mapping": {"email": "Email"}}"#,
+    );
+    let out = home.roster(&["validate", bad.to_str().unwrap()]).code(1);
+    assert!(
+        out.stderr.contains("connector: unknown connector `sage_peple` (did you mean `sage_people`?)"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("credential: unknown credential `sage`"), "{}", out.stderr);
+
+    // Without a home, credentials cannot be checked, and validate says so.
+    let nowhere = home.path().join("no-home-here");
+    let out =
+        home.command(&["validate", &example("deactivate-leavers.json")]).env("ROSTER_HOME", &nowhere).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("credentials not checked: no Roster home at {}", nowhere.display())), "{stderr}");
+}
+
+#[test]
+fn deep_nesting_is_refused_with_a_clear_error() {
+    let home = TestHome::new();
+    let subs = format!("{{{{#if {}a{}}}}}y{{{{/if}}}}", "(not ".repeat(4_000), ")".repeat(4_000));
+    let wf = json!({"name": "deep", "begin": {"next": "s"}, "blocks": {"s": {"type": "update", "set": {"x": subs}}}});
+    let file = home.file("deep.json", &wf.to_string());
+    let out = home.roster(&["validate", file.to_str().unwrap()]).code(1);
+    assert!(out.stderr.contains("sub-expressions nest more than 32 deep"), "{}", out.stderr);
+
+    let body = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let text = format!(
+        r#"{{"name": "json", "begin": {{"next": "s"}}, "blocks": {{"s": {{"type": "update", "set": {{"x": {body}}}}}}}}}"#
+    );
+    let file = home.file("json.json", &text);
+    let out = home.roster(&["validate", file.to_str().unwrap()]).code(1);
+    assert!(out.stderr.contains("nests more than 128 levels deep"), "{}", out.stderr);
+}
+
+#[test]
+fn validation_stays_fast_with_ten_thousand_blocks() {
+    let home = TestHome::new();
+    // Every edge misspelled: each one is an error with a path, and none takes long.
+    let blocks: serde_json::Map<String, Value> = (0..10_000)
+        .map(|i| {
+            (format!("b{i}"), json!({"type": "update", "set": {"x": "<<email>>"}, "next": format!("bx{}", i + 1)}))
+        })
+        .collect();
+    let wf = json!({"name": "big", "begin": {"next": "b0"}, "blocks": blocks});
+    let file = home.file("big.json", &wf.to_string());
+    let started = std::time::Instant::now();
+    let out = home.roster(&["validate", file.to_str().unwrap()]).code(1);
+    let took = started.elapsed();
+    assert!(out.stderr.contains("10001 problems"), "{}", &out.stderr[..500.min(out.stderr.len())]);
+    assert!(out.stderr.contains(" blocks are never reached from begin: b1, b10, b100, "), "one line for them all");
+    assert!(out.stderr.contains("blocks.b9999.next: no block named `bx10000`"));
+    assert!(took < std::time::Duration::from_secs(10), "validate took {took:?}");
+
+    // One loop through all of them is one short error.
+    let blocks: serde_json::Map<String, Value> = (0..10_000)
+        .map(|i| {
+            (format!("b{i}"), json!({"type": "update", "set": {"x": "1"}, "next": format!("b{}", (i + 1) % 10_000)}))
+        })
+        .collect();
+    let wf = json!({"name": "loop", "begin": {"next": "b0"}, "blocks": blocks});
+    let file = home.file("loop.json", &wf.to_string());
+    let started = std::time::Instant::now();
+    let out = home.roster(&["validate", file.to_str().unwrap()]).code(1);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(out.stderr.contains("b18 → b19 → … → b0 (10000 blocks)"), "{}", &out.stderr[..500.min(out.stderr.len())]);
+
+    // Twenty thousand `{{#if}}`s, in a row and nested.
+    let in_a_row = "{{#if email}}y{{/if}}".repeat(20_000);
+    let nested = format!("{}y{}", "{{#if email}}".repeat(20_000), "{{/if}}".repeat(20_000));
+    for (name, text) in [("row", in_a_row), ("nested", nested)] {
+        let wf = json!({"name": name, "begin": {"next": "s"}, "blocks": {"s": {"type": "update", "set": {"x": text}}}});
+        let file = home.file(&format!("{name}.json"), &wf.to_string());
+        let started = std::time::Instant::now();
+        let out = home.roster(&["validate", file.to_str().unwrap()]).code(1);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{name}: {:?}", started.elapsed());
+        assert!(out.stderr.contains("more than"), "{name}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_the_listing_quietly() {
+    use std::io::Read;
+    let home = TestHome::new();
+    let people: Vec<Value> =
+        (0..3_000).map(|i| json!({"email": format!("p{i}@acme.test"), "first_name": "P"})).collect();
+    home.import(&Value::Array(people));
+    for args in [&["records", "list"][..], &["records", "list", "--json"][..]] {
+        let mut child = home
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 64];
+        child.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+        drop(child.stdout.take()); // `| head -c 64`
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn unicode_field_names_render_in_runs() {
+    let home = TestHome::new();
+    home.import(&json!([{"email": "zoe@acme.test", "prénom": "Zoé", "名前": "花子"}]));
+    let wf = home.file(
+        "greet.json",
+        r#"{"name": "greet", "begin": {"next": "s"}, "blocks": {"s": {"type": "update",
+            "set": {"greeting": "Bonjour {{prénom}}, <<名前>>{{#if prénom}}!{{/if}}"}}}}"#,
+    );
+    home.roster(&["run", wf.to_str().unwrap(), "--user", "zoe@acme.test"]).ok();
+    let zoe = home.roster(&["records", "show", "zoe@acme.test", "--json"]).ok().json();
+    assert_eq!(zoe["fields"]["greeting"], "Bonjour Zoé, 花子!");
+}
+
+#[test]
+fn a_dry_run_fails_when_a_step_would_and_waits_on_earlier_responses() {
+    let server = brexish();
+    let home = TestHome::new();
+    home.add_bearer("brex", &server.url(), SECRET);
+    home.import(&people());
+    let wf = home.file(
+        "invite.json",
+        r#"{"name": "invite", "begin": {"next": "invite"}, "blocks": {
+            "invite": {"type": "api", "credential": "brex", "request": {"method": "POST", "url": "/v2/users", "body": {"email": "<<email>>"}}, "next": "card"},
+            "card": {"type": "api", "credential": "brex", "request": {"method": "POST", "url": "/v2/users/<<steps.invite.response.id>>/cards"}, "next": "lock"},
+            "lock": {"type": "api", "credential": "brex", "for_each": "<<steps.card.response.items>>", "request": {"method": "POST", "url": "/v2/cards/<<item.id>>/lock"}, "next": "stamp"},
+            "stamp": {"type": "update", "set": {"invited_as": "<<nw>>"}}}}"#,
+    );
+    let out = home.roster(&["run", wf.to_str().unwrap(), "--user", "ann@acme.test", "--dry-run"]).code(1);
+    assert!(out.stdout.contains("would send POST /v2/users via brex"), "{}", out.stdout);
+    assert!(out.stdout.contains("card (api)  (depends on the response of `invite`)"), "{}", out.stdout);
+    assert!(!out.stdout.contains("card (api)  (would fail"), "{}", out.stdout);
+    assert!(out.stdout.contains("lock (api)  (depends on the response of `card`)"), "{}", out.stdout);
+    assert!(out.stdout.contains("variable `nw` does not exist (did you mean `now`?)"), "{}", out.stdout);
+    let json =
+        home.roster(&["run", wf.to_str().unwrap(), "--user", "ann@acme.test", "--dry-run", "--json"]).code(1).json();
+    assert_eq!(json["steps"][1]["depends_on"], "invite");
+    assert_eq!(json["steps"][2]["depends_on"], "card");
+    assert_eq!(json["steps"][3]["would_fail"], true);
+    assert!(server.seen().is_empty(), "a dry run sends nothing");
+
+    // Without the typo, the same preview succeeds.
+    let fixed = std::fs::read_to_string(&wf).unwrap().replace("<<nw>>", "<<now>>");
+    std::fs::write(&wf, fixed).unwrap();
+    home.roster(&["run", wf.to_str().unwrap(), "--user", "ann@acme.test", "--dry-run"]).ok();
 }

@@ -319,8 +319,15 @@ fn serve_refuses_to_start_on_invalid_files_and_stops_cleanly_on_sigterm() {
     )
     .unwrap();
     let out = home.roster(&["serve", "--listen", "127.0.0.1:0"]);
-    assert_eq!(out.code, 2);
+    assert_eq!(out.code, 1);
     assert!(out.stderr.contains("bad.json") && out.stderr.contains("nowhere"), "{}", out.stderr);
+    // Whatever is wrong with the file, the refusal is an error naming it, never a crash.
+    for text in bad_workflows() {
+        std::fs::write(home.path().join("workflows/bad.json"), &text).unwrap();
+        let out = home.roster(&["serve", "--listen", "127.0.0.1:0"]);
+        assert_eq!(out.code, 1, "{text}\n{}", out.stderr);
+        assert!(out.stderr.contains("bad.json") && !out.stderr.contains("panicked"), "{}", out.stderr);
+    }
     std::fs::remove_file(home.path().join("workflows/bad.json")).unwrap();
 
     let mut serving = serve(&home);
@@ -537,4 +544,104 @@ fn a_run_by_hand_sees_the_machines_date_as_today() {
     let detail: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(detail["today"], "2027-02-28", "{detail:#}");
     assert_eq!(home.fields("ann@acme.test")["stamped_for"], "2027-02-28");
+}
+
+/// Workflow files that must be refused, each for a different reason.
+fn bad_workflows() -> Vec<String> {
+    let wf = |template: &str| {
+        json!({"name": "bad", "begin": {"next": "s"}, "blocks": {"s": {"type": "update", "set": {"x": template}}}})
+            .to_string()
+    };
+    vec![
+        wf(&format!("{{{{#if {}a{}}}}}y{{{{/if}}}}", "(not ".repeat(4_000), ")".repeat(4_000))),
+        wf("Hallo <<prénom"),
+        wf("{{prénom"),
+        wf("{{#if é}}"),
+        r#"{"name": "bad", "begin": {"trigger": {"schedule": "0 25 * * *"}, "next": "s"}, "blocks": {"s": {"type": "end"}}}"#
+            .to_string(),
+        format!(r#"{{"name": "bad", "begin": {{"next": "s"}}, "blocks": {}}}"#, "[".repeat(300)),
+        "{\"name\": \"bad\", \"begin\": {".to_string(),
+    ]
+}
+
+fn workflow_names(serving: &Serving) -> Vec<String> {
+    let (status, list) = http("GET", &format!("{}/v1/workflows", serving.url), Some(&serving.token), None);
+    assert_eq!(status, 200);
+    list.as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap().to_string()).collect()
+}
+
+fn hang_up(serving: &Serving) {
+    let pid = serving.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+}
+
+#[test]
+fn serve_reloads_unicode_templates_and_refuses_bad_files_without_stopping() {
+    let home = TestHome::new();
+    let stamp = r#"{"name": "stamp", "begin": {"next": "s"}, "blocks": {"s": {"type": "update", "set": {"x": "1"}}}}"#;
+    std::fs::write(home.path().join("workflows/stamp.json"), stamp).unwrap();
+    let mut serving = serve(&home);
+    assert_eq!(workflow_names(&serving), ["stamp"]);
+
+    let wait_for = |serving: &Serving, names: &[&str]| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while workflow_names(serving) != names {
+            assert!(std::time::Instant::now() < deadline, "reload did not happen: {:?}", workflow_names(serving));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    let greet = r#"{"name": "greet", "begin": {"next": "s"}, "blocks": {"s": {"type": "update",
+        "set": {"greeting": "Bonjour {{prénom}} {{#if 名前}}<<名前>>{{/if}} {{Straße}} 😀"}}}}"#;
+    std::fs::write(home.path().join("workflows/greet.json"), greet).unwrap();
+    hang_up(&serving);
+    wait_for(&serving, &["greet", "stamp"]);
+
+    for text in bad_workflows() {
+        std::fs::write(home.path().join("workflows/bad.json"), &text).unwrap();
+        hang_up(&serving);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(serving.child.try_wait().unwrap().is_none(), "serve stopped on a reload of:\n{text}");
+        assert_eq!(workflow_names(&serving), ["greet", "stamp"], "the loaded files stay");
+    }
+    std::fs::remove_file(home.path().join("workflows/bad.json")).unwrap();
+    std::fs::write(home.path().join("workflows/third.json"), stamp.replace("stamp", "third")).unwrap();
+    hang_up(&serving);
+    wait_for(&serving, &["greet", "stamp", "third"]);
+}
+
+#[tokio::test]
+async fn a_workflow_that_cannot_start_never_keeps_the_others_from_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    // Its rules read a variable no record has, so they cannot be evaluated at all.
+    let broken = |trigger: &str| {
+        workflow(&format!(
+            r#"{{"name": "a-broken", "begin": {{"trigger": {trigger},
+                "rules": [{{"field": "start_date", "op": "equals", "value": "<<manager.start_date>>"}}], "next": "s"}},
+                "blocks": {{"s": {{"type": "update", "set": {{"x": 1}}}}}}}}"#
+        ))
+    };
+    let fine = |trigger: &str| {
+        workflow(&format!(
+            r#"{{"name": "b-fine", "begin": {{"trigger": {trigger}, "next": "s"}},
+                "blocks": {{"s": {{"type": "update", "set": {{"y": 1}}}}}}}}"#
+        ))
+    };
+    let (a, b) = (broken(r#"{"schedule": "hourly"}"#), fine(r#"{"schedule": "hourly"}"#));
+    put(store.as_ref(), None, json!({"email": "ann@acme.test", "start_date": "2027-03-01"}));
+    let svc = service(store.clone(), Clock::parse("2027-03-01T09:30:00Z").unwrap(), &[&a, &b]);
+    let fired = svc.fire_schedules().unwrap();
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!((fired[0].workflow.as_str(), fired[0].queued), ("b-fine", 1));
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let (a, b) = (broken(r#"{"on": "created"}"#), fine(r#"{"on": "created"}"#));
+    let svc = service(store.clone(), Clock::parse("2027-03-01").unwrap(), &[&a, &b]);
+    assert_eq!(svc.dispatch_events().unwrap(), 0);
+    put(store.as_ref(), None, json!({"email": "bob@acme.test"}));
+    assert_eq!(svc.dispatch_events().unwrap(), 1, "b-fine still hears the event");
+    assert_eq!(svc.dispatch_events().unwrap(), 0, "and the cursor moved past it");
+    svc.work(2, true).await.unwrap();
+    assert_eq!(runs_of(store.as_ref(), "b-fine").len(), 1);
 }

@@ -28,7 +28,7 @@ impl Path {
         let (path, used) = Path::parse_prefix(text)?;
         match text[used..].chars().next() {
             None => Ok(path),
-            Some(c) => Err(format!("unexpected `{c}` at position {} in path `{text}`", used + 1)),
+            Some(c) => Err(format!("unexpected `{c}` at position {} in path `{text}`", position(text, used))),
         }
     }
 
@@ -66,7 +66,10 @@ impl Path {
                 Some(b'.') => {
                     let end = name_end(text, pos + 1);
                     if end == pos + 1 {
-                        return Err(format!("expected a name after `.` at position {} in path `{text}`", pos + 1));
+                        return Err(format!(
+                            "expected a name after `.` at position {} in path `{text}`",
+                            position(text, pos)
+                        ));
                     }
                     segments.push(Segment::Key(text[pos + 1..end].to_string()));
                     pos = end;
@@ -129,7 +132,7 @@ impl fmt::Display for Path {
     }
 }
 
-/// True for a key that can be written bare (`first-name`, `id`, `0`).
+/// True for a key that can be written bare (`first-name`, `id`, `0`, `prénom`, `名前`).
 pub fn is_name(key: &str) -> bool {
     !key.is_empty() && key.chars().all(is_name_char)
 }
@@ -148,12 +151,20 @@ pub fn quote_key(key: &str) -> String {
     out
 }
 
+/// ASCII letters, digits, `_` and `-`, and every non-ASCII character but spaces and
+/// controls, so any field name in any script (accents, combining marks, CJK, emoji) can
+/// be written bare; ASCII punctuation stays free to delimit (`.`, `[`, `>>`, `}}`).
 fn is_name_char(c: char) -> bool {
-    c.is_alphanumeric() || c == '_' || c == '-'
+    c.is_ascii_alphanumeric() || c == '_' || c == '-' || (!c.is_ascii() && !c.is_whitespace() && !c.is_control())
 }
 
 fn is_digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The 1-based character position of byte offset `at`, as messages show it.
+fn position(text: &str, at: usize) -> usize {
+    text[..text.floor_char_boundary(at)].chars().count() + 1
 }
 
 /// Byte offset where the run of name characters starting at `start` ends.
@@ -180,7 +191,7 @@ fn parse_bracket(text: &str, start: usize) -> Result<(Segment, usize), String> {
                     if text.as_bytes().get(after) != Some(&b']') {
                         return Err(format!(
                             "expected `]` after the quoted key at position {} in path `{text}`",
-                            after + 1
+                            position(text, after)
                         ));
                     }
                     return Ok((Segment::Key(key), after + 1));
@@ -194,7 +205,10 @@ fn parse_bracket(text: &str, start: usize) -> Result<(Segment, usize), String> {
             let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
             let after = start + 1 + digits;
             if text.as_bytes().get(after) != Some(&b']') {
-                return Err(format!("expected `]` after the index at position {} in path `{text}`", after + 1));
+                return Err(format!(
+                    "expected `]` after the index at position {} in path `{text}`",
+                    position(text, after)
+                ));
             }
             let n = rest[..digits]
                 .parse::<usize>()
@@ -203,7 +217,7 @@ fn parse_bracket(text: &str, start: usize) -> Result<(Segment, usize), String> {
         }
         _ => Err(format!(
             "expected a number or a quoted key after `[` at position {} in path `{text}` (write `a[0]` or `a['key']`)",
-            start + 1
+            position(text, start)
         )),
     }
 }

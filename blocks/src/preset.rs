@@ -258,27 +258,62 @@ pub const RUN_ROOTS: &[&str] = &["run", "now", "today", "steps", "item", "item_i
 
 /// `accept`: a list of statuses, a single status, or `"2xx"`.
 pub fn parse_accept(value: &Value, path: &str, diags: &mut Diagnostics) -> Option<Vec<u16>> {
+    // One status (`200`, `"404"`) or a class of them (`"2xx"`, `"4XX"`).
     let one = |v: &Value| -> Option<Vec<u16>> {
         match v {
             Value::Number(n) => n.as_u64().filter(|s| (100..600).contains(s)).map(|s| vec![s as u16]),
-            Value::String(s) if s.len() == 3 && s.ends_with("xx") => {
-                let first = s[..1].parse::<u16>().ok().filter(|d| (1..6).contains(d))?;
+            Value::String(s) => {
+                let s = s.trim();
+                if let Ok(status) = s.parse::<u16>() {
+                    return (100..600).contains(&status).then(|| vec![status]);
+                }
+                let class = s.strip_suffix("xx").or_else(|| s.strip_suffix("XX"))?;
+                let first = class.parse::<u16>().ok().filter(|d| (1..6).contains(d))?;
                 Some((first * 100..first * 100 + 100).collect())
             }
             _ => None,
         }
     };
-    let out = match value {
-        Value::Array(items) => items.iter().map(one).collect::<Option<Vec<_>>>().map(|v| v.concat()),
-        other => one(other),
+    let bad = |at: String, v: &Value| {
+        ConfigError::new(at, format!("`{v}` is not an HTTP status or class of statuses"))
+            .with_help("write statuses from 100 to 599 such as 200 or 404, or a class such as \"2xx\"")
     };
-    if out.is_none() {
-        diags.push(
-            ConfigError::new(path, "`accept` must be HTTP statuses such as [200, 201] or \"2xx\"")
-                .with_help("list the statuses that count as success"),
-        );
-    }
-    out
+    let mut out: Vec<u16> = match value {
+        Value::Array(items) if items.is_empty() => {
+            diags.push(
+                ConfigError::new(path, "`accept` is empty, so no response could succeed")
+                    .with_help("list the statuses that count as success, e.g. [200, 404], or remove `accept` for 2xx"),
+            );
+            return None;
+        }
+        Value::Array(items) => {
+            let mut all = Vec::new();
+            let mut ok = true;
+            for (i, item) in items.iter().enumerate() {
+                match one(item) {
+                    Some(statuses) => all.extend(statuses),
+                    None => {
+                        diags.push(bad(crate::diag::join(path, &format!("[{i}]")), item));
+                        ok = false;
+                    }
+                }
+            }
+            if !ok {
+                return None;
+            }
+            all
+        }
+        other => match one(other) {
+            Some(statuses) => statuses,
+            None => {
+                diags.push(bad(path.to_string(), other));
+                return None;
+            }
+        },
+    };
+    out.sort_unstable();
+    out.dedup();
+    Some(out)
 }
 
 /// Every preset Roster knows: the built-in ones plus any from a folder.
@@ -315,5 +350,32 @@ impl PresetCatalog {
 
     pub fn is_empty(&self) -> bool {
         self.presets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn accept_takes_statuses_and_classes_and_names_a_bad_item() {
+        let parse = |v: Value| {
+            let mut diags = Diagnostics::new();
+            let out = parse_accept(&v, "blocks.x.accept", &mut diags);
+            (out, diags.errors().iter().map(ToString::to_string).collect::<Vec<_>>())
+        };
+        let (out, errors) = parse(json!([200, "2xx", "404"]));
+        assert!(errors.is_empty(), "{errors:?}");
+        let out = out.unwrap();
+        assert_eq!(out.len(), 101, "200 once, 200-299 and 404");
+        assert!(out.contains(&204) && out.contains(&404) && !out.contains(&300));
+        assert_eq!(parse(json!("4XX")).0.unwrap().len(), 100);
+        let (out, errors) = parse(json!([200, "2xy", 700]));
+        assert!(out.is_none());
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with("blocks.x.accept[1]: `\"2xy\"` is not an HTTP status"), "{errors:?}");
+        assert!(errors[1].starts_with("blocks.x.accept[2]: `700`"), "{errors:?}");
+        assert!(parse(json!([])).1[0].contains("is empty"));
     }
 }

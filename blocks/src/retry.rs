@@ -70,11 +70,12 @@ impl RetryPolicy {
             [("initial", &mut policy.initial), ("max_delay", &mut policy.max_delay), ("budget", &mut policy.budget)]
         {
             if let Some(v) = f.get(key) {
-                match v.as_str().and_then(parse_duration) {
-                    Some(d) => *slot = d,
+                match v.as_str().map(check_duration) {
+                    Some(Ok(d)) => *slot = d,
+                    Some(Err(reason)) => diags.error(f.at(key), reason),
                     None => diags.push(
                         ConfigError::new(f.at(key), format!("`{v}` is not a duration"))
-                            .with_help("write it like \"500ms\", \"1s\", \"5m\" or \"1h\""),
+                            .with_help("write it as a string like \"500ms\", \"1s\", \"5m\" or \"1h\""),
                     ),
                 }
             }
@@ -86,23 +87,35 @@ impl RetryPolicy {
     }
 }
 
-/// `500ms`, `1s`, `1.5s`, `5m`, `1h`.
+/// The longest duration any setting accepts. Longer waits are typos, and `Duration`
+/// arithmetic on them overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// `500ms`, `1s`, `1.5s`, `5m`, `1h`, up to [`MAX_DURATION`].
 pub fn parse_duration(text: &str) -> Option<Duration> {
+    check_duration(text).ok()
+}
+
+/// Like [`parse_duration`], with the reason when `text` is not a duration we accept.
+pub fn check_duration(text: &str) -> Result<Duration, String> {
+    let not_one = || format!("`{text}` is not a duration; write it like \"500ms\", \"1s\", \"5m\" or \"1h\"");
     let t = text.trim();
-    let (num, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic())?);
-    let n: f64 = num.trim().parse().ok()?;
+    let (num, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).ok_or_else(not_one)?);
+    let n: f64 = num.trim().parse().map_err(|_| not_one())?;
     if !(n.is_finite() && n >= 0.0) {
-        return None;
+        return Err(not_one());
     }
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return None,
+        _ => return Err(not_one()),
     };
-    // Beyond what a Duration holds (~1.8e19 s) is not a duration either.
-    Duration::try_from_secs_f64(secs).ok()
+    if secs > MAX_DURATION.as_secs_f64() {
+        return Err(format!("`{text}` is longer than the maximum of 30 days (\"720h\")"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// A cheap uniform number in [0, 1) for jitter; no need for a cryptographic source.
@@ -122,6 +135,18 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
         assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_duration("720h"), Some(MAX_DURATION));
+        for huge in [
+            "20000000000000000000s",
+            "18446744073709551616s",
+            "721h",
+            "99999999999999999999ms",
+            "1000000000000000000000000000000h",
+        ] {
+            let reason = check_duration(huge).unwrap_err();
+            assert!(reason.contains("maximum of 30 days"), "{huge}: {reason}");
+        }
+        assert!(check_duration("inf s").unwrap_err().contains("not a duration"));
         let mut d = Diagnostics::new();
         let p = RetryPolicy::compile(&serde_json::json!({"max_attempts": 3, "initial": "100ms"}), "r", &mut d).unwrap();
         assert!(d.is_empty());
@@ -129,6 +154,19 @@ mod tests {
         RetryPolicy::compile(&serde_json::json!({"max_attempts": 0, "initial": "fast", "tries": 2}), "r", &mut d);
         let text: Vec<String> = d.errors().iter().map(|e| e.to_string()).collect();
         assert_eq!(text.len(), 3, "{text:?}");
+        let mut d = Diagnostics::new();
+        let p = RetryPolicy::compile(
+            &serde_json::json!({"max_delay": "20000000000000000000s", "budget": "1e400h"}),
+            "r",
+            &mut d,
+        );
+        assert!(p.is_some());
+        let text: Vec<String> = d.errors().iter().map(|e| e.to_string()).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(
+            text[0].contains("r.max_delay: `20000000000000000000s` is longer than the maximum of 30 days"),
+            "{text:?}"
+        );
     }
 
     #[test]

@@ -438,6 +438,12 @@ fn compile_rule(map: &Map<String, Value>, path: &str, diags: &mut Diagnostics) -
     let raw = map.get("value");
     let mut value = None;
     let mut regex = None;
+    if op.is_none()
+        && let Some(raw) = raw
+    {
+        // The op is wrong, but the value's templates can still be checked in this pass.
+        JsonTemplate::compile(raw, &value_at, diags);
+    }
     if let Some(op) = op {
         match (op.takes_value(), raw) {
             (false, Some(_)) => {

@@ -52,7 +52,8 @@ pub struct TemplateError {
 
 impl TemplateError {
     fn at(source: &str, offset: usize, message: impl Into<String>) -> Self {
-        let offset = offset.min(source.len());
+        // Offsets mapped back from handlebars' text may land inside a character.
+        let offset = source.floor_char_boundary(offset);
         let (line, column) = translate::line_col(source, offset);
         let near: String = source[offset..].lines().next().unwrap_or("").chars().take(24).collect();
         Self { message: message.into(), help: None, offset, line, column, near }
@@ -88,8 +89,12 @@ impl std::error::Error for TemplateError {}
 /// Why a template could not be rendered against a scope.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
-    #[error("variable `{variable}` does not exist")]
-    Missing { variable: String },
+    #[error("variable `{variable}` does not exist{}", hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    Missing {
+        variable: String,
+        /// "did you mean `now`?", from the names the scope does hold there.
+        hint: Option<String>,
+    },
     #[error(
         "variable `{variable}` is null (if it is optional, write {{{{#if {variable}}}}}…{{{{/if}}}} or {{{{default {variable} \"\"}}}})"
     )]
@@ -102,11 +107,32 @@ impl RenderError {
     /// The variable the error is about, if any.
     pub fn variable(&self) -> Option<&str> {
         match self {
-            RenderError::Missing { variable } | RenderError::Null { variable } => Some(variable),
+            RenderError::Missing { variable, .. } | RenderError::Null { variable } => Some(variable),
             RenderError::Other(_) => None,
         }
     }
 }
+
+/// Paths in first-use order without repeats; the set keeps adding linear in the count.
+#[derive(Debug, Default)]
+struct UniquePaths {
+    order: Vec<Path>,
+    seen: std::collections::HashSet<Path>,
+}
+
+impl UniquePaths {
+    fn add(&mut self, path: &Path) {
+        if !self.seen.contains(path) {
+            self.seen.insert(path.clone());
+            self.order.push(path.clone());
+        }
+    }
+}
+
+/// At most this many tags in a template that needs handlebars. Handlebars' compiler
+/// works out each tag's line and column from the start of the text, so its time grows
+/// with tags × length; this keeps one template's compile to milliseconds.
+const MAX_HANDLEBARS_TAGS: usize = 1_000;
 
 /// A compiled template. Cheap to clone; safe to share between threads.
 #[derive(Debug, Clone)]
@@ -212,7 +238,7 @@ impl Template {
     /// `ctx` caches the scope copy handlebars needs, so a JSON tree makes it only once.
     fn render_value_with(&self, scope: &Value, ctx: &mut Option<Context>) -> Result<Value, RenderError> {
         match &self.body {
-            Body::Single(p) => p.lookup(scope).cloned().ok_or_else(|| missing(p)),
+            Body::Single(p) => p.lookup(scope).cloned().ok_or_else(|| missing(p, scope)),
             Body::Literal(s) => Ok(Value::String(s.clone())),
             _ => self.render_string_with(scope, Escape::None, ctx).map(Value::String),
         }
@@ -227,7 +253,7 @@ impl Template {
         match &self.body {
             Body::Literal(s) => Ok(s.clone()),
             Body::Single(p) => {
-                let value = p.lookup(scope).ok_or_else(|| missing(p))?;
+                let value = p.lookup(scope).ok_or_else(|| missing(p, scope))?;
                 Ok(escaped(format_value(value, &p.to_string())?, escape).into_owned())
             }
             Body::Parts(parts) => {
@@ -236,7 +262,7 @@ impl Template {
                     match part {
                         Part::Text(t) => out.push_str(t),
                         Part::Var(p) => {
-                            let value = p.lookup(scope).ok_or_else(|| missing(p))?;
+                            let value = p.lookup(scope).ok_or_else(|| missing(p, scope))?;
                             out.push_str(&escaped(format_value(value, &p.to_string())?, escape));
                         }
                     }
@@ -247,15 +273,38 @@ impl Template {
                 let ctx = ctx.get_or_insert_with(|| Context::from(scope.clone()));
                 let mut rc = RenderContext::new(None);
                 let mut out = StrOut(String::with_capacity(self.source.len() + 32));
-                tpl.render(helpers::registry(escape), ctx, &mut rc, &mut out).map_err(from_handlebars)?;
+                tpl.render(helpers::registry(escape), ctx, &mut rc, &mut out)
+                    .map_err(|e| from_handlebars(e).hinted(scope))?;
                 Ok(out.0)
             }
         }
     }
 }
 
-fn missing(p: &Path) -> RenderError {
-    RenderError::Missing { variable: p.to_string() }
+fn missing(p: &Path, scope: &Value) -> RenderError {
+    RenderError::Missing { variable: p.to_string(), hint: None }.hinted(scope)
+}
+
+impl RenderError {
+    /// Adds "did you mean …" to a missing variable, from the keys the scope holds where
+    /// the path first fails (record fields and the built-ins `now`, `today`, `run`,
+    /// `steps`, `record`, `item` at the top).
+    fn hinted(self, scope: &Value) -> RenderError {
+        let RenderError::Missing { variable, hint: None } = self else { return self };
+        let hint = Path::parse(&variable).ok().and_then(|p| {
+            let mut at = scope;
+            for seg in p.segments() {
+                let path::Segment::Key(key) = seg else { return None };
+                let map = at.as_object()?;
+                match map.get(key) {
+                    Some(next) => at = next,
+                    None => return diag::closest(key, map.keys().map(String::as_str)),
+                }
+            }
+            None
+        });
+        RenderError::Missing { variable, hint: hint.map(|k| format!("did you mean `{k}`?")) }
+    }
 }
 
 fn escaped(text: Cow<'_, str>, escape: Escape) -> Cow<'_, str> {
@@ -282,7 +331,7 @@ fn from_handlebars(e: handlebars::RenderError) -> RenderError {
             Some(ours) => ours.clone(),
             None => RenderError::Other(inner.to_string()),
         },
-        RenderErrorReason::MissingVariable(Some(p)) => RenderError::Missing { variable: p.clone() },
+        RenderErrorReason::MissingVariable(Some(p)) => RenderError::Missing { variable: p.clone(), hint: None },
         RenderErrorReason::MissingVariable(None) => {
             RenderError::Other("a value passed to a helper does not exist".to_string())
         }
@@ -309,6 +358,10 @@ impl Output for StrOut {
 /// Builds the handlebars text for the pieces and compiles it, mapping errors back to
 /// the user's source.
 fn to_handlebars(source: &str, pieces: &[(usize, Piece)]) -> Result<handlebars::Template, TemplateError> {
+    if let Some((at, _)) = pieces.iter().filter(|(_, p)| !matches!(p, Piece::Text(_))).nth(MAX_HANDLEBARS_TAGS) {
+        return Err(TemplateError::at(source, *at, format!("more than {MAX_HANDLEBARS_TAGS} tags in one template"))
+            .with_help("split the text across several fields or blocks"));
+    }
     let mut text = String::with_capacity(source.len() + 64);
     // (offset in `text`, offset in `source`) at the start of each piece.
     let mut map: Vec<(usize, usize)> = Vec::with_capacity(pieces.len());
@@ -384,9 +437,9 @@ impl JsonTemplate {
     /// `path`); returns None if any failed.
     pub fn compile(value: &Value, path: &str, diags: &mut Diagnostics) -> Option<JsonTemplate> {
         let before = diags.len();
-        let mut vars = Vec::new();
+        let mut vars = UniquePaths::default();
         let node = compile_node(value, path, diags, &mut vars);
-        (diags.len() == before).then_some(JsonTemplate { node, vars })
+        (diags.len() == before).then_some(JsonTemplate { node, vars: vars.order })
     }
 
     /// Renders each string leaf on its own with [`Template::render_value`], so a value
@@ -416,15 +469,13 @@ impl JsonTemplate {
     }
 }
 
-fn compile_node(value: &Value, at: &str, diags: &mut Diagnostics, vars: &mut Vec<Path>) -> Node {
+fn compile_node(value: &Value, at: &str, diags: &mut Diagnostics, vars: &mut UniquePaths) -> Node {
     match value {
         Value::String(s) => match Template::compile(s) {
             Ok(t) if t.is_literal() => Node::Fixed(Value::String(t.literal().unwrap_or_default().to_string())),
             Ok(t) => {
                 for v in &t.vars {
-                    if !vars.contains(v) {
-                        vars.push(v.clone());
-                    }
+                    vars.add(v);
                 }
                 Node::Text(t)
             }

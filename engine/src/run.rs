@@ -826,6 +826,37 @@ pub struct DryStep {
     pub changes: Map<String, Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The step needs what an earlier API block answers, which a dry run cannot know.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub depends_on: Option<String>,
+    /// The step would fail in a real run (a missing variable, a bad value).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub would_fail: bool,
+}
+
+impl DryStep {
+    /// Records why the step cannot be shown: waiting on an earlier response (`variable`
+    /// under `steps.NAME` of an API block this dry run did not send), or a real failure.
+    fn blocked(&mut self, run: &Run, variable: Option<&str>, failure: String) {
+        let earlier = variable.and_then(|v| roster_blocks::path::Path::parse(v).ok()).and_then(|p| {
+            match (p.root(), p.segments().get(1)) {
+                ("steps", Some(roster_blocks::path::Segment::Key(name))) if run.steps.contains_key(name) => {
+                    Some(name.clone())
+                }
+                _ => None,
+            }
+        });
+        match earlier {
+            Some(name) => {
+                self.note = Some(format!("depends on the response of `{name}`"));
+                self.depends_on = Some(name);
+            }
+            None => {
+                self.note = Some(failure);
+                self.would_fail = true;
+            }
+        }
+    }
 }
 
 impl Engine {
@@ -845,6 +876,8 @@ impl Engine {
             branch: None,
             changes: Map::new(),
             note: None,
+            depends_on: None,
+            would_fail: false,
         };
         let mut guard = 0;
         while let Some(id) = run.current.clone() {
@@ -863,7 +896,7 @@ impl Engine {
                             run.current = target.map(str::to_string);
                         }
                         Err(e) => {
-                            s.note = Some(format!("cannot decide: {e}"));
+                            s.blocked(&run, e.variable(), format!("cannot decide: {e}"));
                             run.current = None;
                         }
                     }
@@ -878,7 +911,7 @@ impl Engine {
                             }
                             s.changes = changes;
                         }
-                        Err(e) => s.note = Some(self.step_error(wf, &id, &record, &e.to_string())),
+                        Err(e) => s.blocked(&run, e.variable(), self.step_error(wf, &id, &record, &e.to_string())),
                     }
                     run.current = u.next.clone();
                     out.push(s);
@@ -892,7 +925,7 @@ impl Engine {
                         Ok(items) => items,
                         Err(e) => {
                             let mut s = step(&id, "api");
-                            s.note = Some(format!("for_each cannot be known before the run: {e}"));
+                            s.blocked(&run, e.variable(), format!("would fail: for_each: {e}"));
                             out.push(s);
                             run.current = a.next.clone();
                             continue;
@@ -915,7 +948,7 @@ impl Engine {
                         let key = idempotency_key(&run, &id, item);
                         match a.render(&item_scope, &key) {
                             Ok(req) => s.request = Some(req),
-                            Err(e) => s.note = Some(format!("would fail: {e}")),
+                            Err(e) => s.blocked(&run, e.variable(), format!("would fail: {e}")),
                         }
                         out.push(s);
                     }

@@ -44,7 +44,7 @@ impl Catalog {
         let mut problems = Vec::new();
         let cx = CompileContext { presets, credentials };
         for path in json_files(workflows_dir)? {
-            match Workflow::load(&path, &cx) {
+            match guarded(&path, || Workflow::load(&path, &cx)) {
                 Ok(wf) => {
                     if let Some(other) = catalog.workflows.get(&wf.name) {
                         problems.push(format!(
@@ -61,7 +61,7 @@ impl Catalog {
             }
         }
         for path in json_files(integrations_dir)? {
-            match Integration::load(&path, credentials) {
+            match guarded(&path, || Integration::load(&path, credentials)) {
                 Ok(i) => {
                     catalog.integrations.insert(i.name.clone(), Arc::new(i));
                 }
@@ -70,6 +70,14 @@ impl Catalog {
         }
         if problems.is_empty() { Ok(catalog) } else { Err(Error::Refused(problems.join("\n"))) }
     }
+}
+
+/// Loads one file; a bug that panics on it refuses that file instead of taking down a
+/// running `serve` that was only asked to reload.
+fn guarded<T>(path: &Path, load: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_else(|_| {
+        Err(Error::Refused(format!("{}: cannot be loaded (an internal error; please report it)", path.display())))
+    })
 }
 
 fn json_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
@@ -257,12 +265,29 @@ impl Service {
         for wf in self.catalog().workflows.values() {
             let Trigger::Schedule(schedule) = &wf.begin.trigger else { continue };
             let key = format!("schedule:{}", wf.name);
-            let (cron, zone) = schedule_clock(schedule)?;
-            let Some((at, missed)) = self.due(&cron, &zone, &key)? else { continue };
+            // One workflow that cannot fire never keeps the others from firing.
+            let due = schedule_clock(schedule).and_then(|(cron, zone)| {
+                let due = self.due(&cron, &zone, &key)?;
+                Ok(due.map(|d| (d, cron, zone)))
+            });
+            let ((at, missed), cron, zone) = match due {
+                Ok(Some(due)) => due,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!("{}: schedule not checked: {e}", wf.name);
+                    continue;
+                }
+            };
             let fire = at.to_zoned(zone.clone());
             let local_date = fire.date();
             let per_fire = fires_again_that_day(&cron, &fire);
-            let records = self.select_on(wf, local_date)?;
+            let records = match self.select_on(wf, local_date) {
+                Ok(records) => records,
+                Err(e) => {
+                    tracing::error!("{}: schedule not fired: {e}", wf.name);
+                    continue;
+                }
+            };
             let mut queued = 0;
             let stamp = rfc3339(at);
             for record in &records {
@@ -298,9 +323,23 @@ impl Service {
         let mut sessions = Vec::new();
         for integration in self.catalog().integrations.values() {
             let key = format!("sync:{}", integration.name);
-            let (cron, zone) = schedule_clock(&integration.schedule)?;
-            let Some((at, _)) = self.due(&cron, &zone, &key)? else { continue };
-            let session = self.sync(integration).await?;
+            let due = schedule_clock(&integration.schedule).and_then(|(cron, zone)| self.due(&cron, &zone, &key));
+            let (at, _) = match due {
+                Ok(Some(due)) => due,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::error!("sync {}: schedule not checked: {e}", integration.name);
+                    continue;
+                }
+            };
+            // One integration that fails never keeps the others from syncing.
+            let session = match self.sync(integration).await {
+                Ok(session) => session,
+                Err(e) => {
+                    tracing::error!("sync {}: {e}", integration.name);
+                    continue;
+                }
+            };
             self.engine.store.put_meta(&key, &rfc3339(at))?;
             sessions.push(session);
         }
@@ -397,8 +436,15 @@ impl Service {
                         continue;
                     }
                     let Some(record) = store.record(event.record_id)? else { continue };
-                    if self.engine.rules_refuse(wf, &record)?.is_some() {
-                        continue;
+                    // A workflow whose rules cannot be evaluated skips this event; the
+                    // other workflows still get it and the cursor still moves on.
+                    match self.engine.rules_refuse(wf, &record) {
+                        Ok(None) => {}
+                        Ok(Some(_)) => continue,
+                        Err(e) => {
+                            tracing::error!("{}: event {} not dispatched: {e}", wf.name, event.id);
+                            continue;
+                        }
                     }
                     let dedupe = format!("wf:{}:rec:{}:event:{}", wf.name, record.id, event.id);
                     let trigger = format!("event:{}:{}", event.kind, event.id);

@@ -88,12 +88,8 @@ impl Integration {
 
     pub fn compile(text: &str, file: &str, credentials: Option<&BTreeSet<String>>) -> Result<Integration> {
         let invalid = |errors| Error::Invalid { file: file.to_string(), errors };
-        let value: Value = serde_json::from_str(text).map_err(|e| {
-            invalid(vec![ConfigError::new(
-                "",
-                format!("not valid JSON at line {}, column {}: {e}", e.line(), e.column()),
-            )])
-        })?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| invalid(vec![roster_blocks::diag::json_syntax(&e)]))?;
         let mut diags = Diagnostics::new();
         let integration = compile(&value, file, credentials, &mut diags);
         match integration {

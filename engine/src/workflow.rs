@@ -9,7 +9,7 @@ use std::path::Path;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::Dfs;
-use roster_blocks::diag::{ConfigError, Diagnostics, join, suggest};
+use roster_blocks::diag::{ConfigError, Diagnostics, Suggester, join};
 use roster_blocks::fields::Fields;
 use roster_blocks::kinds::{Begin, Block, CompileContext, Edge};
 use serde_json::Value;
@@ -180,22 +180,19 @@ fn block_label(block: &Block) -> String {
 const TOP_KEYS: &[&str] = &["name", "description", "object_type", "begin", "blocks", "version", "concurrency"];
 
 fn compile(source: &str, file: &str, cx: &CompileContext) -> std::result::Result<Workflow, Vec<ConfigError>> {
-    let value: Value = serde_json::from_str(source).map_err(|e| {
-        vec![
-            ConfigError::new("", format!("not valid JSON at line {}, column {}: {e}", e.line(), e.column()))
-                .with_help("fix the JSON syntax (a missing comma or quote is the usual cause)"),
-        ]
-    })?;
+    let value: Value = serde_json::from_str(source).map_err(|e| vec![roster_blocks::diag::json_syntax(&e)])?;
     let mut diags = Diagnostics::new();
     let Some(top) = Fields::open(&value, "", "a workflow", TOP_KEYS, &mut diags) else {
         return Err(diags.into_errors());
     };
     let name = top.string("name", &mut diags).unwrap_or_default().to_string();
-    if !name.is_empty() && !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+    if top.get("name").is_some_and(Value::is_string) && !is_workflow_name(&name) {
         diags.push(
             ConfigError::new(
                 "name",
-                format!("workflow name `{name}` has characters other than letters, digits, `-`, `_`, `.`"),
+                format!(
+                    "workflow name `{name}` must start with a letter or digit and hold only letters, digits, `-`, `_`, `.`"
+                ),
             )
             .with_help("use a short slug such as \"deactivate-leavers\""),
         );
@@ -230,6 +227,8 @@ fn compile(source: &str, file: &str, cx: &CompileContext) -> std::result::Result
         }
     };
     let mut blocks = Vec::new();
+    // Edges of the blocks that did not compile, read leniently from their JSON.
+    let mut raw_edges: Vec<(String, Edge)> = Vec::new();
     match top.opt_object("blocks", &mut diags) {
         Some(map) => {
             for (id, v) in map {
@@ -241,8 +240,15 @@ fn compile(source: &str, file: &str, cx: &CompileContext) -> std::result::Result
                     );
                     continue;
                 }
-                if let Some(block) = Block::compile(v, &at, cx, &mut diags) {
-                    blocks.push((id.clone(), block));
+                if id.trim().is_empty() || id.chars().all(|c| c == '.') || id.chars().any(char::is_control) {
+                    diags.push(
+                        ConfigError::new(&at, format!("`{id}` cannot name a block"))
+                            .with_help("name blocks with words, e.g. \"get_user\" or \"deactivate\""),
+                    );
+                }
+                match Block::compile(v, &at, cx, &mut diags) {
+                    Some(block) => blocks.push((id.clone(), block)),
+                    None => raw_edges.extend(roster_blocks::kinds::raw_edges(v).into_iter().map(|e| (id.clone(), e))),
                 }
             }
             if map.is_empty() {
@@ -254,37 +260,51 @@ fn compile(source: &str, file: &str, cx: &CompileContext) -> std::result::Result
     let all_ids: BTreeSet<&str> = value
         .get("blocks")
         .and_then(Value::as_object)
-        .map(|m| m.keys().map(String::as_str).collect())
+        .map(|m| m.keys().map(String::as_str).filter(|id| *id != BEGIN).collect())
         .unwrap_or_default();
 
     // Edges: every target must name a block (even one that failed to compile).
+    let begin_next = match &begin {
+        Some(b) => Some(b.next.clone()),
+        None => value.pointer("/begin/next").and_then(Value::as_str).map(str::to_string),
+    };
     let mut edges: Vec<(String, Edge, String)> = Vec::new();
-    if let Some(b) = &begin {
-        edges.push((BEGIN.into(), Edge { label: "next", target: b.next.clone() }, join(BEGIN, "next")));
+    if let Some(next) = &begin_next {
+        edges.push((BEGIN.into(), Edge { label: "next", target: next.clone() }, join(BEGIN, "next")));
     }
-    for (id, block) in &blocks {
-        for e in block.edges() {
-            let at = join(&join("blocks", id), e.label);
-            edges.push((id.clone(), e, at));
-        }
+    for (id, e) in blocks
+        .iter()
+        .flat_map(|(id, block)| block.edges().into_iter().map(move |e| (id, e)))
+        .chain(raw_edges.iter().map(|(id, e)| (id, e.clone())))
+    {
+        let at = join(&join("blocks", id), e.label);
+        edges.push((id.clone(), e, at));
     }
-    for (_, e, at) in &edges {
+    let mut names = Suggester::new(all_ids.iter().copied());
+    // A dangling edge whose target is a likely typo counts as leading to the block it
+    // was meant for, so that block is not also reported as unreachable.
+    let mut meant: Vec<(String, String)> = Vec::new();
+    for (from, e, at) in &edges {
         if !all_ids.contains(e.target.as_str()) {
-            let help = if e.target == BEGIN {
-                "an edge cannot lead back to begin".to_string()
-            } else {
-                suggest(&e.target, all_ids.iter().copied())
+            let guess = if e.target == BEGIN { None } else { names.closest(&e.target) };
+            let help = match guess {
+                _ if e.target == BEGIN => "an edge cannot lead back to begin".to_string(),
+                Some(k) => format!("did you mean `{k}`?"),
+                None => names.suggest(&e.target),
             };
+            if let Some(k) = guess {
+                meant.push((from.clone(), k.to_string()));
+            }
             diags.push(ConfigError::new(at, format!("no block named `{}`", e.target)).with_help(help));
         }
     }
 
-    // The graph over the blocks that compiled.
+    // The graph over every block, compiled or not.
     let mut graph: DiGraph<String, &'static str> = DiGraph::new();
     let mut nodes: BTreeMap<String, NodeIndex> = BTreeMap::new();
     nodes.insert(BEGIN.into(), graph.add_node(BEGIN.into()));
-    for (id, _) in &blocks {
-        nodes.insert(id.clone(), graph.add_node(id.clone()));
+    for id in &all_ids {
+        nodes.insert(id.to_string(), graph.add_node(id.to_string()));
     }
     for (from, e, _) in &edges {
         if let (Some(a), Some(b)) = (nodes.get(from), nodes.get(&e.target)) {
@@ -292,19 +312,36 @@ fn compile(source: &str, file: &str, cx: &CompileContext) -> std::result::Result
         }
     }
     check_cycles(&graph, &mut diags);
-    if begin.is_some() && diags.is_empty() {
-        let mut reached = BTreeSet::new();
-        let mut dfs = Dfs::new(&graph, nodes[BEGIN]);
-        while let Some(n) = dfs.next(&graph) {
-            reached.insert(graph[n].clone());
+    if begin_next.is_some() {
+        let mut reach = graph.clone();
+        for (from, to) in &meant {
+            if let (Some(a), Some(b)) = (nodes.get(from), nodes.get(to)) {
+                reach.add_edge(*a, *b, "meant");
+            }
         }
-        for (id, _) in &blocks {
-            if !reached.contains(id) {
+        let mut reached = BTreeSet::new();
+        let mut dfs = Dfs::new(&reach, nodes[BEGIN]);
+        while let Some(n) = dfs.next(&reach) {
+            reached.insert(reach[n].clone());
+        }
+        let unreached: Vec<&str> = all_ids.iter().copied().filter(|id| !reached.contains(*id)).collect();
+        let help = "point a `next`, `then`, `else` or `on_error` at it, or remove it";
+        if unreached.len() <= 10 {
+            for id in unreached {
                 diags.push(
                     ConfigError::new(join("blocks", id), format!("block `{id}` is never reached from begin"))
-                        .with_help("point a `next`, `then`, `else` or `on_error` at it, or remove it"),
+                        .with_help(help),
                 );
             }
+        } else {
+            // Many at once (edges broken wholesale): one line instead of a flood.
+            let first: Vec<&str> = unreached.iter().copied().take(20).collect();
+            let more = unreached.len() - first.len();
+            let list = if more > 0 { format!("{} and {more} more", first.join(", ")) } else { first.join(", ") };
+            diags.push(
+                ConfigError::new("blocks", format!("{} blocks are never reached from begin: {list}", unreached.len()))
+                    .with_help(help),
+            );
         }
     }
     check_step_references(begin.as_ref(), &blocks, &all_ids, &mut diags);
@@ -324,6 +361,12 @@ fn compile(source: &str, file: &str, cx: &CompileContext) -> std::result::Result
         file: file.to_string(),
         concurrency,
     })
+}
+
+/// A workflow name a file, a URL and a shell can all carry: not empty, not `.` or `..`.
+fn is_workflow_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
 /// Reports every cycle with the whole loop named, e.g. `a → b → c → a`.
@@ -347,7 +390,11 @@ fn check_cycles(graph: &DiGraph<String, &'static str>, diags: &mut Diagnostics) 
             }
             at = next;
         }
-        let text = if path.len() > 1 { path.join(" → ") } else { names.join(" → ") };
+        let mut text = if path.len() > 1 { path.join(" → ") } else { names.join(" → ") };
+        if path.len() > 21 {
+            // A loop through thousands of blocks: its start and its size say enough.
+            text = format!("{} → … → {} ({} blocks)", path[..20].join(" → "), path[0], path.len() - 1);
+        }
         diags.push(
             ConfigError::new(join("blocks", &graph[start]), format!("the blocks form a cycle: {text}"))
                 .with_help("workflows run each block at most once; break the loop by pointing one edge elsewhere"),
@@ -362,6 +409,7 @@ fn check_step_references(
     ids: &BTreeSet<&str>,
     diags: &mut Diagnostics,
 ) {
+    let mut names = Suggester::new(ids.iter().copied());
     let mut check = |at: String, vars: Vec<roster_blocks::path::Path>| {
         for v in vars {
             if v.root() != "steps" {
@@ -370,8 +418,7 @@ fn check_step_references(
             match v.segments().get(1) {
                 Some(roster_blocks::path::Segment::Key(step)) if !ids.contains(step.as_str()) => {
                     diags.push(
-                        ConfigError::new(&at, format!("`{v}` names no block `{step}`"))
-                            .with_help(suggest(step, ids.iter().copied())),
+                        ConfigError::new(&at, format!("`{v}` names no block `{step}`")).with_help(names.suggest(step)),
                     );
                 }
                 _ => {}
@@ -385,5 +432,79 @@ fn check_step_references(
     }
     for (id, block) in blocks {
         check(join("blocks", id), block.variables());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shipped workflow, mangled at random: loading gives a workflow or errors,
+    /// never a panic.
+    #[test]
+    fn mangled_workflow_files_never_panic_the_loader() {
+        const PIECES: &[&str] = &[
+            "{{",
+            "}}",
+            "<<",
+            ">>",
+            "\"",
+            "\\",
+            "[",
+            "]",
+            "{",
+            "}",
+            ",",
+            ":",
+            "null",
+            "0",
+            "-1",
+            "1e400",
+            "é",
+            "名",
+            "😀",
+            "\u{301}",
+            "#if ",
+            "/if",
+            "(",
+            ")",
+            "\"next\"",
+            "\"type\"",
+            "\"begin\"",
+            "\"api\"",
+            "..",
+            "",
+        ];
+        let presets = crate::presets::built_in();
+        let cx = CompileContext { presets: &presets, credentials: None };
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+        let mut files = Vec::new();
+        for dir in [root.to_string(), format!("{root}/brex")] {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "json") {
+                    files.push(std::fs::read_to_string(path).unwrap());
+                }
+            }
+        }
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as usize
+        };
+        for source in &files {
+            for _ in 0..500 {
+                let mut text = source.clone();
+                for _ in 0..1 + next() % 3 {
+                    let at = text.floor_char_boundary(next() % text.len());
+                    let end = text.floor_char_boundary((at + next() % 8).min(text.len()));
+                    text.replace_range(at..end, PIECES[next() % PIECES.len()]);
+                }
+                let outcome = std::panic::catch_unwind(|| Workflow::compile(&text, "mangled.json", &cx).map(|_| ()));
+                assert!(outcome.is_ok(), "the loader panicked on:\n{text}");
+            }
+        }
     }
 }

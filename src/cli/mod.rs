@@ -1,21 +1,23 @@
 //! Command definitions (clap derive) and dispatch.
 
-// Everything the command line prints passes through the process's secret set: these shadow
-// the standard printing macros in this module and every module declared below it, so no
-// line on stdout or stderr can carry a credential, whichever command printed it.
-macro_rules! println {
-    () => { ::std::println!() };
-    ($($arg:tt)*) => { ::std::println!("{}", roster_blocks::redact::process().scrub(&format!($($arg)*))) };
-}
+// Every `print!`/`println!` (and `eprint!`/`eprintln!`) in the CLI goes through
+// `output::write` with the process's secret set scrubbed out of it: no line on stdout or
+// stderr can carry a credential, whichever command printed it, and a closed pipe
+// (`roster records list | head -1`) silences the rest of the output instead of panicking.
+// Defined before the modules so they all see these.
 macro_rules! print {
-    ($($arg:tt)*) => { ::std::print!("{}", roster_blocks::redact::process().scrub(&format!($($arg)*))) };
+    ($($arg:tt)*) => { $crate::cli::output::write(false, format_args!($($arg)*), false) };
 }
-macro_rules! eprintln {
-    () => { ::std::eprintln!() };
-    ($($arg:tt)*) => { ::std::eprintln!("{}", roster_blocks::redact::process().scrub(&format!($($arg)*))) };
+macro_rules! println {
+    () => { $crate::cli::output::write(false, format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::cli::output::write(false, format_args!($($arg)*), true) };
 }
 macro_rules! eprint {
-    ($($arg:tt)*) => { ::std::eprint!("{}", roster_blocks::redact::process().scrub(&format!($($arg)*))) };
+    ($($arg:tt)*) => { $crate::cli::output::write(true, format_args!($($arg)*), false) };
+}
+macro_rules! eprintln {
+    () => { $crate::cli::output::write(true, format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::cli::output::write(true, format_args!($($arg)*), true) };
 }
 
 mod batch;
@@ -142,7 +144,11 @@ pub fn main() -> ExitCode {
     };
     let cx = Context { home: Home::new(cli.home.clone()), clock, presets_dir: cli.presets.clone() };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(dispatch(cli.command, &cx)) {
+    let outcome = runtime.block_on(dispatch(cli.command, &cx));
+    if output::write_failed() {
+        return ExitCode::from(2);
+    }
+    match outcome {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Failed) => ExitCode::from(1),
         Err(e) => {

@@ -186,7 +186,8 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
             println!("dry run of {} for {} (nothing is sent or written)", wf.name, record.label());
             print_dry_steps(&steps)?;
         }
-        return Ok(Outcome::Ok);
+        // A step that would fail makes the preview a failure, as the run would be.
+        return Ok(if steps.iter().any(|s| s.would_fail) { Outcome::Failed } else { Outcome::Ok });
     }
     let started = Instant::now();
     let run = engine.create_run(&wf, &record, "manual")?;

@@ -46,7 +46,13 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
             Catalog::load(&w, &i, &presets, creds.as_ref())
         }
     };
-    let catalog = load().map_err(|e| anyhow::anyhow!("refusing to start; fix these first:\n{e}"))?;
+    let catalog = match load() {
+        Ok(catalog) => catalog,
+        Err(e) => {
+            eprintln!("refusing to start; fix these first:\n{e}");
+            return Ok(Outcome::Failed);
+        }
+    };
     println!(
         "loaded {} workflow(s) from {} and {} integration(s) from {}",
         catalog.workflows.len(),

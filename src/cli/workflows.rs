@@ -7,13 +7,14 @@ use clap::Args;
 use roster_blocks::kinds::CompileContext;
 use roster_engine::Error;
 use roster_engine::store::Store;
+use roster_engine::sync::Integration;
 use roster_engine::workflow::Workflow;
 
 use super::{Context, Outcome};
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
-    /// Workflow files (or names of files in HOME/workflows).
+    /// Workflow or integration files (or names of workflow files in HOME/workflows).
     #[arg(required = true)]
     files: Vec<String>,
 }
@@ -62,7 +63,10 @@ pub fn load(cx: &Context, arg: &str, store: Option<&dyn Store>) -> anyhow::Resul
 pub async fn validate(args: ValidateArgs, cx: &Context) -> anyhow::Result<Outcome> {
     let store = match cx.home.open_store() {
         Ok(s) => Some(s),
-        Err(Error::NoHome { .. }) => None,
+        Err(Error::NoHome { dir }) => {
+            eprintln!("note: credentials not checked: no Roster home at {}", dir.display());
+            None
+        }
         Err(Error::StoreLocked { .. }) => {
             eprintln!("note: the store is in use by `roster serve`; credentials are not checked");
             None
@@ -82,8 +86,14 @@ pub async fn validate(args: ValidateArgs, cx: &Context) -> anyhow::Result<Outcom
                 continue;
             }
         };
-        match Workflow::load(&path, &compile_cx) {
-            Ok(wf) => println!("{}: ok ({}, {} blocks)", path.display(), wf.name, wf.blocks.len()),
+        let checked = if is_integration(&path) {
+            Integration::load(&path, creds.as_ref())
+                .map(|i| format!("integration {}, connector {}", i.name, i.connector))
+        } else {
+            Workflow::load(&path, &compile_cx).map(|wf| format!("{}, {} blocks", wf.name, wf.blocks.len()))
+        };
+        match checked {
+            Ok(summary) => println!("{}: ok ({summary})", path.display()),
             Err(e) => {
                 eprintln!("{e}");
                 failed += 1;
@@ -91,6 +101,18 @@ pub async fn validate(args: ValidateArgs, cx: &Context) -> anyhow::Result<Outcom
         }
     }
     Ok(if failed == 0 { Outcome::Ok } else { Outcome::Failed })
+}
+
+/// An integration file rather than a workflow: it sits in an `integrations` folder, or
+/// names a `connector` and has no `blocks`.
+fn is_integration(path: &std::path::Path) -> bool {
+    if path.parent().and_then(|p| p.file_name()).is_some_and(|n| n == "integrations") {
+        return true;
+    }
+    let Ok(text) = std::fs::read_to_string(path) else { return false };
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .is_some_and(|v| v.get("connector").is_some() && v.get("blocks").is_none())
 }
 
 pub async fn graph(args: GraphArgs, cx: &Context) -> anyhow::Result<Outcome> {

@@ -130,6 +130,16 @@ impl std::fmt::Display for StepError {
     }
 }
 
+impl StepError {
+    /// The variable that was missing or null, when that is the problem.
+    pub fn variable(&self) -> Option<&str> {
+        match self {
+            StepError::Render(e) => e.variable(),
+            StepError::Invalid(_) => None,
+        }
+    }
+}
+
 impl std::error::Error for StepError {}
 
 impl From<RenderError> for StepError {
@@ -174,31 +184,35 @@ impl ApiBlock {
             diags.push(ConfigError::new(f.at("credential"), format!("unknown credential `{name}`")).with_help(help));
         }
 
-        let mut block = match (f.get("request"), f.opt_string("preset", diags)) {
+        let core = match (f.get("request"), f.opt_string("preset", diags)) {
             (Some(_), Some(_)) => {
                 diags.push(
                     ConfigError::new(f.at("preset"), "an api block has either `request` or `preset`, not both")
                         .with_help("remove one of them"),
                 );
-                return None;
+                None
             }
             (None, None) => {
                 diags.push(ConfigError::new(path, "an api block needs `request` or `preset`").with_help(
                     "write a request {\"method\", \"url\", ...} or name a preset such as \"brex.get_user\"",
                 ));
-                return None;
+                None
             }
             (Some(request), None) => {
                 if f.get("with").is_some() {
                     diags.error(f.at("with"), "`with` sets preset parameters; this block has no `preset`");
                 }
-                compile_custom(request, &f.at("request"), diags)?
+                compile_custom(request, &f.at("request"), diags)
             }
-            (None, Some(name)) => compile_preset(name, &f, cx, diags)?,
+            (None, Some(name)) => compile_preset(name, &f, cx, diags),
         };
+        // A request that did not compile still leaves the other fields to check, so one
+        // pass reports them too.
+        let compiled = core.is_some();
+        let mut block = core.unwrap_or_else(ApiBlock::placeholder);
 
         block.credential = credential;
-        if block.credential.is_none() && !block.url.source().starts_with("http") {
+        if compiled && block.credential.is_none() && !block.url.source().starts_with("http") {
             diags.push(
                 ConfigError::new(f.at("credential"), "a relative URL needs a credential to say which server it is on")
                     .with_help(
@@ -237,7 +251,15 @@ impl ApiBlock {
         block.retry = f.get("retry").and_then(|r| crate::retry::RetryPolicy::compile(r, &f.at("retry"), diags));
         block.next = f.opt_string("next", diags).map(str::to_string);
         block.on_error = f.opt_string("on_error", diags).map(str::to_string);
-        Some(block)
+        compiled.then_some(block)
+    }
+
+    /// Stands in for a block whose request did not compile while its other fields are
+    /// checked; never returned.
+    fn placeholder() -> ApiBlock {
+        let mut diags = Diagnostics::new();
+        let request = serde_json::json!({"method": "GET", "url": "/"});
+        compile_custom(&request, "", &mut diags).expect("a fixed request compiles")
     }
 
     pub fn edges(&self) -> Vec<Edge> {

@@ -47,12 +47,13 @@ impl Begin {
             None => Some(Trigger::Manual),
             Some(t) => compile_trigger(t, &f.at("trigger"), diags),
         };
+        // Every field is checked before giving up, so one pass reports them all.
         let rules = match f.get("rules") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(Condition::compile(v, &f.at("rules"), diags)?),
+            None | Some(Value::Null) => Some(None),
+            Some(v) => Condition::compile(v, &f.at("rules"), diags).map(Some),
         };
         let next = f.string("next", diags).map(str::to_string);
-        Some(Begin { trigger: trigger?, rules, next: next? })
+        Some(Begin { trigger: trigger?, rules: rules?, next: next? })
     }
 }
 
@@ -140,12 +141,35 @@ pub fn compile_schedule(value: &Value, path: &str, diags: &mut Diagnostics) -> O
         ));
         return None;
     }
-    if let Some(tz) = &timezone
-        && jiff::tz::TimeZone::get(tz).is_err()
-    {
+    let zone = match &timezone {
+        None => jiff::tz::TimeZone::UTC,
+        Some(tz) => match jiff::tz::TimeZone::get(tz) {
+            Ok(zone) => zone,
+            Err(_) => {
+                diags.push(
+                    ConfigError::new(crate::diag::join(path, "timezone"), format!("unknown time zone `{tz}`"))
+                        .with_help("use an IANA name such as \"America/New_York\" or \"Europe/London\""),
+                );
+                return None;
+            }
+        },
+    };
+    // The scheduler parses the same text with the same parser, so what loads here fires.
+    let parsed: croner::Cron = match cron.parse() {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            diags.push(ConfigError::new(path, format!("`{cron}` is not a valid cron expression: {e}")).with_help(
+                "minute 0-59, hour 0-23, day-of-month 1-31, month 1-12, day-of-week 0-7; e.g. \"0 9 * * 1-5\"",
+            ));
+            return None;
+        }
+    };
+    // `0 0 30 2 *` parses but never comes; a fixed start keeps the check repeatable.
+    let start = jiff::Timestamp::from_second(1_767_225_600).unwrap_or_default().to_zoned(zone);
+    if parsed.find_next_occurrence(&start, true).is_err() {
         diags.push(
-            ConfigError::new(crate::diag::join(path, "timezone"), format!("unknown time zone `{tz}`"))
-                .with_help("use an IANA name such as \"America/New_York\" or \"Europe/London\""),
+            ConfigError::new(path, format!("`{cron}` never fires (no such date)"))
+                .with_help("check the day of the month against the month, e.g. February has no 30th"),
         );
         return None;
     }
@@ -164,4 +188,30 @@ fn parse_hh_mm(s: &str) -> Option<(u32, u32)> {
     let (h, m) = s.split_once(':')?;
     let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
     (h < 24 && m < 60).then_some((h, m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schedule_errors(value: Value) -> Vec<String> {
+        let mut diags = Diagnostics::new();
+        compile_schedule(&value, "begin.trigger.schedule", &mut diags);
+        diags.errors().iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_cron_that_cannot_fire_is_refused_at_load() {
+        for cron in ["0 25 * * *", "61 * * * *", "0 0 32 * *", "0 0 * 13 *", "0 0 * * 9", "a b c d e"] {
+            let errors = schedule_errors(json!(cron));
+            assert_eq!(errors.len(), 1, "{cron}: {errors:?}");
+            assert!(errors[0].contains("is not a valid cron expression"), "{cron}: {errors:?}");
+        }
+        let errors = schedule_errors(json!({"cron": "0 0 30 2 *", "timezone": "Europe/Paris"}));
+        assert!(errors[0].contains("never fires"), "{errors:?}");
+        for fine in [json!("0 9 * * 1-5"), json!("daily"), json!({"daily": "23:59", "timezone": "Asia/Tokyo"})] {
+            assert!(schedule_errors(fine.clone()).is_empty(), "{fine}");
+        }
+    }
 }

@@ -120,6 +120,31 @@ impl Block {
     }
 }
 
+/// The edge fields of each block kind, and of any block whose kind is unknown.
+fn edge_keys(kind: Option<&str>) -> &'static [&'static str] {
+    match kind {
+        Some("api") => &["next", "on_error"],
+        Some("condition") => &["then", "else"],
+        Some("update") => &["next"],
+        Some("end") => &[],
+        _ => &["next", "then", "else", "on_error"],
+    }
+}
+
+/// The edges a block's JSON names, read leniently (every string under one of its kind's
+/// edge fields), so a block that fails to compile still takes part in the graph checks
+/// and one `validate` reports its dangling edges, cycles and unreachable blocks too.
+pub fn raw_edges(value: &Value) -> Vec<Edge> {
+    let kind = value.get("type").and_then(Value::as_str);
+    edge_keys(kind)
+        .iter()
+        .filter_map(|label| {
+            let target = value.get(*label)?.as_str()?;
+            Some(Edge { label, target: target.to_string() })
+        })
+        .collect()
+}
+
 fn kind_names() -> Vec<&'static str> {
     KINDS.iter().map(|(k, _)| *k).collect()
 }

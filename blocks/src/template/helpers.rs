@@ -63,7 +63,7 @@ impl HelperDef for VarHelper {
         let value = match h.param(0) {
             Some(p) if !p.is_value_missing() => p.value(),
             _ => {
-                return Err(nested(RenderError::Missing { variable: name.to_string() }));
+                return Err(nested(RenderError::Missing { variable: name.to_string(), hint: None }));
             }
         };
         let text = format_value(value, name).map_err(nested)?;
@@ -104,7 +104,7 @@ impl DefaultHelper {
         }
         match h.param(1) {
             Some(p) if !p.is_value_missing() => Ok((p.value(), param_name(h, 1))),
-            Some(_) => Err(RenderError::Missing { variable: param_name(h, 1) }),
+            Some(_) => Err(RenderError::Missing { variable: param_name(h, 1), hint: None }),
             None => Err(RenderError::Other("`default` needs a fallback, e.g. {{default manager_id \"\"}}".to_string())),
         }
     }
@@ -155,7 +155,7 @@ impl HelperDef for JsonHelper {
         let value = match h.param(0) {
             Some(p) if !p.is_value_missing() => p.value(),
             _ => {
-                return Err(nested(RenderError::Missing { variable: param_name(h, 0) }));
+                return Err(nested(RenderError::Missing { variable: param_name(h, 0), hint: None }));
             }
         };
         out.write(&(r.get_escape_fn())(&value.to_string()))?;

@@ -68,20 +68,37 @@ fn non_variables_are_left_alone() {
     for src in [
         "a << b",
         "1 << 2 >> 3 is shifty",
-        "<<EOF\nline\nEOF",
+        "1<<2",
         "x <<>> y",
-        "<<a.>>",
-        "<<a b>>",
+        "<< a",
         "<<",
+        "<<😀",
+        "\\<<EOF\nline\nEOF",
         "{x}",
         "}}",
         "a < b > c",
     ] {
         let t = Template::compile(src).unwrap();
         assert!(t.is_literal(), "{src}");
-        assert_eq!(t.render_string(&scope(), Escape::None).unwrap(), src);
+        assert_eq!(t.render_string(&scope(), Escape::None).unwrap(), src.replace("\\<<", "<<"));
     }
     assert_eq!(ok("<<<user.age>>>"), "<41>");
+}
+
+#[test]
+fn an_unclosed_angle_variable_is_an_error_not_literal_text() {
+    for (src, wanted) in [
+        ("Hi <<first_name, welcome", "`<<first_name` is never closed"),
+        ("<<user.email>", "`<<user.email` is never closed"),
+        ("<<EOF\nline\nEOF", "`<<EOF` is never closed"),
+        ("<<a b>>", "`<<a` is never closed"),
+        ("<<a.>>", "`<<` starts a variable, but expected a name after `.`"),
+        ("x <<prénom", "`<<prénom` is never closed"),
+    ] {
+        let e = compile_err(src);
+        assert!(e.message.contains(wanted), "{src:?}: {e}");
+        assert_eq!(e.help.as_deref(), Some("add `>>`, or write `\\<<` for a literal `<<`"), "{src:?}");
+    }
 }
 
 #[test]
@@ -116,7 +133,7 @@ fn if_else_and_each() {
 #[test]
 fn missing_variables_are_errors_naming_the_variable() {
     let missing = |src: &str| match render(src) {
-        Err(RenderError::Missing { variable }) => variable,
+        Err(RenderError::Missing { variable, .. }) => variable,
         other => panic!("{src:?}: {other:?}"),
     };
     assert_eq!(missing("Hello <<user.nope>>"), "user.nope");
@@ -130,7 +147,7 @@ fn missing_variables_are_errors_naming_the_variable() {
     assert_eq!(e.to_string(), "variable `user.nope` does not exist");
     // render_value is strict too
     let e = Template::compile("<<nope>>").unwrap().render_value(&scope()).unwrap_err();
-    assert_eq!(e, RenderError::Missing { variable: "nope".into() });
+    assert_eq!(e, RenderError::Missing { variable: "nope".into(), hint: None });
 }
 
 #[test]
@@ -320,7 +337,7 @@ fn json_template_literal_and_errors() {
 
     let mut diags = Diagnostics::new();
     let t = JsonTemplate::compile(&json!({"id": "<<missing>>"}), "", &mut diags).unwrap();
-    assert_eq!(t.render(&scope()).unwrap_err(), RenderError::Missing { variable: "missing".into() });
+    assert_eq!(t.render(&scope()).unwrap_err(), RenderError::Missing { variable: "missing".into(), hint: None });
 }
 
 #[test]
@@ -335,4 +352,113 @@ fn render_is_fast_enough() {
         h.render_string(&s, Escape::None).unwrap();
     }
     assert!(start.elapsed() < std::time::Duration::from_secs(2));
+}
+
+#[test]
+fn any_unicode_field_name_works_in_both_syntaxes() {
+    let scope = json!({
+        "prénom": "Zoé", "名前": "花子", "Straße": "Hauptstraße 1", "😀": "smile",
+        "e\u{301}t\u{e9}": "combining", "user": {"prénom": "Ann"}
+    });
+    for (src, want) in [
+        ("{{prénom}}", "Zoé"),
+        ("<<prénom>>", "Zoé"),
+        ("<<名前>>", "花子"),
+        ("{{名前}}", "花子"),
+        ("{{Straße}}", "Hauptstraße 1"),
+        ("<< Straße >>", "Hauptstraße 1"),
+        ("{{😀}}", "smile"),
+        ("<<😀>>", "smile"),
+        ("<<e\u{301}t\u{e9}>>", "combining"),
+        ("{{e\u{301}t\u{e9}}}", "combining"),
+        ("<<user.prénom>>", "Ann"),
+        ("{{user['prénom']}}", "Ann"),
+        ("{{#if prénom}}ja {{prénom}}{{/if}}", "ja Zoé"),
+        ("{{#if (eq 名前 \"花子\")}}はい{{else}}いいえ{{/if}}", "はい"),
+        ("{{#with user}}{{prénom}}{{/with}}", "Ann"),
+        ("é {{prénom}} ü <<名前>> ß", "é Zoé ü 花子 ß"),
+    ] {
+        let t = Template::compile(src).unwrap_or_else(|e| panic!("{src:?}: {e}"));
+        assert_eq!(t.render_string(&scope, Escape::None).unwrap(), want, "{src}");
+    }
+    // Errors after non-ASCII text point at the right character.
+    let e = compile_err("ü {{#if prénom}}");
+    assert_eq!((e.line, e.column), (1, 3), "{e}");
+    let e = compile_err("名前 {{é");
+    assert!(e.message.contains("never closed"), "{e}");
+    assert_eq!((e.line, e.column), (1, 4), "{e}");
+}
+
+/// Random mixes of template syntax and multi-byte characters: compiling and rendering
+/// must give a result or an error, never a panic.
+#[test]
+fn random_templates_never_panic() {
+    const PIECES: &[&str] = &[
+        "{{", "}}", "{{{", "}}}", "<<", ">>", "\\", "\\<<", "\\{{", "#if ", "#each ", "#with ", "/if", "/each", "else",
+        "(", ")", "[", "]", "'", "\"", ".", " ", "~", "!", "!--", "--", "|", "=", "@index", "../", "eq ", "x", "user",
+        "é", "名前", "😀", "\u{301}", "ß", "\u{a0}", "\n", "0", "-1", "as |i|", "&", ">", "*", "^",
+    ];
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let scope = scope();
+    for _ in 0..20_000 {
+        let len = (next() % 12) as usize;
+        let src: String = (0..len).map(|_| PIECES[(next() as usize) % PIECES.len()]).collect();
+        let result = std::panic::catch_unwind(|| {
+            if let Ok(t) = Template::compile(&src) {
+                let _ = t.render_string(&scope, Escape::None);
+                let _ = t.render_string(&scope, Escape::UrlComponent);
+                let _ = t.render_value(&scope);
+            }
+        });
+        assert!(result.is_ok(), "panicked on {src:?}");
+    }
+}
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    // A tokio worker's 2 MiB stack, where a reload compiles templates.
+    let outcome = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            let deep = 4_000;
+            let blocks = format!("{}x{}", "{{#if user}}".repeat(deep), "{{/if}}".repeat(deep));
+            let e = compile_err(&blocks);
+            assert!(e.message.contains("blocks nest more than 32 deep"), "{e}");
+            let subs = format!("{{{{#if {}user.age{}}}}}y{{{{/if}}}}", "(not ".repeat(deep), ")".repeat(deep));
+            let e = compile_err(&subs);
+            assert!(e.message.contains("sub-expressions nest more than 32 deep"), "{e}");
+            let print = format!("{{{{default {}user.age{} 1}}}}", "(default ".repeat(deep), " 1)".repeat(deep));
+            assert!(compile_err(&print).message.contains("nest more than"));
+
+            // The limit itself still works.
+            let ok32 = format!("{}x{}", "{{#if user}}".repeat(32), "{{/if}}".repeat(32));
+            assert_eq!(Template::compile(&ok32).unwrap().render_string(&scope(), Escape::None).unwrap(), "x");
+            let ok32 = format!("{{{{#if {}user.age{}}}}}y{{{{/if}}}}", "(not ".repeat(32), ")".repeat(32));
+            assert_eq!(Template::compile(&ok32).unwrap().render_string(&scope(), Escape::None).unwrap(), "y");
+        })
+        .unwrap()
+        .join();
+    assert!(outcome.is_ok());
+}
+
+#[test]
+fn a_missing_variable_suggests_the_name_the_scope_holds() {
+    let scope = json!({"now": "2027-03-01T09:00:00Z", "today": "2027-03-01", "run": {"id": "r1"},
+        "steps": {"invite": {"response": {"id": "u1"}}}, "first_name": "Ann"});
+    for (src, hint) in [
+        ("<<nw>>", "did you mean `now`?"),
+        ("{{tody}}", "did you mean `today`?"),
+        ("Hi <<frist_name>>", "did you mean `first_name`?"),
+        ("<<steps.invte.response.id>>", "did you mean `invite`?"),
+        ("{{#if x}}{{/if}}{{run.idd}}", "did you mean `id`?"),
+    ] {
+        let e = Template::compile(src).unwrap().render_string(&scope, Escape::None).unwrap_err();
+        assert!(e.to_string().ends_with(&format!("does not exist ({hint})")), "{src}: {e}");
+    }
 }

@@ -6,13 +6,18 @@
 use crate::diag;
 use crate::path::{Path, Segment};
 
-use super::TemplateError;
+use super::{TemplateError, UniquePaths};
 
 /// Helpers a user may call; `roster_*` ones are internal and not listed.
 pub(super) const HELPERS: &[&str] = &[
     "if", "unless", "each", "with", "lookup", "eq", "ne", "gt", "gte", "lt", "lte", "and", "or", "not", "len",
     "default", "json",
 ];
+
+/// How deep `{{#block}}`s and `(sub expressions)` may nest. Handlebars compiles and
+/// renders them recursively; far deeper nesting would exhaust a thread's stack, and no
+/// readable template comes near this.
+pub(super) const MAX_NESTING: usize = 32;
 
 /// Block helpers whose body sees a different `this`, so paths inside are relative.
 const SCOPING_BLOCKS: &[&str] = &["each", "with"];
@@ -68,7 +73,7 @@ struct Scanner<'a> {
     text_at: usize,
     blocks: Vec<Open>,
     scoping_depth: usize,
-    vars: Vec<Path>,
+    vars: UniquePaths,
 }
 
 pub(super) fn scan(src: &str) -> Result<Scan, TemplateError> {
@@ -79,7 +84,7 @@ pub(super) fn scan(src: &str) -> Result<Scan, TemplateError> {
         text_at: 0,
         blocks: Vec::new(),
         scoping_depth: 0,
-        vars: Vec::new(),
+        vars: UniquePaths::default(),
     };
     let mut i = 0;
     while i < src.len() {
@@ -94,15 +99,26 @@ pub(super) fn scan(src: &str) -> Result<Scan, TemplateError> {
         } else if rest.starts_with("\\{{") {
             s.push_text(i, "{{");
             i += 3;
-        } else if rest.starts_with("<<") {
+        } else if let Some(after) = rest.strip_prefix("<<") {
             match angle_var(src, i) {
                 Some((path, end)) => {
                     s.record(&path);
                     s.push_piece(i, Piece::Var { path, trim: Trim::default() });
                     i = end;
                 }
+                // `<<` right before a name starts a variable: left open, it is a typo
+                // that would otherwise go out as literal text.
+                None if after.starts_with(|c: char| c.is_alphabetic() || c == '_') => {
+                    let message = match Path::parse_prefix(after) {
+                        Ok((path, _)) => format!("`<<{path}` is never closed"),
+                        Err(reason) => format!("`<<` starts a variable, but {reason}"),
+                    };
+                    return Err(
+                        TemplateError::at(src, i, message).with_help("add `>>`, or write `\\<<` for a literal `<<`")
+                    );
+                }
                 None => {
-                    // Not a variable (`a << b`, `<<EOF`): keep one `<` and look again.
+                    // Not a variable (`a << b`, `1<<2`, `<<>>`): keep one `<` and look again.
                     s.push_text(i, "<");
                     i += 1;
                 }
@@ -121,7 +137,7 @@ pub(super) fn scan(src: &str) -> Result<Scan, TemplateError> {
         return Err(TemplateError::at(src, open.at, format!("`{{{{#{}}}}}` is never closed", open.name))
             .with_help(format!("add `{{{{/{}}}}}`", open.name)));
     }
-    Ok(Scan { pieces: s.pieces, vars: s.vars })
+    Ok(Scan { pieces: s.pieces, vars: s.vars.order })
 }
 
 /// `<<path>>` at `i`, allowing spaces inside the delimiters; None if it isn't one.
@@ -165,8 +181,8 @@ impl Scanner<'_> {
 
     /// Remembers a root-scope path, unless we are inside `{{#each}}`/`{{#with}}`.
     fn record(&mut self, path: &Path) {
-        if self.scoping_depth == 0 && path.root() != "this" && !self.vars.contains(path) {
-            self.vars.push(path.clone());
+        if self.scoping_depth == 0 && path.root() != "this" {
+            self.vars.add(path);
         }
     }
 
@@ -238,6 +254,11 @@ impl Scanner<'_> {
                     return Err(self.err(i, "decorators (`{{#*`) are not supported"));
                 }
                 let name = rest[..token_end(rest, 0)].to_string();
+                if self.blocks.len() >= MAX_NESTING {
+                    return Err(self
+                        .err(i, format!("blocks nest more than {MAX_NESTING} deep"))
+                        .with_help("close some blocks first, or combine conditions with `and`/`or`"));
+                }
                 let rewritten = self.rewrite(rest, offset_in(src, rest), true)?;
                 let scoping = SCOPING_BLOCKS.contains(&name.as_str());
                 self.blocks.push(Open { name, at: i, scoping });
@@ -312,6 +333,7 @@ impl Scanner<'_> {
     fn rewrite(&mut self, body: &str, at: usize, mut expect_name: bool) -> Result<String, TemplateError> {
         let mut out = String::with_capacity(body.len() + 8);
         let mut in_block_params = false;
+        let mut depth = 0;
         let mut i = 0;
         while i < body.len() {
             let c = body[i..].chars().next().unwrap_or_default();
@@ -322,11 +344,22 @@ impl Scanner<'_> {
             }
             match c {
                 '(' => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Err(self
+                            .err(at + i, format!("sub-expressions nest more than {MAX_NESTING} deep"))
+                            .with_help("split the expression, or combine conditions with `and`/`or`"));
+                    }
                     out.push(c);
                     expect_name = true;
                     i += 1;
                 }
-                ')' | '=' => {
+                ')' => {
+                    depth = depth.saturating_sub(1);
+                    out.push(c);
+                    i += 1;
+                }
+                '=' => {
                     out.push(c);
                     i += 1;
                 }
@@ -395,7 +428,7 @@ fn offset_in(whole: &str, part: &str) -> usize {
 
 /// 1-based line and column (in characters) of byte offset `at`.
 pub(super) fn line_col(src: &str, at: usize) -> (usize, usize) {
-    let before = &src[..at.min(src.len())];
+    let before = &src[..src.floor_char_boundary(at)];
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |p| p + 1);
     (line, before[line_start..].chars().count() + 1)
@@ -415,7 +448,8 @@ fn find_close(src: &str, from: usize, close: &str) -> Option<usize> {
                 }
                 i = end;
             }
-            _ if src[i..].starts_with(close) => return Some(i),
+            // Bytes, not `src[i..]`: `i` may sit inside a multi-byte character.
+            _ if bytes[i..].starts_with(close.as_bytes()) => return Some(i),
             _ => i += 1,
         }
     }
