@@ -357,7 +357,7 @@ fn a_path_value_of_dot_or_dot_dot_is_refused_and_never_reaches_another_resource(
     );
     let wf = wf.to_str().unwrap();
     for (email, value) in [("up@acme.test", ".."), ("here@acme.test", ".")] {
-        let dry = home.roster(&["run", wf, "--user", email, "--dry-run"]).ok();
+        let dry = home.roster(&["run", wf, "--user", email, "--dry-run"]).code(1);
         assert!(dry.stdout.contains(&format!("has a `{value}` path segment")), "{}", dry.stdout);
         let out = home.roster(&["run", wf, "--user", email]).code(1);
         assert!(out.stdout.contains(&format!("has a `{value}` path segment")), "{}", out.stdout);
