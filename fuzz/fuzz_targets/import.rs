@@ -1,5 +1,7 @@
 #![no_main]
 
+// Each target uses one of the entry functions.
+#[allow(dead_code)]
 #[path = "../entry.rs"]
 mod entry;
 
