@@ -11,12 +11,15 @@ use super::{Context, Outcome, output};
 pub enum Command {
     /// Every preset, built-in and from the presets folder.
     List {
+        /// Print the presets as JSON.
         #[arg(long)]
         json: bool,
     },
     /// A preset's request, parameters and a sample rendered request.
     Show {
+        /// The preset's name, e.g. brex.lock_card (see `roster presets list`).
         name: String,
+        /// Print the preset and its sample request as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -21,7 +21,9 @@ pub struct ValidateArgs {
 
 #[derive(Args, Debug)]
 pub struct GraphArgs {
+    /// A workflow file, or the name of one in HOME/workflows.
     workflow: String,
+    /// `dot` for graphviz (`roster graph F | dot -Tsvg > f.svg`), `mermaid` for Markdown.
     #[arg(long, value_enum, default_value = "dot")]
     format: GraphFormat,
 }
