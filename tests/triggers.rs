@@ -13,7 +13,7 @@ use roster_engine::service::{Catalog, Service};
 use roster_engine::store::{RecordWrite, RunFilter, SledStore, Store};
 use roster_engine::workflow::Workflow;
 use serde_json::{Map, Value, json};
-use support::TestHome;
+use support::{TestHome, http, serve};
 
 fn workflow(text: &str) -> Arc<Workflow> {
     let presets = roster_engine::presets::built_in();
@@ -225,56 +225,6 @@ async fn stopping_leaves_queued_runs_queued_for_the_next_start() {
     next.recover().unwrap();
     next.work(2, true).await.unwrap();
     assert!(runs_of(store.as_ref(), "onboard").iter().all(|r| r.state == RunState::Succeeded));
-}
-
-/// `roster serve` in the background for one test; killed on drop.
-struct Serving {
-    child: std::process::Child,
-    url: String,
-    token: String,
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(home: &TestHome) -> Serving {
-    let child = home
-        .command(&["serve", "--listen", "127.0.0.1:0", "--tick-ms", "100"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let file = home.path().join("serve.json");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !file.exists() {
-        assert!(std::time::Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let info: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    let token = std::fs::read_to_string(home.path().join("api.token")).unwrap().trim().to_string();
-    Serving { child, url: info["url"].as_str().unwrap().to_string(), token }
-}
-
-fn http(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        roster_blocks::http::install_crypto_provider();
-        let client = reqwest::Client::new();
-        let mut req = client.request(method.parse().unwrap(), url);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    })
 }
 
 #[test]

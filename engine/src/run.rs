@@ -67,8 +67,9 @@ pub struct Engine {
     credentials: Mutex<HashMap<String, Arc<Credential>>>,
     /// Rate limit and request timeout of each credential opened so far.
     limits: Mutex<HashMap<String, CredentialLimits>>,
-    /// Set on shutdown: runs stop before their next step and stay queued.
-    stopping: std::sync::atomic::AtomicBool,
+    /// Set on shutdown: runs stop before their next step (every `for_each` item and
+    /// every retry attempt is one) and stay queued; a retry's backoff wakes up for it.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Engine {
@@ -81,7 +82,7 @@ impl Engine {
             retry: RetryPolicy::default(),
             credentials: Mutex::new(HashMap::new()),
             limits: Mutex::new(HashMap::new()),
-            stopping: std::sync::atomic::AtomicBool::new(false),
+            stopping: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -91,11 +92,25 @@ impl Engine {
 
     /// Asks every run to stop before its next step (they stay queued for the next start).
     pub fn stop(&self) {
-        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stopping.send_replace(true);
     }
 
     pub fn is_stopping(&self) -> bool {
-        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+        *self.stopping.borrow()
+    }
+
+    /// Resolves once [`Engine::stop`] is called (at once if it was).
+    pub async fn stopped(&self) {
+        let mut watch = self.stopping.subscribe();
+        let _ = watch.wait_for(|stopping| *stopping).await;
+    }
+
+    /// A stop reached the run between two steps: nothing of it is in flight, so it
+    /// waits in the queue and the next start carries on at the same step.
+    async fn park(&self, run: &mut Run) -> Result<()> {
+        run.state = RunState::Queued;
+        run.updated_at = self.now();
+        self.save_run(run).await
     }
 
     /// Opens a credential by name (cached for the life of the engine).
@@ -230,10 +245,7 @@ impl Engine {
         }
         while let Some(block_id) = run.current.clone() {
             if self.is_stopping() {
-                // Between steps: nothing is in flight, so the run can simply wait in the queue.
-                run.state = RunState::Queued;
-                run.updated_at = self.now();
-                self.save_run(&run).await?;
+                self.park(&mut run).await?;
                 return Ok(run);
             }
             let Some(block) = wf.block(&block_id) else {
@@ -307,6 +319,9 @@ impl Engine {
                 break;
             }
         }
+        if run.state == RunState::Queued {
+            return Ok(run); // parked by a stop inside a block
+        }
         // Usually the last step's own write already settled the run; this covers the rest.
         if run.finished_at.is_none() {
             if run.state == RunState::Running {
@@ -363,12 +378,19 @@ impl Engine {
         let total = work.len();
         let mut left = false;
         for (n, (item, item_scope)) in work.into_iter().enumerate().skip(done) {
+            if self.is_stopping() {
+                // Items already done are kept in `run.steps`; the next start skips them.
+                return self.park(run).await;
+            }
             let last = n + 1 == total;
             let key = idempotency_key(run, block_id, item);
             match api.render(&item_scope, &key) {
                 Ok(request) => {
                     let call = Call { block: block_id, item, last };
                     self.call(wf, run, api, credential.as_deref(), call, request, 1, observer).await?;
+                    if run.state == RunState::Queued {
+                        return Ok(()); // parked by a stop
+                    }
                 }
                 Err(e) => {
                     let mut entry = self.entry(run, block_id, "api", item, 1);
@@ -415,6 +437,18 @@ impl Engine {
         let policy = api.retry.clone().unwrap_or_else(|| self.retry.clone());
         let first_sent = std::time::Instant::now();
         loop {
+            // Every attempt is a new step: none starts once a stop is asked for. The
+            // attempt is made again (same request, same idempotency key) on the next start.
+            if self.is_stopping() {
+                return self.park(run).await;
+            }
+            let limits = credential.and_then(|c| self.limits.lock().expect("limits").get(&c.name).cloned());
+            if let Some(rate) = limits.as_ref().and_then(|l| l.rate.clone()) {
+                tokio::select! {
+                    _ = rate.acquire() => {}
+                    _ = self.stopped() => return self.park(run).await,
+                }
+            }
             let mut entry = self.entry(run, block_id, "api", item, attempt);
             entry.request = Some(request.clone());
             run.pending = Some(Pending {
@@ -427,10 +461,6 @@ impl Engine {
             });
             // Journal "started" durably before anything leaves the process.
             self.save(run, &entry, None).await?;
-            let limits = credential.and_then(|c| self.limits.lock().expect("limits").get(&c.name).cloned());
-            if let Some(rate) = limits.as_ref().and_then(|l| l.rate.clone()) {
-                rate.acquire().await;
-            }
             let timeout = limits.map(|l| l.timeout);
             let sent = http::send(&self.client, credential, &request, api.paginate.as_ref(), timeout).await;
             run.pending = None;
@@ -452,7 +482,12 @@ impl Engine {
                 self.finish_entry(&mut entry);
                 self.save(run, &entry, None).await?;
                 observer.step(&entry);
-                tokio::time::sleep(policy.delay(attempt, retry_after)).await;
+                // The failed attempt is journaled as finished, so a stop during the
+                // backoff leaves nothing half done.
+                tokio::select! {
+                    _ = tokio::time::sleep(policy.delay(attempt, retry_after)) => {}
+                    _ = self.stopped() => return self.park(run).await,
+                }
                 attempt += 1;
                 continue;
             }

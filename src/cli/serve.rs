@@ -103,8 +103,13 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
                 if let Err(e) = service.dispatch_events() {
                     tracing::error!("event dispatcher: {e}");
                 }
-                if let Err(e) = service.sync_due().await {
-                    tracing::error!("sync: {e}");
+                // A stop does not wait for a long sync: the session is marked interrupted
+                // on the next start, and every record it wrote so far stays written.
+                tokio::select! {
+                    synced = service.sync_due() => if let Err(e) = synced {
+                        tracing::error!("sync: {e}");
+                    },
+                    _ = stop.wait_for(|s| *s) => return,
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(tick) => {}
