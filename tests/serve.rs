@@ -113,3 +113,122 @@ fn sigterm_stops_between_for_each_items_and_the_next_start_sends_only_the_rest()
     assert_eq!(uris.len(), 20, "{uris:?}");
     assert_eq!(run_state(&home, &id)["state"], "succeeded");
 }
+
+/// Output with what differs between two homes and two runs blanked: ids, times,
+/// durations and the home's path.
+fn normalized(text: &str, home: &TestHome) -> String {
+    let mut out = text.replace(home.path().to_str().unwrap(), "<home>");
+    let patterns = [
+        (r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<id>"),
+        (r"\d{4}-\d{2}-\d{2}T[0-9:.]+(Z|[+-]\d{2}:\d{2})", "<time>"),
+        (r"\d+ ms", "<n> ms"),
+        (r#""(elapsed_ms|duration_ms)": \d+"#, "\"$1\": <n>"),
+        // A run started through the API says so in its trigger.
+        (r"manual:api", "manual"),
+    ];
+    for (pattern, with) in patterns {
+        out = regex::Regex::new(pattern).unwrap().replace_all(&out, with).into_owned();
+    }
+    // Tables are aligned to their widest cell, which the blanking changed.
+    out.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join("\n")
+}
+
+/// The same set-up in a new home: a credential, two people, a loaded workflow, a workflow
+/// file serve does not load, and one that fails.
+fn cli_home(server: &Recorder) -> TestHome {
+    let home = TestHome::new();
+    home.add_bearer("api", &server.url(), "cli-secret-token");
+    home.import(&json!([{"email": "ann@acme.test", "first_name": "Ann"}, {"email": "bob@other.test"}]));
+    std::fs::write(
+        home.path().join("workflows/stamp.json"),
+        r#"{"name": "stamp", "begin": {"rules": [{"field": "email", "op": "ends_with", "value": "@acme.test"}], "next": "call"},
+            "blocks": {"call": {"type": "api", "credential": "api", "request": {"method": "POST", "url": "/users/<<email>>", "body": {"name": "<<first_name>>"}}, "next": "s"},
+                       "s": {"type": "update", "set": {"stamped": "yes"}}}}"#,
+    )
+    .unwrap();
+    home.file(
+        "fail.json",
+        r#"{"name": "fail", "begin": {"next": "call"},
+            "blocks": {"call": {"type": "api", "credential": "api", "request": {"method": "GET", "url": "/fail/<<email>>"},
+                                "retry": {"max_attempts": 1}}}}"#,
+    );
+    home.file("more.json", r#"[{"email": "cid@acme.test"}, {"first_name": "no key"}]"#);
+    home
+}
+
+/// Runs the command list in `home`, returning each command's normalized output.
+fn transcript(home: &TestHome) -> Vec<(String, i32, String)> {
+    let file = |name: &str| home.path().join(name).to_str().unwrap().to_string();
+    let (fail, more) = (file("fail.json"), file("more.json"));
+    let mut out = Vec::new();
+    let mut step = |args: Vec<String>, stdin: Option<&str>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let ran = match stdin {
+            Some(input) => home.roster_stdin(&refs, input),
+            None => home.roster(&refs),
+        };
+        let text = normalized(&ran.all(), home);
+        out.push((args.join(" "), ran.code, text));
+        ran
+    };
+    let s = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    step(s(&["credentials", "list"]), None);
+    step(
+        s(&["credentials", "add", "extra", "--kind", "bearer", "--base-url", "http://127.0.0.1:9"]),
+        Some("extra-secret"),
+    );
+    step(s(&["credentials", "update", "extra", "--timeout", "5s", "--secret-stdin"]), Some("rotated-secret"));
+    step(s(&["credentials", "list", "--json"]), None);
+    step(s(&["credentials", "remove", "extra"]), None);
+    step(s(&["credentials", "remove", "extra"]), None);
+    step(s(&["records", "import", &more]), None);
+    step(s(&["records", "show", "ann@acme.test"]), None);
+    step(s(&["records", "show", "nobody@acme.test"]), None);
+    step(s(&["run", "stamp", "--user", "ann@acme.test", "--dry-run"]), None);
+    step(s(&["run", "stamp", "--user", "bob@other.test", "--dry-run"]), None);
+    step(s(&["run", &fail, "--user", "ann@acme.test", "--dry-run"]), None);
+    step(s(&["run", "stamp", "--all", "--dry-run"]), None);
+    step(s(&["run", "stamp", "--user", "bob@other.test"]), None);
+    step(s(&["run", "stamp", "--user", "ann@acme.test"]), None);
+    let failed = step(s(&["run", &fail, "--user", "ann@acme.test", "--json"]), None);
+    let id = failed.json()["run_id"].as_str().unwrap().to_string();
+    step(s(&["runs", "show", &id]), None);
+    step(s(&["runs", "list"]), None);
+    step(s(&["runs", "retry", &id]), None);
+    step(s(&["runs", "show", &id]), None);
+    step(s(&["runs", "cancel", &id]), None);
+    step(s(&["runs", "resume", "not-a-run"]), None);
+    step(s(&["runs", "show", "not-a-run"]), None);
+    step(s(&["runs", "cancel", "0190a1b2-0000-7000-8000-000000000000"]), None);
+    step(s(&["sync", "sessions"]), None);
+    out
+}
+
+#[test]
+fn every_command_prints_the_same_through_serve_as_without_it() {
+    let server = Recorder::start(|seen| {
+        if seen.uri.starts_with("/fail/") { (500, json!({"message": "down"})) } else { (200, json!({"ok": true})) }
+    });
+    let alone = cli_home(&server);
+    let expected = transcript(&alone);
+
+    let served = cli_home(&server);
+    let serving = serve(&served);
+    let got = transcript(&served);
+    for ((cmd, code, text), (_, served_code, served_text)) in expected.iter().zip(&got) {
+        assert_eq!(
+            (code, text),
+            (served_code, served_text),
+            "`roster {cmd}` differs through serve\n--- alone:\n{text}\n--- through serve:\n{served_text}\n--- serve log:\n{}",
+            serving.output()
+        );
+    }
+    // It really went through serve, and no secret came back out of it.
+    assert!(serving.output().contains("HTTP API"), "{}", serving.output());
+    for secret in ["extra-secret", "rotated-secret", "cli-secret-token"] {
+        for (cmd, _, text) in &got {
+            assert!(!text.contains(secret), "`{cmd}` echoed a secret:\n{text}");
+        }
+        assert!(!serving.output().contains(secret), "{}", serving.output());
+    }
+}

@@ -239,10 +239,10 @@ fn serve_runs_the_api_behind_its_token_and_the_cli_goes_through_it() {
     home.import(&json!([{"email": "ann@acme.test"}, {"email": "bob@other.test"}]));
     let serving = serve(&home);
 
-    let health = format!("{}/v1/health", serving.url);
-    assert_eq!(http("GET", &health, None, None).0, 401, "no token");
-    assert_eq!(http("GET", &health, Some("wrong-token"), None).0, 401, "wrong token");
-    let (status, body) = http("GET", &health, Some(&serving.token), None);
+    let status = format!("{}/v1/status", serving.url);
+    assert_eq!(http("GET", &status, None, None).0, 401, "no token");
+    assert_eq!(http("GET", &status, Some("wrong-token"), None).0, 401, "wrong token");
+    let (status, body) = http("GET", &format!("{}/v1/status", serving.url), Some(&serving.token), None);
     assert_eq!(status, 200);
     assert_eq!(body["workflows"], 1);
 
@@ -250,11 +250,11 @@ fn serve_runs_the_api_behind_its_token_and_the_cli_goes_through_it() {
     let out = home.roster(&["run", "stamp", "--user", "ann@acme.test", "--json"]).ok();
     assert_eq!(out.json()["state"], "succeeded");
     let refused = home.roster(&["run", "stamp", "--user", "bob@other.test"]);
-    assert_eq!(refused.code, 2);
-    assert!(refused.stderr.contains("ends_with"), "{}", refused.stderr);
+    assert_eq!(refused.code, 1, "a refusal exits 1 as it does without serve");
+    assert!(refused.stderr.contains("refused: ") && refused.stderr.contains("ends_with"), "{}", refused.stderr);
     let runs = home.roster(&["runs", "list", "--json"]).ok().json();
     assert_eq!(runs.as_array().unwrap().len(), 1);
-    let ann = home.roster(&["records", "show", "ann@acme.test"]).ok().json();
+    let ann = home.roster(&["records", "show", "ann@acme.test", "--json"]).ok().json();
     assert_eq!(ann["fields"]["stamped"], runs[0]["run_id"]);
     let imported = home.file("more.json", r#"[{"email": "cid@acme.test"}]"#);
     home.roster(&["records", "import", imported.to_str().unwrap()]).ok();

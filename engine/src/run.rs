@@ -131,6 +131,18 @@ impl Engine {
         Ok(cred)
     }
 
+    /// The vault credentials are sealed with, when a master key is available.
+    pub fn vault(&self) -> Option<&Vault> {
+        self.vault.as_ref()
+    }
+
+    /// Drops a credential from the cache after it changed or was removed, so the next
+    /// run opens it (and its limits) afresh.
+    pub fn forget_credential(&self, name: &str) {
+        self.credentials.lock().expect("credential cache").remove(name);
+        self.limits.lock().expect("limits").remove(name);
+    }
+
     /// Every secret of every credential opened so far, for scrubbing output.
     pub fn known_secrets(&self) -> Vec<String> {
         let cache = self.credentials.lock().expect("credential cache");
@@ -640,7 +652,14 @@ impl Engine {
     }
 
     /// Runs a failed run again from its failed step, with the record as it is now.
-    pub async fn retry(&self, wf: &Workflow, mut run: Run, observer: &mut dyn RunObserver) -> Result<Run> {
+    pub async fn retry(&self, wf: &Workflow, run: Run, observer: &mut dyn RunObserver) -> Result<Run> {
+        let run = self.prepare_retry(wf, run)?;
+        self.drive(wf, run, observer).await
+    }
+
+    /// Puts a failed run back in the queue at its failed step (durably), for `drive` or
+    /// a worker to carry on.
+    pub fn prepare_retry(&self, wf: &Workflow, mut run: Run) -> Result<Run> {
         if run.state != RunState::Failed {
             return Err(Error::Refused(format!(
                 "run {} is {}; only failed runs can be retried",
@@ -661,9 +680,10 @@ impl Engine {
         run.error = None;
         run.pending = None;
         run.finished_at = None;
-        run.state = RunState::Running;
-        self.save_run(&run).await?;
-        self.drive(wf, run, observer).await
+        run.state = RunState::Queued;
+        run.updated_at = self.now();
+        self.store.save_step(&run, None, None)?;
+        Ok(run)
     }
 
     /// Marks a run cancelled, keeping its journal.
@@ -862,7 +882,7 @@ fn describe_failure(
 }
 
 /// One step of a dry run: what would be sent or decided, with nothing sent or written.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DryStep {
     pub block: String,
     pub kind: String,
@@ -874,7 +894,7 @@ pub struct DryStep {
     pub request: Option<RenderedRequest>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
-    #[serde(skip_serializing_if = "Map::is_empty")]
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub changes: Map<String, Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,

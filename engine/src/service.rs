@@ -159,6 +159,24 @@ impl Service {
         Ok(n)
     }
 
+    /// The names of the credentials in the store, which workflow and integration files
+    /// are checked against.
+    fn credential_names(&self) -> Result<BTreeSet<String>> {
+        Ok(self.engine.store.credentials()?.into_iter().map(|c| c.name).collect())
+    }
+
+    /// Compiles a workflow file's text that was sent to the service (a file it has not
+    /// loaded), with its presets and credentials, exactly as loading it would.
+    pub fn compile_workflow(&self, source: &str, file: &str) -> Result<Workflow> {
+        let credentials = self.credential_names()?;
+        Workflow::compile(source, file, &CompileContext { presets: &self.presets, credentials: Some(&credentials) })
+    }
+
+    /// Compiles an integration file's text that was sent to the service.
+    pub fn compile_integration(&self, source: &str, file: &str) -> Result<Integration> {
+        Integration::compile(source, file, Some(&self.credential_names()?))
+    }
+
     /// The compiled workflow a run started with.
     pub fn workflow_version(&self, hash: &str) -> Result<Arc<Workflow>> {
         if let Some(wf) = self.versions.lock().expect("versions").get(hash) {
@@ -309,13 +327,18 @@ impl Service {
 
     /// Runs one integration now.
     pub async fn sync(&self, integration: &Integration) -> Result<SyncSession> {
+        self.sync_with(integration, false).await
+    }
+
+    /// Runs one integration now; with `test`, fetches and previews but writes no record.
+    pub async fn sync_with(&self, integration: &Integration, test: bool) -> Result<SyncSession> {
         let credential = self.engine.credential(&integration.credential)?;
         let session = crate::sync::run(
             self.engine.store.as_ref(),
             integration,
             &credential,
             &self.engine.clock,
-            false,
+            test,
             &mut crate::sync::NoProgress,
         )
         .await?;

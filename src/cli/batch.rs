@@ -107,39 +107,30 @@ pub async fn run_all(
 /// nothing and writes nothing: no runs, no batch marker, no field index, no workflow source
 /// (the selection reads the store and falls back to a scan where no index exists).
 pub fn dry_run_all(engine: Engine, wf: Workflow, json: bool, cx: &Context) -> anyhow::Result<Outcome> {
-    let engine = Arc::new(engine);
-    let wf = Arc::new(wf);
-    let service = Service::new(engine.clone(), Catalog::default(), cx.presets()?);
-    let total_records = engine.store.count_records()?;
-    let selected = service.select(&wf)?;
-    let skipped = total_records.saturating_sub(selected.len());
-    if !json {
-        println!(
-            "dry run of a batch of {}: {} of {total_records} record(s) match the rules (nothing is sent or written)",
-            wf.name,
-            selected.len()
-        );
-    }
-    let mut people = Vec::with_capacity(selected.len());
-    for record in &selected {
-        let steps = engine.dry_run(&wf, record)?;
-        if json {
-            people.push(json!({"record": record.label(), "record_id": record.id, "steps": steps}));
-        } else {
-            println!("{}:", record.label());
-            super::runs::print_dry_steps(&steps)?;
-        }
-    }
+    let service = Service::new(Arc::new(engine), Catalog::default(), cx.presets()?);
+    print_dry_run_all(&roster_engine::answers::dry_run_all(&service, &wf)?, json)
+}
+
+/// A batch dry run's answer (see `answers::dry_run_all`), from the store or from serve.
+pub fn print_dry_run_all(answer: &serde_json::Value, json: bool) -> anyhow::Result<Outcome> {
     if json {
-        output::json(&json!({
-            "workflow": wf.name, "dry_run": true, "runs": selected.len(), "skipped": skipped, "people": people,
-        }))?;
-    } else {
-        println!(
-            "dry run: {} run(s) would start, {skipped} skipped (rules did not match); nothing was sent or written",
-            selected.len()
-        );
+        output::json(answer)?;
+        return Ok(Outcome::Ok);
     }
+    let count = |key: &str| answer[key].as_u64().unwrap_or(0);
+    let (runs, skipped) = (count("runs"), count("skipped"));
+    println!(
+        "dry run of a batch of {}: {runs} of {} record(s) match the rules (nothing is sent or written)",
+        answer["workflow"].as_str().unwrap_or("?"),
+        runs + skipped
+    );
+    for person in answer["people"].as_array().into_iter().flatten() {
+        println!("{}:", person["record"].as_str().unwrap_or("?"));
+        super::runs::print_dry_steps(&super::runs::dry_steps(&person["steps"])?)?;
+    }
+    println!(
+        "dry run: {runs} run(s) would start, {skipped} skipped (rules did not match); nothing was sent or written"
+    );
     Ok(Outcome::Ok)
 }
 
