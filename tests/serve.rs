@@ -232,3 +232,62 @@ fn every_command_prints_the_same_through_serve_as_without_it() {
         assert!(!serving.output().contains(secret), "{}", serving.output());
     }
 }
+
+#[test]
+fn health_needs_no_token_and_says_nothing_private_while_status_needs_it() {
+    let home = TestHome::new();
+    std::fs::write(
+        home.path().join("workflows/stamp.json"),
+        r#"{"name": "stamp", "begin": {"next": "s"}, "blocks": {"s": {"type": "update", "set": {"x": 1}}}}"#,
+    )
+    .unwrap();
+    let serving = serve(&home);
+    let (status, body) = http("GET", &format!("{}/v1/health", serving.url), None, None);
+    assert_eq!((status, &body), (200, &json!({"status": "ok"})), "liveness only, nothing private");
+    let url = format!("{}/v1/status", serving.url);
+    assert_eq!(http("GET", &url, None, None).0, 401);
+    let (status, body) = http("GET", &url, Some(&serving.token), None);
+    assert_eq!(status, 200);
+    assert_eq!((body["workflows"].as_u64(), body["queued"].as_u64()), (Some(1), Some(0)), "{body}");
+}
+
+#[test]
+fn every_error_of_the_api_is_json_with_a_helpful_message() {
+    let home = TestHome::new();
+    std::fs::write(
+        home.path().join("workflows/stamp.json"),
+        r#"{"name": "stamp", "begin": {"next": "s"}, "blocks": {"s": {"type": "update", "set": {"x": 1}}}}"#,
+    )
+    .unwrap();
+    let serving = serve(&home);
+    let token = Some(serving.token.as_str());
+    let at = |path: &str| format!("{}{path}", serving.url);
+    let cases: Vec<(&str, String, Option<&str>, Option<String>, u16, &str)> = vec![
+        ("GET", at("/v1/nothing-here"), None, None, 404, "no route GET /v1/nothing-here"),
+        ("DELETE", at("/v1/runs"), None, None, 405, "/v1/runs does not take DELETE"),
+        (
+            "POST",
+            at("/v1/workflows/stamp/runs"),
+            Some("text/plain"),
+            Some("user=ann".into()),
+            415,
+            "Content-Type: application/json",
+        ),
+        ("POST", at("/v1/workflows/stamp/runs"), None, Some("{not json".into()), 400, "request body"),
+        ("POST", at("/v1/workflows/stamp/runs"), None, Some("{}".into()), 422, "missing field `user`"),
+        ("GET", at("/v1/runs?limit=many"), None, None, 400, "query"),
+        ("GET", at("/v1/runs/not-an-id"), None, None, 400, "not a run id"),
+        ("POST", at("/v1/workflows/nope/runs"), None, Some(r#"{"user": "a"}"#.into()), 404, "no workflow named `nope`"),
+    ];
+    for (method, url, content_type, body, status, message) in cases {
+        let (got, answer, kind) = support::http_raw(method, &url, token, content_type, body).unwrap();
+        assert_eq!(got, status, "{method} {url}: {answer}");
+        assert!(kind.starts_with("application/json"), "{method} {url} answered {kind}");
+        let error = answer["error"].as_str().unwrap_or_else(|| panic!("{method} {url}: no error in {answer}"));
+        assert!(error.contains(message), "{method} {url}: {error}");
+    }
+    // Without the token, an unknown route is still a JSON 401.
+    let (got, answer, _) = support::http_raw("GET", &at("/v1/nothing-here"), None, None, None).unwrap();
+    assert_eq!(got, 401);
+    assert!(answer["error"].is_string());
+}
