@@ -262,7 +262,9 @@ fn every_error_of_the_api_is_json_with_a_helpful_message() {
     let serving = serve(&home);
     let token = Some(serving.token.as_str());
     let at = |path: &str| format!("{}{path}", serving.url);
-    let cases: Vec<(&str, String, Option<&str>, Option<String>, u16, &str)> = vec![
+    // method, URL, content type, body, expected status, part of the expected message
+    type Case<'a> = (&'a str, String, Option<&'a str>, Option<String>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("GET", at("/v1/nothing-here"), None, None, 404, "no route GET /v1/nothing-here"),
         ("DELETE", at("/v1/runs"), None, None, 405, "/v1/runs does not take DELETE"),
         (
