@@ -5,7 +5,6 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use roster_engine::model::{JournalEntry, Run, RunState};
 use roster_engine::run::{DryStep, Engine, RunObserver};
-use roster_engine::service::{Catalog, Service};
 use roster_engine::store::{RunFilter, Store};
 use roster_engine::workflow::Workflow;
 use roster_engine::{answers, records};
@@ -166,23 +165,40 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
         let concurrency = args.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
         return super::batch::run_all(engine, wf, concurrency, args.json, cx).await;
     }
-    let engine = if args.dry_run { engine } else { resume_leftovers(engine, cx, args.json).await? };
     let user = args.user.clone().unwrap_or_default();
     let record = records::find(engine.store.as_ref(), args.key(), &user)?;
     if args.dry_run {
         return print_dry_run(&answers::dry_run(&engine, &wf, &record)?, args.json);
     }
+    let started = Instant::now();
+    if let Some(leftover) = leftovers(engine.store.as_ref(), &wf, &record)? {
+        if !args.json {
+            println!(
+                "resuming run {} of {} for {}, which an earlier process left {} (instead of starting a second)",
+                leftover.id,
+                leftover.workflow,
+                leftover.record_label,
+                leftover.state.as_str()
+            );
+        }
+        let version = workflow_of(cx, engine.store.as_ref(), &leftover)?;
+        return follow_run(&engine, &version, leftover, args.json, started).await;
+    }
     if let Some(why) = engine.rules_refuse(&wf, &record)? {
         return print_refused(&answers::refused(&wf, &record, &why), args.json);
     }
-    let started = Instant::now();
     let run = engine.create_run(&wf, &record, "manual")?;
     if !args.json {
         println!("run {} of {} for {}", run.id, wf.name, record.label());
     }
-    let mut printer = Printer { enabled: !args.json };
-    let run = engine.drive(&wf, run, &mut printer).await?;
-    if args.json {
+    follow_run(&engine, &wf, run, args.json, started).await
+}
+
+/// Drives a run in this process, a line per step, then how it ended.
+async fn follow_run(engine: &Engine, wf: &Workflow, run: Run, json: bool, started: Instant) -> anyhow::Result<Outcome> {
+    let mut printer = Printer { enabled: !json };
+    let run = engine.drive(wf, run, &mut printer).await?;
+    if json {
         output::json(&run_json(engine.store.as_ref(), &run)?)?;
     } else {
         print_finished(run.state.as_str(), run.error.as_deref(), started);
@@ -263,20 +279,27 @@ pub(super) fn print_dry_steps(steps: &[DryStep]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs an earlier process left unfinished (a crash, a kill) resume before anything new.
-async fn resume_leftovers(engine: Engine, cx: &Context, quiet: bool) -> anyhow::Result<Engine> {
-    let engine = std::sync::Arc::new(engine);
-    let service = Service::new(engine.clone(), Catalog::default(), cx.presets()?);
-    service.recover()?;
-    let queued = engine.store.queued_count()?;
-    if queued > 0 {
-        if !quiet {
-            println!("resuming {queued} unfinished run(s) an earlier process left");
+/// Runs an earlier process left unfinished (a crash, a kill, a stop) do not hold up this
+/// one, whatever vendor they wait on: each is named on stderr with how to settle it. The
+/// one of this workflow for this person, if any, is the run asked for: it is returned, to
+/// be resumed instead of starting a second that would repeat what the first already did.
+fn leftovers(store: &dyn Store, wf: &Workflow, record: &roster_engine::model::Record) -> anyhow::Result<Option<Run>> {
+    let mut same = None;
+    for run in store.unfinished_runs()? {
+        if same.is_none() && run.workflow == wf.name && run.record_id == record.id {
+            same = Some(run);
+            continue;
         }
-        service.work(4, true).await?;
+        let id = run.id;
+        eprintln!(
+            "note: run {id} of {} for {} was left {} by an earlier process; settle it with `roster runs resume {id}` \
+             or `roster runs cancel {id}` (a running `roster serve` resumes it too)",
+            run.workflow,
+            run.record_label,
+            run.state.as_str()
+        );
     }
-    drop(service);
-    std::sync::Arc::try_unwrap(engine).map_err(|_| anyhow::anyhow!("the engine is still shared after resuming"))
+    Ok(same)
 }
 
 fn run_json(store: &dyn Store, run: &Run) -> anyhow::Result<serde_json::Value> {
