@@ -122,6 +122,7 @@ fn normalized(text: &str, home: &TestHome) -> String {
         (r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<id>"),
         (r"\d{4}-\d{2}-\d{2}T[0-9:.]+(Z|[+-]\d{2}:\d{2})", "<time>"),
         (r"\d+ ms", "<n> ms"),
+        (r"\d+\.\d s", "<n> s"),
         (r#""(elapsed_ms|duration_ms)": \d+"#, "\"$1\": <n>"),
         // A run started through the API says so in its trigger.
         (r"manual:api", "manual"),
@@ -190,6 +191,8 @@ fn transcript(home: &TestHome) -> Vec<(String, i32, String)> {
     step(s(&["run", "stamp", "--all", "--dry-run"]), None);
     step(s(&["run", "stamp", "--user", "bob@other.test"]), None);
     step(s(&["run", "stamp", "--user", "ann@acme.test"]), None);
+    step(s(&["run", "stamp", "--all"]), None);
+    step(s(&["run", "stamp", "--all", "--json"]), None);
     let failed = step(s(&["run", &fail, "--user", "ann@acme.test", "--json"]), None);
     let id = failed.json()["run_id"].as_str().unwrap().to_string();
     step(s(&["runs", "show", &id]), None);

@@ -38,6 +38,7 @@ pub fn router(service: Arc<Service>, token: String) -> Router {
         .route("/v1/workflows", get(workflows))
         .route("/v1/workflows/{name}/runs", post(start_run))
         .route("/v1/workflows/{name}/dry-run", post(dry_run))
+        .route("/v1/workflows/{name}/batches", post(start_batch))
         .route("/v1/runs", get(list_runs))
         .route("/v1/runs/{id}", get(show_run))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
@@ -239,6 +240,8 @@ async fn start_run(State(api): State<Api>, Path(name): Path<String>, Body(body):
 #[derive(Deserialize)]
 struct RunQuery {
     workflow: Option<String>,
+    /// Only runs with this trigger (`batch:<id>`, `manual`, `schedule:<time>`…).
+    trigger: Option<String>,
     user: Option<String>,
     #[serde(default = "email")]
     key: String,
@@ -254,8 +257,13 @@ async fn list_runs(State(api): State<Api>, Params(q): Params<RunQuery>) -> Respo
         },
         None => None,
     };
-    let filter =
-        RunFilter { workflow: q.workflow, record_id, state: None, trigger: None, limit: Some(q.limit.unwrap_or(50)) };
+    let filter = RunFilter {
+        workflow: q.workflow,
+        record_id,
+        state: None,
+        trigger: q.trigger,
+        limit: Some(q.limit.unwrap_or(50)),
+    };
     match store.runs(&filter) {
         Ok(runs) => Json(runs.iter().map(run_summary).collect::<Vec<_>>()).into_response(),
         Err(e) => error_response(e),
@@ -584,6 +592,19 @@ async fn remove_credential(State(api): State<Api>, Path(name): Path<String>) -> 
             Json(json!({"removed": name})).into_response()
         }
         Ok(false) => problem(StatusCode::NOT_FOUND, format!("no credential named `{name}`")),
+        Err(e) => error_response(e),
+    }
+}
+
+/// `roster run WORKFLOW --all`: queues one run per person the rules accept (resuming an
+/// unfinished batch of the workflow) for serve's workers; answers what was queued (202).
+async fn start_batch(State(api): State<Api>, Path(name): Path<String>, Body(sent): Body<SentFile>) -> Response {
+    let wf = match workflow_for(&api, &name, &sent) {
+        Ok(wf) => wf,
+        Err(answer) => return answer,
+    };
+    match api.service.queue_batch(&wf) {
+        Ok(start) => (StatusCode::ACCEPTED, Json(start)).into_response(),
         Err(e) => error_response(e),
     }
 }

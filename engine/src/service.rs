@@ -555,6 +555,67 @@ impl Service {
     }
 }
 
+/// A batch (`roster run WORKFLOW --all`) as queued: one run per person the rules accept.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BatchStart {
+    pub batch: String,
+    pub workflow: String,
+    /// The trigger its runs carry (`batch:<id>`), to follow them by.
+    pub trigger: String,
+    /// An unfinished batch of this workflow was resumed rather than a new one started.
+    pub resumed: bool,
+    /// Runs queued now (a resumed batch queues only people it did not have yet).
+    pub queued: usize,
+    pub selected: usize,
+    pub total_records: usize,
+}
+
+impl Service {
+    /// Queues a batch of `wf`: an unfinished batch of the workflow (one with runs still
+    /// queued or running) is resumed instead of started again; each person gets one run
+    /// per batch however often this is called.
+    pub fn queue_batch(&self, wf: &Workflow) -> Result<BatchStart> {
+        let store = &self.engine.store;
+        let key = format!("batch:{}", wf.name);
+        let earlier = store.get_meta(&key)?.filter(|id| !id.is_empty());
+        let unfinished = |id: &str| -> Result<bool> {
+            let filter = crate::store::RunFilter { trigger: Some(format!("batch:{id}")), ..Default::default() };
+            Ok(store.runs(&filter)?.iter().any(|r| !r.state.is_finished() && r.state != RunState::NeedsAttention))
+        };
+        let (batch, resumed) = match earlier {
+            Some(id) if unfinished(&id)? => (id, true),
+            _ => {
+                let id = uuid::Uuid::now_v7().to_string();
+                store.put_meta(&key, &id)?;
+                (id, false)
+            }
+        };
+        let trigger = format!("batch:{batch}");
+        let total_records = store.count_records()?;
+        let today = self.engine.clock.today();
+        let selected = self.select_on(wf, today)?;
+        let mut queued = 0;
+        for record in &selected {
+            let dedupe = format!("wf:{}:rec:{}:batch:{batch}", wf.name, record.id);
+            if self.engine.create_run_once(wf, record, &trigger, &dedupe, today)?.is_some() {
+                queued += 1;
+            }
+        }
+        if queued > 0 {
+            self.wake();
+        }
+        Ok(BatchStart {
+            batch,
+            workflow: wf.name.clone(),
+            trigger,
+            resumed,
+            queued,
+            selected: selected.len(),
+            total_records,
+        })
+    }
+}
+
 /// A schedule's cron and time zone (UTC when it names none).
 fn schedule_clock(schedule: &Schedule) -> Result<(croner::Cron, TimeZone)> {
     let cron: croner::Cron =

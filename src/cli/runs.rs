@@ -308,13 +308,16 @@ fn run_json(store: &dyn Store, run: &Run) -> anyhow::Result<serde_json::Value> {
 
 /// `roster run` while `roster serve` holds the store: start the run there and follow it.
 async fn run_remote(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
-    if args.all && !args.dry_run {
+    if args.concurrency.is_some() {
         anyhow::bail!(
-            "`roster serve` holds the store: `run --all` needs it free (stop serve; its schedules run batches)"
+            "`roster serve` runs this batch with its own workers: drop --concurrency (see `serve --concurrency`)"
         );
     }
     let remote = Remote::find(cx)?;
     let (name, mut body) = remote::sent_file(workflows::resolve(cx, &args.workflow).ok(), &args.workflow)?;
+    if args.all && !args.dry_run {
+        return super::batch::run_all_remote(&remote, &name, body.into(), args.json).await;
+    }
     if args.dry_run {
         if args.all {
             body.insert("all".into(), json!(true));
