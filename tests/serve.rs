@@ -296,3 +296,57 @@ fn every_error_of_the_api_is_json_with_a_helpful_message() {
     assert_eq!(got, 401);
     assert!(answer["error"].is_string());
 }
+
+#[test]
+fn serve_and_workflows_list_say_what_starts_each_workflow_and_when_it_fires_next() {
+    let mut home = TestHome::new();
+    home.now = Some("2027-03-01T10:00:00Z".into());
+    home.import(&json!([{"email": "ann@acme.test"}]));
+    std::fs::write(
+        home.path().join("workflows/daily.json"),
+        r#"{"name": "daily", "begin": {"trigger": {"schedule": {"cron": "0 9 * * *", "timezone": "America/Los_Angeles"}},
+            "rules": [{"field": "email", "op": "equals", "value": "nobody"}], "next": "s"},
+            "blocks": {"s": {"type": "update", "set": {"x": 1}}}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        home.path().join("workflows/stamp.json"),
+        r#"{"name": "stamp", "begin": {"next": "s"}, "blocks": {"s": {"type": "update", "set": {"x": 1}}}}"#,
+    )
+    .unwrap();
+    // 09:00 in Los Angeles (UTC-8 on 1 March) is 17:00 UTC.
+    let alone = home.roster(&["workflows", "list"]).ok().stdout;
+    for expected in ["daily", "schedule 0 9 * * * (America/Los_Angeles)", "2027-03-01T17:00:00Z", "stamp", "manual"] {
+        assert!(alone.contains(expected), "missing {expected:?} in:\n{alone}");
+    }
+
+    let serving = support::serve_with(&home, &["-v"]);
+    let log = serving.output();
+    assert!(
+        log.contains("workflow daily: schedule 0 9 * * * (America/Los_Angeles), next at 2027-03-01T17:00:00Z"),
+        "{log}"
+    );
+    assert!(log.contains("workflow stamp: manual"), "{log}");
+    assert_eq!(home.roster(&["workflows", "list"]).ok().stdout, alone, "the same list through serve");
+    let (_, list) = http("GET", &format!("{}/v1/workflows", serving.url), Some(&serving.token), None);
+    let daily = list.as_array().unwrap().iter().find(|w| w["name"] == "daily").unwrap().clone();
+    assert_eq!(daily["next_fire_at"], "2027-03-01T17:00:00Z", "{daily}");
+    assert_eq!(daily["trigger"], "schedule 0 9 * * * (America/Los_Angeles)");
+
+    // At -v, one line when a run starts and one when it ends.
+    let id = {
+        let (status, body) = http(
+            "POST",
+            &format!("{}/v1/workflows/stamp/runs", serving.url),
+            Some(&serving.token),
+            Some(json!({"user": "ann@acme.test"})),
+        );
+        assert_eq!(status, 202, "{body}");
+        body["run_id"].as_str().unwrap().to_string()
+    };
+    wait_until("the run's log lines", || serving.output().contains("run succeeded in"));
+    let lines: Vec<String> = serving.output().lines().filter(|l| l.contains(&id)).map(str::to_string).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].contains("run started") && lines[0].contains("ann@acme.test") && lines[0].contains("stamp"));
+    assert!(lines[1].contains("run succeeded in") && lines[1].contains("duration_ms"), "{lines:?}");
+}

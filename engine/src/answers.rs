@@ -2,13 +2,16 @@
 //! API give: one shape, so `--json`, the API and the CLI's human printer (which renders
 //! this JSON in both cases) cannot drift apart.
 
+use jiff::Timestamp;
+use roster_blocks::kinds::Trigger;
 use serde_json::{Value, json};
 
 use crate::credentials;
 use crate::error::Result;
 use crate::model::{Record, StoredCredential};
 use crate::run::Engine;
-use crate::service::Service;
+use crate::service::{Service, describe_schedule, describe_trigger, next_fire};
+use crate::sync::Integration;
 use crate::workflow::Workflow;
 
 /// A dry run for one person: `{workflow, record, dry_run, steps}`, or `{workflow, record,
@@ -51,5 +54,26 @@ pub fn credential(c: &StoredCredential) -> Value {
         "rate_limit": credentials::rate_limit_of(c),
         "timeout": c.settings.get("timeout").cloned().unwrap_or_else(|| format!("{}s", credentials::DEFAULT_TIMEOUT.as_secs())),
         "settings": c.settings, "created_at": c.created_at, "updated_at": c.updated_at,
+    })
+}
+
+/// A loaded workflow as `workflows list` and `GET /v1/workflows` show it: what starts it
+/// and, for a schedule, when it fires next (`next_fire_at`, RFC 3339 UTC).
+pub fn workflow(wf: &Workflow, now: Timestamp) -> Value {
+    let next = match &wf.begin.trigger {
+        Trigger::Schedule(schedule) => next_fire(schedule, now).map(crate::clock::rfc3339),
+        _ => None,
+    };
+    json!({
+        "name": wf.name, "description": wf.description, "hash": wf.hash, "file": wf.file,
+        "trigger": describe_trigger(&wf.begin.trigger), "next_fire_at": next,
+    })
+}
+
+/// A loaded integration: its sync schedule and when it syncs next.
+pub fn integration(i: &Integration, now: Timestamp) -> Value {
+    json!({
+        "name": i.name, "connector": i.connector, "schedule": describe_schedule(&i.schedule),
+        "next_sync_at": next_fire(&i.schedule, now).map(crate::clock::rfc3339),
     })
 }

@@ -165,11 +165,8 @@ async fn status(State(api): State<Api>) -> Response {
 
 async fn workflows(State(api): State<Api>) -> Response {
     let catalog = api.service.catalog();
-    let list: Vec<Value> = catalog
-        .workflows
-        .values()
-        .map(|w| json!({"name": w.name, "description": w.description, "hash": w.hash, "file": w.file}))
-        .collect();
+    let now = api.service.engine.clock.now();
+    let list: Vec<Value> = catalog.workflows.values().map(|w| crate::answers::workflow(w, now)).collect();
     Json(list).into_response()
 }
 

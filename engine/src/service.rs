@@ -72,7 +72,8 @@ impl Catalog {
     }
 }
 
-fn json_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+/// The `*.json` files of a folder, sorted; none when it does not exist.
+pub fn json_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     if !dir.exists() {
         return Ok(Vec::new());
     }
@@ -551,7 +552,14 @@ impl Service {
                 return Err(e);
             }
         };
-        self.engine.drive(&wf, run, &mut Quiet).await
+        let (id, started) = (run.id, std::time::Instant::now());
+        tracing::info!(run = %id, workflow = %run.workflow, person = %run.record_label, "run started ({})", run.trigger);
+        let run = self.engine.drive(&wf, run, &mut Quiet).await?;
+        let took = started.elapsed().as_millis() as u64;
+        let state = run.state.as_str();
+        // The error stays in the run (`roster runs show`): a vendor's answer may be in it.
+        tracing::info!(run = %id, workflow = %run.workflow, person = %run.record_label, state, duration_ms = took, "run {state} in {took} ms");
+        Ok(run)
     }
 }
 
@@ -676,4 +684,27 @@ fn listens(wf: &Workflow, event: &ChangeEvent) -> bool {
         }
         _ => false,
     }
+}
+
+/// A trigger in words: `manual`, `record created`, `record updated (status, team)`,
+/// `schedule 0 9 * * * (America/Los_Angeles)`.
+pub fn describe_trigger(trigger: &Trigger) -> String {
+    match trigger {
+        Trigger::Manual => "manual".into(),
+        Trigger::Created => "record created".into(),
+        Trigger::Updated { fields } if fields.is_empty() => "record updated".into(),
+        Trigger::Updated { fields } => format!("record updated ({})", fields.join(", ")),
+        Trigger::Schedule(schedule) => format!("schedule {}", describe_schedule(schedule)),
+    }
+}
+
+/// `0 9 * * * (America/Los_Angeles)`.
+pub fn describe_schedule(schedule: &Schedule) -> String {
+    format!("{} ({})", schedule.cron, schedule.timezone.as_deref().unwrap_or("UTC"))
+}
+
+/// The first fire time of `schedule` after `now`; `None` when it never fires again.
+pub fn next_fire(schedule: &Schedule, now: Timestamp) -> Option<Timestamp> {
+    let (cron, zone) = schedule_clock(schedule).ok()?;
+    cron.find_next_occurrence(&now.to_zoned(zone), false).ok().map(|t| t.timestamp())
 }

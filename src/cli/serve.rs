@@ -54,6 +54,7 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
         catalog.integrations.len(),
         integrations_dir.display()
     );
+    print_plan(&catalog, cx.clock.now());
     let service = Service::new(engine.clone(), catalog, presets);
     let indexed = service.prepare_indexes()?;
     if !indexed.is_empty() {
@@ -133,6 +134,25 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
     engine.store.flush()?;
     println!("stopped");
     Ok(Outcome::Ok)
+}
+
+/// What serve will do: each workflow's trigger and next fire time, each integration's
+/// sync schedule and next sync.
+fn print_plan(catalog: &Catalog, now: jiff::Timestamp) {
+    for wf in catalog.workflows.values() {
+        let w = roster_engine::answers::workflow(wf, now);
+        let next = w["next_fire_at"].as_str().map(|t| format!(", next at {t}")).unwrap_or_default();
+        println!("  workflow {}: {}{next}", wf.name, w["trigger"].as_str().unwrap_or("?"));
+    }
+    for integration in catalog.integrations.values() {
+        let i = roster_engine::answers::integration(integration, now);
+        let next = i["next_sync_at"].as_str().map(|t| format!(", next at {t}")).unwrap_or_default();
+        println!(
+            "  integration {}: syncs on schedule {}{next}",
+            integration.name,
+            i["schedule"].as_str().unwrap_or("?")
+        );
+    }
 }
 
 /// Waits for SIGTERM or Ctrl-C; on SIGHUP reloads the files, keeping the old ones if the
