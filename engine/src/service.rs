@@ -312,16 +312,75 @@ impl Service {
         Ok(fired)
     }
 
-    /// Runs every integration whose sync schedule is due.
+    /// Runs every integration whose sync schedule is due, and every failed scheduled sync
+    /// whose retry is due. When several are due at once, integrations that may create
+    /// records (the HR source) go before update-only ones, so a first start has the
+    /// people in the store before the syncs that only update them.
+    ///
+    /// A failed scheduled sync is logged at WARN and tried again after 5 min, 15 min,
+    /// 1 h, 3 h and 6 h, as long as that is before its next scheduled time; the retry
+    /// mark is kept in the store (`sync-retry:<name>`), so a restart keeps it.
     pub async fn sync_due(&self) -> Result<Vec<SyncSession>> {
+        let catalog = self.catalog();
+        let mut integrations: Vec<&Arc<Integration>> = catalog.integrations.values().collect();
+        integrations.sort_by_key(|i| (i.preference == crate::sync::Preference::UpdateOnly, i.name.clone()));
         let mut sessions = Vec::new();
-        for integration in self.catalog().integrations.values() {
+        for integration in integrations {
             let key = format!("sync:{}", integration.name);
+            let retry_key = format!("sync-retry:{}", integration.name);
             let (cron, zone) = schedule_clock(&integration.schedule)?;
-            let Some((at, _)) = self.due(&cron, &zone, &key)? else { continue };
-            let session = self.sync(integration).await?;
-            self.engine.store.put_meta(&key, &rfc3339(at))?;
-            sessions.push(session);
+            let fire = self.due(&cron, &zone, &key)?;
+            let now = self.engine.clock.now();
+            let retry = self.engine.store.get_meta(&retry_key)?.and_then(|text| parse_retry(&text));
+            // 0 for a scheduled time (which replaces any retry still waiting), else which retry.
+            let retry_number = match (fire, retry) {
+                (Some(_), _) => 0,
+                (None, Some((done, at))) if at <= now => done,
+                _ => continue,
+            };
+            let outcome = self.sync(integration).await;
+            if let Some((at, _)) = fire {
+                self.engine.store.put_meta(&key, &rfc3339(at))?;
+            }
+            let why = match &outcome {
+                Ok(session) if session.state == "succeeded" => None,
+                Ok(session) => Some(session.error.clone().unwrap_or_else(|| format!("the sync {}", session.state))),
+                Err(e) => Some(e.to_string()),
+            };
+            match why {
+                None => self.engine.store.put_meta(&retry_key, "")?,
+                Some(why) => {
+                    let next_fire =
+                        cron.find_next_occurrence(&now.to_zoned(zone.clone()), false).ok().map(|t| t.timestamp());
+                    let retry_at = SYNC_RETRY_DELAYS
+                        .get(retry_number)
+                        .and_then(|delay| now.checked_add(*delay).ok())
+                        .filter(|at| next_fire.is_none_or(|next| *at < next));
+                    match retry_at {
+                        Some(at) => {
+                            self.engine.store.put_meta(&retry_key, &format!("{} {}", retry_number + 1, rfc3339(at)))?;
+                            tracing::warn!(
+                                "scheduled sync {} failed: {why}; retry {} of {} at {}",
+                                integration.name,
+                                retry_number + 1,
+                                SYNC_RETRY_DELAYS.len(),
+                                rfc3339(at)
+                            );
+                        }
+                        None => {
+                            self.engine.store.put_meta(&retry_key, "")?;
+                            let next = next_fire.map(rfc3339).unwrap_or_else(|| "never".into());
+                            tracing::warn!(
+                                "scheduled sync {} failed: {why}; no retry is left before its next scheduled time ({next})",
+                                integration.name
+                            );
+                        }
+                    }
+                }
+            }
+            if let Ok(session) = outcome {
+                sessions.push(session);
+            }
         }
         Ok(sessions)
     }
@@ -622,6 +681,21 @@ impl Service {
             total_records,
         })
     }
+}
+
+/// How long after a failed scheduled sync each retry waits (from the failure before it).
+const SYNC_RETRY_DELAYS: [jiff::SignedDuration; 5] = [
+    jiff::SignedDuration::from_mins(5),
+    jiff::SignedDuration::from_mins(15),
+    jiff::SignedDuration::from_hours(1),
+    jiff::SignedDuration::from_hours(3),
+    jiff::SignedDuration::from_hours(6),
+];
+
+/// A retry mark, `"<number of the next retry> <when it is due>"`; empty when none waits.
+fn parse_retry(text: &str) -> Option<(usize, Timestamp)> {
+    let (done, at) = text.split_once(' ')?;
+    Some((done.parse().ok()?, at.parse().ok()?))
 }
 
 /// A schedule's cron and time zone (UTC when it names none).

@@ -189,6 +189,12 @@ fn print_session(s: &SyncSession, details: bool) {
     if s.failures.len() > 20 && !details {
         println!("  … {} more (roster sync show {})", s.failures.len() - 20, s.id);
     }
+    for skip in s.skips.iter().take(if details { usize::MAX } else { 20 }) {
+        println!("  skipped: {}: {}", skip.who, skip.reason);
+    }
+    if s.skips.len() > 20 && !details {
+        println!("  … {} more skipped (roster sync show {})", s.skips.len() - 20, s.id);
+    }
     if details {
         for p in &s.preview {
             println!(
