@@ -154,13 +154,18 @@ fn cli_home(server: &Recorder) -> TestHome {
                                 "retry": {"max_attempts": 1}}}}"#,
     );
     home.file("more.json", r#"[{"email": "cid@acme.test"}, {"first_name": "no key"}]"#);
+    // Not in HOME/integrations, so serve has not loaded it: the CLI sends it along.
+    home.file(
+        "cards.json",
+        r#"{"name": "cards", "connector": "brex", "credential": "api", "preference": "update_only"}"#,
+    );
     home
 }
 
 /// Runs the command list in `home`, returning each command's normalized output.
 fn transcript(home: &TestHome) -> Vec<(String, i32, String)> {
     let file = |name: &str| home.path().join(name).to_str().unwrap().to_string();
-    let (fail, more) = (file("fail.json"), file("more.json"));
+    let (fail, more, cards) = (file("fail.json"), file("more.json"), file("cards.json"));
     let mut out = Vec::new();
     let mut step = |args: Vec<String>, stdin: Option<&str>| {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -185,6 +190,7 @@ fn transcript(home: &TestHome) -> Vec<(String, i32, String)> {
     step(s(&["records", "import", &more]), None);
     step(s(&["records", "show", "ann@acme.test"]), None);
     step(s(&["records", "show", "nobody@acme.test"]), None);
+    step(s(&["records", "list"]), None);
     step(s(&["run", "stamp", "--user", "ann@acme.test", "--dry-run"]), None);
     step(s(&["run", "stamp", "--user", "bob@other.test", "--dry-run"]), None);
     step(s(&["run", &fail, "--user", "ann@acme.test", "--dry-run"]), None);
@@ -203,14 +209,26 @@ fn transcript(home: &TestHome) -> Vec<(String, i32, String)> {
     step(s(&["runs", "resume", "not-a-run"]), None);
     step(s(&["runs", "show", "not-a-run"]), None);
     step(s(&["runs", "cancel", "0190a1b2-0000-7000-8000-000000000000"]), None);
+    step(s(&["sync", &cards, "--test"]), None);
+    step(s(&["sync", &cards]), None);
     step(s(&["sync", "sessions"]), None);
+    let sessions = step(s(&["sync", "sessions", "--json"]), None);
+    let session = sessions.json()[0]["id"].as_str().unwrap().to_string();
+    step(s(&["sync", "show", &session]), None);
     out
 }
 
 #[test]
 fn every_command_prints_the_same_through_serve_as_without_it() {
     let server = Recorder::start(|seen| {
-        if seen.uri.starts_with("/fail/") { (500, json!({"message": "down"})) } else { (200, json!({"ok": true})) }
+        if seen.uri.starts_with("/fail/") {
+            (500, json!({"message": "down"}))
+        } else if seen.uri.starts_with("/v2/users") {
+            let user = |id: &str, email: &str| json!({"id": id, "email": email, "first_name": "A", "last_name": "B", "status": "ACTIVE"});
+            (200, json!({"items": [user("u1", "ann@acme.test"), user("u2", "dan@acme.test")], "next_cursor": null}))
+        } else {
+            (200, json!({"ok": true}))
+        }
     });
     let alone = cli_home(&server);
     let expected = transcript(&alone);
