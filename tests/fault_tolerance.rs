@@ -114,6 +114,13 @@ fn a_leftover_run_waiting_on_a_dead_vendor_does_not_hold_up_an_unrelated_run() {
     }
     assert!(server.seen().iter().all(|s| s.uri != "/slow"), "the leftover was not resumed on the way");
     assert_eq!(home.roster(&["runs", "show", &id, "--json"]).ok().json()["state"], "running");
+
+    // A batch does not take it on either.
+    let started = std::time::Instant::now();
+    let out = home.roster(&["run", other.to_str().unwrap(), "--all"]).ok();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(out.stdout.contains("1 succeeded") && out.stderr.contains(&id), "{}", out.all());
+    assert!(server.seen().iter().all(|s| s.uri != "/slow"));
 }
 
 #[test]

@@ -107,6 +107,9 @@ pub struct Service {
     busy: AtomicUsize,
     /// Runs in flight per workflow, for per-workflow concurrency limits.
     in_flight: Mutex<HashMap<String, usize>>,
+    /// When set, workers take only runs with this trigger (a CLI batch leaves runs that
+    /// other processes left unfinished to their own settling).
+    only_trigger: std::sync::OnceLock<String>,
 }
 
 impl Service {
@@ -119,6 +122,7 @@ impl Service {
             wake: Notify::new(),
             busy: AtomicUsize::new(0),
             in_flight: Mutex::new(HashMap::new()),
+            only_trigger: std::sync::OnceLock::new(),
         })
     }
 
@@ -129,6 +133,27 @@ impl Service {
     /// Swaps in a newly validated catalog; runs in flight keep their own version.
     pub fn replace_catalog(&self, catalog: Catalog) {
         *self.catalog.write().expect("catalog lock") = Arc::new(catalog);
+    }
+
+    /// Makes the workers take only runs with `trigger` (set once, before `work`).
+    pub fn only_runs_of(&self, trigger: &str) {
+        let _ = self.only_trigger.set(trigger.to_string());
+    }
+
+    /// Whether nothing is left in the queue for these workers.
+    fn queue_empty(&self) -> Result<bool> {
+        match self.only_trigger.get() {
+            None => Ok(self.engine.store.queued_count()? == 0),
+            Some(trigger) => {
+                let filter = crate::store::RunFilter {
+                    trigger: Some(trigger.clone()),
+                    state: Some(RunState::Queued),
+                    limit: Some(1),
+                    ..Default::default()
+                };
+                Ok(self.engine.store.runs(&filter)?.is_empty())
+            }
+        }
     }
 
     pub fn wake(&self) {
@@ -531,6 +556,9 @@ impl Service {
             self.busy.fetch_add(1, Ordering::SeqCst);
             let catalog = self.catalog();
             let claimed = self.engine.store.claim_next(&mut |run| {
+                if self.only_trigger.get().is_some_and(|t| *t != run.trigger) {
+                    return false;
+                }
                 let limit = catalog.workflows.get(&run.workflow).and_then(|w| w.concurrency);
                 let mut in_flight = self.in_flight.lock().expect("in-flight");
                 let n = in_flight.entry(run.workflow.clone()).or_default();
@@ -544,7 +572,7 @@ impl Service {
                 Ok(Some(run)) => run,
                 Ok(None) => {
                     let others_busy = self.busy.fetch_sub(1, Ordering::SeqCst) > 1;
-                    if until_idle && !others_busy && self.engine.store.queued_count()? == 0 {
+                    if until_idle && !others_busy && self.queue_empty()? {
                         self.wake();
                         return Ok(());
                     }

@@ -32,6 +32,11 @@ pub async fn run_all(
     service.recover()?;
     let store = engine.store.clone();
     let start = service.queue_batch(&wf)?;
+    // Only this batch's runs: others left unfinished are named, not waited on.
+    service.only_runs_of(&start.trigger);
+    for run in store.unfinished_runs()?.iter().filter(|r| r.trigger != start.trigger) {
+        super::runs::name_leftover(run);
+    }
     print_start(&start, json);
     let started = Instant::now();
     let work = {

@@ -290,16 +290,21 @@ fn leftovers(store: &dyn Store, wf: &Workflow, record: &roster_engine::model::Re
             same = Some(run);
             continue;
         }
-        let id = run.id;
-        eprintln!(
-            "note: run {id} of {} for {} was left {} by an earlier process; settle it with `roster runs resume {id}` \
-             or `roster runs cancel {id}` (a running `roster serve` resumes it too)",
-            run.workflow,
-            run.record_label,
-            run.state.as_str()
-        );
+        name_leftover(&run);
     }
     Ok(same)
+}
+
+/// Names a run an earlier process left unfinished, on stderr, with how to settle it.
+pub(super) fn name_leftover(run: &Run) {
+    let id = run.id;
+    eprintln!(
+        "note: run {id} of {} for {} was left {} by an earlier process; settle it with `roster runs resume {id}` \
+         or `roster runs cancel {id}` (a running `roster serve` resumes it too)",
+        run.workflow,
+        run.record_label,
+        run.state.as_str()
+    );
 }
 
 fn run_json(store: &dyn Store, run: &Run) -> anyhow::Result<serde_json::Value> {
