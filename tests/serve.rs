@@ -414,3 +414,27 @@ async fn a_failed_scheduled_sync_is_retried_with_backoff_before_the_next_day_eve
     assert_eq!(mark(), "");
     assert_eq!(store.get_meta("sync:hr").unwrap().as_deref(), Some("2027-03-01T06:00:00Z"), "the fire is marked");
 }
+
+#[test]
+fn runs_cancel_through_serve_ends_a_running_run_before_its_next_step() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let count = hits.clone();
+    let server = Recorder::start(move |_| {
+        count.fetch_add(1, Ordering::SeqCst);
+        (500, json!({"error": "down"}))
+    });
+    let home = home_with_cards(&server, 3);
+    let serving = serve(&home);
+    let id = start_lock(&serving);
+    wait_until("the first attempt", || hits.load(Ordering::SeqCst) == 1);
+    std::thread::sleep(Duration::from_millis(200)); // in its 5-minute backoff, running
+    assert_eq!(run_state(&home, &id)["state"], "running");
+    let started = Instant::now();
+    let out = home.roster(&["runs", "cancel", &id]).ok();
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert_eq!(out.stdout.trim(), format!("run {id} cancelled"));
+    assert_eq!(run_state(&home, &id)["state"], "cancelled");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "nothing is sent after the cancel");
+    drop(serving);
+}

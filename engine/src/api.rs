@@ -394,20 +394,24 @@ fn run_of(api: &Api, id: &str) -> Result<Run, Response> {
     }
 }
 
-/// `roster runs cancel`: the run's summary once cancelled.
+/// `roster runs cancel`: the run's summary once cancelled; 202 with `"cancelling": true`
+/// for a run a worker is running, which ends cancelled before its next step.
 async fn cancel_run(State(api): State<Api>, Path(id): Path<String>) -> Response {
     let run = match run_of(&api, &id) {
         Ok(run) => run,
         Err(answer) => return answer,
     };
-    if run.state == crate::model::RunState::Running {
-        // A worker holds it: its next step would overwrite the cancellation.
-        return problem(
-            StatusCode::CONFLICT,
-            format!("run {id} is running now; cancel it once it waits, or stop serve and cancel it"),
-        );
+    let engine = &api.service.engine;
+    if !run.state.is_finished() {
+        // Asked first, so a worker that claims the run meanwhile cancels it at its first step.
+        engine.request_cancel(run.id);
     }
-    match api.service.engine.cancel(run) {
+    if run.state == crate::model::RunState::Running {
+        let mut answer = run_summary(&run);
+        answer["cancelling"] = Value::Bool(true);
+        return (StatusCode::ACCEPTED, Json(answer)).into_response();
+    }
+    match engine.cancel(run) {
         Ok(run) => Json(run_summary(&run)).into_response(),
         Err(e) => error_response(e),
     }

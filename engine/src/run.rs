@@ -70,6 +70,10 @@ pub struct Engine {
     /// Set on shutdown: runs stop before their next step (every `for_each` item and
     /// every retry attempt is one) and stay queued; a retry's backoff wakes up for it.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Runs a person asked to cancel while they run: each ends, cancelled, before its
+    /// next step, exactly where a stop would park it.
+    cancelling: Mutex<std::collections::HashSet<Uuid>>,
+    cancel_asked: tokio::sync::Notify,
 }
 
 impl Engine {
@@ -83,6 +87,8 @@ impl Engine {
             credentials: Mutex::new(HashMap::new()),
             limits: Mutex::new(HashMap::new()),
             stopping: tokio::sync::watch::Sender::new(false),
+            cancelling: Mutex::new(std::collections::HashSet::new()),
+            cancel_asked: tokio::sync::Notify::new(),
         }
     }
 
@@ -105,11 +111,50 @@ impl Engine {
         let _ = watch.wait_for(|stopping| *stopping).await;
     }
 
-    /// A stop reached the run between two steps: nothing of it is in flight, so it
-    /// waits in the queue and the next start carries on at the same step.
+    /// Asks a run that is running to end, cancelled, before its next step (a call in
+    /// flight finishes and is journaled; a retry's backoff ends at once).
+    pub fn request_cancel(&self, id: Uuid) {
+        self.cancelling.lock().expect("cancelling").insert(id);
+        self.cancel_asked.notify_waiters();
+    }
+
+    fn cancel_requested(&self, id: Uuid) -> bool {
+        self.cancelling.lock().expect("cancelling").contains(&id)
+    }
+
+    /// Whether `run` must not start another step: a stop, or a cancel asked for it.
+    fn interrupted(&self, run: &Run) -> bool {
+        self.is_stopping() || self.cancel_requested(run.id)
+    }
+
+    /// Resolves once `run` is interrupted (at once if it is).
+    async fn interruption(&self, id: Uuid) {
+        loop {
+            let asked = self.cancel_asked.notified();
+            tokio::pin!(asked);
+            asked.as_mut().enable();
+            if self.is_stopping() || self.cancel_requested(id) {
+                return;
+            }
+            tokio::select! {
+                _ = self.stopped() => return,
+                _ = asked => {}
+            }
+        }
+    }
+
+    /// An interruption reached the run between two steps, nothing of it in flight: on a
+    /// stop it waits in the queue and the next start carries on at the same step; on a
+    /// cancel it ends, cancelled, its journal kept.
     async fn park(&self, run: &mut Run) -> Result<()> {
-        run.state = RunState::Queued;
         run.updated_at = self.now();
+        if self.cancelling.lock().expect("cancelling").remove(&run.id) {
+            run.state = RunState::Cancelled;
+            run.pending = None;
+            run.finished_at = Some(self.now());
+        } else {
+            run.state = RunState::Queued;
+        }
         self.save_run(run).await
     }
 
@@ -256,7 +301,7 @@ impl Engine {
             }
         }
         while let Some(block_id) = run.current.clone() {
-            if self.is_stopping() {
+            if self.interrupted(&run) {
                 self.park(&mut run).await?;
                 return Ok(run);
             }
@@ -331,8 +376,8 @@ impl Engine {
                 break;
             }
         }
-        if run.state == RunState::Queued {
-            return Ok(run); // parked by a stop inside a block
+        if matches!(run.state, RunState::Queued | RunState::Cancelled) {
+            return Ok(run); // parked by a stop or a cancel inside a block
         }
         // Usually the last step's own write already settled the run; this covers the rest.
         if run.finished_at.is_none() {
@@ -390,7 +435,7 @@ impl Engine {
         let total = work.len();
         let mut left = false;
         for (n, (item, item_scope)) in work.into_iter().enumerate().skip(done) {
-            if self.is_stopping() {
+            if self.interrupted(run) {
                 // Items already done are kept in `run.steps`; the next start skips them.
                 return self.park(run).await;
             }
@@ -400,8 +445,8 @@ impl Engine {
                 Ok(request) => {
                     let call = Call { block: block_id, item, last };
                     self.call(wf, run, api, credential.as_deref(), call, request, 1, observer).await?;
-                    if run.state == RunState::Queued {
-                        return Ok(()); // parked by a stop
+                    if matches!(run.state, RunState::Queued | RunState::Cancelled) {
+                        return Ok(()); // parked by a stop or a cancel
                     }
                 }
                 Err(e) => {
@@ -451,14 +496,14 @@ impl Engine {
         loop {
             // Every attempt is a new step: none starts once a stop is asked for. The
             // attempt is made again (same request, same idempotency key) on the next start.
-            if self.is_stopping() {
+            if self.interrupted(run) {
                 return self.park(run).await;
             }
             let limits = credential.and_then(|c| self.limits.lock().expect("limits").get(&c.name).cloned());
             if let Some(rate) = limits.as_ref().and_then(|l| l.rate.clone()) {
                 tokio::select! {
                     _ = rate.acquire() => {}
-                    _ = self.stopped() => return self.park(run).await,
+                    _ = self.interruption(run.id) => return self.park(run).await,
                 }
             }
             let mut entry = self.entry(run, block_id, "api", item, attempt);
@@ -498,7 +543,7 @@ impl Engine {
                 // backoff leaves nothing half done.
                 tokio::select! {
                     _ = tokio::time::sleep(policy.delay(attempt, retry_after)) => {}
-                    _ = self.stopped() => return self.park(run).await,
+                    _ = self.interruption(run.id) => return self.park(run).await,
                 }
                 attempt += 1;
                 continue;

@@ -541,7 +541,19 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
                 Ok(e) => e,
                 Err(e) if e.downcast_ref::<roster_engine::Error>().is_some_and(remote::is_locked) => {
                     parse_run_id(&run_id)?;
-                    let answer = Remote::find(cx)?.post(&format!("/v1/runs/{run_id}/cancel"), &json!({})).await?;
+                    let remote = Remote::find(cx)?;
+                    let answer = remote.post(&format!("/v1/runs/{run_id}/cancel"), &json!({})).await?;
+                    if answer["cancelling"] == true {
+                        // Running in serve: it ends, cancelled, before its next step.
+                        let settled = remote.follow(&run_id).await?;
+                        if settled["state"] != "cancelled" {
+                            anyhow::bail!(
+                                "run {run_id} ended {} before it could be cancelled",
+                                settled["state"].as_str().unwrap_or("?")
+                            );
+                        }
+                        return print_cancelled(&settled);
+                    }
                     return print_cancelled(&answer);
                 }
                 Err(e) => return Err(e),
