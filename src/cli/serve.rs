@@ -129,7 +129,11 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
     if let Ok(Err(e)) = workers.await {
         tracing::error!("workers: {e}");
     }
-    let _ = http.await;
+    // Open requests get a moment to finish; a long one (a sync through the API) does not
+    // hold the stop.
+    if tokio::time::timeout(Duration::from_secs(2), http).await.is_err() {
+        tracing::warn!("stopped with HTTP requests still open");
+    }
     let _ = std::fs::remove_file(cx.home.dir.join(SERVE_FILE));
     engine.store.flush()?;
     println!("stopped");
