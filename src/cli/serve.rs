@@ -71,10 +71,13 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
     let addr = listener.local_addr()?;
     let token =
         cx.home.api_token().map_err(|e| anyhow::anyhow!("cannot read the API token ({e}); run `roster init`"))?;
+    // Written whole, then renamed into place: a command never reads half of it.
+    let partial = cx.home.dir.join(format!("{SERVE_FILE}.partial"));
     std::fs::write(
-        cx.home.dir.join(SERVE_FILE),
+        &partial,
         serde_json::to_string(&serde_json::json!({"url": format!("http://{addr}"), "pid": std::process::id()}))?,
     )?;
+    std::fs::rename(&partial, cx.home.dir.join(SERVE_FILE))?;
     println!("HTTP API on http://{addr} (bearer token in {}/api.token)", cx.home.dir.display());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -386,15 +386,17 @@ pub fn serve_with(home: &TestHome, extra: &[&str]) -> Serving {
     args.extend_from_slice(extra);
     let child = home.command(&args).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !file.exists() {
+    let info: Value = loop {
+        if let Some(info) = std::fs::read_to_string(&file).ok().and_then(|t| serde_json::from_str(&t).ok()) {
+            break info;
+        }
         assert!(
             std::time::Instant::now() < deadline,
             "serve did not start:\n{}",
             std::fs::read_to_string(&log).unwrap()
         );
         std::thread::sleep(Duration::from_millis(50));
-    }
-    let info: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    };
     let token = std::fs::read_to_string(home.path().join("api.token")).unwrap().trim().to_string();
     Serving { child, url: info["url"].as_str().unwrap().to_string(), token, log }
 }
