@@ -62,15 +62,20 @@ fn a_lost_unsafe_request_waits_for_a_person_and_resume_or_cancel_settle_it() {
     let path = home.file("single.json", &wf);
     let id = crash_mid_request(&home, &wf);
 
-    // The next command resumes leftovers first; a POST without an idempotency key is not
-    // sent again on its own.
-    home.roster(&["run", path.to_str().unwrap(), "--user", "ann@acme.test"]).ok();
+    // Running the same workflow for the same person resumes the leftover instead of
+    // starting a second run; a POST without an idempotency key is not sent again on its own.
+    let out = home.roster(&["run", path.to_str().unwrap(), "--user", "ann@acme.test"]).code(1);
+    assert!(
+        out.stdout.contains(&format!("resuming run {id}")) && out.stdout.contains("needs_attention"),
+        "{}",
+        out.stdout
+    );
     let shown = home.roster(&["runs", "show", &id, "--json"]).ok().json();
     assert_eq!(shown["state"], "needs_attention");
     let why = shown["error"].as_str().unwrap();
     assert!(why.contains("POST /charge") && why.contains("not safe to repeat") && why.contains("runs resume"), "{why}");
     let charges = server.seen().iter().filter(|s| s.uri == "/charge").count();
-    assert_eq!(charges, 1, "only the new run's charge went out, not the lost one again");
+    assert_eq!(charges, 0, "neither the lost charge again nor a second run's charge");
 
     // A person checked the vendor and decides to send it.
     home.roster(&["runs", "resume", &id]).ok();
@@ -82,6 +87,40 @@ fn a_lost_unsafe_request_waits_for_a_person_and_resume_or_cancel_settle_it() {
     let _ = home.roster(&["run", path.to_str().unwrap(), "--user", "ann@acme.test"]);
     home.roster(&["runs", "cancel", &other]).ok();
     assert_eq!(home.roster(&["runs", "show", &other, "--json"]).ok().json()["state"], "cancelled");
+}
+
+#[test]
+fn a_leftover_run_waiting_on_a_dead_vendor_does_not_hold_up_an_unrelated_run() {
+    let server = Recorder::start(|seen| {
+        if seen.uri == "/slow" {
+            std::thread::sleep(std::time::Duration::from_secs(20));
+        }
+        (200, json!({"ok": true}))
+    });
+    let home = TestHome::new();
+    home.add_bearer("api", &server.url(), SECRET);
+    home.import(&json!([{"email": "ann@acme.test"}]));
+    let id = crash_mid_request(&home, &single("/slow", "GET"));
+    let other = home.file(
+        "stamp.json",
+        r#"{"name": "stamp", "begin": {"next": "s"}, "blocks": {"s": {"type": "update", "set": {"stamped": true}}}}"#,
+    );
+    let started = std::time::Instant::now();
+    let out = home.roster(&["run", other.to_str().unwrap(), "--user", "ann@acme.test"]).ok();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(out.stdout.contains("succeeded"), "{}", out.stdout);
+    for expected in [id.as_str(), "single", "ann@acme.test", "running", "roster runs resume", "roster runs cancel"] {
+        assert!(out.stderr.contains(expected), "missing {expected:?} in:\n{}", out.stderr);
+    }
+    assert!(server.seen().iter().all(|s| s.uri != "/slow"), "the leftover was not resumed on the way");
+    assert_eq!(home.roster(&["runs", "show", &id, "--json"]).ok().json()["state"], "running");
+
+    // A batch does not take it on either.
+    let started = std::time::Instant::now();
+    let out = home.roster(&["run", other.to_str().unwrap(), "--all"]).ok();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(out.stdout.contains("1 succeeded") && out.stderr.contains(&id), "{}", out.all());
+    assert!(server.seen().iter().all(|s| s.uri != "/slow"));
 }
 
 #[test]

@@ -857,3 +857,56 @@ fn a_sync_that_never_ends_stops_at_its_caps_and_says_how_to_raise_them() {
     let out = home.roster(&["sync", &file]).code(1);
     assert!(out.stderr.contains("options.max_pages: max_pages must be a whole number from 1"), "{}", out.stderr);
 }
+
+#[test]
+fn an_update_only_sync_names_the_people_it_skipped_and_why() {
+    let sb = SandboxHandle::start(SandboxHandle::config(5));
+    let home = brex_home(&sb);
+    let users = brex_users(&sb);
+    let known = users.keys().next().unwrap().clone();
+    home.import(&json!([{"email": known}]));
+    let file = integration(
+        &home,
+        "brex.json",
+        json!({"name": "brex", "connector": "brex", "credential": "brex", "preference": "update_only"}),
+    );
+    let session = sync(&home, &file);
+    let skips = session["skips"].as_array().unwrap();
+    assert_eq!(skips.len(), users.len() - 1, "{session:#}");
+    assert!(skips.iter().all(|s| s["reason"] == "no record with this email" && s["who"] != known.as_str()));
+    assert!(session["notes"].to_string().contains("skipped: no record with this email"), "{session:#}");
+    let human = home.roster(&["sync", &file]).ok().stdout;
+    let other = users.keys().nth(1).unwrap();
+    assert!(human.contains(&format!("skipped: {other}: no record with this email")), "{human}");
+}
+
+#[test]
+fn on_a_first_start_serve_syncs_the_hr_source_before_update_only_integrations() {
+    let sb = SandboxHandle::start(SandboxHandle::config(5));
+    let home = brex_home(&sb);
+    let n = brex_users(&sb).len() as u64;
+    // By name the update-only one would go first.
+    let dir = home.path().join("integrations");
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = |name: &str, preference: &str| {
+        json!({"name": name, "connector": "brex", "credential": "brex", "preference": preference}).to_string()
+    };
+    std::fs::write(dir.join("a-cards.json"), spec("a-cards", "update_only")).unwrap();
+    std::fs::write(dir.join("z-hr.json"), spec("z-hr", "create_update")).unwrap();
+    let serving = support::serve(&home);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let sessions = loop {
+        let (_, list) = support::http("GET", &format!("{}/v1/sync/sessions", serving.url), Some(&serving.token), None);
+        let list = list.as_array().cloned().unwrap_or_default();
+        if list.len() == 2 && list.iter().all(|s| s["state"] != "running") {
+            break list;
+        }
+        assert!(std::time::Instant::now() < deadline, "{list:?}\n{}", serving.output());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let of = |name: &str| sessions.iter().find(|s| s["integration"] == name).unwrap().clone();
+    let (hr, cards) = (of("z-hr"), of("a-cards"));
+    assert!(hr["started_at"].as_str() < cards["started_at"].as_str(), "HR first: {hr:#} {cards:#}");
+    assert_eq!(hr["counts"]["created"], n, "{hr:#}");
+    assert_eq!(cards["counts"]["skipped"], 0, "everyone was there to update: {cards:#}");
+}

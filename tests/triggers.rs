@@ -13,7 +13,7 @@ use roster_engine::service::{Catalog, Service};
 use roster_engine::store::{RecordWrite, RunFilter, SledStore, Store};
 use roster_engine::workflow::Workflow;
 use serde_json::{Map, Value, json};
-use support::TestHome;
+use support::{Serving, TestHome, http, serve};
 
 fn workflow(text: &str) -> Arc<Workflow> {
     let presets = roster_engine::presets::built_in();
@@ -227,56 +227,6 @@ async fn stopping_leaves_queued_runs_queued_for_the_next_start() {
     assert!(runs_of(store.as_ref(), "onboard").iter().all(|r| r.state == RunState::Succeeded));
 }
 
-/// `roster serve` in the background for one test; killed on drop.
-struct Serving {
-    child: std::process::Child,
-    url: String,
-    token: String,
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(home: &TestHome) -> Serving {
-    let child = home
-        .command(&["serve", "--listen", "127.0.0.1:0", "--tick-ms", "100"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let file = home.path().join("serve.json");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !file.exists() {
-        assert!(std::time::Instant::now() < deadline, "serve did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let info: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    let token = std::fs::read_to_string(home.path().join("api.token")).unwrap().trim().to_string();
-    Serving { child, url: info["url"].as_str().unwrap().to_string(), token }
-}
-
-fn http(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        roster_blocks::http::install_crypto_provider();
-        let client = reqwest::Client::new();
-        let mut req = client.request(method.parse().unwrap(), url);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    })
-}
-
 #[test]
 fn serve_runs_the_api_behind_its_token_and_the_cli_goes_through_it() {
     let home = TestHome::new();
@@ -289,10 +239,10 @@ fn serve_runs_the_api_behind_its_token_and_the_cli_goes_through_it() {
     home.import(&json!([{"email": "ann@acme.test"}, {"email": "bob@other.test"}]));
     let serving = serve(&home);
 
-    let health = format!("{}/v1/health", serving.url);
-    assert_eq!(http("GET", &health, None, None).0, 401, "no token");
-    assert_eq!(http("GET", &health, Some("wrong-token"), None).0, 401, "wrong token");
-    let (status, body) = http("GET", &health, Some(&serving.token), None);
+    let status = format!("{}/v1/status", serving.url);
+    assert_eq!(http("GET", &status, None, None).0, 401, "no token");
+    assert_eq!(http("GET", &status, Some("wrong-token"), None).0, 401, "wrong token");
+    let (status, body) = http("GET", &format!("{}/v1/status", serving.url), Some(&serving.token), None);
     assert_eq!(status, 200);
     assert_eq!(body["workflows"], 1);
 
@@ -300,11 +250,11 @@ fn serve_runs_the_api_behind_its_token_and_the_cli_goes_through_it() {
     let out = home.roster(&["run", "stamp", "--user", "ann@acme.test", "--json"]).ok();
     assert_eq!(out.json()["state"], "succeeded");
     let refused = home.roster(&["run", "stamp", "--user", "bob@other.test"]);
-    assert_eq!(refused.code, 2);
-    assert!(refused.stderr.contains("ends_with"), "{}", refused.stderr);
+    assert_eq!(refused.code, 1, "a refusal exits 1 as it does without serve");
+    assert!(refused.stderr.contains("refused: ") && refused.stderr.contains("ends_with"), "{}", refused.stderr);
     let runs = home.roster(&["runs", "list", "--json"]).ok().json();
     assert_eq!(runs.as_array().unwrap().len(), 1);
-    let ann = home.roster(&["records", "show", "ann@acme.test"]).ok().json();
+    let ann = home.roster(&["records", "show", "ann@acme.test", "--json"]).ok().json();
     assert_eq!(ann["fields"]["stamped"], runs[0]["run_id"]);
     let imported = home.file("more.json", r#"[{"email": "cid@acme.test"}]"#);
     home.roster(&["records", "import", imported.to_str().unwrap()]).ok();

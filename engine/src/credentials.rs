@@ -62,11 +62,15 @@ pub const KINDS: &[(&str, &str)] = &[
     ),
 ];
 
-/// What `credentials add` collected (secrets already read from stdin or env).
+/// What `credentials add` collected (secrets already read from stdin or env); also the
+/// body of `POST /v1/credentials`.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct NewCredential {
     pub name: String,
     pub kind: String,
+    #[serde(default)]
     pub base_url: String,
+    #[serde(default)]
     pub settings: BTreeMap<String, String>,
     pub secrets: BTreeMap<String, String>,
 }
@@ -119,12 +123,16 @@ pub fn seal(vault: &Vault, new: NewCredential, now: &str) -> Result<StoredCreden
 }
 
 /// What `credentials update` changes; `None` keeps what is stored.
-#[derive(Default)]
+/// Also the body of `PATCH /v1/credentials/{name}`.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct CredentialUpdate {
+    #[serde(default)]
     pub base_url: Option<String>,
     /// Settings to set (`rate_limit`, `timeout`, `header`, `username`, …).
+    #[serde(default)]
     pub settings: BTreeMap<String, String>,
     /// Secrets to replace (`secret`, `password`).
+    #[serde(default)]
     pub secrets: BTreeMap<String, String>,
 }
 

@@ -235,6 +235,10 @@ pub struct SyncSession {
     /// In a test run: the first records it would create or update.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preview: Vec<Value>,
+    /// The first people the preference did not let it write, with why (`no record with
+    /// this email` for an update-only sync).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skips: Vec<SyncFailure>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -10,7 +10,7 @@ use crate::model::Record;
 use crate::store::{RecordWrite, Store, key_text, normalize_key};
 
 /// What an import did.
-#[derive(Debug, Default, Clone, serde::Serialize)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ImportReport {
     pub read: usize,
     pub created: usize,

@@ -67,8 +67,13 @@ pub struct Engine {
     credentials: Mutex<HashMap<String, Arc<Credential>>>,
     /// Rate limit and request timeout of each credential opened so far.
     limits: Mutex<HashMap<String, CredentialLimits>>,
-    /// Set on shutdown: runs stop before their next step and stay queued.
-    stopping: std::sync::atomic::AtomicBool,
+    /// Set on shutdown: runs stop before their next step (every `for_each` item and
+    /// every retry attempt is one) and stay queued; a retry's backoff wakes up for it.
+    stopping: tokio::sync::watch::Sender<bool>,
+    /// Runs a person asked to cancel while they run: each ends, cancelled, before its
+    /// next step, exactly where a stop would park it.
+    cancelling: Mutex<std::collections::HashSet<Uuid>>,
+    cancel_asked: tokio::sync::Notify,
 }
 
 impl Engine {
@@ -81,7 +86,9 @@ impl Engine {
             retry: RetryPolicy::default(),
             credentials: Mutex::new(HashMap::new()),
             limits: Mutex::new(HashMap::new()),
-            stopping: std::sync::atomic::AtomicBool::new(false),
+            stopping: tokio::sync::watch::Sender::new(false),
+            cancelling: Mutex::new(std::collections::HashSet::new()),
+            cancel_asked: tokio::sync::Notify::new(),
         }
     }
 
@@ -91,11 +98,64 @@ impl Engine {
 
     /// Asks every run to stop before its next step (they stay queued for the next start).
     pub fn stop(&self) {
-        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stopping.send_replace(true);
     }
 
     pub fn is_stopping(&self) -> bool {
-        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+        *self.stopping.borrow()
+    }
+
+    /// Resolves once [`Engine::stop`] is called (at once if it was).
+    pub async fn stopped(&self) {
+        let mut watch = self.stopping.subscribe();
+        let _ = watch.wait_for(|stopping| *stopping).await;
+    }
+
+    /// Asks a run that is running to end, cancelled, before its next step (a call in
+    /// flight finishes and is journaled; a retry's backoff ends at once).
+    pub fn request_cancel(&self, id: Uuid) {
+        self.cancelling.lock().expect("cancelling").insert(id);
+        self.cancel_asked.notify_waiters();
+    }
+
+    fn cancel_requested(&self, id: Uuid) -> bool {
+        self.cancelling.lock().expect("cancelling").contains(&id)
+    }
+
+    /// Whether `run` must not start another step: a stop, or a cancel asked for it.
+    fn interrupted(&self, run: &Run) -> bool {
+        self.is_stopping() || self.cancel_requested(run.id)
+    }
+
+    /// Resolves once `run` is interrupted (at once if it is).
+    async fn interruption(&self, id: Uuid) {
+        loop {
+            let asked = self.cancel_asked.notified();
+            tokio::pin!(asked);
+            asked.as_mut().enable();
+            if self.is_stopping() || self.cancel_requested(id) {
+                return;
+            }
+            tokio::select! {
+                _ = self.stopped() => return,
+                _ = asked => {}
+            }
+        }
+    }
+
+    /// An interruption reached the run between two steps, nothing of it in flight: on a
+    /// stop it waits in the queue and the next start carries on at the same step; on a
+    /// cancel it ends, cancelled, its journal kept.
+    async fn park(&self, run: &mut Run) -> Result<()> {
+        run.updated_at = self.now();
+        if self.cancelling.lock().expect("cancelling").remove(&run.id) {
+            run.state = RunState::Cancelled;
+            run.pending = None;
+            run.finished_at = Some(self.now());
+        } else {
+            run.state = RunState::Queued;
+        }
+        self.save_run(run).await
     }
 
     /// Opens a credential by name (cached for the life of the engine).
@@ -114,6 +174,18 @@ impl Engine {
         self.limits.lock().expect("limits").insert(name.to_string(), limits);
         self.credentials.lock().expect("credential cache").insert(name.to_string(), cred.clone());
         Ok(cred)
+    }
+
+    /// The vault credentials are sealed with, when a master key is available.
+    pub fn vault(&self) -> Option<&Vault> {
+        self.vault.as_ref()
+    }
+
+    /// Drops a credential from the cache after it changed or was removed, so the next
+    /// run opens it (and its limits) afresh.
+    pub fn forget_credential(&self, name: &str) {
+        self.credentials.lock().expect("credential cache").remove(name);
+        self.limits.lock().expect("limits").remove(name);
     }
 
     /// What templates see: the record's fields at the top level (and under `record`),
@@ -223,11 +295,8 @@ impl Engine {
             }
         }
         while let Some(block_id) = run.current.clone() {
-            if self.is_stopping() {
-                // Between steps: nothing is in flight, so the run can simply wait in the queue.
-                run.state = RunState::Queued;
-                run.updated_at = self.now();
-                self.save_run(&run).await?;
+            if self.interrupted(&run) {
+                self.park(&mut run).await?;
                 return Ok(run);
             }
             let Some(block) = wf.block(&block_id) else {
@@ -301,6 +370,9 @@ impl Engine {
                 break;
             }
         }
+        if matches!(run.state, RunState::Queued | RunState::Cancelled) {
+            return Ok(run); // parked by a stop or a cancel inside a block
+        }
         // Usually the last step's own write already settled the run; this covers the rest.
         if run.finished_at.is_none() {
             if run.state == RunState::Running {
@@ -357,12 +429,19 @@ impl Engine {
         let total = work.len();
         let mut left = false;
         for (n, (item, item_scope)) in work.into_iter().enumerate().skip(done) {
+            if self.interrupted(run) {
+                // Items already done are kept in `run.steps`; the next start skips them.
+                return self.park(run).await;
+            }
             let last = n + 1 == total;
             let key = idempotency_key(run, block_id, item);
             match api.render(&item_scope, &key) {
                 Ok(request) => {
                     let call = Call { block: block_id, item, last };
                     self.call(wf, run, api, credential.as_deref(), call, request, 1, observer).await?;
+                    if matches!(run.state, RunState::Queued | RunState::Cancelled) {
+                        return Ok(()); // parked by a stop or a cancel
+                    }
                 }
                 Err(e) => {
                     let mut entry = self.entry(run, block_id, "api", item, 1);
@@ -409,6 +488,18 @@ impl Engine {
         let policy = api.retry.clone().unwrap_or_else(|| self.retry.clone());
         let first_sent = std::time::Instant::now();
         loop {
+            // Every attempt is a new step: none starts once a stop is asked for. The
+            // attempt is made again (same request, same idempotency key) on the next start.
+            if self.interrupted(run) {
+                return self.park(run).await;
+            }
+            let limits = credential.and_then(|c| self.limits.lock().expect("limits").get(&c.name).cloned());
+            if let Some(rate) = limits.as_ref().and_then(|l| l.rate.clone()) {
+                tokio::select! {
+                    _ = rate.acquire() => {}
+                    _ = self.interruption(run.id) => return self.park(run).await,
+                }
+            }
             let mut entry = self.entry(run, block_id, "api", item, attempt);
             entry.request = Some(request.clone());
             run.pending = Some(Pending {
@@ -421,10 +512,6 @@ impl Engine {
             });
             // Journal "started" durably before anything leaves the process.
             self.save(run, &entry, None).await?;
-            let limits = credential.and_then(|c| self.limits.lock().expect("limits").get(&c.name).cloned());
-            if let Some(rate) = limits.as_ref().and_then(|l| l.rate.clone()) {
-                rate.acquire().await;
-            }
             let timeout = limits.map(|l| l.timeout);
             let sent = http::send(&self.client, credential, &request, api.paginate.as_ref(), timeout).await;
             run.pending = None;
@@ -446,7 +533,12 @@ impl Engine {
                 self.finish_entry(&mut entry);
                 self.save(run, &entry, None).await?;
                 observer.step(&entry);
-                tokio::time::sleep(policy.delay(attempt, retry_after)).await;
+                // The failed attempt is journaled as finished, so a stop during the
+                // backoff leaves nothing half done.
+                tokio::select! {
+                    _ = tokio::time::sleep(policy.delay(attempt, retry_after)) => {}
+                    _ = self.interruption(run.id) => return self.park(run).await,
+                }
                 attempt += 1;
                 continue;
             }
@@ -599,7 +691,14 @@ impl Engine {
     }
 
     /// Runs a failed run again from its failed step, with the record as it is now.
-    pub async fn retry(&self, wf: &Workflow, mut run: Run, observer: &mut dyn RunObserver) -> Result<Run> {
+    pub async fn retry(&self, wf: &Workflow, run: Run, observer: &mut dyn RunObserver) -> Result<Run> {
+        let run = self.prepare_retry(wf, run)?;
+        self.drive(wf, run, observer).await
+    }
+
+    /// Puts a failed run back in the queue at its failed step (durably), for `drive` or
+    /// a worker to carry on.
+    pub fn prepare_retry(&self, wf: &Workflow, mut run: Run) -> Result<Run> {
         if run.state != RunState::Failed {
             return Err(Error::Refused(format!(
                 "run {} is {}; only failed runs can be retried",
@@ -620,9 +719,10 @@ impl Engine {
         run.error = None;
         run.pending = None;
         run.finished_at = None;
-        run.state = RunState::Running;
-        self.save_run(&run).await?;
-        self.drive(wf, run, observer).await
+        run.state = RunState::Queued;
+        run.updated_at = self.now();
+        self.store.save_step(&run, None, None)?;
+        Ok(run)
     }
 
     /// Marks a run cancelled, keeping its journal.
@@ -810,7 +910,7 @@ fn describe_failure(
 }
 
 /// One step of a dry run: what would be sent or decided, with nothing sent or written.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DryStep {
     pub block: String,
     pub kind: String,
@@ -822,7 +922,7 @@ pub struct DryStep {
     pub request: Option<RenderedRequest>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
-    #[serde(skip_serializing_if = "Map::is_empty")]
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub changes: Map<String, Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,

@@ -80,7 +80,8 @@ fn guarded<T>(path: &Path, load: impl FnOnce() -> Result<T>) -> Result<T> {
     })
 }
 
-fn json_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+/// The `*.json` files of a folder, sorted; none when it does not exist.
+pub fn json_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     if !dir.exists() {
         return Ok(Vec::new());
     }
@@ -114,6 +115,9 @@ pub struct Service {
     busy: AtomicUsize,
     /// Runs in flight per workflow, for per-workflow concurrency limits.
     in_flight: Mutex<HashMap<String, usize>>,
+    /// When set, workers take only runs with this trigger (a CLI batch leaves runs that
+    /// other processes left unfinished to their own settling).
+    only_trigger: std::sync::OnceLock<String>,
 }
 
 impl Service {
@@ -126,6 +130,7 @@ impl Service {
             wake: Notify::new(),
             busy: AtomicUsize::new(0),
             in_flight: Mutex::new(HashMap::new()),
+            only_trigger: std::sync::OnceLock::new(),
         })
     }
 
@@ -136,6 +141,27 @@ impl Service {
     /// Swaps in a newly validated catalog; runs in flight keep their own version.
     pub fn replace_catalog(&self, catalog: Catalog) {
         *self.catalog.write().expect("catalog lock") = Arc::new(catalog);
+    }
+
+    /// Makes the workers take only runs with `trigger` (set once, before `work`).
+    pub fn only_runs_of(&self, trigger: &str) {
+        let _ = self.only_trigger.set(trigger.to_string());
+    }
+
+    /// Whether nothing is left in the queue for these workers.
+    fn queue_empty(&self) -> Result<bool> {
+        match self.only_trigger.get() {
+            None => Ok(self.engine.store.queued_count()? == 0),
+            Some(trigger) => {
+                let filter = crate::store::RunFilter {
+                    trigger: Some(trigger.clone()),
+                    state: Some(RunState::Queued),
+                    limit: Some(1),
+                    ..Default::default()
+                };
+                Ok(self.engine.store.runs(&filter)?.is_empty())
+            }
+        }
     }
 
     pub fn wake(&self) {
@@ -165,6 +191,24 @@ impl Service {
             }
         }
         Ok(n)
+    }
+
+    /// The names of the credentials in the store, which workflow and integration files
+    /// are checked against.
+    fn credential_names(&self) -> Result<BTreeSet<String>> {
+        Ok(self.engine.store.credentials()?.into_iter().map(|c| c.name).collect())
+    }
+
+    /// Compiles a workflow file's text that was sent to the service (a file it has not
+    /// loaded), with its presets and credentials, exactly as loading it would.
+    pub fn compile_workflow(&self, source: &str, file: &str) -> Result<Workflow> {
+        let credentials = self.credential_names()?;
+        Workflow::compile(source, file, &CompileContext { presets: &self.presets, credentials: Some(&credentials) })
+    }
+
+    /// Compiles an integration file's text that was sent to the service.
+    pub fn compile_integration(&self, source: &str, file: &str) -> Result<Integration> {
+        Integration::compile(source, file, Some(&self.credential_names()?))
     }
 
     /// The compiled workflow a run started with.
@@ -318,43 +362,101 @@ impl Service {
         Ok(fired)
     }
 
-    /// Runs every integration whose sync schedule is due.
+    /// Runs every integration whose sync schedule is due, and every failed scheduled sync
+    /// whose retry is due. When several are due at once, integrations that may create
+    /// records (the HR source) go before update-only ones, so a first start has the
+    /// people in the store before the syncs that only update them.
+    ///
+    /// A failed scheduled sync is logged at WARN and tried again after 5 min, 15 min,
+    /// 1 h, 3 h and 6 h, as long as that is before its next scheduled time; the retry
+    /// mark is kept in the store (`sync-retry:<name>`), so a restart keeps it.
     pub async fn sync_due(&self) -> Result<Vec<SyncSession>> {
+        let catalog = self.catalog();
+        let mut integrations: Vec<&Arc<Integration>> = catalog.integrations.values().collect();
+        integrations.sort_by_key(|i| (i.preference == crate::sync::Preference::UpdateOnly, i.name.clone()));
         let mut sessions = Vec::new();
-        for integration in self.catalog().integrations.values() {
+        for integration in integrations {
             let key = format!("sync:{}", integration.name);
-            let due = schedule_clock(&integration.schedule).and_then(|(cron, zone)| self.due(&cron, &zone, &key));
-            let (at, _) = match due {
-                Ok(Some(due)) => due,
-                Ok(None) => continue,
+            let retry_key = format!("sync-retry:{}", integration.name);
+            // One integration that cannot be checked or synced never keeps the others from syncing.
+            let checked = schedule_clock(&integration.schedule)
+                .and_then(|(cron, zone)| Ok((self.due(&cron, &zone, &key)?, cron, zone)));
+            let (fire, cron, zone) = match checked {
+                Ok(checked) => checked,
                 Err(e) => {
                     tracing::error!("sync {}: schedule not checked: {e}", integration.name);
                     continue;
                 }
             };
-            // One integration that fails never keeps the others from syncing.
-            let session = match self.sync(integration).await {
-                Ok(session) => session,
-                Err(e) => {
-                    tracing::error!("sync {}: {e}", integration.name);
-                    continue;
-                }
+            let now = self.engine.clock.now();
+            let retry = self.engine.store.get_meta(&retry_key)?.and_then(|text| parse_retry(&text));
+            // 0 for a scheduled time (which replaces any retry still waiting), else which retry.
+            let retry_number = match (fire, retry) {
+                (Some(_), _) => 0,
+                (None, Some((done, at))) if at <= now => done,
+                _ => continue,
             };
-            self.engine.store.put_meta(&key, &rfc3339(at))?;
-            sessions.push(session);
+            let outcome = self.sync(integration).await;
+            if let Some((at, _)) = fire {
+                self.engine.store.put_meta(&key, &rfc3339(at))?;
+            }
+            let why = match &outcome {
+                Ok(session) if session.state == "succeeded" => None,
+                Ok(session) => Some(session.error.clone().unwrap_or_else(|| format!("the sync {}", session.state))),
+                Err(e) => Some(e.to_string()),
+            };
+            match why {
+                None => self.engine.store.put_meta(&retry_key, "")?,
+                Some(why) => {
+                    let next_fire =
+                        cron.find_next_occurrence(&now.to_zoned(zone.clone()), false).ok().map(|t| t.timestamp());
+                    let retry_at = SYNC_RETRY_DELAYS
+                        .get(retry_number)
+                        .and_then(|delay| now.checked_add(*delay).ok())
+                        .filter(|at| next_fire.is_none_or(|next| *at < next));
+                    match retry_at {
+                        Some(at) => {
+                            self.engine.store.put_meta(&retry_key, &format!("{} {}", retry_number + 1, rfc3339(at)))?;
+                            tracing::warn!(
+                                "scheduled sync {} failed: {why}; retry {} of {} at {}",
+                                integration.name,
+                                retry_number + 1,
+                                SYNC_RETRY_DELAYS.len(),
+                                rfc3339(at)
+                            );
+                        }
+                        None => {
+                            self.engine.store.put_meta(&retry_key, "")?;
+                            let next = next_fire.map(rfc3339).unwrap_or_else(|| "never".into());
+                            tracing::warn!(
+                                "scheduled sync {} failed: {why}; no retry is left before its next scheduled time ({next})",
+                                integration.name
+                            );
+                        }
+                    }
+                }
+            }
+            if let Ok(session) = outcome {
+                sessions.push(session);
+            }
         }
         Ok(sessions)
     }
 
     /// Runs one integration now.
     pub async fn sync(&self, integration: &Integration) -> Result<SyncSession> {
+        self.sync_with(integration, false).await
+    }
+
+    /// Runs one integration now; with `test`, fetches and previews but writes no record.
+    pub async fn sync_with(&self, integration: &Integration, test: bool) -> Result<SyncSession> {
         let credential = self.engine.credential(&integration.credential)?;
         let session = crate::sync::run(
             self.engine.store.as_ref(),
             integration,
             &credential,
             &self.engine.clock,
-            false,
+            test,
             &mut crate::sync::NoProgress,
         )
         .await?;
@@ -494,6 +596,9 @@ impl Service {
             self.busy.fetch_add(1, Ordering::SeqCst);
             let catalog = self.catalog();
             let claimed = self.engine.store.claim_next(&mut |run| {
+                if self.only_trigger.get().is_some_and(|t| *t != run.trigger) {
+                    return false;
+                }
                 let limit = catalog.workflows.get(&run.workflow).and_then(|w| w.concurrency);
                 let mut in_flight = self.in_flight.lock().expect("in-flight");
                 let n = in_flight.entry(run.workflow.clone()).or_default();
@@ -507,7 +612,7 @@ impl Service {
                 Ok(Some(run)) => run,
                 Ok(None) => {
                     let others_busy = self.busy.fetch_sub(1, Ordering::SeqCst) > 1;
-                    if until_idle && !others_busy && self.engine.store.queued_count()? == 0 {
+                    if until_idle && !others_busy && self.queue_empty()? {
                         self.wake();
                         return Ok(());
                     }
@@ -574,8 +679,91 @@ impl Service {
                 return Err(e);
             }
         };
-        self.engine.drive(&wf, run, &mut Quiet).await
+        let (id, started) = (run.id, std::time::Instant::now());
+        tracing::info!(run = %id, workflow = %run.workflow, person = %run.record_label, "run started ({})", run.trigger);
+        let run = self.engine.drive(&wf, run, &mut Quiet).await?;
+        let took = started.elapsed().as_millis() as u64;
+        let state = run.state.as_str();
+        // The error stays in the run (`roster runs show`): a vendor's answer may be in it.
+        tracing::info!(run = %id, workflow = %run.workflow, person = %run.record_label, state, duration_ms = took, "run {state} in {took} ms");
+        Ok(run)
     }
+}
+
+/// A batch (`roster run WORKFLOW --all`) as queued: one run per person the rules accept.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct BatchStart {
+    pub batch: String,
+    pub workflow: String,
+    /// The trigger its runs carry (`batch:<id>`), to follow them by.
+    pub trigger: String,
+    /// An unfinished batch of this workflow was resumed rather than a new one started.
+    pub resumed: bool,
+    /// Runs queued now (a resumed batch queues only people it did not have yet).
+    pub queued: usize,
+    pub selected: usize,
+    pub total_records: usize,
+}
+
+impl Service {
+    /// Queues a batch of `wf`: an unfinished batch of the workflow (one with runs still
+    /// queued or running) is resumed instead of started again; each person gets one run
+    /// per batch however often this is called.
+    pub fn queue_batch(&self, wf: &Workflow) -> Result<BatchStart> {
+        let store = &self.engine.store;
+        let key = format!("batch:{}", wf.name);
+        let earlier = store.get_meta(&key)?.filter(|id| !id.is_empty());
+        let unfinished = |id: &str| -> Result<bool> {
+            let filter = crate::store::RunFilter { trigger: Some(format!("batch:{id}")), ..Default::default() };
+            Ok(store.runs(&filter)?.iter().any(|r| !r.state.is_finished() && r.state != RunState::NeedsAttention))
+        };
+        let (batch, resumed) = match earlier {
+            Some(id) if unfinished(&id)? => (id, true),
+            _ => {
+                let id = uuid::Uuid::now_v7().to_string();
+                store.put_meta(&key, &id)?;
+                (id, false)
+            }
+        };
+        let trigger = format!("batch:{batch}");
+        let total_records = store.count_records()?;
+        let today = self.engine.clock.today();
+        let selected = self.select_on(wf, today)?;
+        let mut queued = 0;
+        for record in &selected {
+            let dedupe = format!("wf:{}:rec:{}:batch:{batch}", wf.name, record.id);
+            if self.engine.create_run_once(wf, record, &trigger, &dedupe, today)?.is_some() {
+                queued += 1;
+            }
+        }
+        if queued > 0 {
+            self.wake();
+        }
+        Ok(BatchStart {
+            batch,
+            workflow: wf.name.clone(),
+            trigger,
+            resumed,
+            queued,
+            selected: selected.len(),
+            total_records,
+        })
+    }
+}
+
+/// How long after a failed scheduled sync each retry waits (from the failure before it).
+const SYNC_RETRY_DELAYS: [jiff::SignedDuration; 5] = [
+    jiff::SignedDuration::from_mins(5),
+    jiff::SignedDuration::from_mins(15),
+    jiff::SignedDuration::from_hours(1),
+    jiff::SignedDuration::from_hours(3),
+    jiff::SignedDuration::from_hours(6),
+];
+
+/// A retry mark, `"<number of the next retry> <when it is due>"`; empty when none waits.
+fn parse_retry(text: &str) -> Option<(usize, Timestamp)> {
+    let (done, at) = text.split_once(' ')?;
+    Some((done.parse().ok()?, at.parse().ok()?))
 }
 
 /// A schedule's cron and time zone (UTC when it names none).
@@ -638,4 +826,27 @@ fn listens(wf: &Workflow, event: &ChangeEvent) -> bool {
         }
         _ => false,
     }
+}
+
+/// A trigger in words: `manual`, `record created`, `record updated (status, team)`,
+/// `schedule 0 9 * * * (America/Los_Angeles)`.
+pub fn describe_trigger(trigger: &Trigger) -> String {
+    match trigger {
+        Trigger::Manual => "manual".into(),
+        Trigger::Created => "record created".into(),
+        Trigger::Updated { fields } if fields.is_empty() => "record updated".into(),
+        Trigger::Updated { fields } => format!("record updated ({})", fields.join(", ")),
+        Trigger::Schedule(schedule) => format!("schedule {}", describe_schedule(schedule)),
+    }
+}
+
+/// `0 9 * * * (America/Los_Angeles)`.
+pub fn describe_schedule(schedule: &Schedule) -> String {
+    format!("{} ({})", schedule.cron, schedule.timezone.as_deref().unwrap_or("UTC"))
+}
+
+/// The first fire time of `schedule` after `now`; `None` when it never fires again.
+pub fn next_fire(schedule: &Schedule, now: Timestamp) -> Option<Timestamp> {
+    let (cron, zone) = schedule_clock(schedule).ok()?;
+    cron.find_next_occurrence(&now.to_zoned(zone), false).ok().map(|t| t.timestamp())
 }

@@ -273,6 +273,7 @@ pub async fn run(
         notes: Vec::new(),
         samples: Vec::new(),
         preview: Vec::new(),
+        skips: Vec::new(),
     };
     store.put_sync_session(&session)?;
     match sync_pages(store, integration, credential, test, observer, &mut session).await {
@@ -418,6 +419,16 @@ async fn sync_pages(
             }
             if !allowed {
                 session.counts.skipped += 1;
+                if session.skips.len() < MAX_FAILURES {
+                    let reason = match integration.preference {
+                        Preference::UpdateOnly => format!("no record with this {}", integration.sync_key),
+                        _ => format!(
+                            "a record with this {} exists and the preference is create_only",
+                            integration.sync_key
+                        ),
+                    };
+                    session.skips.push(SyncFailure { who: key.clone(), reason });
+                }
                 continue;
             }
             fields.insert(present.clone(), Value::Bool(true));
@@ -469,6 +480,13 @@ async fn sync_pages(
         session.error = Some(format!(
             "{failed_items} of {} item(s) from the source failed (see the failures)",
             session.counts.fetched
+        ));
+    }
+    if integration.preference == Preference::UpdateOnly && session.counts.skipped > 0 {
+        session.notes.push(format!(
+            "{} person(s) skipped: no record with this {} (an update_only sync only updates people already in the \
+             store; sync the HR source or import them first)",
+            session.counts.skipped, integration.sync_key
         ));
     }
     if !complete {

@@ -6,13 +6,14 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roster_engine::model::RunState;
+use roster_engine::api::run_summary;
 use roster_engine::run::Engine;
-use roster_engine::service::{Catalog, Service};
+use roster_engine::service::{BatchStart, Catalog, Service};
 use roster_engine::store::RunFilter;
 use roster_engine::workflow::Workflow;
-use serde_json::json;
+use serde_json::{Value, json};
 
+use super::remote::Remote;
 use super::{Context, Outcome, output};
 
 pub async fn run_all(
@@ -30,46 +31,24 @@ pub async fn run_all(
     service.prepare_indexes()?;
     service.recover()?;
     let store = engine.store.clone();
-    let key = format!("batch:{}", wf.name);
-
-    // An unfinished batch of this workflow is resumed, not started again.
-    let (batch, resumed) = match store.get_meta(&key)?.filter(|id| !id.is_empty()) {
-        Some(id) => (id, true),
-        None => {
-            let id = uuid::Uuid::now_v7().to_string();
-            store.put_meta(&key, &id)?;
-            (id, false)
-        }
-    };
-    let trigger = format!("batch:{batch}");
-    let total_records = store.count_records()?;
-    let today = engine.clock.today();
-    let selected = service.select_on(&wf, today)?;
-    let mut queued = 0;
-    for record in &selected {
-        let dedupe = format!("wf:{}:rec:{}:batch:{batch}", wf.name, record.id);
-        if engine.create_run_once(&wf, record, &trigger, &dedupe, today)?.is_some() {
-            queued += 1;
-        }
+    let start = service.queue_batch(&wf)?;
+    // Only this batch's runs: others left unfinished are named, not waited on.
+    service.only_runs_of(&start.trigger);
+    for run in store.unfinished_runs()?.iter().filter(|r| r.trigger != start.trigger) {
+        super::runs::name_leftover(run);
     }
-    if !json {
-        if resumed {
-            println!("resuming batch {batch} of {}: {queued} new run(s) queued, earlier runs continue", wf.name);
-        } else {
-            println!("batch {batch} of {}: {} of {total_records} record(s) match the rules", wf.name, selected.len());
-        }
-    }
+    print_start(&start, json);
     let started = Instant::now();
     let work = {
         let service = service.clone();
         tokio::spawn(async move { service.work(concurrency, true).await })
     };
-    let filter = RunFilter { trigger: Some(trigger.clone()), ..Default::default() };
+    let filter = RunFilter { trigger: Some(start.trigger.clone()), ..Default::default() };
+    let summaries = || -> anyhow::Result<Vec<Value>> { Ok(store.runs(&filter)?.iter().map(run_summary).collect()) };
     let terminal = !json && std::io::stderr().is_terminal();
     while !work.is_finished() {
         if terminal {
-            let counts = tally(&store.runs(&filter)?);
-            eprint!("\r  {}", progress_line(&counts));
+            eprint!("\r  {}", progress_line(&tally(&summaries()?)));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -77,17 +56,60 @@ pub async fn run_all(
     if terminal {
         eprintln!();
     }
-    let runs = store.runs(&filter)?;
-    let counts = tally(&runs);
-    let failed = counts.get("failed").copied().unwrap_or(0) + counts.get("needs_attention").copied().unwrap_or(0);
-    let unfinished = runs.iter().filter(|r| !r.state.is_finished() && r.state != RunState::NeedsAttention).count();
-    if unfinished == 0 {
-        store.put_meta(&key, "")?;
+    print_finished(&start, &summaries()?, started, json)
+}
+
+/// `run --all` through serve: serve queues the batch and runs it with its workers; this
+/// follows its runs and prints what the local batch prints.
+pub async fn run_all_remote(remote: &Remote, name: &str, body: Value, json: bool) -> anyhow::Result<Outcome> {
+    let start: BatchStart =
+        serde_json::from_value(remote.post(&format!("/v1/workflows/{name}/batches"), &body).await?)?;
+    print_start(&start, json);
+    let started = Instant::now();
+    let query = [("trigger", start.trigger.clone()), ("limit", usize::MAX.to_string())];
+    let terminal = !json && std::io::stderr().is_terminal();
+    let runs = loop {
+        let runs = remote.get("/v1/runs", &query).await?.as_array().cloned().unwrap_or_default();
+        if runs.iter().all(|r| !matches!(r["state"].as_str(), Some("queued" | "running" | "waiting"))) {
+            break runs;
+        }
+        if terminal {
+            eprint!("\r  {}", progress_line(&tally(&runs)));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    if terminal {
+        eprintln!();
     }
-    let skipped = total_records.saturating_sub(selected.len());
+    print_finished(&start, &runs, started, json)
+}
+
+fn print_start(start: &BatchStart, json: bool) {
+    if json {
+        return;
+    }
+    let BatchStart { batch, workflow, .. } = start;
+    if start.resumed {
+        println!("resuming batch {batch} of {workflow}: {} new run(s) queued, earlier runs continue", start.queued);
+    } else {
+        println!(
+            "batch {batch} of {workflow}: {} of {} record(s) match the rules",
+            start.selected, start.total_records
+        );
+    }
+}
+
+/// The end of a batch, from its runs' summaries (see `api::run_summary`).
+fn print_finished(start: &BatchStart, runs: &[Value], started: Instant, json: bool) -> anyhow::Result<Outcome> {
+    let counts = tally(runs);
+    let failed = counts.get("failed").copied().unwrap_or(0) + counts.get("needs_attention").copied().unwrap_or(0);
+    let unfinished = counts.get("queued").copied().unwrap_or(0)
+        + counts.get("running").copied().unwrap_or(0)
+        + counts.get("waiting").copied().unwrap_or(0);
+    let skipped = start.total_records.saturating_sub(start.selected);
     if json {
         output::json(
-            &json!({"batch": batch, "workflow": wf.name, "runs": runs.len(), "states": counts, "skipped": skipped}),
+            &json!({"batch": start.batch, "workflow": start.workflow, "runs": runs.len(), "states": counts, "skipped": skipped}),
         )?;
     } else {
         println!(
@@ -96,8 +118,9 @@ pub async fn run_all(
             started.elapsed().as_secs_f64(),
             progress_line(&counts)
         );
-        for r in runs.iter().filter(|r| r.state == RunState::Failed).take(20) {
-            println!("  failed: {} ({}): {}", r.record_label, r.id, r.error.as_deref().unwrap_or("?"));
+        for r in runs.iter().filter(|r| r["state"] == "failed").take(20) {
+            let text = |key: &str| r[key].as_str().unwrap_or("?").to_string();
+            println!("  failed: {} ({}): {}", text("record"), text("run_id"), text("error"));
         }
     }
     Ok(if failed == 0 && unfinished == 0 { Outcome::Ok } else { Outcome::Failed })
@@ -107,54 +130,52 @@ pub async fn run_all(
 /// nothing and writes nothing: no runs, no batch marker, no field index, no workflow source
 /// (the selection reads the store and falls back to a scan where no index exists).
 pub fn dry_run_all(engine: Engine, wf: Workflow, json: bool, cx: &Context) -> anyhow::Result<Outcome> {
-    let engine = Arc::new(engine);
-    let wf = Arc::new(wf);
-    let service = Service::new(engine.clone(), Catalog::default(), cx.presets()?);
-    let total_records = engine.store.count_records()?;
-    let selected = service.select(&wf)?;
-    let skipped = total_records.saturating_sub(selected.len());
-    if !json {
-        println!(
-            "dry run of a batch of {}: {} of {total_records} record(s) match the rules (nothing is sent or written)",
-            wf.name,
-            selected.len()
-        );
-    }
-    let mut people = Vec::with_capacity(selected.len());
-    for record in &selected {
-        let steps = engine.dry_run(&wf, record)?;
-        if json {
-            people.push(json!({"record": record.label(), "record_id": record.id, "steps": steps}));
-        } else {
-            println!("{}:", record.label());
-            super::runs::print_dry_steps(&steps)?;
-        }
-    }
-    if json {
-        output::json(&json!({
-            "workflow": wf.name, "dry_run": true, "runs": selected.len(), "skipped": skipped, "people": people,
-        }))?;
-    } else {
-        println!(
-            "dry run: {} run(s) would start, {skipped} skipped (rules did not match); nothing was sent or written",
-            selected.len()
-        );
-    }
-    Ok(Outcome::Ok)
+    let service = Service::new(Arc::new(engine), Catalog::default(), cx.presets()?);
+    print_dry_run_all(&roster_engine::answers::dry_run_all(&service, &wf)?, json)
 }
 
-fn tally(runs: &[roster_engine::model::Run]) -> BTreeMap<&'static str, usize> {
+/// A batch dry run's answer (see `answers::dry_run_all`), from the store or from serve.
+pub fn print_dry_run_all(answer: &serde_json::Value, json: bool) -> anyhow::Result<Outcome> {
+    let people = answer["people"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let previews =
+        people.iter().map(|person| super::runs::dry_steps(&person["steps"])).collect::<anyhow::Result<Vec<_>>>()?;
+    let would_fail = previews.iter().filter(|steps| steps.iter().any(|s| s.would_fail)).count();
+    // As for one person: a preview in which a step would fail makes the dry run a failure.
+    let outcome = if would_fail == 0 { Outcome::Ok } else { Outcome::Failed };
+    if json {
+        output::json(answer)?;
+        return Ok(outcome);
+    }
+    let count = |key: &str| answer[key].as_u64().unwrap_or(0);
+    let (runs, skipped) = (count("runs"), count("skipped"));
+    println!(
+        "dry run of a batch of {}: {runs} of {} record(s) match the rules (nothing is sent or written)",
+        answer["workflow"].as_str().unwrap_or("?"),
+        runs + skipped
+    );
+    for (person, steps) in people.iter().zip(&previews) {
+        println!("{}:", person["record"].as_str().unwrap_or("?"));
+        super::runs::print_dry_steps(steps)?;
+    }
+    let failing = if would_fail == 0 { String::new() } else { format!(", {would_fail} with a step that would fail") };
+    println!(
+        "dry run: {runs} run(s) would start{failing}, {skipped} skipped (rules did not match); nothing was sent or written"
+    );
+    Ok(outcome)
+}
+
+fn tally(runs: &[Value]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for r in runs {
-        *counts.entry(r.state.as_str()).or_insert(0) += 1;
+        *counts.entry(r["state"].as_str().unwrap_or("?").to_string()).or_insert(0) += 1;
     }
     counts
 }
 
-fn progress_line(counts: &BTreeMap<&'static str, usize>) -> String {
+fn progress_line(counts: &BTreeMap<String, usize>) -> String {
     ["succeeded", "failed", "skipped", "needs_attention", "running", "queued"]
         .iter()
-        .map(|s| format!("{} {s}", counts.get(s).copied().unwrap_or(0)))
+        .map(|s| format!("{} {s}", counts.get(*s).copied().unwrap_or(0)))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -4,8 +4,11 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read};
 
 use clap::{Args, Subcommand};
+use roster_engine::answers;
 use roster_engine::credentials::{self, CredentialUpdate, NewCredential};
+use serde_json::Value;
 
+use super::remote::{self, Remote};
 use super::{Context, Outcome, output};
 
 #[derive(Subcommand, Debug)]
@@ -98,10 +101,15 @@ pub struct UpdateArgs {
 }
 
 pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
-    let store = cx.home.open_store()?;
+    // While `roster serve` holds the store, the same commands go through its API (the
+    // secrets in the request body, over loopback, behind the token; never echoed back).
+    let store = match cx.home.open_store() {
+        Ok(s) => Ok(s),
+        Err(e) if remote::is_locked(&e) => Err(Remote::find(cx)?),
+        Err(e) => return Err(e.into()),
+    };
     match command {
         Command::Add(a) => {
-            let vault = cx.home.vault()?;
             let mut secrets = BTreeMap::new();
             secrets.insert("secret".to_string(), read_secret(&a.name, a.secret_env.as_deref())?);
             if let Some(var) = &a.password_env {
@@ -116,24 +124,27 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
                 ("rate_limit", &a.rate_limit),
                 ("timeout", &a.timeout),
             ]);
-            let now = roster_engine::clock::rfc3339(cx.clock.now());
-            let stored = credentials::seal(
-                &vault,
-                NewCredential { name: a.name.clone(), kind: a.kind, base_url: a.base_url, settings, secrets },
-                &now,
-            )?;
-            store.put_credential(&stored)?;
+            let new = NewCredential { name: a.name.clone(), kind: a.kind, base_url: a.base_url, settings, secrets };
+            let saved = match &store {
+                Ok(store) => {
+                    let now = roster_engine::clock::rfc3339(cx.clock.now());
+                    let stored = credentials::seal(&cx.home.vault()?, new, &now)?;
+                    store.put_credential(&stored)?;
+                    answers::credential(&stored)
+                }
+                Err(remote) => remote.post("/v1/credentials", &serde_json::to_value(&new)?).await?,
+            };
+            let text = |key: &str| saved[key].as_str().unwrap_or_default().to_string();
+            let base_url = text("base_url");
             println!(
                 "credential `{}` saved ({}, {})",
-                stored.name,
-                stored.kind,
-                if stored.base_url.is_empty() { "no base URL" } else { &stored.base_url }
+                text("name"),
+                text("kind"),
+                if base_url.is_empty() { "no base URL" } else { &base_url }
             );
             Ok(Outcome::Ok)
         }
         Command::Update(a) => {
-            let stored =
-                store.credential(&a.name)?.ok_or_else(|| anyhow::anyhow!("no credential named `{}`", a.name))?;
             let mut change = CredentialUpdate {
                 base_url: a.base_url.clone(),
                 settings: settings([
@@ -164,70 +175,79 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
                 changed.insert(0, "base-url".into());
             }
             changed.extend(change.secrets.keys().map(|k| format!("{k} (rotated)")));
-            let vault = cx.home.vault()?;
-            let now = roster_engine::clock::rfc3339(cx.clock.now());
-            let updated = credentials::update(&vault, &stored, change, &now)?;
-            store.put_credential(&updated)?;
-            println!("credential `{}` updated: {}", updated.name, changed.join(", "));
+            let updated = match &store {
+                Ok(store) => {
+                    let stored = store
+                        .credential(&a.name)?
+                        .ok_or_else(|| anyhow::anyhow!("no credential named `{}`", a.name))?;
+                    let now = roster_engine::clock::rfc3339(cx.clock.now());
+                    let updated = credentials::update(&cx.home.vault()?, &stored, change, &now)?;
+                    store.put_credential(&updated)?;
+                    answers::credential(&updated)
+                }
+                Err(remote) => {
+                    remote.patch(&format!("/v1/credentials/{}", a.name), &serde_json::to_value(&change)?).await?
+                }
+            };
+            println!("credential `{}` updated: {}", updated["name"].as_str().unwrap_or("?"), changed.join(", "));
             Ok(Outcome::Ok)
         }
         Command::List { json } => {
-            let list = store.credentials()?;
-            if json {
-                let out: Vec<_> = list
-                    .iter()
-                    .map(|c| {
-                        serde_json::json!({
-                            "name": c.name, "kind": c.kind, "base_url": c.base_url,
-                            "rate_limit": credentials::rate_limit_of(c),
-                            "timeout": c.settings.get("timeout").cloned().unwrap_or_else(default_timeout),
-                            "settings": c.settings, "created_at": c.created_at, "updated_at": c.updated_at,
-                        })
-                    })
-                    .collect();
-                output::json(&out)?;
-            } else if list.is_empty() {
-                println!("no credentials yet: `roster credentials add NAME --kind bearer --base-url URL`");
-            } else {
-                let rows: Vec<Vec<String>> = list
-                    .iter()
-                    .map(|c| {
-                        let explicit = |key: &str| if c.settings.contains_key(key) { "" } else { " (default)" };
-                        let rate = match credentials::rate_limit_of(c) {
-                            Some(r) => format!("{r}{}", explicit("rate_limit")),
-                            None => "none".into(),
-                        };
-                        let timeout = match c.settings.get("timeout") {
-                            Some(t) => t.clone(),
-                            None => format!("{} (default)", default_timeout()),
-                        };
-                        let others = c
-                            .settings
-                            .iter()
-                            .filter(|(k, _)| !matches!(k.as_str(), "rate_limit" | "timeout"))
-                            .map(|(k, v)| format!("{k}={v}"))
-                            .collect::<Vec<_>>()
-                            .join(" ");
-                        vec![c.name.clone(), c.kind.clone(), c.base_url.clone(), rate, timeout, others]
-                    })
-                    .collect();
-                output::table(&["NAME", "KIND", "BASE URL", "RATE LIMIT", "TIMEOUT", "SETTINGS"], &rows);
-            }
+            let list = match &store {
+                Ok(store) => store.credentials()?.iter().map(answers::credential).collect(),
+                Err(remote) => remote.get("/v1/credentials", &[]).await?.as_array().cloned().unwrap_or_default(),
+            };
+            print_list(&list, json)?;
             Ok(Outcome::Ok)
         }
         Command::Remove { name } => {
-            if store.delete_credential(&name)? {
-                println!("credential `{name}` removed");
-                Ok(Outcome::Ok)
-            } else {
-                anyhow::bail!("no credential named `{name}`")
+            match &store {
+                Ok(store) => {
+                    if !store.delete_credential(&name)? {
+                        anyhow::bail!("no credential named `{name}`")
+                    }
+                }
+                Err(remote) => {
+                    remote.delete(&format!("/v1/credentials/{name}")).await?;
+                }
             }
+            println!("credential `{name}` removed");
+            Ok(Outcome::Ok)
         }
     }
 }
 
-fn default_timeout() -> String {
-    format!("{}s", credentials::DEFAULT_TIMEOUT.as_secs())
+/// `credentials list`: the answers of [`answers::credential`], as a table or JSON.
+fn print_list(list: &[Value], json: bool) -> anyhow::Result<()> {
+    if json {
+        return output::json(&list);
+    }
+    if list.is_empty() {
+        println!("no credentials yet: `roster credentials add NAME --kind bearer --base-url URL`");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|c| {
+            let text = |key: &str| c[key].as_str().unwrap_or_default().to_string();
+            let settings = c["settings"].as_object().cloned().unwrap_or_default();
+            let explicit = |key: &str| if settings.contains_key(key) { "" } else { " (default)" };
+            let rate = match c["rate_limit"].as_str() {
+                Some(r) => format!("{r}{}", explicit("rate_limit")),
+                None => "none".into(),
+            };
+            let timeout = format!("{}{}", text("timeout"), explicit("timeout"));
+            let others = settings
+                .iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "rate_limit" | "timeout"))
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect::<Vec<_>>()
+                .join(" ");
+            vec![text("name"), text("kind"), text("base_url"), rate, timeout, others]
+        })
+        .collect();
+    output::table(&["NAME", "KIND", "BASE URL", "RATE LIMIT", "TIMEOUT", "SETTINGS"], &rows);
+    Ok(())
 }
 
 /// The non-secret settings that were given, by their stored names.

@@ -87,6 +87,9 @@ enum Command {
     Records(records::Command),
     /// Check workflow files; exit 1 listing every problem.
     Validate(workflows::ValidateArgs),
+    /// The workflows there are, what starts each and when it fires next.
+    #[command(subcommand)]
+    Workflows(workflows::Command),
     /// Run a workflow for one person.
     Run(runs::RunArgs),
     /// Look at and settle runs.
@@ -184,6 +187,7 @@ async fn dispatch(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
         Command::Credentials(c) => credentials::run(c, cx).await,
         Command::Records(c) => records::run(c, cx).await,
         Command::Validate(a) => workflows::validate(a, cx).await,
+        Command::Workflows(c) => workflows::run(c, cx).await,
         Command::Run(a) => runs::run_one(a, cx).await,
         Command::Runs(c) => runs::run(c, cx).await,
         Command::Graph(a) => workflows::graph(a, cx).await,

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
+use roster_engine::model::Record;
 use roster_engine::records;
 
 use super::remote::{self, Remote};
@@ -54,23 +55,7 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             let rows = records::read_rows(&file)?;
             let now = roster_engine::clock::rfc3339(cx.clock.now());
             let report = records::import(store.as_ref(), rows, &key, "import", &now)?;
-            if json {
-                output::json(&report)?;
-            } else {
-                println!(
-                    "{}: {} read, {} created, {} updated, {} unchanged, {} refused",
-                    file.display(),
-                    report.read,
-                    report.created,
-                    report.updated,
-                    report.unchanged,
-                    report.refused.len()
-                );
-                for (row, why) in &report.refused {
-                    println!("  row {row}: {why}");
-                }
-            }
-            Ok(if report.refused.is_empty() { Outcome::Ok } else { Outcome::Failed })
+            print_import(&file, &report, json)
         }
         Command::List { fields, json } => {
             let mut all = Vec::new();
@@ -83,25 +68,51 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
         }
         Command::Show { value, key, json } => {
             let record = records::find(store.as_ref(), &key, &value)?;
-            if json {
-                return output::json(&record).map(|_| Outcome::Ok);
-            }
-            println!(
-                "record {} (version {}, created {}, updated {})",
-                record.id, record.version, record.created_at, record.updated_at
-            );
-            let rows: Vec<Vec<String>> = record
-                .fields
-                .iter()
-                .map(|(k, v)| {
-                    let p = record.provenance.get(k).map(|p| format!("{} at {}", p.source, p.at)).unwrap_or_default();
-                    vec![k.clone(), output::cell(Some(v), 60), p]
-                })
-                .collect();
-            output::table(&["FIELD", "VALUE", "WRITTEN BY"], &rows);
-            Ok(Outcome::Ok)
+            print_record(&record, json)
         }
     }
+}
+
+/// `records import`'s report, from the store or from serve (exit 1 if any row was refused).
+fn print_import(file: &std::path::Path, report: &records::ImportReport, json: bool) -> anyhow::Result<Outcome> {
+    if json {
+        output::json(report)?;
+    } else {
+        println!(
+            "{}: {} read, {} created, {} updated, {} unchanged, {} refused",
+            file.display(),
+            report.read,
+            report.created,
+            report.updated,
+            report.unchanged,
+            report.refused.len()
+        );
+        for (row, why) in &report.refused {
+            println!("  row {row}: {why}");
+        }
+    }
+    Ok(if report.refused.is_empty() { Outcome::Ok } else { Outcome::Failed })
+}
+
+/// `records show`: one person with every field and where it came from.
+fn print_record(record: &Record, json: bool) -> anyhow::Result<Outcome> {
+    if json {
+        return output::json(record).map(|_| Outcome::Ok);
+    }
+    println!(
+        "record {} (version {}, created {}, updated {})",
+        record.id, record.version, record.created_at, record.updated_at
+    );
+    let rows: Vec<Vec<String>> = record
+        .fields
+        .iter()
+        .map(|(k, v)| {
+            let p = record.provenance.get(k).map(|p| format!("{} at {}", p.source, p.at)).unwrap_or_default();
+            vec![k.clone(), output::cell(Some(v), 60), p]
+        })
+        .collect();
+    output::table(&["FIELD", "VALUE", "WRITTEN BY"], &rows);
+    Ok(Outcome::Ok)
 }
 
 /// The same commands through `roster serve`'s API while it holds the store.
@@ -111,23 +122,16 @@ async fn run_remote(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
         Command::Import { file, key, json } => {
             let rows = records::read_rows(&file)?;
             let report = remote.post("/v1/records/import", &serde_json::json!({"rows": rows, "key": key})).await?;
-            if json {
-                output::json(&report)?;
-            } else {
-                println!("{}: imported through `roster serve`: {report}", file.display());
-            }
-            let refused = report["refused"].as_array().is_some_and(|r| !r.is_empty());
-            Ok(if refused { Outcome::Failed } else { Outcome::Ok })
+            print_import(&file, &serde_json::from_value(report)?, json)
         }
         Command::List { fields, json } => {
             let list = remote.get("/v1/records", &[]).await?;
             print_list(list.as_array().map(Vec::as_slice).unwrap_or_default(), &fields, json)?;
             Ok(Outcome::Ok)
         }
-        Command::Show { value, key, .. } => {
+        Command::Show { value, key, json } => {
             let record = remote.get(&format!("/v1/records/{value}"), &[("key", key)]).await?;
-            output::json(&record)?;
-            Ok(Outcome::Ok)
+            print_record(&serde_json::from_value(record)?, json)
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Talking to a running `roster serve` when it holds the store: `run`, `runs` and
-//! `records` go through its HTTP API instead of failing on the lock.
+//! Talking to a running `roster serve` when it holds the store: every command that needs
+//! the store goes through its HTTP API instead of failing on the lock, and prints the
+//! answer with the same printer as when it reads the store itself.
 
 use serde_json::Value;
 
@@ -40,11 +41,34 @@ impl Remote {
         self.answer(resp).await
     }
 
+    pub async fn patch(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let resp = self.client.patch(format!("{}{path}", self.url)).bearer_auth(&self.token).json(body).send().await;
+        self.answer(resp).await
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        let resp = self.client.delete(format!("{}{path}", self.url)).bearer_auth(&self.token).send().await;
+        self.answer(resp).await
+    }
+
+    /// Waits until run `id` is no longer queued, running or waiting; its detail then.
+    pub async fn follow(&self, id: &str) -> anyhow::Result<Value> {
+        loop {
+            let detail = self.get(&format!("/v1/runs/{id}"), &[]).await?;
+            let state = detail["state"].as_str().unwrap_or_default();
+            if !matches!(state, "queued" | "running" | "waiting") {
+                return Ok(detail);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     async fn answer(&self, resp: reqwest::Result<reqwest::Response>) -> anyhow::Result<Value> {
         let resp = resp.map_err(|e| anyhow::anyhow!("`roster serve` at {} does not answer: {e}", self.url))?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
+        // A refusal by a workflow's rules is an answer the command prints (exit 1).
+        if status.is_success() || body["state"] == "refused" {
             Ok(body)
         } else {
             let msg = body["error"].as_str().map(str::to_string).unwrap_or_else(|| body.to_string());
@@ -56,4 +80,23 @@ impl Remote {
 /// `true` when an error means "serve holds the store": go remote.
 pub fn is_locked(e: &roster_engine::Error) -> bool {
     matches!(e, roster_engine::Error::StoreLocked { .. })
+}
+
+/// What a request names a workflow or integration file by: its `name` in the file (else
+/// the argument), and the file's text and path when `arg` is a file, so serve compiles
+/// exactly that file even if it has not loaded it.
+pub fn sent_file(
+    path: Option<std::path::PathBuf>,
+    arg: &str,
+) -> anyhow::Result<(String, serde_json::Map<String, Value>)> {
+    let mut body = serde_json::Map::new();
+    let Some(path) = path else { return Ok((arg.to_string(), body)) };
+    let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let name = serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v["name"].as_str().map(str::to_string))
+        .unwrap_or_else(|| arg.to_string());
+    body.insert("source".into(), Value::String(text));
+    body.insert("file".into(), Value::String(path.display().to_string()));
+    Ok((name, body))
 }

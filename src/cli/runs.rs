@@ -4,11 +4,10 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 use roster_engine::model::{JournalEntry, Run, RunState};
-use roster_engine::records;
 use roster_engine::run::{DryStep, Engine, RunObserver};
-use roster_engine::service::{Catalog, Service};
 use roster_engine::store::{RunFilter, Store};
 use roster_engine::workflow::Workflow;
+use roster_engine::{answers, records};
 use serde_json::json;
 
 use super::remote::{self, Remote};
@@ -166,46 +165,88 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
         let concurrency = args.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
         return super::batch::run_all(engine, wf, concurrency, args.json, cx).await;
     }
-    let engine = if args.dry_run { engine } else { resume_leftovers(engine, cx, args.json).await? };
     let user = args.user.clone().unwrap_or_default();
     let record = records::find(engine.store.as_ref(), args.key(), &user)?;
-    if let Some(why) = engine.rules_refuse(&wf, &record)? {
-        let msg = format!("{} does not match the rules of {}: {why}", record.label(), wf.name);
-        if args.json {
-            output::json(&json!({"workflow": wf.name, "record": record.label(), "state": "refused", "error": msg}))?;
-        } else {
-            eprintln!("refused: {msg}");
-        }
-        return Ok(Outcome::Failed);
-    }
     if args.dry_run {
-        let steps = engine.dry_run(&wf, &record)?;
-        if args.json {
-            output::json(&json!({"workflow": wf.name, "record": record.label(), "dry_run": true, "steps": steps}))?;
-        } else {
-            println!("dry run of {} for {} (nothing is sent or written)", wf.name, record.label());
-            print_dry_steps(&steps)?;
-        }
-        // A step that would fail makes the preview a failure, as the run would be.
-        return Ok(if steps.iter().any(|s| s.would_fail) { Outcome::Failed } else { Outcome::Ok });
+        return print_dry_run(&answers::dry_run(&engine, &wf, &record)?, args.json);
     }
     let started = Instant::now();
+    if let Some(leftover) = leftovers(engine.store.as_ref(), &wf, &record)? {
+        if !args.json {
+            println!(
+                "resuming run {} of {} for {}, which an earlier process left {} (instead of starting a second)",
+                leftover.id,
+                leftover.workflow,
+                leftover.record_label,
+                leftover.state.as_str()
+            );
+        }
+        let version = workflow_of(cx, engine.store.as_ref(), &leftover)?;
+        return follow_run(&engine, &version, leftover, args.json, started).await;
+    }
+    if let Some(why) = engine.rules_refuse(&wf, &record)? {
+        return print_refused(&answers::refused(&wf, &record, &why), args.json);
+    }
     let run = engine.create_run(&wf, &record, "manual")?;
     if !args.json {
         println!("run {} of {} for {}", run.id, wf.name, record.label());
     }
-    let mut printer = Printer { enabled: !args.json };
-    let run = engine.drive(&wf, run, &mut printer).await?;
-    if args.json {
+    follow_run(&engine, &wf, run, args.json, started).await
+}
+
+/// Drives a run in this process, a line per step, then how it ended.
+async fn follow_run(engine: &Engine, wf: &Workflow, run: Run, json: bool, started: Instant) -> anyhow::Result<Outcome> {
+    let mut printer = Printer { enabled: !json };
+    let run = engine.drive(wf, run, &mut printer).await?;
+    if json {
         output::json(&run_json(engine.store.as_ref(), &run)?)?;
     } else {
-        let took = started.elapsed().as_millis();
-        match &run.error {
-            Some(e) => println!("{} in {took} ms: {e}", run.state.as_str()),
-            None => println!("{} in {took} ms", run.state.as_str()),
-        }
+        print_finished(run.state.as_str(), run.error.as_deref(), started);
     }
     Ok(if run.state == RunState::Succeeded { Outcome::Ok } else { Outcome::Failed })
+}
+
+/// The last line of `roster run`: how the run ended and how long it took.
+fn print_finished(state: &str, error: Option<&str>, started: Instant) {
+    let took = started.elapsed().as_millis();
+    match error {
+        Some(e) => println!("{state} in {took} ms: {e}"),
+        None => println!("{state} in {took} ms"),
+    }
+}
+
+/// A refusal by the begin rules (exit 1).
+fn print_refused(answer: &serde_json::Value, json: bool) -> anyhow::Result<Outcome> {
+    if json {
+        output::json(answer)?;
+    } else {
+        eprintln!("refused: {}", answer["error"].as_str().unwrap_or("?"));
+    }
+    Ok(Outcome::Failed)
+}
+
+/// A one-person dry run's answer (see `answers::dry_run`), from the store or from serve.
+fn print_dry_run(answer: &serde_json::Value, json: bool) -> anyhow::Result<Outcome> {
+    if answer["state"] == "refused" {
+        return print_refused(answer, json);
+    }
+    let steps = dry_steps(&answer["steps"])?;
+    if json {
+        output::json(answer)?;
+    } else {
+        println!(
+            "dry run of {} for {} (nothing is sent or written)",
+            answer["workflow"].as_str().unwrap_or("?"),
+            answer["record"].as_str().unwrap_or("?")
+        );
+        print_dry_steps(&steps)?;
+    }
+    // A step that would fail makes the preview a failure, as the run would be.
+    Ok(if steps.iter().any(|s| s.would_fail) { Outcome::Failed } else { Outcome::Ok })
+}
+
+pub(super) fn dry_steps(steps: &serde_json::Value) -> anyhow::Result<Vec<DryStep>> {
+    Ok(serde_json::from_value(steps.clone())?)
 }
 
 /// The lines of a dry run's preview, one per step that would run.
@@ -240,20 +281,32 @@ pub(super) fn print_dry_steps(steps: &[DryStep]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs an earlier process left unfinished (a crash, a kill) resume before anything new.
-async fn resume_leftovers(engine: Engine, cx: &Context, quiet: bool) -> anyhow::Result<Engine> {
-    let engine = std::sync::Arc::new(engine);
-    let service = Service::new(engine.clone(), Catalog::default(), cx.presets()?);
-    service.recover()?;
-    let queued = engine.store.queued_count()?;
-    if queued > 0 {
-        if !quiet {
-            println!("resuming {queued} unfinished run(s) an earlier process left");
+/// Runs an earlier process left unfinished (a crash, a kill, a stop) do not hold up this
+/// one, whatever vendor they wait on: each is named on stderr with how to settle it. The
+/// one of this workflow for this person, if any, is the run asked for: it is returned, to
+/// be resumed instead of starting a second that would repeat what the first already did.
+fn leftovers(store: &dyn Store, wf: &Workflow, record: &roster_engine::model::Record) -> anyhow::Result<Option<Run>> {
+    let mut same = None;
+    for run in store.unfinished_runs()? {
+        if same.is_none() && run.workflow == wf.name && run.record_id == record.id {
+            same = Some(run);
+            continue;
         }
-        service.work(4, true).await?;
+        name_leftover(&run);
     }
-    drop(service);
-    std::sync::Arc::try_unwrap(engine).map_err(|_| anyhow::anyhow!("the engine is still shared after resuming"))
+    Ok(same)
+}
+
+/// Names a run an earlier process left unfinished, on stderr, with how to settle it.
+pub(super) fn name_leftover(run: &Run) {
+    let id = run.id;
+    eprintln!(
+        "note: run {id} of {} for {} was left {} by an earlier process; settle it with `roster runs resume {id}` \
+         or `roster runs cancel {id}` (a running `roster serve` resumes it too)",
+        run.workflow,
+        run.record_label,
+        run.state.as_str()
+    );
 }
 
 fn run_json(store: &dyn Store, run: &Run) -> anyhow::Result<serde_json::Value> {
@@ -262,42 +315,107 @@ fn run_json(store: &dyn Store, run: &Run) -> anyhow::Result<serde_json::Value> {
 
 /// `roster run` while `roster serve` holds the store: start the run there and follow it.
 async fn run_remote(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
-    if args.dry_run || args.all {
-        anyhow::bail!("`roster serve` holds the store: --dry-run and --all need it free (stop serve, or use its API)");
+    if args.concurrency.is_some() {
+        anyhow::bail!(
+            "`roster serve` runs this batch with its own workers: drop --concurrency (see `serve --concurrency`)"
+        );
     }
     let remote = Remote::find(cx)?;
-    let name = match workflows::resolve(cx, &args.workflow) {
-        Ok(path) => {
-            let text = std::fs::read_to_string(&path)?;
-            serde_json::from_str::<serde_json::Value>(&text)?["name"].as_str().unwrap_or(&args.workflow).to_string()
+    let (name, mut body) = remote::sent_file(workflows::resolve(cx, &args.workflow).ok(), &args.workflow)?;
+    if args.all && !args.dry_run {
+        return super::batch::run_all_remote(&remote, &name, body.into(), args.json).await;
+    }
+    if args.dry_run {
+        if args.all {
+            body.insert("all".into(), json!(true));
+            let answer = remote.post(&format!("/v1/workflows/{name}/dry-run"), &body.into()).await?;
+            return super::batch::print_dry_run_all(&answer, args.json);
         }
-        Err(_) => args.workflow.clone(),
-    };
-    let body = json!({"user": args.user, "key": args.key()});
-    let started = remote.post(&format!("/v1/workflows/{name}/runs"), &body).await?;
+        body.insert("user".into(), json!(args.user));
+        body.insert("key".into(), json!(args.key()));
+        let answer = remote.post(&format!("/v1/workflows/{name}/dry-run"), &body.into()).await?;
+        return print_dry_run(&answer, args.json);
+    }
+    body.insert("user".into(), json!(args.user));
+    body.insert("key".into(), json!(args.key()));
+    let started_at = Instant::now();
+    let started = remote.post(&format!("/v1/workflows/{name}/runs"), &body.into()).await?;
+    if started["state"] == "refused" {
+        return print_refused(&started, args.json);
+    }
     let id = started["run_id"].as_str().unwrap_or_default().to_string();
     if !args.json {
-        println!("run {id} of {name} started by `roster serve`");
+        let text = |key: &str| started[key].as_str().unwrap_or("?").to_string();
+        println!("run {id} of {} for {}", text("workflow"), text("record"));
     }
-    let detail = loop {
-        let detail = remote.get(&format!("/v1/runs/{id}"), &[]).await?;
-        let state = detail["state"].as_str().unwrap_or_default();
-        if !matches!(state, "queued" | "running" | "waiting") {
-            break detail;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let detail = remote.follow(&id).await?;
     if args.json {
         output::json(&detail)?;
     } else {
-        print_detail_steps(&detail);
-        println!(
-            "{}{}",
-            detail["state"].as_str().unwrap_or("?"),
-            detail["error"].as_str().map(|e| format!(": {e}")).unwrap_or_default()
-        );
+        for step in detail["steps"].as_array().into_iter().flatten() {
+            if let Ok(entry) = serde_json::from_value::<JournalEntry>(step.clone()) {
+                println!("  {}", step_line(&entry));
+            }
+        }
+        print_finished(detail["state"].as_str().unwrap_or("?"), detail["error"].as_str(), started_at);
     }
     Ok(if detail["state"] == "succeeded" { Outcome::Ok } else { Outcome::Failed })
+}
+
+/// `runs resume|retry` through serve: it settles the run, this prints each new step as
+/// the local command does, then the state the run ended in.
+async fn settle_remote(cx: &Context, id: &str, action: &str) -> anyhow::Result<Outcome> {
+    parse_run_id(id)?;
+    let remote = Remote::find(cx)?;
+    let before = remote.get(&format!("/v1/runs/{id}"), &[]).await?;
+    let seen = before["steps"].as_array().map_or(0, Vec::len);
+    remote.post(&format!("/v1/runs/{id}/{action}"), &json!({})).await?;
+    let detail = remote.follow(id).await?;
+    for step in detail["steps"].as_array().into_iter().flatten().skip(seen) {
+        if let Ok(entry) = serde_json::from_value::<JournalEntry>(step.clone()) {
+            println!("  {}", step_line(&entry));
+        }
+    }
+    print_settled(detail["state"].as_str().unwrap_or("?"), detail["error"].as_str())
+}
+
+/// The last line of `runs resume|retry`: the state the run ended in (exit 0 on success).
+fn print_settled(state: &str, error: Option<&str>) -> anyhow::Result<Outcome> {
+    println!("{state}{}", error.map(|e| format!(": {e}")).unwrap_or_default());
+    Ok(if state == RunState::Succeeded.as_str() { Outcome::Ok } else { Outcome::Failed })
+}
+
+fn print_cancelled(summary: &serde_json::Value) -> anyhow::Result<Outcome> {
+    println!("run {} cancelled", summary["run_id"].as_str().unwrap_or("?"));
+    Ok(Outcome::Ok)
+}
+
+/// `runs show`: a run's detail (see `api::run_detail`), from the store or from serve.
+fn print_run_detail(detail: &serde_json::Value, json: bool) -> anyhow::Result<Outcome> {
+    if json {
+        output::json(detail)?;
+        return Ok(Outcome::Ok);
+    }
+    let text = |key: &str| detail[key].as_str().unwrap_or_default().to_string();
+    let hash = text("workflow_hash");
+    println!("run {}", text("run_id"));
+    println!("  workflow  {} (version {})", text("workflow"), &hash[..12.min(hash.len())]);
+    println!("  record    {} ({})", text("record"), text("record_id"));
+    println!("  trigger   {}", text("trigger"));
+    if let Some(today) = detail["today"].as_str() {
+        println!("  today     {today}");
+    }
+    println!("  state     {}", text("state"));
+    println!("  started   {}", text("created_at"));
+    if let Some(f) = detail["finished_at"].as_str() {
+        println!("  finished  {f}");
+    }
+    if let Some(e) = detail["error"].as_str() {
+        println!("  error     {e}");
+    }
+    println!("steps:");
+    print_detail_steps(detail);
+    Ok(Outcome::Ok)
 }
 
 fn print_detail_steps(detail: &serde_json::Value) {
@@ -309,9 +427,12 @@ fn print_detail_steps(detail: &serde_json::Value) {
 }
 
 fn find_run(store: &dyn Store, id: &str) -> anyhow::Result<Run> {
-    let uuid =
-        uuid::Uuid::parse_str(id).map_err(|_| anyhow::anyhow!("`{id}` is not a run id (see `roster runs list`)"))?;
-    store.run(uuid)?.ok_or_else(|| anyhow::anyhow!("no run {id}"))
+    store.run(parse_run_id(id)?)?.ok_or_else(|| anyhow::anyhow!("no run {id}"))
+}
+
+/// A run id as typed, checked before the store or serve is asked.
+fn parse_run_id(id: &str) -> anyhow::Result<uuid::Uuid> {
+    uuid::Uuid::parse_str(id).map_err(|_| anyhow::anyhow!("`{id}` is not a run id (see `roster runs list`)"))
 }
 
 /// The workflow version a run started with, from the store.
@@ -368,80 +489,31 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             };
             let runs =
                 store.runs(&RunFilter { workflow, record_id, state: None, trigger: None, limit: Some(limit) })?;
-            if json {
-                let out: Vec<_> = runs
-                    .iter()
-                    .map(|r| json!({"run_id": r.id, "workflow": r.workflow, "record": r.record_label, "state": r.state, "trigger": r.trigger, "created_at": r.created_at, "error": r.error}))
-                    .collect();
-                return output::json(&out).map(|_| Outcome::Ok);
-            }
-            let rows: Vec<Vec<String>> = runs
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.id.to_string(),
-                        r.workflow.clone(),
-                        r.record_label.clone(),
-                        r.state.as_str().to_string(),
-                        r.created_at.clone(),
-                        r.error
-                            .as_deref()
-                            .map(|e| output::cell(Some(&serde_json::Value::String(e.into())), 60))
-                            .unwrap_or_default(),
-                    ]
-                })
-                .collect();
-            output::table(&["RUN", "WORKFLOW", "RECORD", "STATE", "STARTED", "ERROR"], &rows);
+            let list: Vec<_> = runs.iter().map(roster_engine::api::run_summary).collect();
+            print_run_list(&list, json)?;
             Ok(Outcome::Ok)
         }
         Command::Show { run_id, json } => {
             let store = match cx.home.open_store() {
                 Ok(s) => s,
                 Err(e) if remote::is_locked(&e) => {
+                    parse_run_id(&run_id)?;
                     let detail = Remote::find(cx)?.get(&format!("/v1/runs/{run_id}"), &[]).await?;
-                    if json {
-                        output::json(&detail)?;
-                    } else {
-                        println!(
-                            "run {} of {} for {}: {}",
-                            run_id,
-                            detail["workflow"].as_str().unwrap_or("?"),
-                            detail["record"].as_str().unwrap_or("?"),
-                            detail["state"].as_str().unwrap_or("?")
-                        );
-                        print_detail_steps(&detail);
-                    }
-                    return Ok(Outcome::Ok);
+                    return print_run_detail(&detail, json);
                 }
                 Err(e) => return Err(e.into()),
             };
             let run = find_run(store.as_ref(), &run_id)?;
-            if json {
-                return output::json(&run_json(store.as_ref(), &run)?).map(|_| Outcome::Ok);
-            }
-            println!("run {}", run.id);
-            println!("  workflow  {} (version {})", run.workflow, &run.workflow_hash[..12]);
-            println!("  record    {} ({})", run.record_label, run.record_id);
-            println!("  trigger   {}", run.trigger);
-            if let Some(today) = &run.today {
-                println!("  today     {today}");
-            }
-            println!("  state     {}", run.state.as_str());
-            println!("  started   {}", run.created_at);
-            if let Some(f) = &run.finished_at {
-                println!("  finished  {f}");
-            }
-            if let Some(e) = &run.error {
-                println!("  error     {e}");
-            }
-            println!("steps:");
-            for e in store.journal(run.id)? {
-                println!("  {:>3} {}", e.seq, step_line(&e));
-            }
-            Ok(Outcome::Ok)
+            print_run_detail(&run_json(store.as_ref(), &run)?, json)
         }
         Command::Resume { run_id } => {
-            let engine = engine(cx)?;
+            let engine = match engine(cx) {
+                Ok(e) => e,
+                Err(e) if e.downcast_ref::<roster_engine::Error>().is_some_and(remote::is_locked) => {
+                    return settle_remote(cx, &run_id, "resume").await;
+                }
+                Err(e) => return Err(e),
+            };
             let run = find_run(engine.store.as_ref(), &run_id)?;
             let wf = workflow_of(cx, engine.store.as_ref(), &run)?;
             let mut printer = Printer { enabled: true };
@@ -450,24 +522,47 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             } else {
                 engine.drive(&wf, run, &mut printer).await?
             };
-            println!("{}{}", run.state.as_str(), run.error.map(|e| format!(": {e}")).unwrap_or_default());
-            Ok(if run.state == RunState::Succeeded { Outcome::Ok } else { Outcome::Failed })
+            print_settled(run.state.as_str(), run.error.as_deref())
         }
         Command::Retry { run_id } => {
-            let engine = engine(cx)?;
+            let engine = match engine(cx) {
+                Ok(e) => e,
+                Err(e) if e.downcast_ref::<roster_engine::Error>().is_some_and(remote::is_locked) => {
+                    return settle_remote(cx, &run_id, "retry").await;
+                }
+                Err(e) => return Err(e),
+            };
             let run = find_run(engine.store.as_ref(), &run_id)?;
             let wf = workflow_of(cx, engine.store.as_ref(), &run)?;
             let mut printer = Printer { enabled: true };
             let run = engine.retry(&wf, run, &mut printer).await?;
-            println!("{}{}", run.state.as_str(), run.error.map(|e| format!(": {e}")).unwrap_or_default());
-            Ok(if run.state == RunState::Succeeded { Outcome::Ok } else { Outcome::Failed })
+            print_settled(run.state.as_str(), run.error.as_deref())
         }
         Command::Cancel { run_id } => {
-            let engine = engine(cx)?;
+            let engine = match engine(cx) {
+                Ok(e) => e,
+                Err(e) if e.downcast_ref::<roster_engine::Error>().is_some_and(remote::is_locked) => {
+                    parse_run_id(&run_id)?;
+                    let remote = Remote::find(cx)?;
+                    let answer = remote.post(&format!("/v1/runs/{run_id}/cancel"), &json!({})).await?;
+                    if answer["cancelling"] == true {
+                        // Running in serve: it ends, cancelled, before its next step.
+                        let settled = remote.follow(&run_id).await?;
+                        if settled["state"] != "cancelled" {
+                            anyhow::bail!(
+                                "run {run_id} ended {} before it could be cancelled",
+                                settled["state"].as_str().unwrap_or("?")
+                            );
+                        }
+                        return print_cancelled(&settled);
+                    }
+                    return print_cancelled(&answer);
+                }
+                Err(e) => return Err(e),
+            };
             let run = find_run(engine.store.as_ref(), &run_id)?;
             let run = engine.cancel(run)?;
-            println!("run {} cancelled", run.id);
-            Ok(Outcome::Ok)
+            print_cancelled(&roster_engine::api::run_summary(&run))
         }
     }
 }

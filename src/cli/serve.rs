@@ -60,6 +60,7 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
         catalog.integrations.len(),
         integrations_dir.display()
     );
+    print_plan(&catalog, cx.clock.now());
     let service = Service::new(engine.clone(), catalog, presets);
     let indexed = service.prepare_indexes()?;
     if !indexed.is_empty() {
@@ -76,10 +77,13 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
     let addr = listener.local_addr()?;
     let token =
         cx.home.api_token().map_err(|e| anyhow::anyhow!("cannot read the API token ({e}); run `roster init`"))?;
+    // Written whole, then renamed into place: a command never reads half of it.
+    let partial = cx.home.dir.join(format!("{SERVE_FILE}.partial"));
     std::fs::write(
-        cx.home.dir.join(SERVE_FILE),
+        &partial,
         serde_json::to_string(&serde_json::json!({"url": format!("http://{addr}"), "pid": std::process::id()}))?,
     )?;
+    std::fs::rename(&partial, cx.home.dir.join(SERVE_FILE))?;
     println!("HTTP API on http://{addr} (bearer token in {}/api.token)", cx.home.dir.display());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -109,8 +113,13 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
                 if let Err(e) = service.dispatch_events() {
                     tracing::error!("event dispatcher: {e}");
                 }
-                if let Err(e) = service.sync_due().await {
-                    tracing::error!("sync: {e}");
+                // A stop does not wait for a long sync: the session is marked interrupted
+                // on the next start, and every record it wrote so far stays written.
+                tokio::select! {
+                    synced = service.sync_due() => if let Err(e) = synced {
+                        tracing::error!("sync: {e}");
+                    },
+                    _ = stop.wait_for(|s| *s) => return,
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(tick) => {}
@@ -129,11 +138,34 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
     if let Ok(Err(e)) = workers.await {
         tracing::error!("workers: {e}");
     }
-    let _ = http.await;
+    // Open requests get a moment to finish; a long one (a sync through the API) does not
+    // hold the stop.
+    if tokio::time::timeout(Duration::from_secs(2), http).await.is_err() {
+        tracing::warn!("stopped with HTTP requests still open");
+    }
     let _ = std::fs::remove_file(cx.home.dir.join(SERVE_FILE));
     engine.store.flush()?;
     println!("stopped");
     Ok(Outcome::Ok)
+}
+
+/// What serve will do: each workflow's trigger and next fire time, each integration's
+/// sync schedule and next sync.
+fn print_plan(catalog: &Catalog, now: jiff::Timestamp) {
+    for wf in catalog.workflows.values() {
+        let w = roster_engine::answers::workflow(wf, now);
+        let next = w["next_fire_at"].as_str().map(|t| format!(", next at {t}")).unwrap_or_default();
+        println!("  workflow {}: {}{next}", wf.name, w["trigger"].as_str().unwrap_or("?"));
+    }
+    for integration in catalog.integrations.values() {
+        let i = roster_engine::answers::integration(integration, now);
+        let next = i["next_sync_at"].as_str().map(|t| format!(", next at {t}")).unwrap_or_default();
+        println!(
+            "  integration {}: syncs on schedule {}{next}",
+            integration.name,
+            i["schedule"].as_str().unwrap_or("?")
+        );
+    }
 }
 
 /// Waits for SIGTERM or Ctrl-C; on SIGHUP reloads the files, keeping the old ones if the

@@ -7,7 +7,8 @@ use clap::{Args, Subcommand};
 use roster_engine::model::{SyncCounts, SyncSession};
 use roster_engine::sync::{self, Integration, SyncObserver};
 
-use super::{Context, Outcome, output, runs, workflows};
+use super::remote::{self, Remote};
+use super::{Context, Outcome, output, workflows};
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -71,10 +72,22 @@ fn resolve(cx: &Context, arg: &str) -> anyhow::Result<PathBuf> {
 }
 
 pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
+    // While `roster serve` holds the store, the same commands go through its API.
+    let store = match cx.home.open_store() {
+        Ok(store) => Ok(store),
+        Err(e) if remote::is_locked(&e) => Err(Remote::find(cx)?),
+        Err(e) => return Err(e.into()),
+    };
     match (args.command, args.file) {
         (Some(Command::Sessions { integration, limit, json }), _) => {
-            let store = cx.home.open_store()?;
-            let sessions = store.sync_sessions(integration.as_deref(), limit)?;
+            let sessions: Vec<SyncSession> = match &store {
+                Ok(store) => store.sync_sessions(integration.as_deref(), limit)?,
+                Err(remote) => {
+                    let mut q = vec![("limit", limit.to_string())];
+                    q.extend(integration.map(|i| ("integration", i)));
+                    serde_json::from_value(remote.get("/v1/sync/sessions", &q).await?)?
+                }
+            };
             if json {
                 return output::json(&sessions).map(|_| Outcome::Ok);
             }
@@ -94,10 +107,12 @@ pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         (Some(Command::Show { session_id, json }), _) => {
-            let store = cx.home.open_store()?;
             let id = uuid::Uuid::parse_str(&session_id)
                 .map_err(|_| anyhow::anyhow!("`{session_id}` is not a session id"))?;
-            let session = store.sync_session(id)?.ok_or_else(|| anyhow::anyhow!("no sync session {session_id}"))?;
+            let session: SyncSession = match &store {
+                Ok(store) => store.sync_session(id)?.ok_or_else(|| anyhow::anyhow!("no sync session {session_id}"))?,
+                Err(remote) => serde_json::from_value(remote.get(&format!("/v1/sync/sessions/{id}"), &[]).await?)?,
+            };
             if json {
                 return output::json(&session).map(|_| Outcome::Ok);
             }
@@ -105,7 +120,11 @@ pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         (None, Some(file)) => {
-            let engine = runs::engine(cx)?;
+            let store = match store {
+                Ok(store) => store,
+                Err(remote) => return sync_remote(&remote, cx, &file, args.test, args.json).await,
+            };
+            let engine = roster_engine::run::Engine::new(store, cx.home.vault().ok(), cx.clock);
             let path = resolve(cx, &file)?;
             let creds = workflows::known_credentials(Some(engine.store.as_ref()));
             let integration = Integration::load(&path, creds.as_ref())?;
@@ -117,18 +136,31 @@ pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
             if progress.terminal {
                 eprintln!();
             }
-            if args.json {
-                output::json(&session)?;
-                for note in &session.notes {
-                    eprintln!("warning: sync {}: {note}", integration.name);
-                }
-            } else {
-                print_session(&session, args.test);
-            }
-            Ok(if session.state == "succeeded" { Outcome::Ok } else { Outcome::Failed })
+            print_synced(&session, args.test, args.json)
         }
         (None, None) => anyhow::bail!("name an integration file: `roster sync FILE`, or `roster sync sessions`"),
     }
+}
+
+/// `sync FILE` through serve: it syncs (the file sent along, so it need not be loaded).
+async fn sync_remote(remote: &Remote, cx: &Context, file: &str, test: bool, json: bool) -> anyhow::Result<Outcome> {
+    let (name, mut body) = remote::sent_file(resolve(cx, file).ok(), file)?;
+    body.insert("test".into(), serde_json::Value::Bool(test));
+    let answer = remote.post(&format!("/v1/integrations/{name}/sync"), &body.into()).await?;
+    print_synced(&serde_json::from_value(answer)?, test, json)
+}
+
+/// `sync FILE`'s session, from this process or from serve (exit 1 unless it succeeded).
+fn print_synced(session: &SyncSession, test: bool, json: bool) -> anyhow::Result<Outcome> {
+    if json {
+        output::json(session)?;
+        for note in &session.notes {
+            eprintln!("warning: sync {}: {note}", session.integration);
+        }
+    } else {
+        print_session(session, test);
+    }
+    Ok(if session.state == "succeeded" { Outcome::Ok } else { Outcome::Failed })
 }
 
 fn counts_line(c: &SyncCounts) -> String {
@@ -156,6 +188,12 @@ fn print_session(s: &SyncSession, details: bool) {
     }
     if s.failures.len() > 20 && !details {
         println!("  … {} more (roster sync show {})", s.failures.len() - 20, s.id);
+    }
+    for skip in s.skips.iter().take(if details { usize::MAX } else { 20 }) {
+        println!("  skipped: {}: {}", skip.who, skip.reason);
+    }
+    if s.skips.len() > 20 && !details {
+        println!("  … {} more skipped (roster sync show {})", s.skips.len() - 20, s.id);
     }
     if details {
         for p in &s.preview {

@@ -1,4 +1,5 @@
-//! `roster validate` and `roster graph`, and finding a workflow file by path or name.
+//! `roster validate`, `roster graph` and `roster workflows list`, and finding a workflow
+//! file by path or name.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -17,6 +18,66 @@ pub struct ValidateArgs {
     /// Workflow or integration files (or names of workflow files in HOME/workflows).
     #[arg(required = true)]
     files: Vec<String>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// The workflows in HOME/workflows (or those `roster serve` loaded, while it runs):
+    /// what starts each and when a schedule fires next.
+    List {
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
+    let Command::List { json } = command;
+    let list = match cx.home.open_store() {
+        Ok(store) => {
+            let presets = cx.presets()?;
+            let creds = known_credentials(Some(store.as_ref()));
+            let compile_cx = CompileContext { presets: &presets, credentials: creds.as_ref() };
+            let now = cx.clock.now();
+            let mut list = Vec::new();
+            let mut failed = false;
+            for path in roster_engine::service::json_files(&cx.home.workflows_dir())? {
+                match Workflow::load(&path, &compile_cx) {
+                    Ok(wf) => list.push(roster_engine::answers::workflow(&wf, now)),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                print_list(&list, json)?;
+                return Ok(Outcome::Failed);
+            }
+            list
+        }
+        Err(e) if super::remote::is_locked(&e) => {
+            let answer = super::remote::Remote::find(cx)?.get("/v1/workflows", &[]).await?;
+            answer.as_array().cloned().unwrap_or_default()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    print_list(&list, json)?;
+    Ok(Outcome::Ok)
+}
+
+/// Workflows as [`roster_engine::answers::workflow`] describes them: a table or JSON.
+fn print_list(list: &[serde_json::Value], json: bool) -> anyhow::Result<()> {
+    if json {
+        return super::output::json(&list);
+    }
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|w| vec![text(&w["name"]), text(&w["trigger"]), text(&w["next_fire_at"]), text(&w["file"])])
+        .collect();
+    super::output::table(&["NAME", "TRIGGER", "NEXT FIRE", "FILE"], &rows);
+    Ok(())
 }
 
 #[derive(Args, Debug)]

@@ -339,3 +339,97 @@ impl TestHome {
         self.roster(&["records", "show", email, "--json"]).ok().json()["fields"].clone()
     }
 }
+
+/// `roster serve` in the background for one test, its output in HOME/serve.log; killed
+/// on drop.
+pub struct Serving {
+    pub child: std::process::Child,
+    pub url: String,
+    pub token: String,
+    log: PathBuf,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Serving {
+    /// Everything serve printed so far (stdout and stderr).
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit: whether it exited 0, and how long it took.
+    pub fn terminate(&mut self) -> (bool, Duration) {
+        let started = std::time::Instant::now();
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        (status.success(), started.elapsed())
+    }
+}
+
+/// Starts `roster serve` on a free loopback port and waits until it answers.
+pub fn serve(home: &TestHome) -> Serving {
+    serve_with(home, &[])
+}
+
+/// [`serve`] with extra arguments (`-v`, `--workflows DIR`…).
+pub fn serve_with(home: &TestHome, extra: &[&str]) -> Serving {
+    let file = home.path().join("serve.json");
+    let _ = std::fs::remove_file(&file);
+    let log = home.path().join("serve.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--tick-ms", "100"];
+    args.extend_from_slice(extra);
+    let child = home.command(&args).stdout(out.try_clone().unwrap()).stderr(out).spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let info: Value = loop {
+        if let Some(info) = std::fs::read_to_string(&file).ok().and_then(|t| serde_json::from_str(&t).ok()) {
+            break info;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not start:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let token = std::fs::read_to_string(home.path().join("api.token")).unwrap().trim().to_string();
+    Serving { child, url: info["url"].as_str().unwrap().to_string(), token, log }
+}
+
+/// One HTTP request with an optional bearer token and JSON body: the status and the JSON
+/// answer (`Null` when the answer is not JSON).
+pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    http_raw(method, url, token, None, body.map(|b| b.to_string())).map_or_else(|e| panic!("{e}"), |(s, v, _)| (s, v))
+}
+
+/// Like [`http`] but with any content type and body text; also returns the answer's
+/// content type.
+pub fn http_raw(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: Option<String>,
+) -> Result<(u16, Value, String), String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        roster_blocks::http::install_crypto_provider();
+        let client = reqwest::Client::new();
+        let mut req = client.request(method.parse().unwrap(), url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", content_type.unwrap_or("application/json")).body(b);
+        }
+        let resp = req.send().await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let kind = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        Ok((status, resp.json().await.unwrap_or(Value::Null), kind))
+    })
+}

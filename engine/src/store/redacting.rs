@@ -169,6 +169,7 @@ mod tests {
             error: Some("Brex said 401: store-test-secret-\"\\% is revoked".into()),
             samples: vec![serde_json::json!({"token": "store-test-secret-\"\\%"})],
             preview: Vec::new(),
+            skips: Vec::new(),
             notes: vec!["nobody was marked missing (store-test-secret-\"\\% failed)".into()],
         };
         store.put_sync_session(&session).unwrap();
