@@ -930,7 +930,7 @@ pub struct DryStep {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub depends_on: Option<String>,
     /// The step would fail in a real run (a missing variable, a bad value).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub would_fail: bool,
 }
 
