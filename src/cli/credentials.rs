@@ -17,6 +17,7 @@ pub enum Command {
     Add(Box<AddArgs>),
     /// List credentials (never shows secrets).
     List {
+        /// Print the credentials as JSON (names, kinds, settings and limits; no secret).
         #[arg(long)]
         json: bool,
     },
@@ -24,7 +25,10 @@ pub enum Command {
     /// secret, keeping everything not named.
     Update(Box<UpdateArgs>),
     /// Remove a credential.
-    Remove { name: String },
+    Remove {
+        /// The credential to remove.
+        name: String,
+    },
 }
 
 #[derive(Args, Debug)]

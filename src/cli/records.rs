@@ -13,6 +13,7 @@ use super::{Context, Outcome, output};
 pub enum Command {
     /// Import people from a JSON array, NDJSON or CSV file; re-importing updates by key.
     Import {
+        /// A JSON array, NDJSON or CSV file (with a header row) of people.
         file: PathBuf,
         /// The field that identifies a person.
         #[arg(long, default_value = "email")]

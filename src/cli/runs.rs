@@ -74,6 +74,7 @@ impl RunArgs {
 pub enum Command {
     /// Runs, newest first.
     List {
+        /// Only runs of this workflow (its name).
         #[arg(long)]
         workflow: Option<String>,
         /// Only runs for this person (key value or record id).
@@ -82,23 +83,36 @@ pub enum Command {
         /// With --user: the record field it matches.
         #[arg(long, default_value = "email", requires = "user")]
         key: String,
+        /// Show at most this many runs.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Print the runs as JSON.
         #[arg(long)]
         json: bool,
     },
     /// One run with its journal.
     Show {
+        /// The run's id (from `roster runs list`).
         run_id: String,
+        /// Print the run and its journal as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Send a `needs_attention` run's pending request again and carry on.
-    Resume { run_id: String },
+    Resume {
+        /// The run's id (from `roster runs list`).
+        run_id: String,
+    },
     /// Stop a run that has not finished, keeping its journal.
-    Cancel { run_id: String },
+    Cancel {
+        /// The run's id (from `roster runs list`).
+        run_id: String,
+    },
     /// Run a failed run again from its failed step, with the record as it is now.
-    Retry { run_id: String },
+    Retry {
+        /// The run's id (from `roster runs list`).
+        run_id: String,
+    },
 }
 
 /// Prints a line per finished step as a run goes.

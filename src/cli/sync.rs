@@ -18,6 +18,7 @@ pub struct SyncArgs {
     /// Fetch and show what would be created and updated; write nothing.
     #[arg(long)]
     test: bool,
+    /// Print the session as JSON.
     #[arg(long)]
     json: bool,
     #[command(subcommand)]
@@ -28,16 +29,21 @@ pub struct SyncArgs {
 pub enum Command {
     /// Past sync sessions, newest first.
     Sessions {
+        /// Only sessions of this integration (its name).
         #[arg(long)]
         integration: Option<String>,
+        /// Show at most this many sessions.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Print the sessions as JSON.
         #[arg(long)]
         json: bool,
     },
     /// One session: times, counts, failures and sample payloads.
     Show {
+        /// The session's id (from `roster sync sessions`).
         session_id: String,
+        /// Print the session as JSON.
         #[arg(long)]
         json: bool,
     },
