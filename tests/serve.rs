@@ -179,6 +179,11 @@ fn transcript(home: &TestHome) -> Vec<(String, i32, String)> {
     };
     let s = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     step(s(&["credentials", "list"]), None);
+    // Credentials are checked through serve too: `api` is known, `apii` is not.
+    step(s(&["validate", "stamp", &fail]), None);
+    let misspelled = std::fs::read_to_string(&fail).unwrap().replace("\"api\"", "\"apii\"");
+    step(s(&["validate", home.file("misspelled.json", &misspelled).to_str().unwrap()]), None);
+    step(s(&["workflows", "list"]), None);
     step(
         s(&["credentials", "add", "extra", "--kind", "bearer", "--base-url", "http://127.0.0.1:9"]),
         Some("extra-secret"),

@@ -108,6 +108,12 @@ pub fn resolve(cx: &Context, arg: &str) -> anyhow::Result<PathBuf> {
     anyhow::bail!("no workflow file `{arg}` (nor {})", named.display())
 }
 
+/// Credential names from a running `roster serve`'s API.
+async fn remote_credentials(cx: &Context) -> anyhow::Result<BTreeSet<String>> {
+    let list = super::remote::Remote::find(cx)?.get("/v1/credentials", &[]).await?;
+    Ok(list.as_array().into_iter().flatten().filter_map(|c| c["name"].as_str().map(str::to_string)).collect())
+}
+
 /// Credential names from the store, when a home is there to ask.
 pub fn known_credentials(store: Option<&dyn Store>) -> Option<BTreeSet<String>> {
     let store = store?;
@@ -124,20 +130,23 @@ pub fn load(cx: &Context, arg: &str, store: Option<&dyn Store>) -> anyhow::Resul
 }
 
 pub async fn validate(args: ValidateArgs, cx: &Context) -> anyhow::Result<Outcome> {
-    let store = match cx.home.open_store() {
-        Ok(s) => Some(s),
+    let creds = match cx.home.open_store() {
+        Ok(s) => known_credentials(Some(s.as_ref())),
         Err(Error::NoHome { dir }) => {
             eprintln!("note: credentials not checked: no Roster home at {}", dir.display());
             None
         }
-        Err(Error::StoreLocked { .. }) => {
-            eprintln!("note: the store is in use by `roster serve`; credentials are not checked");
-            None
-        }
+        // `serve` holds the store: it knows the credential names.
+        Err(Error::StoreLocked { .. }) => match remote_credentials(cx).await {
+            Ok(names) => Some(names),
+            Err(e) => {
+                eprintln!("note: credentials not checked: `roster serve` holds the store and did not say ({e:#})");
+                None
+            }
+        },
         Err(e) => return Err(e.into()),
     };
     let presets = cx.presets()?;
-    let creds = known_credentials(store.as_deref());
     let compile_cx = CompileContext { presets: &presets, credentials: creds.as_ref() };
     let mut failed = 0;
     for arg in &args.files {
