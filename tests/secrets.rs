@@ -148,38 +148,6 @@ fn add(home: &TestHome, args: &[&str], secret: &str) {
     home.roster_stdin(args, secret).ok();
 }
 
-fn add_sage(home: &TestHome, sb: &SandboxHandle) {
-    let c = sb.sandbox.config().clone();
-    let token_url = sb.sandbox.sage_token_url();
-    let args = [
-        "credentials",
-        "add",
-        "sage",
-        "--kind",
-        "oauth2",
-        "--token-url",
-        &token_url,
-        "--client-id",
-        &c.sage_client_id,
-        "--username",
-        &c.sage_username,
-        "--password-env",
-        "TEST_SAGE_PASSWORD",
-    ];
-    let mut child = home
-        .command(&args)
-        .env("TEST_SAGE_PASSWORD", SAGE_PASSWORD)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(SAGE_CLIENT_SECRET.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
-
 fn workflow(home: &TestHome, name: &str, spec: Value) -> String {
     home.file(&format!("{name}.json"), &spec.to_string()).display().to_string()
 }
@@ -328,7 +296,7 @@ fn syncs_never_print_log_or_store_a_vendors_echo_of_brex_expensify_or_oauth2_cre
         &["credentials", "add", "expensify", "--kind", "expensify", "--base-url", &url, "--username", &user],
         EXPENSIFY_SECRET,
     );
-    add_sage(&home, &sb);
+    home.add_sandbox_sage(&sb);
     let file = |name: &str, spec: Value| home.file(&format!("{name}.json"), &spec.to_string()).display().to_string();
     let sage = file(
         "sage",
@@ -441,7 +409,7 @@ fn vendor_calls_never_follow_a_redirect_to_another_origin() {
         &["credentials", "add", "expensify", "--kind", "expensify", "--base-url", &url, "--username", &user],
         EXPENSIFY_SECRET,
     );
-    add_sage(&home, &sb);
+    home.add_sandbox_sage(&sb);
     home.import(&json!([{"email": "ann@example.com"}]));
     sb.sandbox.set_faults(Faults { redirect_to: Some(elsewhere.url()), ..Faults::default() });
 

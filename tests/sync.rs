@@ -73,38 +73,6 @@ fn add_expensify(home: &TestHome, sb: &SandboxHandle, secret: &str) {
     home.roster_stdin(&args, secret).ok();
 }
 
-/// Sage People with the password grant: client secret on stdin, password from the environment.
-fn add_sage(home: &TestHome, sb: &SandboxHandle) {
-    use std::io::Write;
-    let c = sb.sandbox.config();
-    let token_url = sb.sandbox.sage_token_url();
-    let mut child = home
-        .command(&[
-            "credentials",
-            "add",
-            "sage",
-            "--kind",
-            "oauth2",
-            "--token-url",
-            &token_url,
-            "--client-id",
-            &c.sage_client_id,
-            "--username",
-            &c.sage_username,
-            "--password-env",
-            "TEST_SAGE_PASSWORD",
-        ])
-        .env("TEST_SAGE_PASSWORD", &c.sage_password)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(c.sage_client_secret.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-}
-
 fn started(sb: &SandboxHandle) -> Vec<roster_sandbox::Person> {
     sb.sandbox.people().into_iter().filter(|p| p.lifecycle != Lifecycle::Starter).collect()
 }
@@ -154,7 +122,7 @@ fn brex_users_are_paged_to_the_end_with_the_default_mapping() {
 fn sage_people_display_fields_become_snake_case_fields() {
     let sb = SandboxHandle::start(SandboxConfig { page_size_sage: 10, ..SandboxHandle::config(25) });
     let home = TestHome::new();
-    add_sage(&home, &sb);
+    home.add_sandbox_sage(&sb);
     let file =
         integration(&home, "sage.json", json!({"name": "sage", "connector": "sage_people", "credential": "sage"}));
     let session = sync(&home, &file);
@@ -428,7 +396,7 @@ fn a_refused_credential_fails_the_session_with_the_vendors_words_and_writes_noth
     // the one fresh token the connector asks for.
     let sb = SandboxHandle::start(SandboxConfig { sage_token_ttl: Duration::ZERO, ..SandboxHandle::config(25) });
     let home = TestHome::new();
-    add_sage(&home, &sb);
+    home.add_sandbox_sage(&sb);
     let file =
         integration(&home, "sage.json", json!({"name": "sage", "connector": "sage_people", "credential": "sage"}));
     let out = home.roster(&["sync", &file]).code(1);

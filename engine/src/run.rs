@@ -171,9 +171,10 @@ impl Engine {
         let cred = Arc::new(credentials::open(vault, &stored)?);
         let rate = credentials::rate_limit_of(&stored).and_then(RateLimiter::parse).map(Arc::new);
         let limits = CredentialLimits { rate, timeout: credentials::timeout_of(&stored) };
-        self.limits.lock().expect("limits").insert(name.to_string(), limits);
-        self.credentials.lock().expect("credential cache").insert(name.to_string(), cred.clone());
-        Ok(cred)
+        // Runs that opened the credential at the same moment keep the first one's limiter:
+        // two limiters for one credential would each let their own burst through.
+        self.limits.lock().expect("limits").entry(name.to_string()).or_insert(limits);
+        Ok(self.credentials.lock().expect("credential cache").entry(name.to_string()).or_insert(cred).clone())
     }
 
     /// The vault credentials are sealed with, when a master key is available.

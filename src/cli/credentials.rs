@@ -41,6 +41,19 @@ pub struct AddArgs {
     /// Where relative request URLs go, e.g. https://api.brex.com.
     #[arg(long, default_value = "")]
     base_url: String,
+    #[command(flatten)]
+    settings: SettingArgs,
+    /// Read the secret from this environment variable instead of stdin.
+    #[arg(long)]
+    secret_env: Option<String>,
+    /// OAuth2 password grant: read the password from this environment variable.
+    #[arg(long)]
+    password_env: Option<String>,
+}
+
+/// The non-secret settings `add` sets and `update` changes, one flag each.
+#[derive(Args, Debug)]
+struct SettingArgs {
     /// Header name for api-key credentials.
     #[arg(long)]
     header: Option<String>,
@@ -53,12 +66,6 @@ pub struct AddArgs {
     /// OAuth2 client id.
     #[arg(long)]
     client_id: Option<String>,
-    /// Read the secret from this environment variable instead of stdin.
-    #[arg(long)]
-    secret_env: Option<String>,
-    /// OAuth2 password grant: read the password from this environment variable.
-    #[arg(long)]
-    password_env: Option<String>,
     /// Requests allowed per period, shared by every run using this credential, e.g.
     /// 1000/60s (default: the vendor's documented limit when known).
     #[arg(long)]
@@ -68,6 +75,23 @@ pub struct AddArgs {
     timeout: Option<String>,
 }
 
+impl SettingArgs {
+    /// The settings given, by the names the store keeps them under.
+    fn given(&self) -> BTreeMap<String, String> {
+        [
+            ("header", &self.header),
+            ("username", &self.username),
+            ("token_url", &self.token_url),
+            ("client_id", &self.client_id),
+            ("rate_limit", &self.rate_limit),
+            ("timeout", &self.timeout),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v.trim().to_string())))
+        .collect()
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct UpdateArgs {
     /// The credential to change.
@@ -75,24 +99,8 @@ pub struct UpdateArgs {
     /// Where relative request URLs go, e.g. https://api.brex.com.
     #[arg(long)]
     base_url: Option<String>,
-    /// Requests allowed per period, e.g. 1000/60s.
-    #[arg(long)]
-    rate_limit: Option<String>,
-    /// Request timeout, e.g. 30s (at most 10m).
-    #[arg(long)]
-    timeout: Option<String>,
-    /// Header name for api-key credentials.
-    #[arg(long)]
-    header: Option<String>,
-    /// Username (basic), partnerUserID (expensify), or username for the OAuth2 password grant.
-    #[arg(long)]
-    username: Option<String>,
-    /// OAuth2 token endpoint.
-    #[arg(long)]
-    token_url: Option<String>,
-    /// OAuth2 client id.
-    #[arg(long)]
-    client_id: Option<String>,
+    #[command(flatten)]
+    settings: SettingArgs,
     /// Rotate the secret: read the new one from this environment variable.
     #[arg(long, conflicts_with = "secret_stdin")]
     secret_env: Option<String>,
@@ -120,14 +128,7 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
                 let pw = std::env::var(var).map_err(|_| anyhow::anyhow!("environment variable {var} is not set"))?;
                 secrets.insert("password".to_string(), pw);
             }
-            let settings = settings([
-                ("header", &a.header),
-                ("username", &a.username),
-                ("token_url", &a.token_url),
-                ("client_id", &a.client_id),
-                ("rate_limit", &a.rate_limit),
-                ("timeout", &a.timeout),
-            ]);
+            let settings = a.settings.given();
             let new = NewCredential { name: a.name.clone(), kind: a.kind, base_url: a.base_url, settings, secrets };
             let saved = match &store {
                 Ok(store) => {
@@ -151,14 +152,7 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
         Command::Update(a) => {
             let mut change = CredentialUpdate {
                 base_url: a.base_url.clone(),
-                settings: settings([
-                    ("header", &a.header),
-                    ("username", &a.username),
-                    ("token_url", &a.token_url),
-                    ("client_id", &a.client_id),
-                    ("rate_limit", &a.rate_limit),
-                    ("timeout", &a.timeout),
-                ]),
+                settings: a.settings.given(),
                 secrets: BTreeMap::new(),
             };
             if a.secret_stdin || a.secret_env.is_some() {
@@ -255,10 +249,6 @@ fn print_list(list: &[Value], json: bool) -> anyhow::Result<()> {
 }
 
 /// The non-secret settings that were given, by their stored names.
-fn settings<const N: usize>(given: [(&str, &Option<String>); N]) -> BTreeMap<String, String> {
-    given.into_iter().filter_map(|(k, v)| v.as_ref().map(|v| (k.to_string(), v.trim().to_string()))).collect()
-}
-
 /// The secret from `--secret-env VAR`, or stdin (one line when typed, all of it when piped).
 fn read_secret(name: &str, env: Option<&str>) -> anyhow::Result<String> {
     if let Some(var) = env {

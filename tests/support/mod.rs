@@ -324,6 +324,28 @@ impl TestHome {
         self.add_bearer("brex", &sb.brex_url(), &sb.brex_token());
     }
 
+    /// The sandbox's Sage People as credential `sage`, with the password grant: the client
+    /// secret on stdin, the password from the environment (as a user would give them).
+    pub fn add_sandbox_sage(&self, sb: &SandboxHandle) {
+        use std::io::Write;
+        let c = sb.sandbox.config();
+        let token_url = sb.sandbox.sage_token_url();
+        let args = ["credentials", "add", "sage", "--kind", "oauth2", "--token-url", &token_url];
+        let mut child = self
+            .command(&args)
+            .args(["--client-id", &c.sage_client_id, "--username", &c.sage_username])
+            .args(["--password-env", "TEST_SAGE_PASSWORD"])
+            .env("TEST_SAGE_PASSWORD", &c.sage_password)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(c.sage_client_secret.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// Opens the home's store from the test process (no `roster` command may run meanwhile).
     pub fn store(&self) -> roster_engine::store::SledStore {
         roster_engine::store::SledStore::open(&self.path().join("store")).expect("open the store")
