@@ -637,3 +637,22 @@ fn a_dry_run_fails_when_a_step_would_and_waits_on_earlier_responses() {
     std::fs::write(&wf, fixed).unwrap();
     home.roster(&["run", wf.to_str().unwrap(), "--user", "ann@acme.test", "--dry-run"]).ok();
 }
+
+#[test]
+fn every_page_of_a_listing_keeps_to_the_credentials_rate_limit() {
+    // Five pages, then the end.
+    let (server, pages) = endless_cards(|n| if n < 5 { format!("p{n}") } else { String::new() });
+    let home = TestHome::new();
+    home.roster_stdin(
+        &["credentials", "add", "brex", "--kind", "bearer", "--base-url", &server.url(), "--rate-limit", "2/1s"],
+        SECRET,
+    )
+    .ok();
+    home.import(&json!([{"email": "ann@acme.test", "brex_user_id": "cuuser_ann"}]));
+    let started = std::time::Instant::now();
+    home.roster(&["run", &example("brex/brex-list-user-cards.json"), "--user", "ann@acme.test"]).ok();
+    assert_eq!(pages.load(std::sync::atomic::Ordering::SeqCst), 5);
+    // Two at once, then one every 500 ms: the fifth page goes out 1.5 s after the first.
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_millis(1400), "five pages in {took:?}: the limit was not kept");
+}

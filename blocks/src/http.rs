@@ -12,6 +12,7 @@ use crate::credential::Credential;
 use crate::kinds::api::RenderedRequest;
 use crate::paging::PageTrail;
 use crate::preset::Paginate;
+use crate::rate::RateLimiter;
 use crate::redact;
 
 /// The largest response body read into memory; larger answers fail the step.
@@ -67,12 +68,15 @@ impl std::fmt::Display for SendError {
 }
 
 /// Sends `request` (following every page when `paginate` is given) and reads the answer.
+/// The caller takes `rate`'s token for the first request (so it can give up the wait);
+/// every further page takes its own, so a long listing keeps to the vendor's limit too.
 pub async fn send(
     client: &reqwest::Client,
     credential: Option<&Credential>,
     request: &RenderedRequest,
     paginate: Option<&Paginate>,
     timeout: Option<Duration>,
+    rate: Option<&RateLimiter>,
 ) -> Result<HttpResponse, SendError> {
     let started = Instant::now();
     let url = match credential {
@@ -100,6 +104,11 @@ pub async fn send(
         if !params.is_empty() {
             page_url.push(if page_url.contains('?') { '&' } else { '?' });
             page_url.push_str(&params.join("&"));
+        }
+        if pages > 0
+            && let Some(rate) = rate
+        {
+            rate.acquire().await;
         }
         let resp = send_once(client, credential, request, &page_url, timeout).await?;
         pages += 1;

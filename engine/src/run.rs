@@ -513,8 +513,9 @@ impl Engine {
             });
             // Journal "started" durably before anything leaves the process.
             self.save(run, &entry, None).await?;
-            let timeout = limits.map(|l| l.timeout);
-            let sent = http::send(&self.client, credential, &request, api.paginate.as_ref(), timeout).await;
+            let timeout = limits.as_ref().map(|l| l.timeout);
+            let rate = limits.as_ref().and_then(|l| l.rate.as_deref());
+            let sent = http::send(&self.client, credential, &request, api.paginate.as_ref(), timeout, rate).await;
             run.pending = None;
             let retryable = match &sent {
                 Ok(r) => r.status == 429 || r.status == 408 || r.status >= 500,
