@@ -28,7 +28,13 @@ impl Remote {
         let url = info["url"].as_str().unwrap_or_default().to_string();
         let token = cx.home.api_token()?;
         roster_blocks::http::install_crypto_provider();
-        Ok(Remote { url, token, client: reqwest::Client::new() })
+        // The API token (and any credential being added) goes to `serve` and nowhere else:
+        // serve never redirects, so no redirect is followed.
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot build an HTTP client: {e}"))?;
+        Ok(Remote { url, token, client })
     }
 
     pub async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
