@@ -378,13 +378,7 @@ fn a_path_value_of_dot_or_dot_dot_is_refused_and_never_reaches_another_resource(
 fn endless_cards(
     cursor: impl Fn(u64) -> String + Send + Sync + 'static,
 ) -> (Recorder, std::sync::Arc<std::sync::atomic::AtomicU64>) {
-    let pages = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let count = pages.clone();
-    let server = Recorder::start(move |_| {
-        let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        (200, json!({"items": [{"id": format!("card_{n}"), "status": "ACTIVE"}], "next_cursor": cursor(n)}))
-    });
-    (server, pages)
+    support::paged_listing(|n| json!({"id": format!("card_{n}"), "status": "ACTIVE"}), cursor)
 }
 
 fn list_cards(home: &TestHome, server: &Recorder) -> support::Ran {

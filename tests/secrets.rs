@@ -289,13 +289,7 @@ fn syncs_never_print_log_or_store_a_vendors_echo_of_brex_expensify_or_oauth2_cre
     let sb = sandbox();
     let home = TestHome::new();
     add(&home, &["credentials", "add", "brex", "--kind", "bearer", "--base-url", &sb.brex_url()], BEARER);
-    let user = sb.sandbox.config().expensify_partner_user_id.clone();
-    let url = sb.sandbox.expensify_url();
-    add(
-        &home,
-        &["credentials", "add", "expensify", "--kind", "expensify", "--base-url", &url, "--username", &user],
-        EXPENSIFY_SECRET,
-    );
+    home.add_sandbox_expensify(&sb, EXPENSIFY_SECRET);
     home.add_sandbox_sage(&sb);
     let file = |name: &str, spec: Value| home.file(&format!("{name}.json"), &spec.to_string()).display().to_string();
     let sage = file(
@@ -402,13 +396,7 @@ fn vendor_calls_never_follow_a_redirect_to_another_origin() {
     let brex = sb.brex_url();
     let key_args = ["credentials", "add", "key", "--kind", "api-key", "--header", "X-Api-Key", "--base-url", &brex];
     add(&home, &key_args, API_KEY);
-    let user = sb.sandbox.config().expensify_partner_user_id.clone();
-    let url = sb.sandbox.expensify_url();
-    add(
-        &home,
-        &["credentials", "add", "expensify", "--kind", "expensify", "--base-url", &url, "--username", &user],
-        EXPENSIFY_SECRET,
-    );
+    home.add_sandbox_expensify(&sb, EXPENSIFY_SECRET);
     home.add_sandbox_sage(&sb);
     home.import(&json!([{"email": "ann@example.com"}]));
     sb.sandbox.set_faults(Faults { redirect_to: Some(elsewhere.url()), ..Faults::default() });

@@ -44,6 +44,12 @@ fn start_lock(serving: &support::Serving) -> String {
     body["run_id"].as_str().unwrap().to_string()
 }
 
+/// A manual workflow `stamp` in HOME/workflows that only sets a field.
+fn home_with_stamp(home: &TestHome) {
+    let stamp = r#"{"name": "stamp", "begin": {"next": "s"}, "blocks": {"s": {"type": "update", "set": {"x": 1}}}}"#;
+    std::fs::write(home.path().join("workflows/stamp.json"), stamp).unwrap();
+}
+
 fn run_state(home: &TestHome, id: &str) -> Value {
     home.roster(&["runs", "show", id, "--json"]).ok().json()
 }
@@ -262,11 +268,7 @@ fn every_command_prints_the_same_through_serve_as_without_it() {
 #[test]
 fn health_needs_no_token_and_says_nothing_private_while_status_needs_it() {
     let home = TestHome::new();
-    std::fs::write(
-        home.path().join("workflows/stamp.json"),
-        r#"{"name": "stamp", "begin": {"next": "s"}, "blocks": {"s": {"type": "update", "set": {"x": 1}}}}"#,
-    )
-    .unwrap();
+    home_with_stamp(&home);
     let serving = serve(&home);
     let (status, body) = http("GET", &format!("{}/v1/health", serving.url), None, None);
     assert_eq!((status, &body), (200, &json!({"status": "ok"})), "liveness only, nothing private");
@@ -280,11 +282,7 @@ fn health_needs_no_token_and_says_nothing_private_while_status_needs_it() {
 #[test]
 fn every_error_of_the_api_is_json_with_a_helpful_message() {
     let home = TestHome::new();
-    std::fs::write(
-        home.path().join("workflows/stamp.json"),
-        r#"{"name": "stamp", "begin": {"next": "s"}, "blocks": {"s": {"type": "update", "set": {"x": 1}}}}"#,
-    )
-    .unwrap();
+    home_with_stamp(&home);
     let serving = serve(&home);
     let token = Some(serving.token.as_str());
     let at = |path: &str| format!("{}{path}", serving.url);
@@ -332,11 +330,7 @@ fn serve_and_workflows_list_say_what_starts_each_workflow_and_when_it_fires_next
             "blocks": {"s": {"type": "update", "set": {"x": 1}}}}"#,
     )
     .unwrap();
-    std::fs::write(
-        home.path().join("workflows/stamp.json"),
-        r#"{"name": "stamp", "begin": {"next": "s"}, "blocks": {"s": {"type": "update", "set": {"x": 1}}}}"#,
-    )
-    .unwrap();
+    home_with_stamp(&home);
     // 09:00 in Los Angeles (UTC-8 on 1 March) is 17:00 UTC.
     let alone = home.roster(&["workflows", "list"]).ok().stdout;
     for expected in ["daily", "schedule 0 9 * * * (America/Los_Angeles)", "2027-03-01T17:00:00Z", "stamp", "manual"] {

@@ -66,13 +66,6 @@ fn brex_home(sb: &SandboxHandle) -> TestHome {
     home
 }
 
-fn add_expensify(home: &TestHome, sb: &SandboxHandle, secret: &str) {
-    let user = sb.sandbox.config().expensify_partner_user_id.clone();
-    let url = sb.sandbox.expensify_url();
-    let args = ["credentials", "add", "expensify", "--kind", "expensify", "--base-url", &url, "--username", &user];
-    home.roster_stdin(&args, secret).ok();
-}
-
 fn started(sb: &SandboxHandle) -> Vec<roster_sandbox::Person> {
     sb.sandbox.people().into_iter().filter(|p| p.lifecycle != Lifecycle::Starter).collect()
 }
@@ -170,7 +163,7 @@ fn sage_people_display_fields_become_snake_case_fields() {
 fn expensify_employees_are_mapped_once_each_across_policies() {
     let sb = SandboxHandle::start(SandboxHandle::config(25));
     let home = TestHome::new();
-    add_expensify(&home, &sb, &sb.sandbox.config().expensify_partner_user_secret);
+    home.add_sandbox_expensify(&sb, &sb.sandbox.config().expensify_partner_user_secret);
     let file = integration(
         &home,
         "expensify.json",
@@ -415,7 +408,7 @@ fn a_refused_credential_fails_the_session_with_the_vendors_words_and_writes_noth
 fn an_expensify_error_inside_a_200_fails_the_sync_with_expensifys_message() {
     let sb = SandboxHandle::start(SandboxHandle::config(25));
     let home = TestHome::new();
-    add_expensify(&home, &sb, "wrong-partner-secret");
+    home.add_sandbox_expensify(&sb, "wrong-partner-secret");
     let file = integration(
         &home,
         "expensify.json",
@@ -437,7 +430,7 @@ fn an_expensify_rate_limit_is_hit_and_waited_out() {
         ..SandboxHandle::config(8)
     });
     let home = TestHome::new();
-    add_expensify(&home, &sb, &sb.sandbox.config().expensify_partner_user_secret);
+    home.add_sandbox_expensify(&sb, &sb.sandbox.config().expensify_partner_user_secret);
     let file = integration(
         &home,
         "expensify.json",
@@ -775,15 +768,11 @@ fn a_sync_with_an_item_that_fails_to_read_marks_nobody_missing_and_exits_1() {
 fn endless_users(
     cursor: impl Fn(u64) -> String + Send + Sync + 'static,
 ) -> (Recorder, std::sync::Arc<std::sync::atomic::AtomicU64>) {
-    let pages = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let count = pages.clone();
-    let server = Recorder::start(move |_| {
-        let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        let person = json!({"id": format!("cuuser_{n}"), "first_name": "P", "last_name": "X",
-                            "email": format!("p{n}@acme.test"), "status": "ACTIVE"});
-        (200, json!({"items": [person], "next_cursor": cursor(n)}))
-    });
-    (server, pages)
+    let person = |n: u64| {
+        json!({"id": format!("cuuser_{n}"), "first_name": "P", "last_name": "X",
+               "email": format!("p{n}@acme.test"), "status": "ACTIVE"})
+    };
+    support::paged_listing(person, cursor)
 }
 
 #[test]

@@ -324,6 +324,14 @@ impl TestHome {
         self.add_bearer("brex", &sb.brex_url(), &sb.brex_token());
     }
 
+    /// The sandbox's Expensify as credential `expensify`, with `secret` as partnerUserSecret.
+    pub fn add_sandbox_expensify(&self, sb: &SandboxHandle, secret: &str) {
+        let user = sb.sandbox.config().expensify_partner_user_id.clone();
+        let url = sb.sandbox.expensify_url();
+        let args = ["credentials", "add", "expensify", "--kind", "expensify", "--base-url", &url, "--username", &user];
+        self.roster_stdin(&args, secret).ok();
+    }
+
     /// The sandbox's Sage People as credential `sage`, with the password grant: the client
     /// secret on stdin, the password from the environment (as a user would give them).
     pub fn add_sandbox_sage(&self, sb: &SandboxHandle) {
@@ -454,4 +462,19 @@ pub fn http_raw(
         let kind = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
         Ok((status, resp.json().await.unwrap_or(Value::Null), kind))
     })
+}
+
+/// A listing that never ends by itself: page n (1-based) holds `item(n)` under `items` and
+/// points on to `cursor(n)` as `next_cursor`. Also returns how many pages were asked for.
+pub fn paged_listing(
+    item: impl Fn(u64) -> Value + Send + Sync + 'static,
+    cursor: impl Fn(u64) -> String + Send + Sync + 'static,
+) -> (Recorder, Arc<std::sync::atomic::AtomicU64>) {
+    let pages = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = pages.clone();
+    let server = Recorder::start(move |_| {
+        let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        (200, serde_json::json!({"items": [item(n)], "next_cursor": cursor(n)}))
+    });
+    (server, pages)
 }
