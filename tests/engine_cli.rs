@@ -650,3 +650,22 @@ fn every_page_of_a_listing_keeps_to_the_credentials_rate_limit() {
     let took = started.elapsed();
     assert!(took >= std::time::Duration::from_millis(1400), "five pages in {took:?}: the limit was not kept");
 }
+
+#[test]
+fn a_batch_selects_with_the_same_rule_scope_a_run_is_checked_with() {
+    let home = TestHome::new();
+    home.import(&json!([{"email": "ann@acme.test"}, {"email": "bob@other.test"}]));
+    let wf = home.file(
+        "scoped.json",
+        r#"{"name": "scoped", "begin": {"next": "s", "rules": [
+              {"field": "record.email", "op": "ends_with", "value": "@acme.test"},
+              {"field": "run.workflow", "op": "equals", "value": "scoped"}]},
+            "blocks": {"s": {"type": "update", "set": {"seen": "<<today>>"}}}}"#,
+    );
+    let wf = wf.to_str().unwrap();
+    home.roster(&["run", wf, "--user", "ann@acme.test", "--dry-run"]).ok();
+    home.roster(&["run", wf, "--user", "bob@other.test", "--dry-run"]).code(1);
+    let batch = home.roster(&["run", wf, "--all", "--dry-run", "--json"]).ok().json();
+    assert_eq!(batch["runs"], 1, "the rules select whom they accept at run time: {batch:#}");
+    assert_eq!(batch["people"][0]["record"], "ann@acme.test");
+}

@@ -192,22 +192,45 @@ impl Engine {
     /// What templates see: the record's fields at the top level (and under `record`),
     /// then `run`, `steps`, `now` and `today`, which win over same-named fields.
     pub fn scope(&self, run: &Run, record: &Record) -> Value {
-        let mut m = record.fields.clone();
-        m.insert("record".into(), Value::Object(record.fields.clone()));
-        m.insert(
-            "run".into(),
-            json!({"id": run.id.to_string(), "workflow": run.workflow, "trigger": run.trigger, "started_at": run.created_at}),
-        );
-        m.insert("steps".into(), Value::Object(run.steps.clone()));
-        m.insert("now".into(), Value::String(self.now()));
+        scope_with(record, &self.run_context(run))
+    }
+
+    /// The part of a scope that comes from the run, not the record.
+    fn run_context(&self, run: &Run) -> [(&'static str, Value); 4] {
         let today = run.today.clone().unwrap_or_else(|| self.clock.today().to_string());
-        m.insert("today".into(), Value::String(today));
-        Value::Object(m)
+        [
+            (
+                "run",
+                json!({"id": run.id.to_string(), "workflow": run.workflow, "trigger": run.trigger, "started_at": run.created_at}),
+            ),
+            ("steps", Value::Object(run.steps.clone())),
+            ("now", Value::String(self.now())),
+            ("today", Value::String(today)),
+        ]
     }
 
     /// `None` when the begin rules accept the record today; otherwise the rule that failed.
     pub fn rules_refuse(&self, wf: &Workflow, record: &Record) -> Result<Option<String>> {
-        self.rules_refuse_run(wf, &self.blank_run(wf, record, "check", self.clock.today()), record)
+        self.rules_refuse_on(wf, record, self.clock.today())
+    }
+
+    /// The same check for a given `<<today>>` (a schedule fire's local date). Selection
+    /// (`run --all`, schedule fires) and the check when a run starts use this one scope,
+    /// so a rule on `record.email` or `run.workflow` selects whom it accepts at run time.
+    pub fn rules_refuse_on(&self, wf: &Workflow, record: &Record, today: Date) -> Result<Option<String>> {
+        self.rules_refuse_run(wf, &self.blank_run(wf, record, "check", today), record)
+    }
+
+    /// A selection's check: whether the begin rules accept each record on `today`, in the
+    /// scope a run is checked with, the run the rules would see made once (it depends on the
+    /// workflow and the day, not the record), and no reason written for the many refused.
+    pub fn rule_checker<'a>(&'a self, wf: &'a Workflow, today: Date) -> impl FnMut(&Record) -> Result<bool> + 'a {
+        let mut context = None;
+        move |record| {
+            let Some(rules) = &wf.begin.rules else { return Ok(true) };
+            let context = context.get_or_insert_with(|| self.run_context(&self.blank_run(wf, record, "check", today)));
+            rules.evaluate(&scope_with(record, context)).map_err(|e| Error::Refused(e.to_string()))
+        }
     }
 
     /// The begin rules as `run` sees them (its own `today`).
@@ -840,6 +863,17 @@ impl Engine {
             .map_err(|e| Error::Store(format!("a store write was interrupted: {e}")))??;
         Ok(())
     }
+}
+
+/// What templates and rules see: the record's fields at the top level (and under
+/// `record`), then the run's context, which wins over same-named fields.
+fn scope_with(record: &Record, context: &[(&'static str, Value)]) -> Value {
+    let mut m = record.fields.clone();
+    m.insert("record".into(), Value::Object(record.fields.clone()));
+    for (key, value) in context {
+        m.insert((*key).into(), value.clone());
+    }
+    Value::Object(m)
 }
 
 /// The key a step's request carries: the same for every attempt and after a crash, new

@@ -257,22 +257,14 @@ impl Service {
     /// the records the field index holds for that value are read; otherwise every record is.
     pub fn select_on(&self, wf: &Workflow, today: Date) -> Result<Vec<Record>> {
         let now = Value::String(rfc3339(self.engine.clock.now()));
-        let today = Value::String(today.to_string());
         let mut out = Vec::new();
         let mut failure = None;
-        let time = serde_json::json!({"now": now, "today": today});
+        let time = serde_json::json!({"now": now, "today": today.to_string()});
         let narrowed = wf.begin.rules.as_ref().and_then(|r| equality_key(r, &time));
+        // Rules see exactly what they see when the run starts (`Engine::scope`).
+        let mut check = self.engine.rule_checker(wf, today);
         let mut visit = |record: Record| {
-            let accepted = match &wf.begin.rules {
-                None => Ok(true),
-                Some(rules) => {
-                    // Rules see the record's fields plus `now` and `today`, as a run would.
-                    let mut fields = record.fields.clone();
-                    fields.insert("now".into(), now.clone());
-                    fields.insert("today".into(), today.clone());
-                    rules.evaluate(&Value::Object(fields))
-                }
-            };
+            let accepted = check(&record);
             match accepted {
                 Ok(true) => out.push(record),
                 Ok(false) => {}
