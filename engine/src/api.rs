@@ -595,17 +595,8 @@ async fn update_credential(
         Err(answer) => return answer,
     };
     let engine = &api.service.engine;
-    let stored = match engine.store.credential(&name) {
-        Ok(Some(c)) => c,
-        Ok(None) => return problem(StatusCode::NOT_FOUND, format!("no credential named `{name}`")),
-        Err(e) => return error_response(e),
-    };
     let now = crate::clock::rfc3339(engine.clock.now());
-    let updated = crate::credentials::update(vault, &stored, change, &now).and_then(|c| {
-        engine.store.put_credential(&c)?;
-        Ok(c)
-    });
-    match updated {
+    match crate::credentials::update_in(engine.store.as_ref(), vault, &name, change, &now) {
         Ok(c) => {
             engine.forget_credential(&name);
             Json(crate::answers::credential(&c)).into_response()

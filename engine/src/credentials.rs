@@ -136,6 +136,21 @@ pub struct CredentialUpdate {
     pub secrets: BTreeMap<String, String>,
 }
 
+/// Changes the stored credential `name` in the store (`credentials update`, by hand or
+/// through serve's API); see [`update`].
+pub fn update_in(
+    store: &dyn crate::store::Store,
+    vault: &Vault,
+    name: &str,
+    change: CredentialUpdate,
+    now: &str,
+) -> Result<StoredCredential> {
+    let stored = store.credential(name)?.ok_or_else(|| Error::NotFound(format!("no credential named `{name}`")))?;
+    let updated = update(vault, &stored, change, now)?;
+    store.put_credential(&updated)?;
+    Ok(updated)
+}
+
 /// Changes a stored credential in place, checked exactly as a new one is; the secrets it
 /// does not replace are kept, and so is its creation time.
 pub fn update(

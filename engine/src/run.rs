@@ -211,19 +211,13 @@ impl Engine {
 
     /// `None` when the begin rules accept the record today; otherwise the rule that failed.
     pub fn rules_refuse(&self, wf: &Workflow, record: &Record) -> Result<Option<String>> {
-        self.rules_refuse_on(wf, record, self.clock.today())
+        self.rules_refuse_run(wf, &self.blank_run(wf, record, "check", self.clock.today()), record)
     }
 
-    /// The same check for a given `<<today>>` (a schedule fire's local date). Selection
-    /// (`run --all`, schedule fires) and the check when a run starts use this one scope,
-    /// so a rule on `record.email` or `run.workflow` selects whom it accepts at run time.
-    pub fn rules_refuse_on(&self, wf: &Workflow, record: &Record, today: Date) -> Result<Option<String>> {
-        self.rules_refuse_run(wf, &self.blank_run(wf, record, "check", today), record)
-    }
-
-    /// A selection's check: whether the begin rules accept each record on `today`, in the
-    /// scope a run is checked with, the run the rules would see made once (it depends on the
-    /// workflow and the day, not the record), and no reason written for the many refused.
+    /// A selection's check (`run --all`, schedule fires): whether the begin rules accept each
+    /// record on `today`, in the same scope a run is checked with when it starts, so a rule
+    /// on `record.email` or `run.workflow` selects whom it accepts then. The run's part of
+    /// the scope is made once, and no reason is written for the many refused.
     pub fn rule_checker<'a>(&'a self, wf: &'a Workflow, today: Date) -> impl FnMut(&Record) -> Result<bool> + 'a {
         let mut context = None;
         move |record| {

@@ -392,47 +392,56 @@ impl Service {
             if let Some((at, _)) = fire {
                 self.engine.store.put_meta(&key, &rfc3339(at))?;
             }
-            let why = match &outcome {
+            let failure = match &outcome {
                 Ok(session) if session.state == "succeeded" => None,
                 Ok(session) => Some(session.error.clone().unwrap_or_else(|| format!("the sync {}", session.state))),
                 Err(e) => Some(e.to_string()),
             };
-            match why {
+            let next_fire =
+                || cron.find_next_occurrence(&now.to_zoned(zone.clone()), false).ok().map(|t| t.timestamp());
+            match failure {
                 None => self.engine.store.put_meta(&retry_key, "")?,
-                Some(why) => {
-                    let next_fire =
-                        cron.find_next_occurrence(&now.to_zoned(zone.clone()), false).ok().map(|t| t.timestamp());
-                    let retry_at = SYNC_RETRY_DELAYS
-                        .get(retry_number)
-                        .and_then(|delay| now.checked_add(*delay).ok())
-                        .filter(|at| next_fire.is_none_or(|next| *at < next));
-                    match retry_at {
-                        Some(at) => {
-                            self.engine.store.put_meta(&retry_key, &format!("{} {}", retry_number + 1, rfc3339(at)))?;
-                            tracing::warn!(
-                                "scheduled sync {} failed: {why}; retry {} of {} at {}",
-                                integration.name,
-                                retry_number + 1,
-                                SYNC_RETRY_DELAYS.len(),
-                                rfc3339(at)
-                            );
-                        }
-                        None => {
-                            self.engine.store.put_meta(&retry_key, "")?;
-                            let next = next_fire.map(rfc3339).unwrap_or_else(|| "never".into());
-                            tracing::warn!(
-                                "scheduled sync {} failed: {why}; no retry is left before its next scheduled time ({next})",
-                                integration.name
-                            );
-                        }
-                    }
-                }
+                Some(why) => self.plan_sync_retry(integration, &retry_key, retry_number, now, next_fire(), &why)?,
             }
             if let Ok(session) = outcome {
                 sessions.push(session);
             }
         }
         Ok(sessions)
+    }
+
+    /// After scheduled sync `retry_number` (0: the scheduled one) failed: marks the next
+    /// retry in the store and says when, or says none is left before the next fire.
+    fn plan_sync_retry(
+        &self,
+        integration: &Integration,
+        retry_key: &str,
+        retry_number: usize,
+        now: Timestamp,
+        next_fire: Option<Timestamp>,
+        why: &str,
+    ) -> Result<()> {
+        let retry_at = SYNC_RETRY_DELAYS
+            .get(retry_number)
+            .and_then(|delay| now.checked_add(*delay).ok())
+            .filter(|at| next_fire.is_none_or(|next| *at < next));
+        let Some(at) = retry_at else {
+            let next = next_fire.map(rfc3339).unwrap_or_else(|| "never".into());
+            tracing::warn!(
+                "scheduled sync {} failed: {why}; no retry is left before its next scheduled time ({next})",
+                integration.name
+            );
+            return self.engine.store.put_meta(retry_key, "");
+        };
+        self.engine.store.put_meta(retry_key, &format!("{} {}", retry_number + 1, rfc3339(at)))?;
+        tracing::warn!(
+            "scheduled sync {} failed: {why}; retry {} of {} at {}",
+            integration.name,
+            retry_number + 1,
+            SYNC_RETRY_DELAYS.len(),
+            rfc3339(at)
+        );
+        Ok(())
     }
 
     /// Runs one integration now.

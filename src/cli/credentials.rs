@@ -125,8 +125,7 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             let mut secrets = BTreeMap::new();
             secrets.insert("secret".to_string(), read_secret(&a.name, a.secret_env.as_deref())?);
             if let Some(var) = &a.password_env {
-                let pw = std::env::var(var).map_err(|_| anyhow::anyhow!("environment variable {var} is not set"))?;
-                secrets.insert("password".to_string(), pw);
+                secrets.insert("password".to_string(), from_env(var)?);
             }
             let settings = a.settings.given();
             let new = NewCredential { name: a.name.clone(), kind: a.kind, base_url: a.base_url, settings, secrets };
@@ -159,8 +158,7 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
                 change.secrets.insert("secret".into(), read_secret(&a.name, a.secret_env.as_deref())?);
             }
             if let Some(var) = &a.password_env {
-                let pw = std::env::var(var).map_err(|_| anyhow::anyhow!("environment variable {var} is not set"))?;
-                change.secrets.insert("password".into(), pw);
+                change.secrets.insert("password".into(), from_env(var)?);
             }
             if change.base_url.is_none() && change.settings.is_empty() && change.secrets.is_empty() {
                 anyhow::bail!(
@@ -175,13 +173,14 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             changed.extend(change.secrets.keys().map(|k| format!("{k} (rotated)")));
             let updated = match &store {
                 Ok(store) => {
-                    let stored = store
-                        .credential(&a.name)?
-                        .ok_or_else(|| anyhow::anyhow!("no credential named `{}`", a.name))?;
                     let now = roster_engine::clock::rfc3339(cx.clock.now());
-                    let updated = credentials::update(&cx.home.vault()?, &stored, change, &now)?;
-                    store.put_credential(&updated)?;
-                    answers::credential(&updated)
+                    answers::credential(&credentials::update_in(
+                        store.as_ref(),
+                        &cx.home.vault()?,
+                        &a.name,
+                        change,
+                        &now,
+                    )?)
                 }
                 Err(remote) => {
                     remote.patch(&format!("/v1/credentials/{}", a.name), &serde_json::to_value(&change)?).await?
@@ -249,10 +248,15 @@ fn print_list(list: &[Value], json: bool) -> anyhow::Result<()> {
 }
 
 /// The non-secret settings that were given, by their stored names.
+/// A secret given as the name of the environment variable that holds it.
+fn from_env(var: &str) -> anyhow::Result<String> {
+    std::env::var(var).map_err(|_| anyhow::anyhow!("environment variable {var} is not set"))
+}
+
 /// The secret from `--secret-env VAR`, or stdin (one line when typed, all of it when piped).
 fn read_secret(name: &str, env: Option<&str>) -> anyhow::Result<String> {
     if let Some(var) = env {
-        return std::env::var(var).map_err(|_| anyhow::anyhow!("environment variable {var} is not set"));
+        return from_env(var);
     }
     let stdin = std::io::stdin();
     let mut text = String::new();
