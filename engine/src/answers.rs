@@ -32,10 +32,10 @@ pub fn refused(wf: &Workflow, record: &Record, why: &str) -> Value {
 
 /// A dry run of a batch: every person the rules accept now, previewed; nothing is sent or
 /// written (no runs, no batch marker, no index, no workflow source).
-pub fn dry_run_all(service: &Service, wf: &Workflow) -> Result<Value> {
+pub async fn dry_run_all(service: &Service, wf: &Workflow) -> Result<Value> {
     let engine = &service.engine;
-    let total_records = engine.store.count_records()?;
-    let selected = service.select(wf)?;
+    let total_records = engine.store.records.count_records().await?;
+    let selected = service.select(wf).await?;
     let mut people = Vec::with_capacity(selected.len());
     for record in &selected {
         let steps = engine.dry_run(wf, record)?;

@@ -164,7 +164,8 @@ fn problem(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
 }
 
-fn error_response(e: Error) -> Response {
+fn error_response(e: impl Into<Error>) -> Response {
+    let e = e.into();
     let status = match &e {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Refused(_) | Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -180,7 +181,7 @@ async fn health(State(api): State<Api>) -> Response {
 
 /// What the service holds: its state, the queue and what is loaded.
 async fn status(State(api): State<Api>) -> Response {
-    let queued = api.service.engine.store.queued_count().unwrap_or(0);
+    let queued = api.service.engine.store.queue.queued_count().await.unwrap_or(0);
     let catalog = api.service.catalog();
     Json(json!({
         "status": if api.service.engine.is_stopping() { "stopping" } else { "ok" },
@@ -216,11 +217,11 @@ struct SentFile {
 }
 
 /// The workflow a request means: the file it sent, else the loaded one named `name`.
-fn workflow_for(api: &Api, name: &str, sent: &SentFile) -> Result<Arc<crate::workflow::Workflow>, Response> {
+async fn workflow_for(api: &Api, name: &str, sent: &SentFile) -> Result<Arc<crate::workflow::Workflow>, Response> {
     match &sent.source {
         Some(source) => {
             let file = sent.file.as_deref().unwrap_or("the workflow sent");
-            api.service.compile_workflow(source, file).map(Arc::new).map_err(error_response)
+            api.service.compile_workflow(source, file).await.map(Arc::new).map_err(error_response)
         }
         None => api.service.catalog().workflows.get(name).cloned().ok_or_else(|| {
             problem(StatusCode::NOT_FOUND, format!("no workflow named `{name}` is loaded (send its file's `source`)"))
@@ -233,12 +234,12 @@ fn email() -> String {
 }
 
 async fn start_run(State(api): State<Api>, Path(name): Path<String>, Body(body): Body<StartRun>) -> Response {
-    let wf = match workflow_for(&api, &name, &body.sent) {
+    let wf = match workflow_for(&api, &name, &body.sent).await {
         Ok(wf) => wf,
         Err(answer) => return answer,
     };
     let engine = &api.service.engine;
-    let record = match records::find(engine.store.as_ref(), &body.key, &body.user) {
+    let record = match records::find(&engine.store, &body.key, &body.user).await {
         Ok(r) => r,
         Err(e) => return error_response(e),
     };
@@ -251,7 +252,7 @@ async fn start_run(State(api): State<Api>, Path(name): Path<String>, Body(body):
         Ok(None) => {}
         Err(e) => return error_response(e),
     }
-    match engine.create_run(&wf, &record, "manual:api") {
+    match engine.create_run(&wf, &record, "manual:api").await {
         Ok(run) => {
             api.service.wake();
             let answer =
@@ -274,9 +275,9 @@ struct RunQuery {
 }
 
 async fn list_runs(State(api): State<Api>, Params(q): Params<RunQuery>) -> Response {
-    let store = api.service.engine.store.as_ref();
+    let store = &api.service.engine.store;
     let record_id = match &q.user {
-        Some(u) => match records::find(store, &q.key, u) {
+        Some(u) => match records::find(store, &q.key, u).await {
             Ok(r) => Some(r.id),
             Err(e) => return error_response(e),
         },
@@ -289,7 +290,7 @@ async fn list_runs(State(api): State<Api>, Params(q): Params<RunQuery>) -> Respo
         trigger: q.trigger,
         limit: Some(q.limit.unwrap_or(50)),
     };
-    match store.runs(&filter) {
+    match store.runs.runs(&filter).await {
         Ok(runs) => Json(runs.iter().map(run_summary).collect::<Vec<_>>()).into_response(),
         Err(e) => error_response(e),
     }
@@ -302,8 +303,8 @@ pub fn run_summary(r: &Run) -> Value {
 }
 
 /// A run with its journal, as `runs show --json` and the API print it.
-pub fn run_detail(store: &dyn Store, run: &Run) -> crate::Result<Value> {
-    let journal = store.journal(run.id)?;
+pub async fn run_detail(store: &Store, run: &Run) -> crate::Result<Value> {
+    let journal = store.runs.journal(run.id).await?;
     Ok(json!({
         "run_id": run.id,
         "workflow": run.workflow,
@@ -324,9 +325,9 @@ async fn show_run(State(api): State<Api>, Path(id): Path<String>) -> Response {
     let Ok(uuid) = uuid::Uuid::parse_str(&id) else {
         return problem(StatusCode::BAD_REQUEST, format!("`{id}` is not a run id"));
     };
-    let store = api.service.engine.store.as_ref();
-    match store.run(uuid) {
-        Ok(Some(run)) => match run_detail(store, &run) {
+    let store = &api.service.engine.store;
+    match store.runs.run(uuid).await {
+        Ok(Some(run)) => match run_detail(store, &run).await {
             Ok(v) => Json(v).into_response(),
             Err(e) => error_response(e),
         },
@@ -345,10 +346,16 @@ struct RecordQuery {
 async fn list_records(State(api): State<Api>, Params(q): Params<RecordQuery>) -> Response {
     let mut out = Vec::new();
     let limit = q.limit.unwrap_or(usize::MAX);
-    let scanned = api.service.engine.store.scan_records(&mut |r| {
-        out.push(json!({"id": r.id, "fields": r.fields, "version": r.version}));
-        out.len() < limit
-    });
+    let scanned = api
+        .service
+        .engine
+        .store
+        .records
+        .scan_records(&mut |r| {
+            out.push(json!({"id": r.id, "fields": r.fields, "version": r.version}));
+            out.len() < limit
+        })
+        .await;
     match scanned {
         Ok(()) => Json(out).into_response(),
         Err(e) => error_response(e),
@@ -356,7 +363,7 @@ async fn list_records(State(api): State<Api>, Params(q): Params<RecordQuery>) ->
 }
 
 async fn show_record(State(api): State<Api>, Path(key): Path<String>, Params(q): Params<RecordQuery>) -> Response {
-    match records::find(api.service.engine.store.as_ref(), &q.key, &key) {
+    match records::find(&api.service.engine.store, &q.key, &key).await {
         Ok(r) => Json(r).into_response(),
         Err(e) => error_response(e),
     }
@@ -372,7 +379,7 @@ struct Import {
 async fn import_records(State(api): State<Api>, Body(body): Body<Import>) -> Response {
     let engine = &api.service.engine;
     let now = crate::clock::rfc3339(engine.clock.now());
-    match records::import(engine.store.as_ref(), body.rows, &body.key, "import", &now) {
+    match records::import(&engine.store, body.rows, &body.key, "import", &now).await {
         Ok(report) => {
             api.service.wake();
             Json(report).into_response()
@@ -395,14 +402,15 @@ struct DryRun {
 
 /// `roster run --dry-run [--all]`: the preview `--json` prints; sends and writes nothing.
 async fn dry_run(State(api): State<Api>, Path(name): Path<String>, Body(body): Body<DryRun>) -> Response {
-    let wf = match workflow_for(&api, &name, &body.sent) {
+    let wf = match workflow_for(&api, &name, &body.sent).await {
         Ok(wf) => wf,
         Err(answer) => return answer,
     };
     let engine = &api.service.engine;
     let answer = match (&body.user, body.all) {
-        (None, true) => crate::answers::dry_run_all(&api.service, &wf),
-        (Some(user), false) => records::find(engine.store.as_ref(), &body.key, user)
+        (None, true) => crate::answers::dry_run_all(&api.service, &wf).await,
+        (Some(user), false) => records::find(&engine.store, &body.key, user)
+            .await
             .and_then(|record| crate::answers::dry_run(engine, &wf, &record)),
         _ => return problem(StatusCode::UNPROCESSABLE_ENTITY, "send either `user` or `\"all\": true`"),
     };
@@ -412,10 +420,10 @@ async fn dry_run(State(api): State<Api>, Path(name): Path<String>, Body(body): B
     }
 }
 
-fn run_of(api: &Api, id: &str) -> Result<Run, Response> {
+async fn run_of(api: &Api, id: &str) -> Result<Run, Response> {
     let uuid = uuid::Uuid::parse_str(id)
         .map_err(|_| problem(StatusCode::BAD_REQUEST, format!("`{id}` is not a run id (see GET /v1/runs)")))?;
-    match api.service.engine.store.run(uuid) {
+    match api.service.engine.store.runs.run(uuid).await {
         Ok(Some(run)) => Ok(run),
         Ok(None) => Err(problem(StatusCode::NOT_FOUND, format!("no run {id}"))),
         Err(e) => Err(error_response(e)),
@@ -425,7 +433,7 @@ fn run_of(api: &Api, id: &str) -> Result<Run, Response> {
 /// `roster runs cancel`: the run's summary once cancelled; 202 with `"cancelling": true`
 /// for a run a worker is running, which ends cancelled before its next step.
 async fn cancel_run(State(api): State<Api>, Path(id): Path<String>) -> Response {
-    let run = match run_of(&api, &id) {
+    let run = match run_of(&api, &id).await {
         Ok(run) => run,
         Err(answer) => return answer,
     };
@@ -439,7 +447,7 @@ async fn cancel_run(State(api): State<Api>, Path(id): Path<String>) -> Response 
         answer["cancelling"] = Value::Bool(true);
         return (StatusCode::ACCEPTED, Json(answer)).into_response();
     }
-    match engine.cancel(run) {
+    match engine.cancel(run).await {
         Ok(run) => Json(run_summary(&run)).into_response(),
         Err(e) => error_response(e),
     }
@@ -447,12 +455,14 @@ async fn cancel_run(State(api): State<Api>, Path(id): Path<String>) -> Response 
 
 /// `roster runs retry`: the failed run goes back to the queue at its failed step (202).
 async fn retry_run(State(api): State<Api>, Path(id): Path<String>) -> Response {
-    let run = match run_of(&api, &id) {
+    let run = match run_of(&api, &id).await {
         Ok(run) => run,
         Err(answer) => return answer,
     };
-    let queued =
-        api.service.workflow_version(&run.workflow_hash).and_then(|wf| api.service.engine.prepare_retry(&wf, run));
+    let queued = match api.service.workflow_version(&run.workflow_hash).await {
+        Ok(wf) => api.service.engine.prepare_retry(&wf, run).await,
+        Err(e) => Err(e),
+    };
     match queued {
         Ok(run) => {
             api.service.wake();
@@ -465,12 +475,12 @@ async fn retry_run(State(api): State<Api>, Path(id): Path<String>) -> Response {
 /// `roster runs resume`: a `needs_attention` run sends its pending request again, by a
 /// person's decision; a queued run is simply left to the workers (202).
 async fn resume_run(State(api): State<Api>, Path(id): Path<String>) -> Response {
-    let run = match run_of(&api, &id) {
+    let run = match run_of(&api, &id).await {
         Ok(run) => run,
         Err(answer) => return answer,
     };
     if run.state == crate::model::RunState::NeedsAttention {
-        let wf = match api.service.workflow_version(&run.workflow_hash) {
+        let wf = match api.service.workflow_version(&run.workflow_hash).await {
             Ok(wf) => wf,
             Err(e) => return error_response(e),
         };
@@ -501,7 +511,7 @@ async fn sync_integration(State(api): State<Api>, Path(name): Path<String>, Body
     let integration = match &body.sent.source {
         Some(source) => {
             let file = body.sent.file.as_deref().unwrap_or("the integration sent");
-            match api.service.compile_integration(source, file) {
+            match api.service.compile_integration(source, file).await {
                 Ok(i) => Arc::new(i),
                 Err(e) => return error_response(e),
             }
@@ -532,7 +542,7 @@ struct SessionQuery {
 }
 
 async fn sync_sessions(State(api): State<Api>, Params(q): Params<SessionQuery>) -> Response {
-    match api.service.engine.store.sync_sessions(q.integration.as_deref(), q.limit.unwrap_or(20)) {
+    match api.service.engine.store.syncs.sessions(q.integration.as_deref(), q.limit.unwrap_or(20)).await {
         Ok(list) => Json(list).into_response(),
         Err(e) => error_response(e),
     }
@@ -542,7 +552,7 @@ async fn sync_session(State(api): State<Api>, Path(id): Path<String>) -> Respons
     let Ok(uuid) = uuid::Uuid::parse_str(&id) else {
         return problem(StatusCode::BAD_REQUEST, format!("`{id}` is not a session id"));
     };
-    match api.service.engine.store.sync_session(uuid) {
+    match api.service.engine.store.syncs.session(uuid).await {
         Ok(Some(session)) => Json(session).into_response(),
         Ok(None) => problem(StatusCode::NOT_FOUND, format!("no sync session {id}")),
         Err(e) => error_response(e),
@@ -550,7 +560,7 @@ async fn sync_session(State(api): State<Api>, Path(id): Path<String>) -> Respons
 }
 
 async fn list_credentials(State(api): State<Api>) -> Response {
-    match api.service.engine.store.credentials() {
+    match api.service.engine.store.credentials.credentials().await {
         Ok(list) => Json(list.iter().map(crate::answers::credential).collect::<Vec<_>>()).into_response(),
         Err(e) => error_response(e),
     }
@@ -571,10 +581,10 @@ async fn add_credential(State(api): State<Api>, Body(body): Body<crate::credenti
     let engine = &api.service.engine;
     let name = body.name.clone();
     let now = crate::clock::rfc3339(engine.clock.now());
-    let saved = crate::credentials::seal(vault, body, &now).and_then(|stored| {
-        engine.store.put_credential(&stored)?;
-        Ok(stored)
-    });
+    let saved = match crate::credentials::seal(vault, body, &now) {
+        Ok(stored) => engine.store.credentials.put_credential(&stored).await.map(|()| stored).map_err(Error::from),
+        Err(e) => Err(e),
+    };
     match saved {
         Ok(stored) => {
             engine.forget_credential(&name);
@@ -596,7 +606,7 @@ async fn update_credential(
     };
     let engine = &api.service.engine;
     let now = crate::clock::rfc3339(engine.clock.now());
-    match crate::credentials::update_in(engine.store.as_ref(), vault, &name, change, &now) {
+    match crate::credentials::update_in(&engine.store, vault, &name, change, &now).await {
         Ok(c) => {
             engine.forget_credential(&name);
             Json(crate::answers::credential(&c)).into_response()
@@ -606,7 +616,7 @@ async fn update_credential(
 }
 
 async fn remove_credential(State(api): State<Api>, Path(name): Path<String>) -> Response {
-    match api.service.engine.store.delete_credential(&name) {
+    match api.service.engine.store.credentials.delete_credential(&name).await {
         Ok(true) => {
             api.service.engine.forget_credential(&name);
             Json(json!({"removed": name})).into_response()
@@ -619,11 +629,11 @@ async fn remove_credential(State(api): State<Api>, Path(name): Path<String>) -> 
 /// `roster run WORKFLOW --all`: queues one run per person the rules accept (resuming an
 /// unfinished batch of the workflow) for serve's workers; answers what was queued (202).
 async fn start_batch(State(api): State<Api>, Path(name): Path<String>, Body(sent): Body<SentFile>) -> Response {
-    let wf = match workflow_for(&api, &name, &sent) {
+    let wf = match workflow_for(&api, &name, &sent).await {
         Ok(wf) => wf,
         Err(answer) => return answer,
     };
-    match api.service.queue_batch(&wf) {
+    match api.service.queue_batch(&wf).await {
         Ok(start) => (StatusCode::ACCEPTED, Json(start)).into_response(),
         Err(e) => error_response(e),
     }

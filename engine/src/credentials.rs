@@ -138,16 +138,20 @@ pub struct CredentialUpdate {
 
 /// Changes the stored credential `name` in the store (`credentials update`, by hand or
 /// through serve's API); see [`update`].
-pub fn update_in(
-    store: &dyn crate::store::Store,
+pub async fn update_in(
+    store: &crate::store::Store,
     vault: &Vault,
     name: &str,
     change: CredentialUpdate,
     now: &str,
 ) -> Result<StoredCredential> {
-    let stored = store.credential(name)?.ok_or_else(|| Error::NotFound(format!("no credential named `{name}`")))?;
+    let stored = store
+        .credentials
+        .credential(name)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no credential named `{name}`")))?;
     let updated = update(vault, &stored, change, now)?;
-    store.put_credential(&updated)?;
+    store.credentials.put_credential(&updated).await?;
     Ok(updated)
 }
 

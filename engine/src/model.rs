@@ -133,6 +133,23 @@ pub struct Run {
     /// fire's local date, else the machine's date. Runs stored without it use the clock's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub today: Option<String>,
+    /// While running under a claim: who holds the run and until when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    /// While waiting: when the run is due to carry on (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<String>,
+}
+
+/// A claim on a running run. A claimer renews it by heartbeat; once `until` passes without
+/// a renewal the claimer is taken for dead and another may claim the run and resume it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Lease {
+    pub owner: String,
+    /// New for every claim, so a claimer that lost the run cannot write over its successor.
+    pub token: Uuid,
+    /// RFC 3339, to the millisecond.
+    pub until: String,
 }
 
 /// The request a run is waiting on.

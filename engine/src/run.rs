@@ -59,7 +59,7 @@ impl RunObserver for Quiet {}
 
 /// Runs workflows. Cheap to share behind an `Arc`.
 pub struct Engine {
-    pub store: Arc<dyn Store>,
+    pub store: Store,
     vault: Option<Vault>,
     client: reqwest::Client,
     pub clock: Clock,
@@ -77,7 +77,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(store: Arc<dyn Store>, vault: Option<Vault>, clock: Clock) -> Self {
+    pub fn new(store: Store, vault: Option<Vault>, clock: Clock) -> Self {
         Self {
             store,
             vault,
@@ -159,11 +159,11 @@ impl Engine {
     }
 
     /// Opens a credential by name (cached for the life of the engine).
-    pub fn credential(&self, name: &str) -> Result<Arc<Credential>> {
+    pub async fn credential(&self, name: &str) -> Result<Arc<Credential>> {
         if let Some(c) = self.credentials.lock().expect("credential cache").get(name) {
             return Ok(c.clone());
         }
-        let stored = self.store.credential(name)?.ok_or_else(|| {
+        let stored = self.store.credentials.credential(name).await?.ok_or_else(|| {
             Error::NotFound(format!("no credential named `{name}` (add it with `roster credentials add {name} ...`)"))
         })?;
         let vault =
@@ -234,15 +234,15 @@ impl Engine {
     }
 
     /// Creates a queued run (durably) positioned at the begin block's `next`.
-    pub fn create_run(&self, wf: &Workflow, record: &Record, trigger: &str) -> Result<Run> {
-        let run = self.new_run(wf, record, trigger, self.clock.today())?;
-        self.store.save_step(&run, None, None)?;
+    pub async fn create_run(&self, wf: &Workflow, record: &Record, trigger: &str) -> Result<Run> {
+        let run = self.new_run(wf, record, trigger, self.clock.today()).await?;
+        self.store.runs.save_step(&run, None, None).await?;
         Ok(run)
     }
 
     /// Creates a queued run for which `<<today>>` is `today`, unless one with the same
     /// dedupe key already exists.
-    pub fn create_run_once(
+    pub async fn create_run_once(
         &self,
         wf: &Workflow,
         record: &Record,
@@ -250,12 +250,12 @@ impl Engine {
         dedupe: &str,
         today: Date,
     ) -> Result<Option<Run>> {
-        let run = self.new_run(wf, record, trigger, today)?;
-        Ok(self.store.create_run_once(&run, dedupe)?.then_some(run))
+        let run = self.new_run(wf, record, trigger, today).await?;
+        Ok(self.store.runs.create_once(&run, dedupe).await?.then_some(run))
     }
 
-    fn new_run(&self, wf: &Workflow, record: &Record, trigger: &str, today: Date) -> Result<Run> {
-        self.store.put_workflow_source(&wf.hash, &wf.source)?;
+    async fn new_run(&self, wf: &Workflow, record: &Record, trigger: &str, today: Date) -> Result<Run> {
+        self.store.workflows.put_source(&wf.hash, &wf.source).await?;
         Ok(self.blank_run(wf, record, trigger, today))
     }
 
@@ -280,6 +280,8 @@ impl Engine {
             finished_at: None,
             retries: 0,
             today: Some(today.to_string()),
+            lease: None,
+            wake_at: None,
         }
     }
 
@@ -295,7 +297,7 @@ impl Engine {
         if run.next_seq == 0 && run.trigger != "manual" && run.trigger != "manual:api" {
             // Queued by a trigger: the record may have changed (or an earlier run did the
             // work) while the run waited, so the rules get a second look before step one.
-            if let Some(record) = self.store.record(run.record_id)?
+            if let Some(record) = self.store.records.record(run.record_id).await?
                 && let Some(why) = self.rules_refuse_run(wf, &run, &record)?
             {
                 run.state = RunState::Skipped;
@@ -318,9 +320,9 @@ impl Engine {
                 return Ok(run);
             }
             let Some(block) = wf.block(&block_id) else {
-                return self.fail(run, format!("the workflow has no block `{block_id}`"));
+                return self.fail(run, format!("the workflow has no block `{block_id}`")).await;
             };
-            let record = self.store.record(run.record_id)?.ok_or_else(|| {
+            let record = self.store.records.record(run.record_id).await?.ok_or_else(|| {
                 Error::NotFound(format!("record {} of run {} no longer exists", run.record_id, run.id))
             })?;
             let scope = self.scope(&run, &record);
@@ -428,7 +430,7 @@ impl Engine {
             }
         };
         let credential = match &api.credential {
-            Some(name) => Some(self.credential(name)?),
+            Some(name) => Some(self.credential(name).await?),
             None => None,
         };
         let work: Vec<(Option<usize>, Value)> = match &items {
@@ -577,7 +579,8 @@ impl Engine {
         observer: &mut dyn RunObserver,
     ) -> Result<()> {
         let (block_id, item) = (call.block, call.item);
-        let record = self.store.record(run.record_id)?.ok_or_else(|| Error::NotFound("record vanished".into()))?;
+        let record =
+            self.store.records.record(run.record_id).await?.ok_or_else(|| Error::NotFound("record vanished".into()))?;
         let mut write = None;
         match sent {
             Ok(resp) => {
@@ -667,7 +670,7 @@ impl Engine {
         observer: &mut dyn RunObserver,
     ) -> Result<()> {
         let credential = match &api.credential {
-            Some(name) => Some(self.credential(name)?),
+            Some(name) => Some(self.credential(name).await?),
             None => None,
         };
         let request = pending.request.clone();
@@ -711,13 +714,13 @@ impl Engine {
 
     /// Runs a failed run again from its failed step, with the record as it is now.
     pub async fn retry(&self, wf: &Workflow, run: Run, observer: &mut dyn RunObserver) -> Result<Run> {
-        let run = self.prepare_retry(wf, run)?;
+        let run = self.prepare_retry(wf, run).await?;
         self.drive(wf, run, observer).await
     }
 
     /// Puts a failed run back in the queue at its failed step (durably), for `drive` or
     /// a worker to carry on.
-    pub fn prepare_retry(&self, wf: &Workflow, mut run: Run) -> Result<Run> {
+    pub async fn prepare_retry(&self, wf: &Workflow, mut run: Run) -> Result<Run> {
         if run.state != RunState::Failed {
             return Err(Error::Refused(format!(
                 "run {} is {}; only failed runs can be retried",
@@ -725,7 +728,7 @@ impl Engine {
                 run.state.as_str()
             )));
         }
-        let journal = self.store.journal(run.id)?;
+        let journal = self.store.runs.journal(run.id).await?;
         let Some(block) = journal.iter().rev().find(|e| e.error.is_some()).map(|e| e.block.clone()) else {
             return Err(Error::Refused(format!("run {} has no failed step to retry", run.id)));
         };
@@ -740,12 +743,12 @@ impl Engine {
         run.finished_at = None;
         run.state = RunState::Queued;
         run.updated_at = self.now();
-        self.store.save_step(&run, None, None)?;
+        self.store.runs.save_step(&run, None, None).await?;
         Ok(run)
     }
 
     /// Marks a run cancelled, keeping its journal.
-    pub fn cancel(&self, mut run: Run) -> Result<Run> {
+    pub async fn cancel(&self, mut run: Run) -> Result<Run> {
         if run.state.is_finished() {
             return Err(Error::Refused(format!("run {} is already {}", run.id, run.state.as_str())));
         }
@@ -753,7 +756,7 @@ impl Engine {
         run.pending = None;
         run.finished_at = Some(self.now());
         run.updated_at = self.now();
-        self.store.save_step(&run, None, None)?;
+        self.store.runs.save_step(&run, None, None).await?;
         Ok(run)
     }
 
@@ -779,12 +782,12 @@ impl Engine {
         }
     }
 
-    fn fail(&self, mut run: Run, error: String) -> Result<Run> {
+    async fn fail(&self, mut run: Run, error: String) -> Result<Run> {
         run.state = RunState::Failed;
         run.error = Some(error);
         run.current = None;
         run.finished_at = Some(self.now());
-        self.store.save_step(&run, None, None)?;
+        self.store.runs.save_step(&run, None, None).await?;
         Ok(run)
     }
 
@@ -829,7 +832,7 @@ impl Engine {
 
     /// Writes the run and one journal entry (and a record change) atomically and durably
     /// (the store scrubs every known secret from all three). The write (and its share of a
-    /// group flush) happens on the blocking pool so async workers keep sending requests.
+    /// group flush) is awaited, so async workers keep sending requests meanwhile.
     async fn save(&self, run: &mut Run, entry: &JournalEntry, write: Option<RecordWrite>) -> Result<()> {
         run.updated_at = self.now();
         // A step that ends the run settles it in the same write.
@@ -839,22 +842,13 @@ impl Engine {
         if run.state.is_finished() && run.finished_at.is_none() {
             run.finished_at = Some(self.now());
         }
-        let entry = entry.clone();
-        let store = self.store.clone();
-        let snapshot = run.clone();
-        tokio::task::spawn_blocking(move || store.save_step(&snapshot, Some(&entry), write))
-            .await
-            .map_err(|e| Error::Store(format!("a store write was interrupted: {e}")))??;
+        self.store.runs.save_step(run, Some(entry), write).await?;
         Ok(())
     }
 
-    /// Saves the run alone (position and state), durably, off the async workers.
+    /// Saves the run alone (position and state), durably.
     async fn save_run(&self, run: &Run) -> Result<()> {
-        let store = self.store.clone();
-        let snapshot = run.clone();
-        tokio::task::spawn_blocking(move || store.save_step(&snapshot, None, None))
-            .await
-            .map_err(|e| Error::Store(format!("a store write was interrupted: {e}")))??;
+        self.store.runs.save_step(run, None, None).await?;
         Ok(())
     }
 }

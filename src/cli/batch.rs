@@ -28,13 +28,13 @@ pub async fn run_all(
     let mut catalog = Catalog::default();
     catalog.workflows.insert(wf.name.clone(), wf.clone());
     let service = Service::new(engine.clone(), catalog, cx.presets()?);
-    service.prepare_indexes()?;
-    service.recover()?;
+    service.prepare_indexes().await?;
+    service.recover().await?;
     let store = engine.store.clone();
-    let start = service.queue_batch(&wf)?;
+    let start = service.queue_batch(&wf).await?;
     // Only this batch's runs: others left unfinished are named, not waited on.
     service.only_runs_of(&start.trigger);
-    for run in store.unfinished_runs()?.iter().filter(|r| r.trigger != start.trigger) {
+    for run in store.runs.unfinished_runs().await?.iter().filter(|r| r.trigger != start.trigger) {
         super::runs::name_leftover(run);
     }
     print_start(&start, json);
@@ -44,11 +44,12 @@ pub async fn run_all(
         tokio::spawn(async move { service.work(concurrency, true).await })
     };
     let filter = RunFilter { trigger: Some(start.trigger.clone()), ..Default::default() };
-    let summaries = || -> anyhow::Result<Vec<Value>> { Ok(store.runs(&filter)?.iter().map(run_summary).collect()) };
+    let summaries =
+        || async { anyhow::Ok(store.runs.runs(&filter).await?.iter().map(run_summary).collect::<Vec<Value>>()) };
     let terminal = !json && std::io::stderr().is_terminal();
     while !work.is_finished() {
         if terminal {
-            eprint!("\r  {}", progress_line(&tally(&summaries()?)));
+            eprint!("\r  {}", progress_line(&tally(&summaries().await?)));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -56,7 +57,7 @@ pub async fn run_all(
     if terminal {
         eprintln!();
     }
-    print_finished(&start, &summaries()?, started, json)
+    print_finished(&start, &summaries().await?, started, json)
 }
 
 /// `run --all` through serve: serve queues the batch and runs it with its workers; this
@@ -129,9 +130,9 @@ fn print_finished(start: &BatchStart, runs: &[Value], started: Instant, json: bo
 /// `--all --dry-run`: the single-person preview for every person the rules accept. Sends
 /// nothing and writes nothing: no runs, no batch marker, no field index, no workflow source
 /// (the selection reads the store and falls back to a scan where no index exists).
-pub fn dry_run_all(engine: Engine, wf: Workflow, json: bool, cx: &Context) -> anyhow::Result<Outcome> {
+pub async fn dry_run_all(engine: Engine, wf: Workflow, json: bool, cx: &Context) -> anyhow::Result<Outcome> {
     let service = Service::new(Arc::new(engine), Catalog::default(), cx.presets()?);
-    print_dry_run_all(&roster_engine::answers::dry_run_all(&service, &wf)?, json)
+    print_dry_run_all(&roster_engine::answers::dry_run_all(&service, &wf).await?, json)
 }
 
 /// A batch dry run's answer (see `answers::dry_run_all`), from the store or from serve.

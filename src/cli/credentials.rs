@@ -115,7 +115,7 @@ pub struct UpdateArgs {
 pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
     // While `roster serve` holds the store, the same commands go through its API (the
     // secrets in the request body, over loopback, behind the token; never echoed back).
-    let store = match cx.home.open_store() {
+    let store = match cx.home.open_store().await {
         Ok(s) => Ok(s),
         Err(e) if remote::is_locked(&e) => Err(Remote::find(cx)?),
         Err(e) => return Err(e.into()),
@@ -133,7 +133,7 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
                 Ok(store) => {
                     let now = roster_engine::clock::rfc3339(cx.clock.now());
                     let stored = credentials::seal(&cx.home.vault()?, new, &now)?;
-                    store.put_credential(&stored)?;
+                    store.credentials.put_credential(&stored).await?;
                     answers::credential(&stored)
                 }
                 Err(remote) => remote.post("/v1/credentials", &serde_json::to_value(&new)?).await?,
@@ -174,13 +174,7 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             let updated = match &store {
                 Ok(store) => {
                     let now = roster_engine::clock::rfc3339(cx.clock.now());
-                    answers::credential(&credentials::update_in(
-                        store.as_ref(),
-                        &cx.home.vault()?,
-                        &a.name,
-                        change,
-                        &now,
-                    )?)
+                    answers::credential(&credentials::update_in(store, &cx.home.vault()?, &a.name, change, &now).await?)
                 }
                 Err(remote) => {
                     remote.patch(&format!("/v1/credentials/{}", a.name), &serde_json::to_value(&change)?).await?
@@ -191,7 +185,7 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
         }
         Command::List { json } => {
             let list = match &store {
-                Ok(store) => store.credentials()?.iter().map(answers::credential).collect(),
+                Ok(store) => store.credentials.credentials().await?.iter().map(answers::credential).collect(),
                 Err(remote) => remote.get("/v1/credentials", &[]).await?.as_array().cloned().unwrap_or_default(),
             };
             print_list(&list, json)?;
@@ -200,7 +194,7 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
         Command::Remove { name } => {
             match &store {
                 Ok(store) => {
-                    if !store.delete_credential(&name)? {
+                    if !store.credentials.delete_credential(&name).await? {
                         anyhow::bail!("no credential named `{name}`")
                     }
                 }

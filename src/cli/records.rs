@@ -46,7 +46,7 @@ pub enum Command {
 }
 
 pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
-    let store = match cx.home.open_store() {
+    let store = match cx.home.open_store().await {
         Ok(s) => s,
         Err(e) if remote::is_locked(&e) => return run_remote(command, cx).await,
         Err(e) => return Err(e.into()),
@@ -55,20 +55,23 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
         Command::Import { file, key, json } => {
             let rows = records::read_rows(&file)?;
             let now = roster_engine::clock::rfc3339(cx.clock.now());
-            let report = records::import(store.as_ref(), rows, &key, "import", &now)?;
+            let report = records::import(&store, rows, &key, "import", &now).await?;
             print_import(&file, &report, json)
         }
         Command::List { fields, json } => {
             let mut all = Vec::new();
-            store.scan_records(&mut |r| {
-                all.push(serde_json::json!({"id": r.id, "fields": r.fields, "version": r.version}));
-                true
-            })?;
+            store
+                .records
+                .scan_records(&mut |r| {
+                    all.push(serde_json::json!({"id": r.id, "fields": r.fields, "version": r.version}));
+                    true
+                })
+                .await?;
             print_list(&all, &fields, json)?;
             Ok(Outcome::Ok)
         }
         Command::Show { value, key, json } => {
-            let record = records::find(store.as_ref(), &key, &value)?;
+            let record = records::find(&store, &key, &value).await?;
             print_record(&record, json)
         }
     }

@@ -156,36 +156,36 @@ fn step_line(e: &JournalEntry) -> String {
     line
 }
 
-pub fn engine(cx: &Context) -> anyhow::Result<Engine> {
-    let store = cx.home.open_store()?;
+pub async fn engine(cx: &Context) -> anyhow::Result<Engine> {
+    let store = cx.home.open_store().await?;
     let vault = cx.home.vault().ok();
     Ok(Engine::new(store, vault, cx.clock))
 }
 
 pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
     args.refuse_ignored_flags()?;
-    let engine = match engine(cx) {
+    let engine = match engine(cx).await {
         Ok(e) => e,
         Err(e) if e.downcast_ref::<roster_engine::Error>().is_some_and(remote::is_locked) => {
             return run_remote(args, cx).await;
         }
         Err(e) => return Err(e),
     };
-    let wf = workflows::load(cx, &args.workflow, Some(engine.store.as_ref()))?;
+    let wf = workflows::load(cx, &args.workflow, Some(&engine.store)).await?;
     if args.all && args.dry_run {
-        return super::batch::dry_run_all(engine, wf, args.json, cx);
+        return super::batch::dry_run_all(engine, wf, args.json, cx).await;
     }
     if args.all {
         let concurrency = args.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
         return super::batch::run_all(engine, wf, concurrency, args.json, cx).await;
     }
     let user = args.user.clone().unwrap_or_default();
-    let record = records::find(engine.store.as_ref(), args.key(), &user)?;
+    let record = records::find(&engine.store, args.key(), &user).await?;
     if args.dry_run {
         return print_dry_run(&answers::dry_run(&engine, &wf, &record)?, args.json);
     }
     let started = Instant::now();
-    if let Some(leftover) = leftovers(engine.store.as_ref(), &wf, &record)? {
+    if let Some(leftover) = leftovers(&engine.store, &wf, &record).await? {
         if !args.json {
             println!(
                 "resuming run {} of {} for {}, which an earlier process left {} (instead of starting a second)",
@@ -195,13 +195,13 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
                 leftover.state.as_str()
             );
         }
-        let version = workflow_of(cx, engine.store.as_ref(), &leftover)?;
+        let version = workflow_of(cx, &engine.store, &leftover).await?;
         return follow_run(&engine, &version, leftover, args.json, started).await;
     }
     if let Some(why) = engine.rules_refuse(&wf, &record)? {
         return print_refused(&answers::refused(&wf, &record, &why), args.json);
     }
-    let run = engine.create_run(&wf, &record, "manual")?;
+    let run = engine.create_run(&wf, &record, "manual").await?;
     if !args.json {
         println!("run {} of {} for {}", run.id, wf.name, record.label());
     }
@@ -213,7 +213,7 @@ async fn follow_run(engine: &Engine, wf: &Workflow, run: Run, json: bool, starte
     let mut printer = Printer { enabled: !json };
     let run = engine.drive(wf, run, &mut printer).await?;
     if json {
-        output::json(&run_json(engine.store.as_ref(), &run)?)?;
+        output::json(&run_json(&engine.store, &run).await?)?;
     } else {
         print_finished(run.state.as_str(), run.error.as_deref(), started);
     }
@@ -299,9 +299,9 @@ pub(super) fn print_dry_steps(steps: &[DryStep]) -> anyhow::Result<()> {
 /// one, whatever vendor they wait on: each is named on stderr with how to settle it. The
 /// one of this workflow for this person, if any, is the run asked for: it is returned, to
 /// be resumed instead of starting a second that would repeat what the first already did.
-fn leftovers(store: &dyn Store, wf: &Workflow, record: &roster_engine::model::Record) -> anyhow::Result<Option<Run>> {
+async fn leftovers(store: &Store, wf: &Workflow, record: &roster_engine::model::Record) -> anyhow::Result<Option<Run>> {
     let mut same = None;
-    for run in store.unfinished_runs()? {
+    for run in store.runs.unfinished_runs().await? {
         if same.is_none() && run.workflow == wf.name && run.record_id == record.id {
             same = Some(run);
             continue;
@@ -323,8 +323,8 @@ pub(super) fn name_leftover(run: &Run) {
     );
 }
 
-fn run_json(store: &dyn Store, run: &Run) -> anyhow::Result<serde_json::Value> {
-    Ok(roster_engine::api::run_detail(store, run)?)
+async fn run_json(store: &Store, run: &Run) -> anyhow::Result<serde_json::Value> {
+    Ok(roster_engine::api::run_detail(store, run).await?)
 }
 
 /// `roster run` while `roster serve` holds the store: start the run there and follow it.
@@ -440,8 +440,8 @@ fn print_detail_steps(detail: &serde_json::Value) {
     }
 }
 
-fn find_run(store: &dyn Store, id: &str) -> anyhow::Result<Run> {
-    store.run(parse_run_id(id)?)?.ok_or_else(|| anyhow::anyhow!("no run {id}"))
+async fn find_run(store: &Store, id: &str) -> anyhow::Result<Run> {
+    store.runs.run(parse_run_id(id)?).await?.ok_or_else(|| anyhow::anyhow!("no run {id}"))
 }
 
 /// A run id as typed, checked before the store or serve is asked.
@@ -450,9 +450,11 @@ fn parse_run_id(id: &str) -> anyhow::Result<uuid::Uuid> {
 }
 
 /// The workflow version a run started with, from the store.
-fn workflow_of(cx: &Context, store: &dyn Store, run: &Run) -> anyhow::Result<Workflow> {
+async fn workflow_of(cx: &Context, store: &Store, run: &Run) -> anyhow::Result<Workflow> {
     let source = store
-        .workflow_source(&run.workflow_hash)?
+        .workflows
+        .source(&run.workflow_hash)
+        .await?
         .ok_or_else(|| anyhow::anyhow!("the workflow version of run {} is missing from the store", run.id))?;
     let presets = cx.presets()?;
     let compile_cx = roster_blocks::kinds::CompileContext { presets: &presets, credentials: None };
@@ -484,7 +486,7 @@ fn print_run_list(list: &[serde_json::Value], json: bool) -> anyhow::Result<()> 
 pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
     match command {
         Command::List { workflow, user, key, limit, json } => {
-            let store = match cx.home.open_store() {
+            let store = match cx.home.open_store().await {
                 Ok(s) => s,
                 Err(e) if remote::is_locked(&e) => {
                     let remote = Remote::find(cx)?;
@@ -498,17 +500,19 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
                 Err(e) => return Err(e.into()),
             };
             let record_id = match user {
-                Some(u) => Some(records::find(store.as_ref(), &key, &u)?.id),
+                Some(u) => Some(records::find(&store, &key, &u).await?.id),
                 None => None,
             };
-            let runs =
-                store.runs(&RunFilter { workflow, record_id, state: None, trigger: None, limit: Some(limit) })?;
+            let runs = store
+                .runs
+                .runs(&RunFilter { workflow, record_id, state: None, trigger: None, limit: Some(limit) })
+                .await?;
             let list: Vec<_> = runs.iter().map(roster_engine::api::run_summary).collect();
             print_run_list(&list, json)?;
             Ok(Outcome::Ok)
         }
         Command::Show { run_id, json } => {
-            let store = match cx.home.open_store() {
+            let store = match cx.home.open_store().await {
                 Ok(s) => s,
                 Err(e) if remote::is_locked(&e) => {
                     parse_run_id(&run_id)?;
@@ -517,19 +521,19 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let run = find_run(store.as_ref(), &run_id)?;
-            print_run_detail(&run_json(store.as_ref(), &run)?, json)
+            let run = find_run(&store, &run_id).await?;
+            print_run_detail(&run_json(&store, &run).await?, json)
         }
         Command::Resume { run_id } => {
-            let engine = match engine(cx) {
+            let engine = match engine(cx).await {
                 Ok(e) => e,
                 Err(e) if e.downcast_ref::<roster_engine::Error>().is_some_and(remote::is_locked) => {
                     return settle_remote(cx, &run_id, "resume").await;
                 }
                 Err(e) => return Err(e),
             };
-            let run = find_run(engine.store.as_ref(), &run_id)?;
-            let wf = workflow_of(cx, engine.store.as_ref(), &run)?;
+            let run = find_run(&engine.store, &run_id).await?;
+            let wf = workflow_of(cx, &engine.store, &run).await?;
             let mut printer = Printer { enabled: true };
             let run = if run.state == RunState::NeedsAttention {
                 engine.resume_attention(&wf, run, &mut printer).await?
@@ -539,21 +543,21 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             print_settled(run.state.as_str(), run.error.as_deref())
         }
         Command::Retry { run_id } => {
-            let engine = match engine(cx) {
+            let engine = match engine(cx).await {
                 Ok(e) => e,
                 Err(e) if e.downcast_ref::<roster_engine::Error>().is_some_and(remote::is_locked) => {
                     return settle_remote(cx, &run_id, "retry").await;
                 }
                 Err(e) => return Err(e),
             };
-            let run = find_run(engine.store.as_ref(), &run_id)?;
-            let wf = workflow_of(cx, engine.store.as_ref(), &run)?;
+            let run = find_run(&engine.store, &run_id).await?;
+            let wf = workflow_of(cx, &engine.store, &run).await?;
             let mut printer = Printer { enabled: true };
             let run = engine.retry(&wf, run, &mut printer).await?;
             print_settled(run.state.as_str(), run.error.as_deref())
         }
         Command::Cancel { run_id } => {
-            let engine = match engine(cx) {
+            let engine = match engine(cx).await {
                 Ok(e) => e,
                 Err(e) if e.downcast_ref::<roster_engine::Error>().is_some_and(remote::is_locked) => {
                     parse_run_id(&run_id)?;
@@ -574,8 +578,8 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
                 }
                 Err(e) => return Err(e),
             };
-            let run = find_run(engine.store.as_ref(), &run_id)?;
-            let run = engine.cancel(run)?;
+            let run = find_run(&engine.store, &run_id).await?;
+            let run = engine.cancel(run).await?;
             print_cancelled(&roster_engine::api::run_summary(&run))
         }
     }

@@ -79,7 +79,7 @@ fn resolve(cx: &Context, arg: &str) -> anyhow::Result<PathBuf> {
 
 pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
     // While `roster serve` holds the store, the same commands go through its API.
-    let store = match cx.home.open_store() {
+    let store = match cx.home.open_store().await {
         Ok(store) => Ok(store),
         Err(e) if remote::is_locked(&e) => Err(Remote::find(cx)?),
         Err(e) => return Err(e.into()),
@@ -87,7 +87,7 @@ pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
     match (args.command, args.file) {
         (Some(Command::Sessions { integration, limit, json }), _) => {
             let sessions: Vec<SyncSession> = match &store {
-                Ok(store) => store.sync_sessions(integration.as_deref(), limit)?,
+                Ok(store) => store.syncs.sessions(integration.as_deref(), limit).await?,
                 Err(remote) => {
                     let mut q = vec![("limit", limit.to_string())];
                     q.extend(integration.map(|i| ("integration", i)));
@@ -116,7 +116,9 @@ pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
             let id = uuid::Uuid::parse_str(&session_id)
                 .map_err(|_| anyhow::anyhow!("`{session_id}` is not a session id"))?;
             let session: SyncSession = match &store {
-                Ok(store) => store.sync_session(id)?.ok_or_else(|| anyhow::anyhow!("no sync session {session_id}"))?,
+                Ok(store) => {
+                    store.syncs.session(id).await?.ok_or_else(|| anyhow::anyhow!("no sync session {session_id}"))?
+                }
                 Err(remote) => serde_json::from_value(remote.get(&format!("/v1/sync/sessions/{id}"), &[]).await?)?,
             };
             if json {
@@ -132,13 +134,12 @@ pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
             };
             let engine = roster_engine::run::Engine::new(store, cx.home.vault().ok(), cx.clock);
             let path = resolve(cx, &file)?;
-            let creds = workflows::known_credentials(Some(engine.store.as_ref()));
+            let creds = workflows::known_credentials(Some(&engine.store)).await;
             let integration = Integration::load(&path, creds.as_ref())?;
-            let credential = engine.credential(&integration.credential)?;
+            let credential = engine.credential(&integration.credential).await?;
             let mut progress = Progress { terminal: !args.json && std::io::stderr().is_terminal() };
             let session =
-                sync::run(engine.store.as_ref(), &integration, &credential, &engine.clock, args.test, &mut progress)
-                    .await?;
+                sync::run(&engine.store, &integration, &credential, &engine.clock, args.test, &mut progress).await?;
             if progress.terminal {
                 eprintln!();
             }

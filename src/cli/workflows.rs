@@ -33,10 +33,10 @@ pub enum Command {
 
 pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
     let Command::List { json } = command;
-    let list = match cx.home.open_store() {
+    let list = match cx.home.open_store().await {
         Ok(store) => {
             let presets = cx.presets()?;
-            let creds = known_credentials(Some(store.as_ref()));
+            let creds = known_credentials(Some(&store)).await;
             let compile_cx = CompileContext { presets: &presets, credentials: creds.as_ref() };
             let now = cx.clock.now();
             let mut list = Vec::new();
@@ -115,23 +115,23 @@ async fn remote_credentials(cx: &Context) -> anyhow::Result<BTreeSet<String>> {
 }
 
 /// Credential names from the store, when a home is there to ask.
-pub fn known_credentials(store: Option<&dyn Store>) -> Option<BTreeSet<String>> {
+pub async fn known_credentials(store: Option<&Store>) -> Option<BTreeSet<String>> {
     let store = store?;
-    store.credentials().ok().map(|list| list.into_iter().map(|c| c.name).collect())
+    store.credentials.credentials().await.ok().map(|list| list.into_iter().map(|c| c.name).collect())
 }
 
 /// Loads one workflow file against the presets and (when known) the credentials.
-pub fn load(cx: &Context, arg: &str, store: Option<&dyn Store>) -> anyhow::Result<Workflow> {
+pub async fn load(cx: &Context, arg: &str, store: Option<&Store>) -> anyhow::Result<Workflow> {
     let path = resolve(cx, arg)?;
     let presets = cx.presets()?;
-    let creds = known_credentials(store);
+    let creds = known_credentials(store).await;
     let compile_cx = CompileContext { presets: &presets, credentials: creds.as_ref() };
     Ok(Workflow::load(&path, &compile_cx)?)
 }
 
 pub async fn validate(args: ValidateArgs, cx: &Context) -> anyhow::Result<Outcome> {
-    let creds = match cx.home.open_store() {
-        Ok(s) => known_credentials(Some(s.as_ref())),
+    let creds = match cx.home.open_store().await {
+        Ok(s) => known_credentials(Some(&s)).await,
         Err(Error::NoHome { dir }) => {
             eprintln!("note: credentials not checked: no Roster home at {}", dir.display());
             None
@@ -188,7 +188,7 @@ fn is_integration(path: &std::path::Path) -> bool {
 }
 
 pub async fn graph(args: GraphArgs, cx: &Context) -> anyhow::Result<Outcome> {
-    let wf = load(cx, &args.workflow, None)?;
+    let wf = load(cx, &args.workflow, None).await?;
     match args.format {
         GraphFormat::Dot => print!("{}", wf.to_dot()),
         GraphFormat::Mermaid => print!("{}", wf.to_mermaid()),
