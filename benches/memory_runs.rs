@@ -134,7 +134,9 @@ async fn child_memory(opts: &Opts) {
                 let (engine, wf, people) = (&engine, &wf, &people);
                 s.spawn(move || {
                     for i in (done + k..target).step_by(threads) {
-                        engine.create_run(wf, &people[i % PEOPLE], "bench").expect("queue a run");
+                        engine
+                            .create_run(wf, &people[i % PEOPLE], roster_engine::model::RunTrigger::Manual)
+                            .expect("queue a run");
                     }
                 });
             }

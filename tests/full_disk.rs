@@ -73,7 +73,7 @@ async fn a_run_pauses_while_the_disk_is_full_and_resumes_when_space_returns() {
             "b": {"type": "update", "set": {"b": 2}}}}"#,
     );
     let full = disk.observer.full.clone();
-    let run = engine.create_run(&wf, &record, "manual").unwrap();
+    let run = engine.create_run(&wf, &record, roster_engine::model::RunTrigger::Manual).unwrap();
 
     // The disk fills as the worker picks the run up: its first step cannot be written.
     let claimed = store.claim_next(&mut |_| true).unwrap().unwrap();
@@ -109,7 +109,7 @@ async fn a_worker_whose_write_fails_pauses_the_run_and_picks_it_up_again() {
             "c": {"type": "update", "set": {"c": 3}}}}"#,
     );
     let full = disk.observer.full.clone();
-    let run = engine.create_run(&wf, &record, "manual").unwrap();
+    let run = engine.create_run(&wf, &record, roster_engine::model::RunTrigger::Manual).unwrap();
     // Claim + step a succeed, then the disk fills at step b; space returns 300 ms later.
     disk.observer.fills_after.store(2, Ordering::SeqCst);
     let freer = tokio::spawn(async move {

@@ -192,7 +192,7 @@ async fn a_run_finishes_on_the_workflow_version_it_started_with() {
     );
     let svc = service(store.clone(), Clock::system(), &[&v1]);
     let record = store.record(id).unwrap().unwrap();
-    let queued = svc.engine.create_run(&v1, &record, "manual").unwrap();
+    let queued = svc.engine.create_run(&v1, &record, roster_engine::model::RunTrigger::Manual).unwrap();
     // The file is edited (and reloaded) while the run waits in the queue.
     let mut catalog = Catalog::default();
     catalog.workflows.insert("w".into(), v2.clone());
@@ -202,7 +202,7 @@ async fn a_run_finishes_on_the_workflow_version_it_started_with() {
     assert_eq!(store.record(id).unwrap().unwrap().fields["version"], "one");
     // A new run takes the new version.
     let record = store.record(id).unwrap().unwrap();
-    let run = svc.engine.create_run(&v2, &record, "manual").unwrap();
+    let run = svc.engine.create_run(&v2, &record, roster_engine::model::RunTrigger::Manual).unwrap();
     svc.work(1, true).await.unwrap();
     assert_eq!(store.run(run.id).unwrap().unwrap().state, RunState::Succeeded);
     assert_eq!(store.record(id).unwrap().unwrap().fields["version"], "two");

@@ -17,10 +17,11 @@ use roster_blocks::preset::PresetCatalog;
 use roster_blocks::rules::{Condition, Op};
 use serde_json::Value;
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
-use crate::model::{ChangeEvent, Record, Run, RunState, SyncSession};
+use crate::model::{ChangeEvent, EventKind, Record, Run, RunState, RunTrigger, SyncSession, SyncState};
 use crate::run::{Engine, Quiet};
 use crate::sync::Integration;
 use crate::workflow::Workflow;
@@ -117,7 +118,7 @@ pub struct Service {
     in_flight: Mutex<HashMap<String, usize>>,
     /// When set, workers take only runs with this trigger (a CLI batch leaves runs that
     /// other processes left unfinished to their own settling).
-    only_trigger: std::sync::OnceLock<String>,
+    only_trigger: std::sync::OnceLock<RunTrigger>,
 }
 
 impl Service {
@@ -144,8 +145,8 @@ impl Service {
     }
 
     /// Makes the workers take only runs with `trigger` (set once, before `work`).
-    pub fn only_runs_of(&self, trigger: &str) {
-        let _ = self.only_trigger.set(trigger.to_string());
+    pub fn only_runs_of(&self, trigger: &RunTrigger) {
+        let _ = self.only_trigger.set(trigger.clone());
     }
 
     /// Whether nothing is left in the queue for these workers.
@@ -184,8 +185,8 @@ impl Service {
         }
         // A sync cut off by a crash is over: say so instead of listing it as running.
         for mut session in self.engine.store.sync_sessions(None, 100)? {
-            if session.state == "running" {
-                session.state = "failed".into();
+            if session.state == SyncState::Running {
+                session.state = SyncState::Failed;
                 session.error = Some("interrupted: the process stopped before the sync finished".into());
                 self.engine.store.put_sync_session(&session)?;
             }
@@ -332,8 +333,8 @@ impl Service {
                 } else {
                     format!("wf:{}:rec:{}:day:{local_date}", wf.name, record.id)
                 };
-                let trigger = format!("schedule:{stamp}");
-                if self.engine.create_run_once(wf, record, &trigger, &dedupe, local_date)?.is_some() {
+                let trigger = RunTrigger::Schedule(stamp.clone());
+                if self.engine.create_run_once(wf, record, trigger, &dedupe, local_date)?.is_some() {
                     queued += 1;
                 }
             }
@@ -393,7 +394,7 @@ impl Service {
                 self.engine.store.put_meta(&key, &rfc3339(at))?;
             }
             let failure = match &outcome {
-                Ok(session) if session.state == "succeeded" => None,
+                Ok(session) if session.state == SyncState::Succeeded => None,
                 Ok(session) => Some(session.error.clone().unwrap_or_else(|| format!("the sync {}", session.state))),
                 Err(e) => Some(e.to_string()),
             };
@@ -550,9 +551,9 @@ impl Service {
                         }
                     }
                     let dedupe = format!("wf:{}:rec:{}:event:{}", wf.name, record.id, event.id);
-                    let trigger = format!("event:{}:{}", event.kind, event.id);
+                    let trigger = RunTrigger::Event { kind: event.kind, id: event.id };
                     let today = self.engine.clock.today();
-                    if self.engine.create_run_once(wf, &record, &trigger, &dedupe, today)?.is_some() {
+                    if self.engine.create_run_once(wf, &record, trigger, &dedupe, today)?.is_some() {
                         started += 1;
                     }
                 }
@@ -694,10 +695,10 @@ impl Service {
 /// A batch (`roster run WORKFLOW --all`) as queued: one run per person the rules accept.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BatchStart {
-    pub batch: String,
+    pub batch: Uuid,
     pub workflow: String,
     /// The trigger its runs carry (`batch:<id>`), to follow them by.
-    pub trigger: String,
+    pub trigger: RunTrigger,
     /// An unfinished batch of this workflow was resumed rather than a new one started.
     pub resumed: bool,
     /// Runs queued now (a resumed batch queues only people it did not have yet).
@@ -713,27 +714,28 @@ impl Service {
     pub fn queue_batch(&self, wf: &Workflow) -> Result<BatchStart> {
         let store = &self.engine.store;
         let key = format!("batch:{}", wf.name);
-        let earlier = store.get_meta(&key)?.filter(|id| !id.is_empty());
-        let unfinished = |id: &str| -> Result<bool> {
-            let filter = crate::store::RunFilter { trigger: Some(format!("batch:{id}")), ..Default::default() };
+        // A mark that is not a batch id (none was ever written so) starts a new batch.
+        let earlier = store.get_meta(&key)?.and_then(|id| id.parse::<Uuid>().ok());
+        let unfinished = |id: Uuid| -> Result<bool> {
+            let filter = crate::store::RunFilter { trigger: Some(RunTrigger::Batch(id)), ..Default::default() };
             Ok(store.runs(&filter)?.iter().any(|r| !r.state.is_finished() && r.state != RunState::NeedsAttention))
         };
         let (batch, resumed) = match earlier {
-            Some(id) if unfinished(&id)? => (id, true),
+            Some(id) if unfinished(id)? => (id, true),
             _ => {
-                let id = uuid::Uuid::now_v7().to_string();
-                store.put_meta(&key, &id)?;
+                let id = Uuid::now_v7();
+                store.put_meta(&key, &id.to_string())?;
                 (id, false)
             }
         };
-        let trigger = format!("batch:{batch}");
+        let trigger = RunTrigger::Batch(batch);
         let total_records = store.count_records()?;
         let today = self.engine.clock.today();
         let selected = self.select_on(wf, today)?;
         let mut queued = 0;
         for record in &selected {
             let dedupe = format!("wf:{}:rec:{}:batch:{batch}", wf.name, record.id);
-            if self.engine.create_run_once(wf, record, &trigger, &dedupe, today)?.is_some() {
+            if self.engine.create_run_once(wf, record, trigger.clone(), &dedupe, today)?.is_some() {
                 queued += 1;
             }
         }
@@ -821,9 +823,10 @@ fn listens(wf: &Workflow, event: &ChangeEvent) -> bool {
         return false;
     }
     match &wf.begin.trigger {
-        Trigger::Created => event.kind == "created",
+        Trigger::Created => event.kind == EventKind::Created,
         Trigger::Updated { fields } => {
-            event.kind == "updated" && (fields.is_empty() || fields.iter().any(|f| event.changes.contains_key(f)))
+            event.kind == EventKind::Updated
+                && (fields.is_empty() || fields.iter().any(|f| event.changes.contains_key(f)))
         }
         _ => false,
     }

@@ -45,7 +45,7 @@ pub struct RunFilter {
     pub record_id: Option<Uuid>,
     pub state: Option<RunState>,
     /// Only runs started by this trigger (e.g. `batch:<id>`).
-    pub trigger: Option<String>,
+    pub trigger: Option<crate::model::RunTrigger>,
     /// Newest first, at most this many.
     pub limit: Option<usize>,
 }
