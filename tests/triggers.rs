@@ -254,6 +254,15 @@ fn serve_runs_the_api_behind_its_token_and_the_cli_goes_through_it() {
     assert!(refused.stderr.contains("refused: ") && refused.stderr.contains("ends_with"), "{}", refused.stderr);
     let runs = home.roster(&["runs", "list", "--json"]).ok().json();
     assert_eq!(runs.as_array().unwrap().len(), 1);
+    // Runs are listed by their trigger as stored; a trigger of no known kind is a 400.
+    let by_trigger = |t: &str| http("GET", &format!("{}/v1/runs?trigger={t}", serving.url), Some(&serving.token), None);
+    let (status, started_here) = by_trigger("manual:api");
+    assert_eq!(status, 200);
+    assert_eq!(started_here, runs, "the run the CLI started through serve");
+    assert_eq!(by_trigger("manual").1, json!([]));
+    let (status, unknown) = by_trigger("sometimes");
+    assert_eq!(status, 400);
+    assert!(unknown["error"].as_str().unwrap().contains("unknown run trigger `sometimes`"), "{unknown}");
     let ann = home.roster(&["records", "show", "ann@acme.test", "--json"]).ok().json();
     assert_eq!(ann["fields"]["stamped"], runs[0]["run_id"]);
     let imported = home.file("more.json", r#"[{"email": "cid@acme.test"}]"#);
