@@ -263,6 +263,18 @@ fn serve_runs_the_api_behind_its_token_and_the_cli_goes_through_it() {
     let (status, unknown) = by_trigger("sometimes");
     assert_eq!(status, 400);
     assert!(unknown["error"].as_str().unwrap().contains("unknown run trigger `sometimes`"), "{unknown}");
+    // A credential of no known kind is refused with the kinds there are, and nothing is stored.
+    let credential = json!({"name": "odd", "kind": "token", "secrets": {"secret": "s3cret-value"}});
+    let (status, refused) =
+        http("POST", &format!("{}/v1/credentials", serving.url), Some(&serving.token), Some(credential));
+    assert_eq!(status, 422);
+    let error = refused["error"].as_str().unwrap();
+    assert!(
+        error.contains("unknown credential kind `token` (known: bearer, api-key, basic, expensify, oauth2)"),
+        "{error}"
+    );
+    let (_, stored) = http("GET", &format!("{}/v1/credentials", serving.url), Some(&serving.token), None);
+    assert_eq!(stored, json!([]));
     let ann = home.roster(&["records", "show", "ann@acme.test", "--json"]).ok().json();
     assert_eq!(ann["fields"]["stamped"], runs[0]["run_id"]);
     let imported = home.file("more.json", r#"[{"email": "cid@acme.test"}]"#);

@@ -6,6 +6,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::diag::UnknownName;
+
 /// A secret string. Its `Debug` and `Display` print `[redacted]`; read it with [`Secret::expose`].
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -136,16 +138,15 @@ impl fmt::Display for CredentialKind {
     }
 }
 
-/// A kind name that is none of [`CredentialKind::ALL`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown credential kind `{0}` (known: {known})", known = CredentialKind::names())]
-pub struct UnknownCredentialKind(pub String);
-
 impl FromStr for CredentialKind {
-    type Err = UnknownCredentialKind;
+    type Err = UnknownName;
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        CredentialKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| UnknownCredentialKind(s.to_string()))
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        CredentialKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| UnknownName {
+            what: "credential kind",
+            given: s.to_string(),
+            known: CredentialKind::names(),
+        })
     }
 }
 

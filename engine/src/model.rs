@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 pub use roster_blocks::credential::CredentialKind;
+pub use roster_blocks::diag::UnknownName;
 
 /// A person.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -310,7 +311,8 @@ impl FromStr for RunTrigger {
         let unknown = || UnknownName {
             what: "run trigger",
             given: s.to_string(),
-            known: "manual, manual:api, event:<created|updated>:<id>, schedule:<time>, batch:<id>, dry-run, check",
+            known: "manual, manual:api, event:<created|updated>:<id>, schedule:<time>, batch:<id>, dry-run, check"
+                .into(),
         };
         let trigger = match s {
             "manual" => RunTrigger::Manual,
@@ -364,7 +366,7 @@ impl FromStr for EventKind {
         match s {
             "created" => Ok(EventKind::Created),
             "updated" => Ok(EventKind::Updated),
-            _ => Err(UnknownName { what: "event kind", given: s.to_string(), known: "created, updated" }),
+            _ => Err(UnknownName { what: "event kind", given: s.to_string(), known: "created, updated".into() }),
         }
     }
 }
@@ -403,18 +405,13 @@ impl FromStr for SyncState {
             "running" => Ok(SyncState::Running),
             "succeeded" => Ok(SyncState::Succeeded),
             "failed" => Ok(SyncState::Failed),
-            _ => Err(UnknownName { what: "sync state", given: s.to_string(), known: "running, succeeded, failed" }),
+            _ => Err(UnknownName {
+                what: "sync state",
+                given: s.to_string(),
+                known: "running, succeeded, failed".into(),
+            }),
         }
     }
-}
-
-/// A name that is none of the ones a typed field knows.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {what} `{given}` (known: {known})")]
-pub struct UnknownName {
-    pub what: &'static str,
-    pub given: String,
-    pub known: &'static str,
 }
 
 // Stored as its text, so stores written before the type existed read the same.
