@@ -136,7 +136,12 @@ async fn child_memory(opts: &Opts) {
                 s.spawn(move || {
                     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
                     for i in (done + k..target).step_by(threads) {
-                        rt.block_on(engine.create_run(wf, &people[i % PEOPLE], "bench")).expect("queue a run");
+                        rt.block_on(engine.create_run(
+                            wf,
+                            &people[i % PEOPLE],
+                            roster_engine::model::RunTrigger::Manual,
+                        ))
+                        .expect("queue a run");
                     }
                 });
             }

@@ -53,7 +53,7 @@ fn main() {
             1,
         ))
         .remove(0);
-    let run = rt.block_on(engine.create_run(&wf, &record, "bench")).expect("a run");
+    let run = rt.block_on(engine.create_run(&wf, &record, roster_engine::model::RunTrigger::Manual)).expect("a run");
     let scope = engine.scope(&run, &record);
     let key = format!("roster-{}-card-0", run.id);
     let expected = card.render(&scope, &key).expect("render").body.expect("a body");

@@ -32,7 +32,7 @@ fn crash_mid_request(home: &TestHome, workflow: &str) -> String {
     let wf = roster_engine::workflow::Workflow::compile(workflow, "single.json", &cx).unwrap();
     let engine = roster_engine::run::Engine::new(store.clone(), None, roster_engine::clock::Clock::system());
     let record = block(roster_engine::records::find(&store, "email", "ann@acme.test")).unwrap();
-    let mut run = block(engine.create_run(&wf, &record, "manual")).unwrap();
+    let mut run = block(engine.create_run(&wf, &record, roster_engine::model::RunTrigger::Manual)).unwrap();
     run.state = RunState::Running;
     run.next_seq = 1;
     run.pending = Some(roster_engine::model::Pending {
@@ -290,7 +290,7 @@ fn a_call_whose_answer_was_saved_is_not_sent_again_after_a_crash() {
         let compiled = roster_engine::workflow::Workflow::compile(&wf, "single.json", &cx).unwrap();
         let engine = roster_engine::run::Engine::new(store.clone(), None, roster_engine::clock::Clock::system());
         let record = block(roster_engine::records::find(&store, "email", "ann@acme.test")).unwrap();
-        let mut run = block(engine.create_run(&compiled, &record, "manual")).unwrap();
+        let mut run = block(engine.create_run(&compiled, &record, roster_engine::model::RunTrigger::Manual)).unwrap();
         run.state = RunState::Running;
         run.next_seq = 1;
         run.steps.insert("call".into(), json!({"index": null, "status": 200, "response": {"ok": true}}));

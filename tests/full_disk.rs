@@ -77,7 +77,7 @@ async fn a_run_pauses_while_the_disk_is_full_and_resumes_when_space_returns() {
     )
     .await;
     let full = disk.full.clone();
-    let run = engine.create_run(&wf, &record, "manual").await.unwrap();
+    let run = engine.create_run(&wf, &record, roster_engine::model::RunTrigger::Manual).await.unwrap();
 
     // The disk fills as a worker picks the run up: its first step cannot be written. (The
     // claim's lease is over at once, as if that worker had died with the disk full.)
@@ -119,7 +119,7 @@ async fn a_worker_whose_write_fails_pauses_the_run_and_picks_it_up_again() {
     )
     .await;
     let full = disk.full.clone();
-    let run = engine.create_run(&wf, &record, "manual").await.unwrap();
+    let run = engine.create_run(&wf, &record, roster_engine::model::RunTrigger::Manual).await.unwrap();
     // Claim + step a succeed, then the disk fills at step b; space returns 300 ms later.
     disk.fills_after.store(2, Ordering::SeqCst);
     let freer = tokio::spawn(async move {

@@ -487,7 +487,7 @@ fn sage_tokens_that_expire_between_pages_are_refreshed() {
     let clock = roster_engine::clock::Clock::system();
     let session =
         sb.block_on(roster_engine::sync::run(&store, &integration, &credential, &clock, false, &mut observer)).unwrap();
-    assert_eq!(session.state, "succeeded", "{session:#?}");
+    assert_eq!(session.state, roster_engine::model::SyncState::Succeeded, "{session:#?}");
     assert_eq!((session.counts.fetched, session.counts.created), (25, 25));
     assert_eq!(observer.pages, 3);
     let stats = sb.stats();
@@ -516,11 +516,11 @@ fn every_create_and_update_writes_a_change_event_with_before_and_after() {
     let record = block(store.records.records_by_field("email", email)).unwrap().remove(0);
     let mine: Vec<_> = events.iter().filter(|e| e.record_id == record.id).collect();
     assert_eq!(mine.len(), 2);
-    assert_eq!(mine[0].kind, "created");
+    assert_eq!(mine[0].kind, roster_engine::model::EventKind::Created);
     assert_eq!(mine[0].changes["brex_status"].before, Value::Null);
     assert_eq!(mine[0].changes["brex_status"].after, "ACTIVE");
     assert_eq!(mine[0].changes["email"].after, email.as_str());
-    assert_eq!(mine[1].kind, "updated");
+    assert_eq!(mine[1].kind, roster_engine::model::EventKind::Updated);
     let changed: Vec<&String> = mine[1].changes.keys().collect();
     assert_eq!(changed, ["brex_status"], "only what changed");
     assert_eq!(mine[1].changes["brex_status"].before, "ACTIVE");

@@ -204,7 +204,7 @@ async fn a_run_finishes_on_the_workflow_version_it_started_with() {
     );
     let svc = service(store.clone(), Clock::system(), &[&v1]);
     let record = store.records.record(id).await.unwrap().unwrap();
-    let queued = svc.engine.create_run(&v1, &record, "manual").await.unwrap();
+    let queued = svc.engine.create_run(&v1, &record, roster_engine::model::RunTrigger::Manual).await.unwrap();
     // The file is edited (and reloaded) while the run waits in the queue.
     let mut catalog = Catalog::default();
     catalog.workflows.insert("w".into(), v2.clone());
@@ -214,7 +214,7 @@ async fn a_run_finishes_on_the_workflow_version_it_started_with() {
     assert_eq!(store.records.record(id).await.unwrap().unwrap().fields["version"], "one");
     // A new run takes the new version.
     let record = store.records.record(id).await.unwrap().unwrap();
-    let run = svc.engine.create_run(&v2, &record, "manual").await.unwrap();
+    let run = svc.engine.create_run(&v2, &record, roster_engine::model::RunTrigger::Manual).await.unwrap();
     svc.work(1, true).await.unwrap();
     assert_eq!(store.runs.run(run.id).await.unwrap().unwrap().state, RunState::Succeeded);
     assert_eq!(store.records.record(id).await.unwrap().unwrap().fields["version"], "two");
@@ -266,6 +266,27 @@ fn serve_runs_the_api_behind_its_token_and_the_cli_goes_through_it() {
     assert!(refused.stderr.contains("refused: ") && refused.stderr.contains("ends_with"), "{}", refused.stderr);
     let runs = home.roster(&["runs", "list", "--json"]).ok().json();
     assert_eq!(runs.as_array().unwrap().len(), 1);
+    // Runs are listed by their trigger as stored; a trigger of no known kind is a 400.
+    let by_trigger = |t: &str| http("GET", &format!("{}/v1/runs?trigger={t}", serving.url), Some(&serving.token), None);
+    let (status, started_here) = by_trigger("manual:api");
+    assert_eq!(status, 200);
+    assert_eq!(started_here, runs, "the run the CLI started through serve");
+    assert_eq!(by_trigger("manual").1, json!([]));
+    let (status, unknown) = by_trigger("sometimes");
+    assert_eq!(status, 400);
+    assert!(unknown["error"].as_str().unwrap().contains("unknown run trigger `sometimes`"), "{unknown}");
+    // A credential of no known kind is refused with the kinds there are, and nothing is stored.
+    let credential = json!({"name": "odd", "kind": "token", "secrets": {"secret": "s3cret-value"}});
+    let (status, refused) =
+        http("POST", &format!("{}/v1/credentials", serving.url), Some(&serving.token), Some(credential));
+    assert_eq!(status, 422);
+    let error = refused["error"].as_str().unwrap();
+    assert!(
+        error.contains("unknown credential kind `token` (known: bearer, api-key, basic, expensify, oauth2)"),
+        "{error}"
+    );
+    let (_, stored) = http("GET", &format!("{}/v1/credentials", serving.url), Some(&serving.token), None);
+    assert_eq!(stored, json!([]));
     let ann = home.roster(&["records", "show", "ann@acme.test", "--json"]).ok().json();
     assert_eq!(ann["fields"]["stamped"], runs[0]["run_id"]);
     let imported = home.file("more.json", r#"[{"email": "cid@acme.test"}]"#);

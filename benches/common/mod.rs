@@ -476,7 +476,7 @@ pub async fn brex_requests(client: &reqwest::Client, base: &str) -> u64 {
 pub async fn brex_credential(store: &Store, vault: &Vault, base_url: &str, token: &str) -> StoredCredential {
     let new = NewCredential {
         name: "brex".into(),
-        kind: "bearer".into(),
+        kind: roster_engine::model::CredentialKind::Bearer,
         base_url: base_url.to_string(),
         settings: BTreeMap::new(),
         secrets: BTreeMap::from([("secret".to_string(), token.to_string())]),

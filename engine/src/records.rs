@@ -214,7 +214,7 @@ pub async fn import(
     }
     for w in store.records.write_records(writes).await? {
         match &w.event {
-            Some(e) if e.kind == "created" => report.created += 1,
+            Some(e) if e.kind == crate::model::EventKind::Created => report.created += 1,
             Some(_) => report.updated += 1,
             None => report.unchanged += 1,
         }

@@ -24,7 +24,7 @@ use crate::clock::{Clock, rfc3339_millis};
 use crate::credentials;
 use crate::error::{Error, Result};
 use crate::limits::RateLimiter;
-use crate::model::{FieldChange, JournalEntry, Pending, Record, Run, RunState, StepPhase};
+use crate::model::{FieldChange, JournalEntry, Pending, Record, Run, RunState, RunTrigger, StepPhase};
 use crate::store::{RecordWrite, Store};
 use crate::vault::Vault;
 use crate::workflow::Workflow;
@@ -211,7 +211,7 @@ impl Engine {
 
     /// `None` when the begin rules accept the record today; otherwise the rule that failed.
     pub fn rules_refuse(&self, wf: &Workflow, record: &Record) -> Result<Option<String>> {
-        self.rules_refuse_run(wf, &self.blank_run(wf, record, "check", self.clock.today()), record)
+        self.rules_refuse_run(wf, &self.blank_run(wf, record, RunTrigger::Check, self.clock.today()), record)
     }
 
     /// A selection's check (`run --all`, schedule fires): whether the begin rules accept each
@@ -222,7 +222,8 @@ impl Engine {
         let mut context = None;
         move |record| {
             let Some(rules) = &wf.begin.rules else { return Ok(true) };
-            let context = context.get_or_insert_with(|| self.run_context(&self.blank_run(wf, record, "check", today)));
+            let context =
+                context.get_or_insert_with(|| self.run_context(&self.blank_run(wf, record, RunTrigger::Check, today)));
             rules.evaluate(&scope_with(record, context)).map_err(|e| Error::Refused(e.to_string()))
         }
     }
@@ -234,7 +235,7 @@ impl Engine {
     }
 
     /// Creates a queued run (durably) positioned at the begin block's `next`.
-    pub async fn create_run(&self, wf: &Workflow, record: &Record, trigger: &str) -> Result<Run> {
+    pub async fn create_run(&self, wf: &Workflow, record: &Record, trigger: RunTrigger) -> Result<Run> {
         let run = self.new_run(wf, record, trigger, self.clock.today()).await?;
         self.store.runs.save_step(&run, None, None).await?;
         Ok(run)
@@ -246,7 +247,7 @@ impl Engine {
         &self,
         wf: &Workflow,
         record: &Record,
-        trigger: &str,
+        trigger: RunTrigger,
         dedupe: &str,
         today: Date,
     ) -> Result<Option<Run>> {
@@ -254,13 +255,13 @@ impl Engine {
         Ok(self.store.runs.create_once(&run, dedupe).await?.then_some(run))
     }
 
-    async fn new_run(&self, wf: &Workflow, record: &Record, trigger: &str, today: Date) -> Result<Run> {
+    async fn new_run(&self, wf: &Workflow, record: &Record, trigger: RunTrigger, today: Date) -> Result<Run> {
         self.store.workflows.put_source(&wf.hash, &wf.source).await?;
         Ok(self.blank_run(wf, record, trigger, today))
     }
 
     /// A queued run of `wf` for `record`, positioned at the begin block's `next`; not stored.
-    fn blank_run(&self, wf: &Workflow, record: &Record, trigger: &str, today: Date) -> Run {
+    fn blank_run(&self, wf: &Workflow, record: &Record, trigger: RunTrigger, today: Date) -> Run {
         let now = self.now();
         Run {
             id: Uuid::now_v7(),
@@ -268,7 +269,7 @@ impl Engine {
             workflow_hash: wf.hash.clone(),
             record_id: record.id,
             record_label: record.label(),
-            trigger: trigger.to_string(),
+            trigger,
             state: RunState::Queued,
             current: Some(wf.begin.next.clone()),
             steps: Map::new(),
@@ -294,7 +295,7 @@ impl Engine {
             return Ok(run);
         }
         run.state = RunState::Running;
-        if run.next_seq == 0 && run.trigger != "manual" && run.trigger != "manual:api" {
+        if run.next_seq == 0 && !run.trigger.is_manual() {
             // Queued by a trigger: the record may have changed (or an earlier run did the
             // work) while the run waited, so the rules get a second look before step one.
             if let Some(record) = self.store.records.record(run.record_id).await?
@@ -987,7 +988,7 @@ impl Engine {
     /// Renders every request the run would send along the success path, sending nothing
     /// and writing nothing. API answers are unknown, so later steps see them as absent.
     pub fn dry_run(&self, wf: &Workflow, record: &Record) -> Result<Vec<DryStep>> {
-        let mut run = self.blank_run(wf, record, "dry-run", self.clock.today());
+        let mut run = self.blank_run(wf, record, RunTrigger::DryRun, self.clock.today());
         run.state = RunState::Running;
         let mut record = record.clone();
         let mut out = Vec::new();

@@ -17,10 +17,11 @@ use roster_blocks::preset::PresetCatalog;
 use roster_blocks::rules::{Condition, Op};
 use serde_json::Value;
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
-use crate::model::{ChangeEvent, Record, Run, RunState, SyncSession};
+use crate::model::{ChangeEvent, EventKind, Record, Run, RunState, RunTrigger, SyncSession, SyncState};
 use crate::run::{Engine, Quiet};
 use crate::store::{ClaimRequest, ConcurrencyLimits, Mark};
 use crate::sync::Integration;
@@ -120,7 +121,7 @@ pub struct Service {
     lease: Duration,
     /// When set, workers take only runs with this trigger (a CLI batch leaves runs that
     /// other processes left unfinished to their own settling).
-    only_trigger: std::sync::OnceLock<String>,
+    only_trigger: std::sync::OnceLock<RunTrigger>,
 }
 
 impl Service {
@@ -148,8 +149,8 @@ impl Service {
     }
 
     /// Makes the workers take only runs with `trigger` (set once, before `work`).
-    pub fn only_runs_of(&self, trigger: &str) {
-        let _ = self.only_trigger.set(trigger.to_string());
+    pub fn only_runs_of(&self, trigger: &RunTrigger) {
+        let _ = self.only_trigger.set(trigger.clone());
     }
 
     /// Whether nothing is left in the queue for these workers.
@@ -183,8 +184,8 @@ impl Service {
         }
         // A sync cut off by a crash is over: say so instead of listing it as running.
         for mut session in self.engine.store.syncs.sessions(None, 100).await? {
-            if session.state == "running" {
-                session.state = "failed".into();
+            if session.state == SyncState::Running {
+                session.state = SyncState::Failed;
                 session.error = Some("interrupted: the process stopped before the sync finished".into());
                 self.engine.store.syncs.put_session(&session).await?;
             }
@@ -333,8 +334,8 @@ impl Service {
                 } else {
                     format!("wf:{}:rec:{}:day:{local_date}", wf.name, record.id)
                 };
-                let trigger = format!("schedule:{stamp}");
-                if self.engine.create_run_once(wf, record, &trigger, &dedupe, local_date).await?.is_some() {
+                let trigger = RunTrigger::Schedule(stamp.clone());
+                if self.engine.create_run_once(wf, record, trigger, &dedupe, local_date).await?.is_some() {
                     queued += 1;
                 }
             }
@@ -397,7 +398,7 @@ impl Service {
                 self.advance(&mark, due.previous.as_deref(), Some(&rfc3339(due.at))).await?;
             }
             let failure = match &outcome {
-                Ok(session) if session.state == "succeeded" => None,
+                Ok(session) if session.state == SyncState::Succeeded => None,
                 Ok(session) => Some(session.error.clone().unwrap_or_else(|| format!("the sync {}", session.state))),
                 Err(e) => Some(e.to_string()),
             };
@@ -569,9 +570,9 @@ impl Service {
                         }
                     }
                     let dedupe = format!("wf:{}:rec:{}:event:{}", wf.name, record.id, event.id);
-                    let trigger = format!("event:{}:{}", event.kind, event.id);
+                    let trigger = RunTrigger::Event { kind: event.kind, id: event.id };
                     let today = self.engine.clock.today();
-                    if self.engine.create_run_once(wf, &record, &trigger, &dedupe, today).await?.is_some() {
+                    if self.engine.create_run_once(wf, &record, trigger, &dedupe, today).await?.is_some() {
                         started += 1;
                     }
                 }
@@ -734,10 +735,10 @@ impl Service {
 /// A batch (`roster run WORKFLOW --all`) as queued: one run per person the rules accept.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BatchStart {
-    pub batch: String,
+    pub batch: Uuid,
     pub workflow: String,
     /// The trigger its runs carry (`batch:<id>`), to follow them by.
-    pub trigger: String,
+    pub trigger: RunTrigger,
     /// An unfinished batch of this workflow was resumed rather than a new one started.
     pub resumed: bool,
     /// Runs queued now (a resumed batch queues only people it did not have yet).
@@ -754,37 +755,36 @@ impl Service {
         let store = &self.engine.store;
         let mark = Mark::Batch { workflow: wf.name.clone() };
         let earlier = store.scheduler.mark(&mark).await?;
-        let unfinished = match earlier.as_deref().filter(|id| !id.is_empty()) {
+        // A mark that is not a batch id (none was ever written so) starts a new batch.
+        let unfinished = match earlier.as_deref().and_then(|id| id.parse::<Uuid>().ok()) {
             Some(id) => {
-                let filter = crate::store::RunFilter { trigger: Some(format!("batch:{id}")), ..Default::default() };
+                let filter = crate::store::RunFilter { trigger: Some(RunTrigger::Batch(id)), ..Default::default() };
                 let runs = store.runs.runs(&filter).await?;
-                runs.iter()
-                    .any(|r| !r.state.is_finished() && r.state != RunState::NeedsAttention)
-                    .then(|| id.to_string())
+                runs.iter().any(|r| !r.state.is_finished() && r.state != RunState::NeedsAttention).then_some(id)
             }
             None => None,
         };
         let (batch, resumed) = match unfinished {
             Some(id) => (id, true),
             None => {
-                let id = uuid::Uuid::now_v7().to_string();
-                if store.scheduler.set_mark(&mark, earlier.as_deref(), Some(&id)).await? {
+                let id = Uuid::now_v7();
+                if store.scheduler.set_mark(&mark, earlier.as_deref(), Some(&id.to_string())).await? {
                     (id, false)
                 } else {
                     // Another `run --all` started a batch this instant: join it.
-                    let theirs = store.scheduler.mark(&mark).await?.unwrap_or(id);
-                    (theirs, true)
+                    let theirs = store.scheduler.mark(&mark).await?.and_then(|t| t.parse().ok());
+                    (theirs.unwrap_or(id), true)
                 }
             }
         };
-        let trigger = format!("batch:{batch}");
+        let trigger = RunTrigger::Batch(batch);
         let total_records = store.records.count_records().await?;
         let today = self.engine.clock.today();
         let selected = self.select_on(wf, today).await?;
         let mut queued = 0;
         for record in &selected {
             let dedupe = format!("wf:{}:rec:{}:batch:{batch}", wf.name, record.id);
-            if self.engine.create_run_once(wf, record, &trigger, &dedupe, today).await?.is_some() {
+            if self.engine.create_run_once(wf, record, trigger.clone(), &dedupe, today).await?.is_some() {
                 queued += 1;
             }
         }
@@ -900,9 +900,10 @@ fn listens(wf: &Workflow, event: &ChangeEvent) -> bool {
         return false;
     }
     match &wf.begin.trigger {
-        Trigger::Created => event.kind == "created",
+        Trigger::Created => event.kind == EventKind::Created,
         Trigger::Updated { fields } => {
-            event.kind == "updated" && (fields.is_empty() || fields.iter().any(|f| event.changes.contains_key(f)))
+            event.kind == EventKind::Updated
+                && (fields.is_empty() || fields.iter().any(|f| event.changes.contains_key(f)))
         }
         _ => false,
     }

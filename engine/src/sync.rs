@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::clock::{Clock, rfc3339_millis};
 use crate::error::{Error, Result};
-use crate::model::{SyncCounts, SyncFailure, SyncSession};
+use crate::model::{CredentialKind, EventKind, SyncCounts, SyncFailure, SyncSession, SyncState};
 use crate::store::{RecordWrite, Store, key_text};
 
 /// How many per-person failures a session keeps, and how many samples and previews.
@@ -141,7 +141,7 @@ fn compile(
     {
         diags.push(ConfigError::new("credential", format!("unknown credential `{credential}`")).with_help(format!(
             "add it with `roster credentials add {credential} --kind {} ...`",
-            info.map_or("bearer", |i| i.credential_kind)
+            info.map_or(CredentialKind::Bearer, |i| i.credential_kind)
         )));
     }
     let preference = match f.opt_string("preference", diags).unwrap_or("create_update") {
@@ -263,7 +263,7 @@ pub async fn run(
         id: Uuid::now_v7(),
         integration: integration.name.clone(),
         connector: integration.connector.clone(),
-        state: "running".into(),
+        state: SyncState::Running,
         test,
         started_at: started.clone(),
         finished_at: None,
@@ -278,7 +278,7 @@ pub async fn run(
     store.syncs.put_session(&session).await?;
     match sync_pages(store, integration, credential, test, observer, &mut session).await {
         Ok(()) => {
-            session.state = if session.error.is_some() { "failed" } else { "succeeded" }.into();
+            session.state = if session.error.is_some() { SyncState::Failed } else { SyncState::Succeeded };
             session.finished_at = Some(rfc3339_millis(clock.now()));
             store.syncs.put_session(&session).await?;
             Ok(session)
@@ -286,7 +286,7 @@ pub async fn run(
         Err(e) => {
             // Never leave a session "running": say why it stopped (if the store lets us).
             // (Connector errors come scrubbed; the store scrubs whatever it keeps.)
-            session.state = "failed".into();
+            session.state = SyncState::Failed;
             session.error = Some(e.to_string());
             session.finished_at = Some(rfc3339_millis(clock.now()));
             let _ = store.syncs.put_session(&session).await;
@@ -466,8 +466,8 @@ async fn sync_pages(
         if !writes.is_empty() {
             for written in store.records.write_records(writes).await? {
                 seen.insert(written.record.id);
-                match written.event.as_ref().map(|e| e.kind.as_str()) {
-                    Some("created") => session.counts.created += 1,
+                match written.event.as_ref().map(|e| e.kind) {
+                    Some(EventKind::Created) => session.counts.created += 1,
                     Some(_) => session.counts.updated += 1,
                     None => session.counts.unchanged += 1,
                 }

@@ -10,7 +10,7 @@ use clap::Args;
 use roster_engine::clock::Clock;
 use roster_engine::credentials::{self, NewCredential};
 use roster_engine::home::Home;
-use roster_engine::model::RunState;
+use roster_engine::model::{CredentialKind, RunState};
 use roster_engine::run::Engine;
 use roster_engine::service::{Catalog, Service};
 use roster_engine::store::RunFilter;
@@ -73,30 +73,30 @@ pub async fn run(args: DemoArgs, cx: &Context) -> anyhow::Result<Outcome> {
     let vault = home.vault()?;
     let now = roster_engine::clock::rfc3339(cx.clock.now());
     let add = |name: &str,
-               kind: &str,
+               kind: CredentialKind,
                base: String,
                settings: &[(&str, String)],
                secrets: &[(&str, &str)]|
      -> NewCredential {
         NewCredential {
             name: name.into(),
-            kind: kind.into(),
+            kind,
             base_url: base,
             settings: settings.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
             secrets: secrets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         }
     };
-    let brex = add("brex", "bearer", sandbox.brex_url(), &[], &[("secret", &c.brex_token)]);
+    let brex = add("brex", CredentialKind::Bearer, sandbox.brex_url(), &[], &[("secret", &c.brex_token)]);
     let expensify = add(
         "expensify",
-        "expensify",
+        CredentialKind::Expensify,
         sandbox.expensify_url(),
         &[("username", c.expensify_partner_user_id.clone())],
         &[("secret", &c.expensify_partner_user_secret)],
     );
     let sage = add(
         "sage",
-        "oauth2",
+        CredentialKind::OAuth2,
         String::new(),
         &[
             ("token_url", sandbox.sage_token_url()),

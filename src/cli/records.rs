@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
+use roster_api::wire::{ImportRequest, RecordQuery, RecordRow};
 use roster_engine::model::Record;
 use roster_engine::records;
 
@@ -63,7 +64,7 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             store
                 .records
                 .scan_records(&mut |r| {
-                    all.push(serde_json::json!({"id": r.id, "fields": r.fields, "version": r.version}));
+                    all.push(RecordRow { id: r.id, fields: r.fields, version: r.version });
                     true
                 })
                 .await?;
@@ -125,23 +126,23 @@ async fn run_remote(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
     match command {
         Command::Import { file, key, json } => {
             let rows = records::read_rows(&file)?;
-            let report = remote.post("/v1/records/import", &serde_json::json!({"rows": rows, "key": key})).await?;
-            print_import(&file, &serde_json::from_value(report)?, json)
+            let report = remote.post("/v1/records/import", &ImportRequest { rows, key }).await?;
+            print_import(&file, &report, json)
         }
         Command::List { fields, json } => {
-            let list = remote.get("/v1/records", &[]).await?;
-            print_list(list.as_array().map(Vec::as_slice).unwrap_or_default(), &fields, json)?;
+            let list: Vec<RecordRow> = remote.get("/v1/records", remote::NO_QUERY).await?;
+            print_list(&list, &fields, json)?;
             Ok(Outcome::Ok)
         }
         Command::Show { value, key, json } => {
-            let record = remote.get(&format!("/v1/records/{value}"), &[("key", key)]).await?;
-            print_record(&serde_json::from_value(record)?, json)
+            let record = remote.get(&format!("/v1/records/{value}"), &RecordQuery { limit: None, key }).await?;
+            print_record(&record, json)
         }
     }
 }
 
-/// Records (as `{id, fields, version}`) as a table of the chosen fields, or as JSON.
-fn print_list(all: &[serde_json::Value], fields: &str, json: bool) -> anyhow::Result<()> {
+/// Records as a table of the chosen fields, or as JSON.
+fn print_list(all: &[RecordRow], fields: &str, json: bool) -> anyhow::Result<()> {
     if json {
         return output::json(&all);
     }
@@ -151,8 +152,8 @@ fn print_list(all: &[serde_json::Value], fields: &str, json: bool) -> anyhow::Re
     let rows: Vec<Vec<String>> = all
         .iter()
         .map(|r| {
-            let mut row = vec![output::cell(Some(&r["id"]), 40)];
-            row.extend(names.iter().map(|n| output::cell(r["fields"].get(*n), 40)));
+            let mut row = vec![output::cell(Some(&serde_json::Value::String(r.id.to_string())), 40)];
+            row.extend(names.iter().map(|n| output::cell(r.fields.get(*n), 40)));
             row
         })
         .collect();

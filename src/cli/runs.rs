@@ -3,12 +3,15 @@
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
-use roster_engine::model::{JournalEntry, Run, RunState};
+use roster_api::answers;
+use roster_api::wire::{
+    CancelAnswer, DryRunAnswer, DryRunRequest, Refused, RunDetail, RunQuery, RunSummary, StartAnswer, StartRun,
+};
+use roster_engine::model::{JournalEntry, Run, RunState, RunTrigger};
+use roster_engine::records;
 use roster_engine::run::{DryStep, Engine, RunObserver};
 use roster_engine::store::{RunFilter, Store};
 use roster_engine::workflow::Workflow;
-use roster_engine::{answers, records};
-use serde_json::json;
 
 use super::remote::{self, Remote};
 use super::{Context, Outcome, output, workflows};
@@ -201,7 +204,7 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
     if let Some(why) = engine.rules_refuse(&wf, &record)? {
         return print_refused(&answers::refused(&wf, &record, &why), args.json);
     }
-    let run = engine.create_run(&wf, &record, "manual").await?;
+    let run = engine.create_run(&wf, &record, RunTrigger::Manual).await?;
     if !args.json {
         println!("run {} of {} for {}", run.id, wf.name, record.label());
     }
@@ -230,37 +233,29 @@ fn print_finished(state: &str, error: Option<&str>, started: Instant) {
 }
 
 /// A refusal by the begin rules (exit 1).
-fn print_refused(answer: &serde_json::Value, json: bool) -> anyhow::Result<Outcome> {
+fn print_refused(answer: &Refused, json: bool) -> anyhow::Result<Outcome> {
     if json {
         output::json(answer)?;
     } else {
-        eprintln!("refused: {}", answer["error"].as_str().unwrap_or("?"));
+        eprintln!("refused: {}", answer.error);
     }
     Ok(Outcome::Failed)
 }
 
 /// A one-person dry run's answer (see `answers::dry_run`), from the store or from serve.
-fn print_dry_run(answer: &serde_json::Value, json: bool) -> anyhow::Result<Outcome> {
-    if answer["state"] == "refused" {
-        return print_refused(answer, json);
-    }
-    let steps = dry_steps(&answer["steps"])?;
+fn print_dry_run(answer: &DryRunAnswer, json: bool) -> anyhow::Result<Outcome> {
+    let preview = match answer {
+        DryRunAnswer::Refused(refused) => return print_refused(refused, json),
+        DryRunAnswer::Preview(preview) => preview,
+    };
     if json {
-        output::json(answer)?;
+        output::json(preview)?;
     } else {
-        println!(
-            "dry run of {} for {} (nothing is sent or written)",
-            answer["workflow"].as_str().unwrap_or("?"),
-            answer["record"].as_str().unwrap_or("?")
-        );
-        print_dry_steps(&steps)?;
+        println!("dry run of {} for {} (nothing is sent or written)", preview.workflow, preview.record);
+        print_dry_steps(&preview.steps)?;
     }
     // A step that would fail makes the preview a failure, as the run would be.
-    Ok(if steps.iter().any(|s| s.would_fail) { Outcome::Failed } else { Outcome::Ok })
-}
-
-pub(super) fn dry_steps(steps: &serde_json::Value) -> anyhow::Result<Vec<DryStep>> {
-    Ok(serde_json::from_value(steps.clone())?)
+    Ok(if preview.steps.iter().any(|s| s.would_fail) { Outcome::Failed } else { Outcome::Ok })
 }
 
 /// The lines of a dry run's preview, one per step that would run.
@@ -323,8 +318,8 @@ pub(super) fn name_leftover(run: &Run) {
     );
 }
 
-async fn run_json(store: &Store, run: &Run) -> anyhow::Result<serde_json::Value> {
-    Ok(roster_engine::api::run_detail(store, run).await?)
+async fn run_json(store: &Store, run: &Run) -> anyhow::Result<RunDetail> {
+    Ok(answers::run_detail(store, run).await?)
 }
 
 /// `roster run` while `roster serve` holds the store: start the run there and follow it.
@@ -335,45 +330,40 @@ async fn run_remote(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
         );
     }
     let remote = Remote::find(cx)?;
-    let (name, mut body) = remote::sent_file(workflows::resolve(cx, &args.workflow).ok(), &args.workflow)?;
+    let (name, sent) = remote::sent_file(workflows::resolve(cx, &args.workflow).ok(), &args.workflow)?;
     if args.all && !args.dry_run {
-        return super::batch::run_all_remote(&remote, &name, body.into(), args.json).await;
+        return super::batch::run_all_remote(&remote, &name, sent, args.json).await;
     }
+    let key = args.key().to_string();
     if args.dry_run {
+        let path = format!("/v1/workflows/{name}/dry-run");
         if args.all {
-            body.insert("all".into(), json!(true));
-            let answer = remote.post(&format!("/v1/workflows/{name}/dry-run"), &body.into()).await?;
-            return super::batch::print_dry_run_all(&answer, args.json);
+            let body = DryRunRequest { user: None, key, all: true, sent };
+            return super::batch::print_dry_run_all(&remote.post(&path, &body).await?, args.json);
         }
-        body.insert("user".into(), json!(args.user));
-        body.insert("key".into(), json!(args.key()));
-        let answer = remote.post(&format!("/v1/workflows/{name}/dry-run"), &body.into()).await?;
-        return print_dry_run(&answer, args.json);
+        let body = DryRunRequest { user: args.user.clone(), key, all: false, sent };
+        return print_dry_run(&remote.post(&path, &body).await?, args.json);
     }
-    body.insert("user".into(), json!(args.user));
-    body.insert("key".into(), json!(args.key()));
+    let body = StartRun { user: args.user.clone().unwrap_or_default(), key, sent };
     let started_at = Instant::now();
-    let started = remote.post(&format!("/v1/workflows/{name}/runs"), &body.into()).await?;
-    if started["state"] == "refused" {
-        return print_refused(&started, args.json);
-    }
-    let id = started["run_id"].as_str().unwrap_or_default().to_string();
+    let started = match remote.post(&format!("/v1/workflows/{name}/runs"), &body).await? {
+        StartAnswer::Refused(refused) => return print_refused(&refused, args.json),
+        StartAnswer::Started(started) => started,
+    };
+    let id = started.run_id.to_string();
     if !args.json {
-        let text = |key: &str| started[key].as_str().unwrap_or("?").to_string();
-        println!("run {id} of {} for {}", text("workflow"), text("record"));
+        println!("run {id} of {} for {}", started.workflow, started.record);
     }
     let detail = remote.follow(&id).await?;
     if args.json {
         output::json(&detail)?;
     } else {
-        for step in detail["steps"].as_array().into_iter().flatten() {
-            if let Ok(entry) = serde_json::from_value::<JournalEntry>(step.clone()) {
-                println!("  {}", step_line(&entry));
-            }
+        for entry in &detail.steps {
+            println!("  {}", step_line(entry));
         }
-        print_finished(detail["state"].as_str().unwrap_or("?"), detail["error"].as_str(), started_at);
+        print_finished(detail.state.as_str(), detail.error.as_deref(), started_at);
     }
-    Ok(if detail["state"] == "succeeded" { Outcome::Ok } else { Outcome::Failed })
+    Ok(if detail.state == RunState::Succeeded { Outcome::Ok } else { Outcome::Failed })
 }
 
 /// `runs resume|retry` through serve: it settles the run, this prints each new step as
@@ -381,16 +371,13 @@ async fn run_remote(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
 async fn settle_remote(cx: &Context, id: &str, action: &str) -> anyhow::Result<Outcome> {
     parse_run_id(id)?;
     let remote = Remote::find(cx)?;
-    let before = remote.get(&format!("/v1/runs/{id}"), &[]).await?;
-    let seen = before["steps"].as_array().map_or(0, Vec::len);
-    remote.post(&format!("/v1/runs/{id}/{action}"), &json!({})).await?;
+    let seen = remote.run_detail(id).await?.steps.len();
+    let _: RunSummary = remote.post(&format!("/v1/runs/{id}/{action}"), &serde_json::json!({})).await?;
     let detail = remote.follow(id).await?;
-    for step in detail["steps"].as_array().into_iter().flatten().skip(seen) {
-        if let Ok(entry) = serde_json::from_value::<JournalEntry>(step.clone()) {
-            println!("  {}", step_line(&entry));
-        }
+    for entry in detail.steps.iter().skip(seen) {
+        println!("  {}", step_line(entry));
     }
-    print_settled(detail["state"].as_str().unwrap_or("?"), detail["error"].as_str())
+    print_settled(detail.state.as_str(), detail.error.as_deref())
 }
 
 /// The last line of `runs resume|retry`: the state the run ended in (exit 0 on success).
@@ -399,45 +386,38 @@ fn print_settled(state: &str, error: Option<&str>) -> anyhow::Result<Outcome> {
     Ok(if state == RunState::Succeeded.as_str() { Outcome::Ok } else { Outcome::Failed })
 }
 
-fn print_cancelled(summary: &serde_json::Value) -> anyhow::Result<Outcome> {
-    println!("run {} cancelled", summary["run_id"].as_str().unwrap_or("?"));
+fn print_cancelled(run_id: uuid::Uuid) -> anyhow::Result<Outcome> {
+    println!("run {run_id} cancelled");
     Ok(Outcome::Ok)
 }
 
-/// `runs show`: a run's detail (see `api::run_detail`), from the store or from serve.
-fn print_run_detail(detail: &serde_json::Value, json: bool) -> anyhow::Result<Outcome> {
+/// `runs show`: a run's detail (see `answers::run_detail`), from the store or from serve.
+fn print_run_detail(detail: &RunDetail, json: bool) -> anyhow::Result<Outcome> {
     if json {
         output::json(detail)?;
         return Ok(Outcome::Ok);
     }
-    let text = |key: &str| detail[key].as_str().unwrap_or_default().to_string();
-    let hash = text("workflow_hash");
-    println!("run {}", text("run_id"));
-    println!("  workflow  {} (version {})", text("workflow"), &hash[..12.min(hash.len())]);
-    println!("  record    {} ({})", text("record"), text("record_id"));
-    println!("  trigger   {}", text("trigger"));
-    if let Some(today) = detail["today"].as_str() {
+    let hash = &detail.workflow_hash;
+    println!("run {}", detail.run_id);
+    println!("  workflow  {} (version {})", detail.workflow, &hash[..12.min(hash.len())]);
+    println!("  record    {} ({})", detail.record, detail.record_id);
+    println!("  trigger   {}", detail.trigger);
+    if let Some(today) = &detail.today {
         println!("  today     {today}");
     }
-    println!("  state     {}", text("state"));
-    println!("  started   {}", text("created_at"));
-    if let Some(f) = detail["finished_at"].as_str() {
+    println!("  state     {}", detail.state.as_str());
+    println!("  started   {}", detail.created_at);
+    if let Some(f) = &detail.finished_at {
         println!("  finished  {f}");
     }
-    if let Some(e) = detail["error"].as_str() {
+    if let Some(e) = &detail.error {
         println!("  error     {e}");
     }
     println!("steps:");
-    print_detail_steps(detail);
-    Ok(Outcome::Ok)
-}
-
-fn print_detail_steps(detail: &serde_json::Value) {
-    for step in detail["steps"].as_array().into_iter().flatten() {
-        if let Ok(entry) = serde_json::from_value::<JournalEntry>(step.clone()) {
-            println!("  {:>3} {}", entry.seq, step_line(&entry));
-        }
+    for entry in &detail.steps {
+        println!("  {:>3} {}", entry.seq, step_line(entry));
     }
+    Ok(Outcome::Ok)
 }
 
 async fn find_run(store: &Store, id: &str) -> anyhow::Result<Run> {
@@ -461,21 +441,21 @@ async fn workflow_of(cx: &Context, store: &Store, run: &Run) -> anyhow::Result<W
     Ok(Workflow::compile(&source, &format!("{} (version {})", run.workflow, &run.workflow_hash[..12]), &compile_cx)?)
 }
 
-fn print_run_list(list: &[serde_json::Value], json: bool) -> anyhow::Result<()> {
+fn print_run_list(list: &[RunSummary], json: bool) -> anyhow::Result<()> {
     if json {
         return output::json(&list);
     }
-    let text = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_default();
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|r| {
+            let error = r.error.clone().map_or(serde_json::Value::Null, serde_json::Value::String);
             vec![
-                text(&r["run_id"]),
-                text(&r["workflow"]),
-                text(&r["record"]),
-                text(&r["state"]),
-                text(&r["created_at"]),
-                output::cell(Some(&r["error"]), 60),
+                r.run_id.to_string(),
+                r.workflow.clone(),
+                r.record.clone(),
+                r.state.as_str().to_string(),
+                r.created_at.clone(),
+                output::cell(Some(&error), 60),
             ]
         })
         .collect();
@@ -490,11 +470,9 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
                 Ok(s) => s,
                 Err(e) if remote::is_locked(&e) => {
                     let remote = Remote::find(cx)?;
-                    let mut q = vec![("limit", limit.to_string()), ("key", key.clone())];
-                    q.extend(workflow.map(|w| ("workflow", w)));
-                    q.extend(user.map(|u| ("user", u)));
-                    let list = remote.get("/v1/runs", &q).await?;
-                    print_run_list(list.as_array().map(Vec::as_slice).unwrap_or_default(), json)?;
+                    let query = RunQuery { workflow, trigger: None, user, key, limit: Some(limit) };
+                    let list: Vec<RunSummary> = remote.get("/v1/runs", &query).await?;
+                    print_run_list(&list, json)?;
                     return Ok(Outcome::Ok);
                 }
                 Err(e) => return Err(e.into()),
@@ -507,7 +485,7 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
                 .runs
                 .runs(&RunFilter { workflow, record_id, state: None, trigger: None, limit: Some(limit) })
                 .await?;
-            let list: Vec<_> = runs.iter().map(roster_engine::api::run_summary).collect();
+            let list: Vec<_> = runs.iter().map(answers::run_summary).collect();
             print_run_list(&list, json)?;
             Ok(Outcome::Ok)
         }
@@ -516,7 +494,7 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
                 Ok(s) => s,
                 Err(e) if remote::is_locked(&e) => {
                     parse_run_id(&run_id)?;
-                    let detail = Remote::find(cx)?.get(&format!("/v1/runs/{run_id}"), &[]).await?;
+                    let detail = Remote::find(cx)?.run_detail(&run_id).await?;
                     return print_run_detail(&detail, json);
                 }
                 Err(e) => return Err(e.into()),
@@ -562,25 +540,23 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
                 Err(e) if e.downcast_ref::<roster_engine::Error>().is_some_and(remote::is_locked) => {
                     parse_run_id(&run_id)?;
                     let remote = Remote::find(cx)?;
-                    let answer = remote.post(&format!("/v1/runs/{run_id}/cancel"), &json!({})).await?;
-                    if answer["cancelling"] == true {
+                    let answer: CancelAnswer =
+                        remote.post(&format!("/v1/runs/{run_id}/cancel"), &serde_json::json!({})).await?;
+                    if answer.cancelling {
                         // Running in serve: it ends, cancelled, before its next step.
                         let settled = remote.follow(&run_id).await?;
-                        if settled["state"] != "cancelled" {
-                            anyhow::bail!(
-                                "run {run_id} ended {} before it could be cancelled",
-                                settled["state"].as_str().unwrap_or("?")
-                            );
+                        if settled.state != RunState::Cancelled {
+                            anyhow::bail!("run {run_id} ended {} before it could be cancelled", settled.state.as_str());
                         }
-                        return print_cancelled(&settled);
+                        return print_cancelled(settled.run_id);
                     }
-                    return print_cancelled(&answer);
+                    return print_cancelled(answer.run.run_id);
                 }
                 Err(e) => return Err(e),
             };
             let run = find_run(&engine.store, &run_id).await?;
             let run = engine.cancel(run).await?;
-            print_cancelled(&roster_engine::api::run_summary(&run))
+            print_cancelled(run.id)
         }
     }
 }

@@ -84,7 +84,7 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
     println!("HTTP API on http://{addr} (bearer token in {}/api.token)", cx.home.dir.display());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let router = roster_engine::api::router(service.clone(), token);
+    let router = roster_api::router(roster_api::ApiState::new(service.clone(), token));
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -149,18 +149,14 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
 /// sync schedule and next sync.
 fn print_plan(catalog: &Catalog, now: jiff::Timestamp) {
     for wf in catalog.workflows.values() {
-        let w = roster_engine::answers::workflow(wf, now);
-        let next = w["next_fire_at"].as_str().map(|t| format!(", next at {t}")).unwrap_or_default();
-        println!("  workflow {}: {}{next}", wf.name, w["trigger"].as_str().unwrap_or("?"));
+        let w = roster_api::answers::workflow(wf, now);
+        let next = w.next_fire_at.map(|t| format!(", next at {t}")).unwrap_or_default();
+        println!("  workflow {}: {}{next}", wf.name, w.trigger);
     }
     for integration in catalog.integrations.values() {
-        let i = roster_engine::answers::integration(integration, now);
-        let next = i["next_sync_at"].as_str().map(|t| format!(", next at {t}")).unwrap_or_default();
-        println!(
-            "  integration {}: syncs on schedule {}{next}",
-            integration.name,
-            i["schedule"].as_str().unwrap_or("?")
-        );
+        let i = roster_api::answers::integration(integration, now);
+        let next = i.next_sync_at.map(|t| format!(", next at {t}")).unwrap_or_default();
+        println!("  integration {}: syncs on schedule {}{next}", integration.name, i.schedule);
     }
 }
 

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use roster_engine::model::{SyncCounts, SyncSession};
+use roster_engine::model::{SyncCounts, SyncSession, SyncState};
 use roster_engine::sync::{self, Integration, SyncObserver};
 
 use super::remote::{self, Remote};
@@ -89,9 +89,8 @@ pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
             let sessions: Vec<SyncSession> = match &store {
                 Ok(store) => store.syncs.sessions(integration.as_deref(), limit).await?,
                 Err(remote) => {
-                    let mut q = vec![("limit", limit.to_string())];
-                    q.extend(integration.map(|i| ("integration", i)));
-                    serde_json::from_value(remote.get("/v1/sync/sessions", &q).await?)?
+                    let query = roster_api::wire::SessionQuery { integration, limit: Some(limit) };
+                    remote.get("/v1/sync/sessions", &query).await?
                 }
             };
             if json {
@@ -119,7 +118,7 @@ pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
                 Ok(store) => {
                     store.syncs.session(id).await?.ok_or_else(|| anyhow::anyhow!("no sync session {session_id}"))?
                 }
-                Err(remote) => serde_json::from_value(remote.get(&format!("/v1/sync/sessions/{id}"), &[]).await?)?,
+                Err(remote) => remote.get(&format!("/v1/sync/sessions/{id}"), remote::NO_QUERY).await?,
             };
             if json {
                 return output::json(&session).map(|_| Outcome::Ok);
@@ -151,10 +150,10 @@ pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
 
 /// `sync FILE` through serve: it syncs (the file sent along, so it need not be loaded).
 async fn sync_remote(remote: &Remote, cx: &Context, file: &str, test: bool, json: bool) -> anyhow::Result<Outcome> {
-    let (name, mut body) = remote::sent_file(resolve(cx, file).ok(), file)?;
-    body.insert("test".into(), serde_json::Value::Bool(test));
-    let answer = remote.post(&format!("/v1/integrations/{name}/sync"), &body.into()).await?;
-    print_synced(&serde_json::from_value(answer)?, test, json)
+    let (name, sent) = remote::sent_file(resolve(cx, file).ok(), file)?;
+    let body = roster_api::wire::SyncRequest { test, sent };
+    let session: SyncSession = remote.post(&format!("/v1/integrations/{name}/sync"), &body).await?;
+    print_synced(&session, test, json)
 }
 
 /// `sync FILE`'s session, from this process or from serve (exit 1 unless it succeeded).
@@ -167,7 +166,7 @@ fn print_synced(session: &SyncSession, test: bool, json: bool) -> anyhow::Result
     } else {
         print_session(session, test);
     }
-    Ok(if session.state == "succeeded" { Outcome::Ok } else { Outcome::Failed })
+    Ok(if session.state == SyncState::Succeeded { Outcome::Ok } else { Outcome::Failed })
 }
 
 fn counts_line(c: &SyncCounts) -> String {

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use clap::Args;
+use roster_api::wire::{CredentialView, WorkflowView};
 use roster_blocks::kinds::CompileContext;
 use roster_engine::Error;
 use roster_engine::store::Store;
@@ -43,7 +44,7 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             let mut failed = false;
             for path in roster_engine::service::json_files(&cx.home.workflows_dir())? {
                 match Workflow::load(&path, &compile_cx) {
-                    Ok(wf) => list.push(roster_engine::answers::workflow(&wf, now)),
+                    Ok(wf) => list.push(roster_api::answers::workflow(&wf, now)),
                     Err(e) => {
                         eprintln!("{e}");
                         failed = true;
@@ -57,8 +58,7 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             list
         }
         Err(e) if super::remote::is_locked(&e) => {
-            let answer = super::remote::Remote::find(cx)?.get("/v1/workflows", &[]).await?;
-            answer.as_array().cloned().unwrap_or_default()
+            super::remote::Remote::find(cx)?.get("/v1/workflows", super::remote::NO_QUERY).await?
         }
         Err(e) => return Err(e.into()),
     };
@@ -66,15 +66,14 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-/// Workflows as [`roster_engine::answers::workflow`] describes them: a table or JSON.
-fn print_list(list: &[serde_json::Value], json: bool) -> anyhow::Result<()> {
+/// Workflows as [`roster_api::answers::workflow`] describes them: a table or JSON.
+fn print_list(list: &[WorkflowView], json: bool) -> anyhow::Result<()> {
     if json {
         return super::output::json(&list);
     }
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
     let rows: Vec<Vec<String>> = list
         .iter()
-        .map(|w| vec![text(&w["name"]), text(&w["trigger"]), text(&w["next_fire_at"]), text(&w["file"])])
+        .map(|w| vec![w.name.clone(), w.trigger.clone(), w.next_fire_at.clone().unwrap_or_default(), w.file.clone()])
         .collect();
     super::output::table(&["NAME", "TRIGGER", "NEXT FIRE", "FILE"], &rows);
     Ok(())
@@ -110,8 +109,9 @@ pub fn resolve(cx: &Context, arg: &str) -> anyhow::Result<PathBuf> {
 
 /// Credential names from a running `roster serve`'s API.
 async fn remote_credentials(cx: &Context) -> anyhow::Result<BTreeSet<String>> {
-    let list = super::remote::Remote::find(cx)?.get("/v1/credentials", &[]).await?;
-    Ok(list.as_array().into_iter().flatten().filter_map(|c| c["name"].as_str().map(str::to_string)).collect())
+    let list: Vec<CredentialView> =
+        super::remote::Remote::find(cx)?.get("/v1/credentials", super::remote::NO_QUERY).await?;
+    Ok(list.into_iter().map(|c| c.name).collect())
 }
 
 /// Credential names from the store, when a home is there to ask.

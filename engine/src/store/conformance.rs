@@ -310,7 +310,7 @@ pub async fn events_come_in_order_after_a_cursor(store: Store) {
     let ids: Vec<Uuid> = all.iter().map(|e| e.record_id).collect();
     assert_eq!(ids, made, "events come in the order the writes happened");
     assert!(all.windows(2).all(|w| w[0].id < w[1].id), "event ids grow");
-    assert!(all.iter().all(|e| e.kind == "created"));
+    assert!(all.iter().all(|e| e.kind == crate::model::EventKind::Created));
     assert!(store.events.events(Some(rest.last().unwrap().id), 10).await.unwrap().is_empty());
 }
 

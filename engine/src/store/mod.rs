@@ -62,7 +62,7 @@ pub struct RunFilter {
     pub record_id: Option<Uuid>,
     pub state: Option<RunState>,
     /// Only runs started by this trigger (e.g. `batch:<id>`).
-    pub trigger: Option<String>,
+    pub trigger: Option<crate::model::RunTrigger>,
     /// Newest first, at most this many.
     pub limit: Option<usize>,
 }
@@ -93,7 +93,7 @@ pub struct ClaimRequest {
     pub lease: Duration,
     pub limits: ConcurrencyLimits,
     /// Only runs started by this trigger (`run --all`'s batch), when set.
-    pub trigger: Option<String>,
+    pub trigger: Option<crate::model::RunTrigger>,
 }
 
 /// A piece of scheduler state, changed only by compare-and-set so two schedulers (or two

@@ -156,7 +156,7 @@ mod tests {
             id: Uuid::now_v7(),
             integration: "i".into(),
             connector: "brex".into(),
-            state: "failed".into(),
+            state: crate::model::SyncState::Failed,
             test: false,
             started_at: "2027-01-01T00:00:00Z".into(),
             finished_at: None,

@@ -538,7 +538,7 @@ fn apply_write(
     let event = ChangeEvent {
         id: event_id,
         record_id: record.id,
-        kind: if created { "created" } else { "updated" }.into(),
+        kind: if created { crate::model::EventKind::Created } else { crate::model::EventKind::Updated },
         source: write.source.clone(),
         changes,
         at: write.at.clone(),
