@@ -112,7 +112,7 @@ async fn child_sync(opts: &Opts) {
         let cpu0 = cpu_seconds();
         let t = Instant::now();
         let session =
-            sync::run(store.as_ref() as &dyn Store, &integration, &credential, &clock, false, &mut NoProgress)
+            sync::run(store.as_ref() as &dyn Store, &integration, &credential, None, &clock, false, &mut NoProgress)
                 .await
                 .expect("sync");
         let elapsed = t.elapsed().as_secs_f64();

@@ -485,8 +485,9 @@ fn sage_tokens_that_expire_between_pages_are_refreshed() {
     .unwrap();
     let mut observer = ExpireAfterEachPage { sandbox: &sb.sandbox, pages: 0 };
     let clock = roster_engine::clock::Clock::system();
-    let session =
-        sb.block_on(roster_engine::sync::run(&store, &integration, &credential, &clock, false, &mut observer)).unwrap();
+    let session = sb
+        .block_on(roster_engine::sync::run(&store, &integration, &credential, None, &clock, false, &mut observer))
+        .unwrap();
     assert_eq!(session.state, "succeeded", "{session:#?}");
     assert_eq!((session.counts.fetched, session.counts.created), (25, 25));
     assert_eq!(observer.pages, 3);

@@ -456,6 +456,7 @@ impl Service {
             self.engine.store.as_ref(),
             integration,
             &credential,
+            self.engine.rate_limiter(&integration.credential),
             &self.engine.clock,
             test,
             &mut crate::sync::NoProgress,
