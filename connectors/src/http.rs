@@ -50,10 +50,13 @@ impl Link {
     /// Sends one request when the rate limit lets it, and reads the answer. Transport
     /// failures are transient.
     pub async fn send(&self, vendor: &str, request: reqwest::RequestBuilder) -> Result<Response, Failure> {
-        if let Some(rate) = &self.rate {
-            rate.acquire().await;
-        }
-        exchange(request).await.map_err(|e| {
+        let permit = match &self.rate {
+            Some(rate) => Some(rate.acquire().await),
+            None => None,
+        };
+        let reply = exchange(request).await;
+        drop(permit);
+        reply.map_err(|e| {
             let kind = match e.kind {
                 SendErrorKind::Timeout | SendErrorKind::Connect | SendErrorKind::Other => ErrorKind::Transport,
                 SendErrorKind::BodyTooLarge => ErrorKind::Malformed,

@@ -522,12 +522,13 @@ impl Engine {
                 return self.park(run).await;
             }
             let limits = credential.and_then(|c| self.limits.lock().expect("limits").get(&c.name).cloned());
-            if let Some(rate) = limits.as_ref().and_then(|l| l.rate.clone()) {
-                tokio::select! {
-                    _ = rate.acquire() => {}
+            let permit = match limits.as_ref().and_then(|l| l.rate.clone()) {
+                Some(rate) => tokio::select! {
+                    permit = rate.acquire() => Some(permit),
                     _ = self.interruption(run.id) => return self.park(run).await,
-                }
-            }
+                },
+                None => None,
+            };
             let mut entry = self.entry(run, block_id, "api", item, attempt);
             entry.request = Some(request.clone());
             run.pending = Some(Pending {
@@ -541,8 +542,7 @@ impl Engine {
             // Journal "started" durably before anything leaves the process.
             self.save(run, &entry, None).await?;
             let timeout = limits.as_ref().map(|l| l.timeout);
-            let rate = limits.as_ref().and_then(|l| l.rate.as_deref());
-            let sent = http::send(&self.client, credential, &request, api.paginate.as_ref(), timeout, rate).await;
+            let sent = http::send(&self.client, credential, &request, api.paginate.as_ref(), timeout, permit).await;
             run.pending = None;
             let outcome = sent.as_ref().map_or_else(SendError::outcome, HttpResponse::outcome);
             let wait = policy.next_attempt_in(attempt, first_sent.elapsed(), outcome, api.safe_to_resend());

@@ -5,12 +5,19 @@
 //! stretch of that length. A token bucket (governor's GCRA included) that allows a burst
 //! of 5 refilled at 5 per 10 s lets 9 through in the first 10 s, which the vendor refuses,
 //! and one that keeps to the window with a burst of 1 spaces even three calls 2 s apart.
-//! So the limiter keeps the send times of the last window and lets a request go when
-//! it fits every window: the burst the vendor allows, and never more.
+//! So the limiter keeps the times of the last window and lets a request go when it fits
+//! every window: the burst the vendor allows, and never more.
+//!
+//! A request counts from when its answer came back, not from when it left: the vendor
+//! saw it somewhere in between, and a slow first request (a new connection) would
+//! otherwise leave room for one too many at the vendor's end. Until then it counts as
+//! sent just now.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 /// At most `requests` in any `per`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,12 +26,44 @@ struct Window {
     per: Duration,
 }
 
+#[derive(Debug, Default)]
+struct Sent {
+    /// When the answers of finished requests came, within the longest window, oldest first.
+    answered: VecDeque<Instant>,
+    in_flight: usize,
+}
+
 /// A limiter over one or more windows (Expensify: 5 per 10 s and 20 per 60 s).
 #[derive(Debug)]
 pub struct RateLimiter {
     windows: Vec<Window>,
-    /// Send times within the longest window, oldest first.
-    sent: Mutex<VecDeque<Instant>>,
+    sent: Mutex<Sent>,
+    /// A request finished: a waiter whose window was full of requests in flight may go.
+    finished: Notify,
+}
+
+/// Leave to send one request; dropped when its answer is in (or it failed).
+#[must_use = "the request counts as in flight until the permit is dropped"]
+#[derive(Debug)]
+pub struct Permit {
+    limiter: Arc<RateLimiter>,
+}
+
+impl Permit {
+    /// The limiter this permit came from (a listing's next page takes its own permit).
+    pub fn limiter(&self) -> &Arc<RateLimiter> {
+        &self.limiter
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut sent = self.limiter.lock();
+        sent.in_flight = sent.in_flight.saturating_sub(1);
+        sent.answered.push_back(Instant::now());
+        drop(sent);
+        self.limiter.finished.notify_waiters();
+    }
 }
 
 impl RateLimiter {
@@ -32,43 +71,64 @@ impl RateLimiter {
     /// separated by commas: `5/10s, 20/60s`.
     pub fn parse(text: &str) -> Option<RateLimiter> {
         let windows = text.split(',').map(parse_window).collect::<Option<Vec<Window>>>()?;
-        Some(RateLimiter { windows, sent: Mutex::new(VecDeque::new()) })
+        Some(RateLimiter { windows, sent: Mutex::new(Sent::default()), finished: Notify::new() })
     }
 
-    /// Waits until one request may go out, and counts it.
-    pub async fn acquire(&self) {
+    fn lock(&self) -> MutexGuard<'_, Sent> {
+        self.sent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until one request may go out; it counts until the permit is dropped.
+    pub async fn acquire(self: &Arc<Self>) -> Permit {
         loop {
-            let wait = {
-                let mut sent = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-                self.reserve(&mut sent, Instant::now())
+            let finished = self.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            let wait = self.reserve(&mut self.lock(), Instant::now());
+            let Some(wait) = wait else {
+                return Permit { limiter: self.clone() };
             };
+            tracing::debug!(wait_ms = wait.map_or(0, |w| w.as_millis() as u64), "pacing to the rate limit");
             match wait {
-                None => return,
-                Some(wait) => {
-                    tracing::debug!(wait_ms = wait.as_millis() as u64, "pacing to the rate limit");
-                    tokio::time::sleep(wait).await;
-                }
+                Some(wait) => tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = finished => {}
+                },
+                None => finished.await,
             }
         }
     }
 
-    /// Counts a request at `now` if it fits every window; otherwise how long until it would.
-    fn reserve(&self, sent: &mut VecDeque<Instant>, now: Instant) -> Option<Duration> {
+    /// Counts a request at `now` if it fits every window. Otherwise how long until one
+    /// that is counted ages out, or `Some(None)` when only a request in flight finishing
+    /// can make room.
+    fn reserve(&self, sent: &mut Sent, now: Instant) -> Option<Option<Duration>> {
         let longest = self.windows.iter().map(|w| w.per).max().unwrap_or_default();
-        while sent.front().is_some_and(|t| now.duration_since(*t) >= longest) {
-            sent.pop_front();
+        while sent.answered.front().is_some_and(|t| now.duration_since(*t) >= longest) {
+            sent.answered.pop_front();
         }
-        let wait = self
-            .windows
-            .iter()
-            .filter_map(|w| {
-                let inside = sent.iter().rev().take_while(|t| now.duration_since(**t) < w.per).count();
-                // The oldest request of a full window must age out before the next one fits.
-                (inside >= w.requests).then(|| w.per - now.duration_since(sent[sent.len() - w.requests]))
-            })
-            .max();
+        let mut wait: Option<Option<Duration>> = None;
+        for w in &self.windows {
+            let answered = sent.answered.iter().rev().take_while(|t| now.duration_since(**t) < w.per).count();
+            if answered + sent.in_flight < w.requests {
+                continue;
+            }
+            // The oldest answers must age out until one more fits; requests in flight do not.
+            let this = (sent.in_flight < w.requests).then(|| {
+                let oldest_to_go = sent.answered[sent.answered.len() - (w.requests - sent.in_flight)];
+                w.per - now.duration_since(oldest_to_go)
+            });
+            wait = Some(match (wait.flatten(), this) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (_, None) => None,
+                (a, b) => a.or(b),
+            });
+            if wait == Some(None) {
+                break;
+            }
+        }
         if wait.is_none() {
-            sent.push_back(now);
+            sent.in_flight += 1;
         }
         wait
     }
@@ -130,37 +190,75 @@ impl RateLimits {
 mod tests {
     use super::*;
 
+    /// Sends one request at `at` that is answered at once.
+    fn send(limiter: &RateLimiter, sent: &mut Sent, at: Instant) -> Option<Option<Duration>> {
+        let wait = limiter.reserve(sent, at);
+        if wait.is_none() {
+            sent.in_flight -= 1;
+            sent.answered.push_back(at);
+        }
+        wait
+    }
+
     #[test]
     fn windows_are_kept_exactly_with_the_burst_they_allow() {
         let limiter = RateLimiter::parse("5/10s, 20/60s").unwrap();
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let mut sent = VecDeque::new();
+        let mut sent = Sent::default();
         for i in 0..5 {
-            assert_eq!(limiter.reserve(&mut sent, at(i * 100)), None, "the first five go at once");
+            assert_eq!(send(&limiter, &mut sent, at(i * 100)), None, "the first five go at once");
         }
-        assert_eq!(limiter.reserve(&mut sent, at(500)), Some(Duration::from_millis(9_500)));
-        assert_eq!(limiter.reserve(&mut sent, at(10_000)), None);
+        assert_eq!(send(&limiter, &mut sent, at(500)), Some(Some(Duration::from_millis(9_500))));
+        assert_eq!(send(&limiter, &mut sent, at(10_000)), None);
         // 20 spread out so no 10 s window is full; the 21st waits for the minute window.
-        let mut sent = VecDeque::new();
+        let mut sent = Sent::default();
         for i in 0..20 {
-            assert_eq!(limiter.reserve(&mut sent, at(i * 2_500)), None, "{i}");
+            assert_eq!(send(&limiter, &mut sent, at(i * 2_500)), None, "{i}");
         }
-        assert_eq!(limiter.reserve(&mut sent, at(50_000)), Some(Duration::from_secs(10)));
-        assert_eq!(limiter.reserve(&mut sent, at(60_000)), None);
+        assert_eq!(send(&limiter, &mut sent, at(50_000)), Some(Some(Duration::from_secs(10))));
+        assert_eq!(send(&limiter, &mut sent, at(60_000)), None);
+    }
+
+    #[test]
+    fn a_request_counts_until_its_answer_is_in() {
+        let limiter = RateLimiter::parse("2/1s").unwrap();
+        let t0 = Instant::now();
+        let mut sent = Sent::default();
+        assert_eq!(limiter.reserve(&mut sent, t0), None);
+        assert_eq!(limiter.reserve(&mut sent, t0), None);
+        // Both still in flight two seconds on: only one of them finishing makes room.
+        assert_eq!(limiter.reserve(&mut sent, t0 + Duration::from_secs(2)), Some(None));
+        sent.in_flight -= 1;
+        sent.answered.push_back(t0 + Duration::from_secs(2));
+        let wait = limiter.reserve(&mut sent, t0 + Duration::from_millis(2_400));
+        assert_eq!(wait, Some(Some(Duration::from_millis(600))), "a second after the answer, not after the send");
     }
 
     #[tokio::test]
-    async fn acquire_waits_for_the_window() {
-        let limiter = RateLimiter::parse("2/300ms").unwrap();
+    async fn acquire_waits_for_the_window_and_for_answers() {
+        let limiter = Arc::new(RateLimiter::parse("2/300ms").unwrap());
         let start = Instant::now();
-        for _ in 0..2 {
-            limiter.acquire().await;
-        }
+        drop((limiter.acquire().await, limiter.acquire().await));
         assert!(start.elapsed() < Duration::from_millis(100), "the first two go at once");
-        limiter.acquire().await;
+        drop(limiter.acquire().await);
         let paced = start.elapsed();
         assert!(paced >= Duration::from_millis(300), "the third waits for the first to age out: {paced:?}");
+
+        let limiter = Arc::new(RateLimiter::parse("1/50ms").unwrap());
+        let slow = limiter.acquire().await;
+        let waiter = tokio::spawn({
+            let limiter = limiter.clone();
+            async move {
+                let asked = Instant::now();
+                drop(limiter.acquire().await);
+                asked.elapsed()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(slow);
+        let waited = waiter.await.unwrap();
+        assert!(waited >= Duration::from_millis(240), "50 ms after the slow answer came back: {waited:?}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::rate::RateLimiter;
+use super::rate::Permit;
 use super::retry::Outcome;
 use crate::credential::Credential;
 use crate::kinds::api::RenderedRequest;
@@ -86,15 +86,16 @@ impl std::fmt::Display for SendError {
 }
 
 /// Sends `request` (following every page when `paginate` is given) and reads the answer.
-/// The caller takes `rate`'s token for the first request (so it can give up the wait);
-/// every further page takes its own, so a long listing keeps to the vendor's limit too.
+/// The caller takes the rate limiter's permit for the first request (so it can give up
+/// the wait); every further page takes its own from the same limiter, so a long listing
+/// keeps to the vendor's limit too.
 pub async fn send(
     client: &reqwest::Client,
     credential: Option<&Credential>,
     request: &RenderedRequest,
     paginate: Option<&Paginate>,
     timeout: Option<Duration>,
-    rate: Option<&RateLimiter>,
+    first_permit: Option<Permit>,
 ) -> Result<HttpResponse, SendError> {
     let started = Instant::now();
     let url = match credential {
@@ -103,6 +104,7 @@ pub async fn send(
     };
     let Some(p) = paginate else {
         let mut resp = send_once(client, credential, request, &url, timeout).await?;
+        drop(first_permit);
         resp.elapsed_ms = started.elapsed().as_millis() as u64;
         return Ok(resp);
     };
@@ -110,6 +112,8 @@ pub async fn send(
     let mut cursor: Option<String> = None;
     let mut pages = 0;
     let mut trail = PageTrail::new(p.limits);
+    let limiter = first_permit.as_ref().map(|permit| permit.limiter().clone());
+    let mut permit = first_permit;
     loop {
         let mut page_url = url.clone();
         let mut params = Vec::new();
@@ -124,11 +128,13 @@ pub async fn send(
             page_url.push_str(&params.join("&"));
         }
         if pages > 0
-            && let Some(rate) = rate
+            && let Some(limiter) = &limiter
         {
-            rate.acquire().await;
+            permit = Some(limiter.acquire().await);
         }
         let resp = send_once(client, credential, request, &page_url, timeout).await?;
+        // This page's answer is in: it counts from now on, and the next takes its own permit.
+        permit.take();
         pages += 1;
         if !(200..300).contains(&resp.status) {
             // A failed page is the step's answer: the caller sees the vendor's error.
