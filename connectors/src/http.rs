@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use roster_blocks::http::rate::RateLimiter;
-use roster_blocks::http::retry::{Outcome, RetryPolicy};
+use roster_blocks::http::retry::{Outcome, RetryPolicy, Stop};
 use roster_blocks::http::{SendErrorKind, excerpt, exchange, parse_body, vendor_message};
 use serde_json::Value;
 
@@ -142,11 +142,18 @@ impl Retries<'_> {
     /// they only read (Expensify's `get` jobs and the OAuth token request included).
     pub async fn wait_or_fail(&mut self, failure: Failure) -> Result<(), ConnectorError> {
         let Failure { mut error, outcome } = failure;
-        let Some(delay) = self.policy.next_attempt_in(self.attempt, self.first.elapsed(), outcome, true) else {
-            if outcome.is_transient() && self.attempt > 1 {
-                error.message = format!("{} (gave up after {} retries)", error.message, self.attempt - 1);
+        let delay = match self.policy.next_attempt_in(self.attempt, self.first.elapsed(), outcome, true) {
+            Ok(delay) => delay,
+            Err(Stop::TooLong(asked)) => {
+                error.message =
+                    format!("{} (asked to wait {} s; not waiting that long)", error.message, asked.as_secs());
+                return Err(error);
             }
-            return Err(error);
+            Err(Stop::Attempts | Stop::Budget) if self.attempt > 1 => {
+                error.message = format!("{} (gave up after {} retries)", error.message, self.attempt - 1);
+                return Err(error);
+            }
+            Err(_) => return Err(error),
         };
         // Log lines are scrubbed of secrets on their way out, so the vendor's words may go in.
         tracing::debug!(
@@ -203,5 +210,15 @@ mod tests {
         retries.wait_or_fail(busy()).await.unwrap();
         let e = retries.wait_or_fail(busy()).await.unwrap_err();
         assert_eq!(e.message, "busy (gave up after 1 retries)");
+        let slow_down = Failure::answered(
+            ConnectorError::new(ErrorKind::RateLimited, "slow down"),
+            429,
+            Some(Duration::from_secs(3600)),
+        );
+        let e = link.retries().wait_or_fail(slow_down).await.unwrap_err();
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorKind::RateLimited, "slow down (asked to wait 3600 s; not waiting that long)")
+        );
     }
 }

@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use roster_blocks::credential::{Auth, Credential, Secret};
+use roster_blocks::http::rate::{RateLimiter, default_limit};
 
 use crate::error::{Error, Result};
 use crate::model::StoredCredential;
 use crate::vault::Vault;
-use roster_blocks::http::rate::{RateLimiter, default_limit};
 
 /// A request timeout when the credential sets none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -20,7 +20,8 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 pub fn parse_rate_limit(text: &str) -> Result<RateLimiter> {
     RateLimiter::parse(text).ok_or_else(|| {
         Error::Refused(format!(
-            "--rate-limit `{text}` is not REQUESTS/PERIOD with both above zero, e.g. 1000/60s, 5/10s or 100/1m"
+            "--rate-limit `{text}` is not REQUESTS/PERIOD with both above zero, e.g. 1000/60s, 5/10s or 100/1m \
+             (several, separated by commas, all apply)"
         ))
     })
 }

@@ -546,7 +546,7 @@ impl Engine {
             run.pending = None;
             let outcome = sent.as_ref().map_or_else(SendError::outcome, HttpResponse::outcome);
             let wait = policy.next_attempt_in(attempt, first_sent.elapsed(), outcome, api.safe_to_resend());
-            if let Some(wait) = wait {
+            if let Ok(wait) = wait {
                 entry.status = sent.as_ref().ok().map(|r| r.status);
                 entry.error = Some(describe_failure(api, &sent, credential));
                 entry.response = sent.ok().map(bound_response);

@@ -71,36 +71,57 @@ impl Outcome {
     }
 }
 
+/// Why an attempt stays the last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Trying again would not help: an answer other than 408, 429 or 5xx, or a final failure.
+    Final,
+    /// The vendor may have applied the request, and it is not safe to send twice.
+    Unsafe,
+    /// `max_attempts` attempts were made.
+    Attempts,
+    /// The next attempt would start after the budget.
+    Budget,
+    /// The vendor asked to wait this long, more than `max_delay`: sending sooner would only
+    /// be refused again.
+    TooLong(Duration),
+}
+
 impl RetryPolicy {
     /// How long to wait before attempt `attempt + 1` after attempt `attempt` came to
-    /// `outcome`, `since_first` after the first one went out; None when `attempt` stays
-    /// the last: the outcome is final, a resend is unsafe, or the attempts or the budget
-    /// are used up. `resend_safe`: repeating the request does no harm (a GET, a PUT, a POST
-    /// with an idempotency key).
+    /// `outcome`, `since_first` after the first one went out; or why `attempt` stays the
+    /// last. `resend_safe`: repeating the request does no harm (a GET, a PUT, a POST with
+    /// an idempotency key).
     pub fn next_attempt_in(
         &self,
         attempt: u32,
         since_first: Duration,
         outcome: Outcome,
         resend_safe: bool,
-    ) -> Option<Duration> {
-        if !outcome.is_transient() || attempt >= self.max_attempts {
-            return None;
+    ) -> Result<Duration, Stop> {
+        if !outcome.is_transient() {
+            return Err(Stop::Final);
         }
         if !(resend_safe || outcome.refused_before_work()) {
-            return None;
+            return Err(Stop::Unsafe);
         }
-        let wait = self.delay(attempt, outcome.retry_after());
+        if attempt >= self.max_attempts {
+            return Err(Stop::Attempts);
+        }
+        let wait = self.delay(attempt, outcome.retry_after())?;
         // No new attempt starts once the budget is spent.
-        (since_first.saturating_add(wait) < self.budget).then_some(wait)
+        if since_first.saturating_add(wait) >= self.budget {
+            return Err(Stop::Budget);
+        }
+        Ok(wait)
     }
 
     /// The wait after attempt `attempt` failed: the vendor's `Retry-After` when it sent
-    /// one, else exponential backoff with jitter (between half and all of the step); never
-    /// more than `max_delay`.
-    fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    /// one (never sooner, and not at all past `max_delay`), else exponential backoff with
+    /// jitter (between half and all of the step), at most `max_delay`.
+    fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Result<Duration, Stop> {
         if let Some(wait) = retry_after {
-            return wait.min(self.max_delay);
+            return if wait > self.max_delay { Err(Stop::TooLong(wait)) } else { Ok(wait) };
         }
         // backon's jitter adds up to the step again, so halving the step and the cap gives
         // "between half and all" of them. A run resumed at attempt n skips the first steps.
@@ -111,7 +132,7 @@ impl RetryPolicy {
             .with_jitter()
             .without_max_times()
             .build();
-        steps.take(attempt.max(1) as usize).last().unwrap_or(self.initial).min(self.max_delay)
+        Ok(steps.take(attempt.max(1) as usize).last().unwrap_or(self.initial).min(self.max_delay))
     }
 
     pub fn compile(value: &Value, path: &str, diags: &mut Diagnostics) -> Option<RetryPolicy> {
@@ -234,13 +255,15 @@ mod tests {
     fn backoff_grows_is_capped_and_honours_retry_after() {
         let p =
             RetryPolicy { initial: Duration::from_secs(1), max_delay: Duration::from_secs(5), ..Default::default() };
-        assert!(p.delay(1, None) <= Duration::from_secs(1));
-        assert!(p.delay(3, None) >= Duration::from_secs(2) && p.delay(3, None) <= Duration::from_secs(4));
-        assert!(p.delay(10, None) <= Duration::from_secs(5));
-        assert_eq!(p.delay(1, Some(Duration::from_secs(3))), Duration::from_secs(3));
-        assert_eq!(p.delay(1, Some(Duration::from_secs(60))), Duration::from_secs(5));
+        let delay = |attempt, retry_after: Option<u64>| p.delay(attempt, retry_after.map(Duration::from_secs));
+        assert!(delay(1, None).unwrap() <= Duration::from_secs(1));
+        let third = delay(3, None).unwrap();
+        assert!(third >= Duration::from_secs(2) && third <= Duration::from_secs(4), "{third:?}");
+        assert!(delay(10, None).unwrap() <= Duration::from_secs(5));
+        assert_eq!(delay(1, Some(3)), Ok(Duration::from_secs(3)));
+        assert_eq!(delay(1, Some(60)), Err(Stop::TooLong(Duration::from_secs(60))), "never sooner than asked");
         for _ in 0..200 {
-            let d = p.delay(2, None);
+            let d = delay(2, None).unwrap();
             assert!(
                 d >= Duration::from_secs(1) && d <= Duration::from_secs(2),
                 "jitter keeps within half and all: {d:?}"
@@ -253,16 +276,16 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_beats_the_backoff_and_is_capped() {
+    fn retry_after_beats_the_backoff_and_max_delay_caps_it() {
         let p = RetryPolicy {
             initial: Duration::from_millis(10),
             max_delay: Duration::from_secs(30),
             ..Default::default()
         };
         let wait = p.next_attempt_in(1, Duration::ZERO, answered(429, Some(7)), true);
-        assert_eq!(wait, Some(Duration::from_secs(7)), "the vendor's word, not 10 ms of backoff");
+        assert_eq!(wait, Ok(Duration::from_secs(7)), "the vendor's word, not 10 ms of backoff");
         let wait = p.next_attempt_in(1, Duration::ZERO, answered(503, Some(3600)), true);
-        assert_eq!(wait, Some(Duration::from_secs(30)), "never longer than max_delay");
+        assert_eq!(wait, Err(Stop::TooLong(Duration::from_secs(3600))), "not longer than max_delay, and not sooner");
         let backoff = p.next_attempt_in(1, Duration::ZERO, answered(503, None), true).unwrap();
         assert!(backoff <= Duration::from_millis(10), "{backoff:?}");
     }
@@ -276,12 +299,12 @@ mod tests {
             budget: Duration::from_secs(10),
             ..Default::default()
         };
-        assert!(p.next_attempt_in(2, Duration::ZERO, Outcome::NoAnswer, true).is_some());
-        assert_eq!(p.next_attempt_in(3, Duration::ZERO, Outcome::NoAnswer, true), None, "three attempts in all");
-        assert!(p.next_attempt_in(1, Duration::from_secs(8), answered(500, Some(1)), true).is_some());
+        assert!(p.next_attempt_in(2, Duration::ZERO, Outcome::NoAnswer, true).is_ok());
+        assert_eq!(p.next_attempt_in(3, Duration::ZERO, Outcome::NoAnswer, true), Err(Stop::Attempts));
+        assert!(p.next_attempt_in(1, Duration::from_secs(8), answered(500, Some(1)), true).is_ok());
         assert_eq!(
             p.next_attempt_in(1, Duration::from_secs(9), answered(500, Some(1)), true),
-            None,
+            Err(Stop::Budget),
             "the next attempt would start when the budget is spent"
         );
     }
@@ -290,17 +313,14 @@ mod tests {
     fn only_transient_failures_go_again_and_unsafe_requests_only_when_refused() {
         let p = RetryPolicy::default();
         for final_status in [200, 400, 401, 403, 404, 409, 422] {
-            assert_eq!(
-                p.next_attempt_in(1, Duration::ZERO, answered(final_status, Some(1)), true),
-                None,
-                "{final_status}"
-            );
+            let stop = p.next_attempt_in(1, Duration::ZERO, answered(final_status, Some(1)), true);
+            assert_eq!(stop, Err(Stop::Final), "{final_status}");
         }
-        assert_eq!(p.next_attempt_in(1, Duration::ZERO, Outcome::Final, true), None);
+        assert_eq!(p.next_attempt_in(1, Duration::ZERO, Outcome::Final, true), Err(Stop::Final));
         // A POST without an idempotency key: a 500 or a timeout may have been applied.
-        assert_eq!(p.next_attempt_in(1, Duration::ZERO, answered(500, None), false), None);
-        assert_eq!(p.next_attempt_in(1, Duration::ZERO, Outcome::NoAnswer, false), None);
-        assert!(p.next_attempt_in(1, Duration::ZERO, answered(429, None), false).is_some());
-        assert!(p.next_attempt_in(1, Duration::ZERO, answered(408, None), false).is_some());
+        assert_eq!(p.next_attempt_in(1, Duration::ZERO, answered(500, None), false), Err(Stop::Unsafe));
+        assert_eq!(p.next_attempt_in(1, Duration::ZERO, Outcome::NoAnswer, false), Err(Stop::Unsafe));
+        assert!(p.next_attempt_in(1, Duration::ZERO, answered(429, None), false).is_ok());
+        assert!(p.next_attempt_in(1, Duration::ZERO, answered(408, None), false).is_ok());
     }
 }
