@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use roster_blocks::credential::{Auth, Credential, Secret};
+use roster_blocks::credential::{Auth, Credential, CredentialKind, Secret};
 use serde_json::{Value, json};
 
 use crate::http::{Failure, Link, brief, json, status_failure};
@@ -18,7 +18,7 @@ pub(crate) const INFO: ConnectorInfo = ConnectorInfo {
     name: "expensify",
     description: "Expensify policy employees (policyList, then policy with fields employees); \
                   each record gets policyID and policyName",
-    credential_kind: "expensify",
+    credential_kind: CredentialKind::Expensify,
     default_mapping: &[
         ("email", "<<email>>"),
         ("username", "<<email>>"),

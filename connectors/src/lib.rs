@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use roster_blocks::credential::Credential;
+use roster_blocks::credential::{Credential, CredentialKind};
 use roster_blocks::http::rate::{RateLimiter, default_limit};
 use roster_blocks::http::retry::RetryPolicy;
 use roster_blocks::redact;
@@ -131,8 +131,8 @@ pub trait Source: Send {
 pub struct ConnectorInfo {
     pub name: &'static str,
     pub description: &'static str,
-    /// The credential kind (`Auth::kind()`) it needs: "bearer", "expensify" or "oauth2".
-    pub credential_kind: &'static str,
+    /// The credential kind (`Auth::kind()`) it needs.
+    pub credential_kind: CredentialKind,
     /// (record field, template over the source record), e.g. ("email", "<<email>>").
     pub default_mapping: &'static [(&'static str, &'static str)],
     /// A stable source id path, e.g. "id" or "email".

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::clock::{Clock, rfc3339_millis};
 use crate::credentials;
 use crate::error::{Error, Result};
-use crate::model::{FieldChange, JournalEntry, Pending, Record, Run, RunState, StepPhase};
+use crate::model::{FieldChange, JournalEntry, Pending, Record, Run, RunState, RunTrigger, StepPhase};
 use crate::store::{RecordWrite, Store};
 use crate::vault::Vault;
 use crate::workflow::Workflow;
@@ -59,7 +59,7 @@ impl RunObserver for Quiet {}
 
 /// Runs workflows. Cheap to share behind an `Arc`.
 pub struct Engine {
-    pub store: Arc<dyn Store>,
+    pub store: Store,
     vault: Option<Vault>,
     client: reqwest::Client,
     pub clock: Clock,
@@ -79,7 +79,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(store: Arc<dyn Store>, vault: Option<Vault>, clock: Clock) -> Self {
+    pub fn new(store: Store, vault: Option<Vault>, clock: Clock) -> Self {
         Self {
             store,
             vault,
@@ -162,11 +162,11 @@ impl Engine {
     }
 
     /// Opens a credential by name (cached for the life of the engine).
-    pub fn credential(&self, name: &str) -> Result<Arc<Credential>> {
+    pub async fn credential(&self, name: &str) -> Result<Arc<Credential>> {
         if let Some(c) = self.credentials.lock().expect("credential cache").get(name) {
             return Ok(c.clone());
         }
-        let stored = self.store.credential(name)?.ok_or_else(|| {
+        let stored = self.store.credentials.credential(name).await?.ok_or_else(|| {
             Error::NotFound(format!("no credential named `{name}` (add it with `roster credentials add {name} ...`)"))
         })?;
         let vault =
@@ -221,7 +221,7 @@ impl Engine {
 
     /// `None` when the begin rules accept the record today; otherwise the rule that failed.
     pub fn rules_refuse(&self, wf: &Workflow, record: &Record) -> Result<Option<String>> {
-        self.rules_refuse_run(wf, &self.blank_run(wf, record, "check", self.clock.today()), record)
+        self.rules_refuse_run(wf, &self.blank_run(wf, record, RunTrigger::Check, self.clock.today()), record)
     }
 
     /// A selection's check (`run --all`, schedule fires): whether the begin rules accept each
@@ -232,7 +232,8 @@ impl Engine {
         let mut context = None;
         move |record| {
             let Some(rules) = &wf.begin.rules else { return Ok(true) };
-            let context = context.get_or_insert_with(|| self.run_context(&self.blank_run(wf, record, "check", today)));
+            let context =
+                context.get_or_insert_with(|| self.run_context(&self.blank_run(wf, record, RunTrigger::Check, today)));
             rules.evaluate(&scope_with(record, context)).map_err(|e| Error::Refused(e.to_string()))
         }
     }
@@ -244,33 +245,33 @@ impl Engine {
     }
 
     /// Creates a queued run (durably) positioned at the begin block's `next`.
-    pub fn create_run(&self, wf: &Workflow, record: &Record, trigger: &str) -> Result<Run> {
-        let run = self.new_run(wf, record, trigger, self.clock.today())?;
-        self.store.save_step(&run, None, None)?;
+    pub async fn create_run(&self, wf: &Workflow, record: &Record, trigger: RunTrigger) -> Result<Run> {
+        let run = self.new_run(wf, record, trigger, self.clock.today()).await?;
+        self.store.runs.save_step(&run, None, None).await?;
         Ok(run)
     }
 
     /// Creates a queued run for which `<<today>>` is `today`, unless one with the same
     /// dedupe key already exists.
-    pub fn create_run_once(
+    pub async fn create_run_once(
         &self,
         wf: &Workflow,
         record: &Record,
-        trigger: &str,
+        trigger: RunTrigger,
         dedupe: &str,
         today: Date,
     ) -> Result<Option<Run>> {
-        let run = self.new_run(wf, record, trigger, today)?;
-        Ok(self.store.create_run_once(&run, dedupe)?.then_some(run))
+        let run = self.new_run(wf, record, trigger, today).await?;
+        Ok(self.store.runs.create_once(&run, dedupe).await?.then_some(run))
     }
 
-    fn new_run(&self, wf: &Workflow, record: &Record, trigger: &str, today: Date) -> Result<Run> {
-        self.store.put_workflow_source(&wf.hash, &wf.source)?;
+    async fn new_run(&self, wf: &Workflow, record: &Record, trigger: RunTrigger, today: Date) -> Result<Run> {
+        self.store.workflows.put_source(&wf.hash, &wf.source).await?;
         Ok(self.blank_run(wf, record, trigger, today))
     }
 
     /// A queued run of `wf` for `record`, positioned at the begin block's `next`; not stored.
-    fn blank_run(&self, wf: &Workflow, record: &Record, trigger: &str, today: Date) -> Run {
+    fn blank_run(&self, wf: &Workflow, record: &Record, trigger: RunTrigger, today: Date) -> Run {
         let now = self.now();
         Run {
             id: Uuid::now_v7(),
@@ -278,7 +279,7 @@ impl Engine {
             workflow_hash: wf.hash.clone(),
             record_id: record.id,
             record_label: record.label(),
-            trigger: trigger.to_string(),
+            trigger,
             state: RunState::Queued,
             current: Some(wf.begin.next.clone()),
             steps: Map::new(),
@@ -290,6 +291,8 @@ impl Engine {
             finished_at: None,
             retries: 0,
             today: Some(today.to_string()),
+            lease: None,
+            wake_at: None,
         }
     }
 
@@ -302,10 +305,10 @@ impl Engine {
             return Ok(run);
         }
         run.state = RunState::Running;
-        if run.next_seq == 0 && run.trigger != "manual" && run.trigger != "manual:api" {
+        if run.next_seq == 0 && !run.trigger.is_manual() {
             // Queued by a trigger: the record may have changed (or an earlier run did the
             // work) while the run waited, so the rules get a second look before step one.
-            if let Some(record) = self.store.record(run.record_id)?
+            if let Some(record) = self.store.records.record(run.record_id).await?
                 && let Some(why) = self.rules_refuse_run(wf, &run, &record)?
             {
                 run.state = RunState::Skipped;
@@ -328,9 +331,9 @@ impl Engine {
                 return Ok(run);
             }
             let Some(block) = wf.block(&block_id) else {
-                return self.fail(run, format!("the workflow has no block `{block_id}`"));
+                return self.fail(run, format!("the workflow has no block `{block_id}`")).await;
             };
-            let record = self.store.record(run.record_id)?.ok_or_else(|| {
+            let record = self.store.records.record(run.record_id).await?.ok_or_else(|| {
                 Error::NotFound(format!("record {} of run {} no longer exists", run.record_id, run.id))
             })?;
             let scope = self.scope(&run, &record);
@@ -438,7 +441,7 @@ impl Engine {
             }
         };
         let credential = match &api.credential {
-            Some(name) => Some(self.credential(name)?),
+            Some(name) => Some(self.credential(name).await?),
             None => None,
         };
         let work: Vec<(Option<usize>, Value)> = match &items {
@@ -578,7 +581,8 @@ impl Engine {
         observer: &mut dyn RunObserver,
     ) -> Result<()> {
         let (block_id, item) = (call.block, call.item);
-        let record = self.store.record(run.record_id)?.ok_or_else(|| Error::NotFound("record vanished".into()))?;
+        let record =
+            self.store.records.record(run.record_id).await?.ok_or_else(|| Error::NotFound("record vanished".into()))?;
         let mut write = None;
         match sent {
             Ok(resp) => {
@@ -668,7 +672,7 @@ impl Engine {
         observer: &mut dyn RunObserver,
     ) -> Result<()> {
         let credential = match &api.credential {
-            Some(name) => Some(self.credential(name)?),
+            Some(name) => Some(self.credential(name).await?),
             None => None,
         };
         let request = pending.request.clone();
@@ -712,13 +716,13 @@ impl Engine {
 
     /// Runs a failed run again from its failed step, with the record as it is now.
     pub async fn retry(&self, wf: &Workflow, run: Run, observer: &mut dyn RunObserver) -> Result<Run> {
-        let run = self.prepare_retry(wf, run)?;
+        let run = self.prepare_retry(wf, run).await?;
         self.drive(wf, run, observer).await
     }
 
     /// Puts a failed run back in the queue at its failed step (durably), for `drive` or
     /// a worker to carry on.
-    pub fn prepare_retry(&self, wf: &Workflow, mut run: Run) -> Result<Run> {
+    pub async fn prepare_retry(&self, wf: &Workflow, mut run: Run) -> Result<Run> {
         if run.state != RunState::Failed {
             return Err(Error::Refused(format!(
                 "run {} is {}; only failed runs can be retried",
@@ -726,7 +730,7 @@ impl Engine {
                 run.state.as_str()
             )));
         }
-        let journal = self.store.journal(run.id)?;
+        let journal = self.store.runs.journal(run.id).await?;
         let Some(block) = journal.iter().rev().find(|e| e.error.is_some()).map(|e| e.block.clone()) else {
             return Err(Error::Refused(format!("run {} has no failed step to retry", run.id)));
         };
@@ -741,12 +745,12 @@ impl Engine {
         run.finished_at = None;
         run.state = RunState::Queued;
         run.updated_at = self.now();
-        self.store.save_step(&run, None, None)?;
+        self.store.runs.save_step(&run, None, None).await?;
         Ok(run)
     }
 
     /// Marks a run cancelled, keeping its journal.
-    pub fn cancel(&self, mut run: Run) -> Result<Run> {
+    pub async fn cancel(&self, mut run: Run) -> Result<Run> {
         if run.state.is_finished() {
             return Err(Error::Refused(format!("run {} is already {}", run.id, run.state.as_str())));
         }
@@ -754,7 +758,7 @@ impl Engine {
         run.pending = None;
         run.finished_at = Some(self.now());
         run.updated_at = self.now();
-        self.store.save_step(&run, None, None)?;
+        self.store.runs.save_step(&run, None, None).await?;
         Ok(run)
     }
 
@@ -780,12 +784,12 @@ impl Engine {
         }
     }
 
-    fn fail(&self, mut run: Run, error: String) -> Result<Run> {
+    async fn fail(&self, mut run: Run, error: String) -> Result<Run> {
         run.state = RunState::Failed;
         run.error = Some(error);
         run.current = None;
         run.finished_at = Some(self.now());
-        self.store.save_step(&run, None, None)?;
+        self.store.runs.save_step(&run, None, None).await?;
         Ok(run)
     }
 
@@ -830,7 +834,7 @@ impl Engine {
 
     /// Writes the run and one journal entry (and a record change) atomically and durably
     /// (the store scrubs every known secret from all three). The write (and its share of a
-    /// group flush) happens on the blocking pool so async workers keep sending requests.
+    /// group flush) is awaited, so async workers keep sending requests meanwhile.
     async fn save(&self, run: &mut Run, entry: &JournalEntry, write: Option<RecordWrite>) -> Result<()> {
         run.updated_at = self.now();
         // A step that ends the run settles it in the same write.
@@ -840,22 +844,13 @@ impl Engine {
         if run.state.is_finished() && run.finished_at.is_none() {
             run.finished_at = Some(self.now());
         }
-        let entry = entry.clone();
-        let store = self.store.clone();
-        let snapshot = run.clone();
-        tokio::task::spawn_blocking(move || store.save_step(&snapshot, Some(&entry), write))
-            .await
-            .map_err(|e| Error::Store(format!("a store write was interrupted: {e}")))??;
+        self.store.runs.save_step(run, Some(entry), write).await?;
         Ok(())
     }
 
-    /// Saves the run alone (position and state), durably, off the async workers.
+    /// Saves the run alone (position and state), durably.
     async fn save_run(&self, run: &Run) -> Result<()> {
-        let store = self.store.clone();
-        let snapshot = run.clone();
-        tokio::task::spawn_blocking(move || store.save_step(&snapshot, None, None))
-            .await
-            .map_err(|e| Error::Store(format!("a store write was interrupted: {e}")))??;
+        self.store.runs.save_step(run, None, None).await?;
         Ok(())
     }
 }
@@ -994,7 +989,7 @@ impl Engine {
     /// Renders every request the run would send along the success path, sending nothing
     /// and writing nothing. API answers are unknown, so later steps see them as absent.
     pub fn dry_run(&self, wf: &Workflow, record: &Record) -> Result<Vec<DryStep>> {
-        let mut run = self.blank_run(wf, record, "dry-run", self.clock.today());
+        let mut run = self.blank_run(wf, record, RunTrigger::DryRun, self.clock.today());
         run.state = RunState::Running;
         let mut record = record.clone();
         let mut out = Vec::new();

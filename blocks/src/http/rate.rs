@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use crate::credential::CredentialKind;
+
 /// At most `requests` in any `per`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Window {
@@ -143,9 +145,8 @@ fn parse_window(text: &str) -> Option<Window> {
 
 /// The vendor's documented limit when the credential sets none: Brex allows 1,000
 /// requests per 60 s per token, Expensify 5 requests per 10 s and 20 per 60 s per account.
-/// `kind` is the credential's kind (`bearer`, `expensify`, ...).
-pub fn default_limit(kind: &str, base_url: &str) -> Option<&'static str> {
-    if kind == "expensify" {
+pub fn default_limit(kind: CredentialKind, base_url: &str) -> Option<&'static str> {
+    if kind == CredentialKind::Expensify {
         Some("5/10s, 20/60s")
     } else if base_url.contains("brex") {
         Some("1000/60s")
@@ -268,7 +269,7 @@ mod tests {
         for bad in ["0/1s", "five/1s", "10/0s", "5", "5/10s,", "5/soon"] {
             assert!(RateLimiter::parse(bad).is_none(), "{bad}");
         }
-        for kind in ["expensify", "bearer"] {
+        for kind in [CredentialKind::Expensify, CredentialKind::Bearer] {
             if let Some(limit) = default_limit(kind, "https://api.brex.com") {
                 assert!(RateLimiter::parse(limit).is_some(), "{limit}");
             }
