@@ -455,7 +455,7 @@ fn expensify_job(seen: &support::Seen) -> Value {
 fn a_sync_and_runs_on_one_credential_share_its_rate_limit() {
     // A loopback Expensify that notes when each request arrives: the sync's jobs
     // (policyList, then one policy job per policy) and the runs' calls all reach it.
-    let policies: Vec<String> = (1..=6).map(|i| format!("POLICY{i:02}")).collect();
+    let policies: Vec<String> = (1..=12).map(|i| format!("POLICY{i:02}")).collect();
     let listed = policies.clone();
     let vendor = Recorder::start(move |seen| {
         if seen.uri.starts_with("/call/") {
@@ -469,7 +469,8 @@ fn a_sync_and_runs_on_one_credential_share_its_rate_limit() {
             }
             Some("policy") => {
                 let id = job["inputSettings"]["policyIDList"][0].as_str().unwrap_or_default().to_string();
-                let employee = json!({"email": format!("{}@acme.test", id.to_lowercase()), "role": "user", "submitsTo": "boss@acme.test"});
+                let email = format!("{}@expensify.test", id.to_lowercase());
+                let employee = json!({"email": email, "role": "user", "submitsTo": "boss@expensify.test"});
                 (200, json!({"responseCode": 200, "policyInfo": {id: {"employees": [employee]}}}))
             }
             _ => (200, json!({"responseCode": 410, "responseMessage": "Argument 'type' is missing or malformed"})),
@@ -488,27 +489,34 @@ fn a_sync_and_runs_on_one_credential_share_its_rate_limit() {
     home.import(&Value::Array(people));
     let wf = home.file(
         "call.json",
-        r#"{"name": "call", "begin": {"next": "call"}, "blocks": {
+        r#"{"name": "call", "begin": {"next": "call",
+              "rules": [{"field": "email", "op": "ends_with", "value": "@acme.test"}]}, "blocks": {
               "call": {"type": "api", "credential": "expensify", "retry": {"max_attempts": 1},
                        "request": {"method": "GET", "url": "/call/<<email>>"}}}}"#,
     );
     let wf = wf.to_str().unwrap();
 
-    // Both through serve, so one engine runs them side by side.
+    // Both through serve, so one engine runs them side by side: the sync first (13 jobs,
+    // at least 4 s at 3 per second), and the runs once its first job has arrived.
     let _serving = support::serve(&home);
     let (synced, ran) = std::thread::scope(|s| {
         let sync = s.spawn(|| home.roster(&["sync", &file, "--json"]));
-        let runs = s.spawn(|| home.roster(&["run", wf, "--all", "--json"]));
-        (sync.join().unwrap(), runs.join().unwrap())
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while vendor.seen().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the sync sent nothing");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let runs = home.roster(&["run", wf, "--all", "--json"]);
+        (sync.join().unwrap(), runs)
     });
     let session = synced.ok().json();
     assert_eq!(session["state"], "succeeded", "{session:#}");
-    assert_eq!(counts(&session)["fetched"], 6);
+    assert_eq!(counts(&session)["fetched"], 12);
     ran.ok();
 
     let seen = vendor.seen();
     let (calls, jobs): (Vec<_>, Vec<_>) = seen.iter().partition(|s| s.uri.starts_with("/call/"));
-    assert_eq!((jobs.len(), calls.len()), (7, 6), "policyList + six policy jobs, and one call per run");
+    assert_eq!((jobs.len(), calls.len()), (13, 6), "policyList + twelve policy jobs, and one call per run");
     // They ran at the same time: each began before the other ended.
     let span =
         |list: &[&support::Seen]| (list.iter().map(|s| s.at).min().unwrap(), list.iter().map(|s| s.at).max().unwrap());
