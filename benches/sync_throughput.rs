@@ -116,8 +116,9 @@ async fn child_sync(opts: &Opts) {
         let rss_before = rss_mib();
         let cpu0 = cpu_seconds();
         let t = Instant::now();
-        let session =
-            sync::run(&store as &Store, &integration, &credential, &clock, false, &mut NoProgress).await.expect("sync");
+        let session = sync::run(&store as &Store, &integration, &credential, None, &clock, false, &mut NoProgress)
+            .await
+            .expect("sync");
         let elapsed = t.elapsed().as_secs_f64();
         let cpu = cpu_seconds() - cpu0;
         assert_eq!(session.error, None, "the sync failed");

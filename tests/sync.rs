@@ -444,6 +444,94 @@ fn an_expensify_rate_limit_is_hit_and_waited_out() {
     assert_eq!(by_email(&home).len() as u64, n);
 }
 
+/// The Integration Server job a connector's request carries (`requestJobDescription`).
+fn expensify_job(seen: &support::Seen) -> Value {
+    let form = String::from_utf8_lossy(&seen.body).replace('+', " ");
+    let encoded = form.split('&').find_map(|pair| pair.strip_prefix("requestJobDescription=")).unwrap_or("null");
+    serde_json::from_str(&percent_encoding::percent_decode_str(encoded).decode_utf8_lossy()).unwrap_or(Value::Null)
+}
+
+#[test]
+fn a_sync_and_runs_on_one_credential_share_its_rate_limit() {
+    // A loopback Expensify that notes when each request arrives: the sync's jobs
+    // (policyList, then one policy job per policy) and the runs' calls all reach it.
+    let policies: Vec<String> = (1..=12).map(|i| format!("POLICY{i:02}")).collect();
+    let listed = policies.clone();
+    let vendor = Recorder::start(move |seen| {
+        if seen.uri.starts_with("/call/") {
+            return (200, json!({"ok": true}));
+        }
+        let job = expensify_job(seen);
+        match job["inputSettings"]["type"].as_str() {
+            Some("policyList") => {
+                let list: Vec<Value> = listed.iter().map(|id| json!({"id": id, "name": id})).collect();
+                (200, json!({"responseCode": 200, "policyList": list}))
+            }
+            Some("policy") => {
+                let id = job["inputSettings"]["policyIDList"][0].as_str().unwrap_or_default().to_string();
+                let email = format!("{}@expensify.test", id.to_lowercase());
+                let employee = json!({"email": email, "role": "user", "submitsTo": "boss@expensify.test"});
+                (200, json!({"responseCode": 200, "policyInfo": {id: {"employees": [employee]}}}))
+            }
+            _ => (200, json!({"responseCode": 410, "responseMessage": "Argument 'type' is missing or malformed"})),
+        }
+    });
+    let home = TestHome::new();
+    let add = ["credentials", "add", "expensify", "--kind", "expensify", "--base-url", &vendor.url()];
+    home.roster_stdin(&[&add[..], &["--username", "partner", "--rate-limit", "3/1s"]].concat(), "partner-secret-5e6f")
+        .ok();
+    let file = integration(
+        &home,
+        "expensify.json",
+        json!({"name": "expensify", "connector": "expensify", "credential": "expensify"}),
+    );
+    let people: Vec<Value> = (1..=6).map(|i| json!({"email": format!("p{i}@acme.test")})).collect();
+    home.import(&Value::Array(people));
+    let wf = home.file(
+        "call.json",
+        r#"{"name": "call", "begin": {"next": "call",
+              "rules": [{"field": "email", "op": "ends_with", "value": "@acme.test"}]}, "blocks": {
+              "call": {"type": "api", "credential": "expensify", "retry": {"max_attempts": 1},
+                       "request": {"method": "GET", "url": "/call/<<email>>"}}}}"#,
+    );
+    let wf = wf.to_str().unwrap();
+
+    // Both through serve, so one engine runs them side by side: the sync first (13 jobs,
+    // at least 4 s at 3 per second), and the runs once its first job has arrived.
+    let _serving = support::serve(&home);
+    let (synced, ran) = std::thread::scope(|s| {
+        let sync = s.spawn(|| home.roster(&["sync", &file, "--json"]));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while vendor.seen().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the sync sent nothing");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let runs = home.roster(&["run", wf, "--all", "--json"]);
+        (sync.join().unwrap(), runs)
+    });
+    let session = synced.ok().json();
+    assert_eq!(session["state"], "succeeded", "{session:#}");
+    assert_eq!(counts(&session)["fetched"], 12);
+    ran.ok();
+
+    let seen = vendor.seen();
+    let (calls, jobs): (Vec<_>, Vec<_>) = seen.iter().partition(|s| s.uri.starts_with("/call/"));
+    assert_eq!((jobs.len(), calls.len()), (13, 6), "policyList + twelve policy jobs, and one call per run");
+    // They ran at the same time: each began before the other ended.
+    let span =
+        |list: &[&support::Seen]| (list.iter().map(|s| s.at).min().unwrap(), list.iter().map(|s| s.at).max().unwrap());
+    let ((job_first, job_last), (call_first, call_last)) = (span(&jobs), span(&calls));
+    assert!(call_first < job_last && job_first < call_last, "the sync and the runs overlapped");
+    // Together they kept to the one limit: at most 3 arrivals in any 1 s.
+    let mut at: Vec<_> = seen.iter().map(|s| s.at).collect();
+    at.sort();
+    let busiest = (0..at.len())
+        .map(|i| at[i..].iter().take_while(|t| t.duration_since(at[i]) < Duration::from_secs(1)).count())
+        .max()
+        .unwrap();
+    assert!(busiest <= 3, "{busiest} requests within one second: the sync and the runs did not share the limiter");
+}
+
 /// Expires every Sage token after each page, so each next page meets a 401.
 struct ExpireAfterEachPage<'a> {
     sandbox: &'a roster_sandbox::Sandbox,
@@ -485,8 +573,9 @@ fn sage_tokens_that_expire_between_pages_are_refreshed() {
     .unwrap();
     let mut observer = ExpireAfterEachPage { sandbox: &sb.sandbox, pages: 0 };
     let clock = roster_engine::clock::Clock::system();
-    let session =
-        sb.block_on(roster_engine::sync::run(&store, &integration, &credential, &clock, false, &mut observer)).unwrap();
+    let session = sb
+        .block_on(roster_engine::sync::run(&store, &integration, &credential, None, &clock, false, &mut observer))
+        .unwrap();
     assert_eq!(session.state, roster_engine::model::SyncState::Succeeded, "{session:#?}");
     assert_eq!((session.counts.fetched, session.counts.created), (25, 25));
     assert_eq!(observer.pages, 3);

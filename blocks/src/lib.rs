@@ -12,9 +12,7 @@ pub mod kinds;
 pub mod paging;
 pub mod path;
 pub mod preset;
-pub mod rate;
 pub mod redact;
-pub mod retry;
 pub mod rules;
 pub mod template;
 

@@ -3,7 +3,7 @@
 use roster_blocks::credential::{Auth, Credential, CredentialKind, Secret};
 use serde_json::Value;
 
-use crate::http::{Backoff, Failure, brief, send, status_failure};
+use crate::http::{Failure, Link, brief, json, status_failure};
 use crate::{ConnectorError, ConnectorInfo, ErrorKind, Page, PageFuture, RAW_PAGES, Source, SyncOptions};
 
 const VENDOR: &str = "Brex";
@@ -31,11 +31,10 @@ pub(crate) const INFO: ConnectorInfo = ConnectorInfo {
 };
 
 struct Brex {
-    client: reqwest::Client,
+    link: Link,
     url: String,
     token: Secret,
     limit: u32,
-    max_retries: u32,
     /// None before the first page; Some(None) once Brex said there is no next page.
     cursor: Option<Option<String>>,
     pages: usize,
@@ -44,7 +43,7 @@ struct Brex {
 pub(crate) fn open(
     credential: &Credential,
     options: SyncOptions,
-    client: reqwest::Client,
+    link: Link,
 ) -> Result<Box<dyn Source>, ConnectorError> {
     let Auth::Bearer { token } = &credential.auth else {
         return Err(ConnectorError::new(ErrorKind::Config, "brex needs a bearer credential"));
@@ -56,11 +55,10 @@ pub(crate) fn open(
     };
     let base = if credential.base_url.trim().is_empty() { DEFAULT_BASE_URL } else { credential.base_url.trim() };
     Ok(Box::new(Brex {
-        client,
+        link,
         url: format!("{}/v2/users", base.trim_end_matches('/')),
         token: token.clone(),
         limit,
-        max_retries: options.max_retries,
         cursor: None,
         pages: 0,
     }))
@@ -79,21 +77,21 @@ impl Brex {
             Some(Some(c)) => Some(c.clone()),
             None => None,
         };
-        let mut backoff = Backoff::new(self.max_retries);
+        let mut retries = self.link.retries();
         let mut body = loop {
             let mut request =
-                self.client.get(&self.url).bearer_auth(self.token.expose()).query(&[("limit", self.limit)]);
+                self.link.client.get(&self.url).bearer_auth(self.token.expose()).query(&[("limit", self.limit)]);
             if let Some(c) = &cursor {
                 request = request.query(&[("cursor", c)]);
             }
-            let attempt = match send(VENDOR, request).await {
-                Ok(resp) if resp.is_success() => resp.json(VENDOR).map_err(Failure::from),
+            let attempt = match self.link.send(VENDOR, request).await {
+                Ok(resp) if resp.is_success() => json(VENDOR, &resp).map_err(Failure::from),
                 Ok(resp) => Err(status_failure(VENDOR, &resp)),
                 Err(f) => Err(f),
             };
             match attempt {
                 Ok(body) => break body,
-                Err(f) => backoff.wait_or_fail(f).await?,
+                Err(f) => retries.wait_or_fail(f).await?,
             }
         };
 

@@ -1,15 +1,14 @@
 //! Expensify Integration Server: a `policyList` job, then one `policy` job per policy with
 //! `fields: ["employees"]` (connectors.md §1). Errors often come back as HTTP 200 with a
-//! `responseCode` in the body. Calls are paced on our side to Expensify's published limits.
+//! `responseCode` in the body. Calls are paced by the credential's rate limiter, shared
+//! with the runs that use it (by default Expensify's published limits).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::VecDeque;
 
 use roster_blocks::credential::{Auth, Credential, CredentialKind, Secret};
 use serde_json::{Value, json};
 
-use crate::http::{Backoff, Failure, brief, send, status_failure};
+use crate::http::{Failure, Link, brief, json, status_failure};
 use crate::{ConnectorError, ConnectorInfo, ErrorKind, Page, PageFuture, RAW_PAGES, Source, SyncOptions};
 
 const VENDOR: &str = "Expensify";
@@ -31,11 +30,10 @@ pub(crate) const INFO: ConnectorInfo = ConnectorInfo {
 };
 
 struct Expensify {
-    client: reqwest::Client,
+    link: Link,
     url: String,
     partner_user_id: String,
     partner_user_secret: Secret,
-    max_retries: u32,
     /// None until the policy list is known: (id, name when known).
     policies: Option<VecDeque<(String, Option<String>)>>,
     given_policies: Vec<String>,
@@ -48,7 +46,7 @@ struct Expensify {
 pub(crate) fn open(
     credential: &Credential,
     options: SyncOptions,
-    client: reqwest::Client,
+    link: Link,
 ) -> Result<Box<dyn Source>, ConnectorError> {
     let Auth::Expensify { partner_user_id, partner_user_secret } = &credential.auth else {
         return Err(ConnectorError::new(ErrorKind::Config, "expensify needs an expensify credential"));
@@ -57,11 +55,10 @@ pub(crate) fn open(
     let given_policies: Vec<String> =
         options.policy_ids.iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect();
     Ok(Box::new(Expensify {
-        client,
+        link,
         url: url.to_string(),
         partner_user_id: partner_user_id.clone(),
         partner_user_secret: partner_user_secret.clone(),
-        max_retries: options.max_retries,
         policies: None,
         given_policies,
         pages: 0,
@@ -164,19 +161,18 @@ impl Expensify {
         })
         .to_string();
         let job = input_settings.get("type").and_then(Value::as_str).unwrap_or("?");
-        let mut backoff = Backoff::new(self.max_retries);
+        let mut retries = self.link.retries();
         loop {
-            pace(&format!("{}\n{}", self.url, self.partner_user_id)).await;
             tracing::debug!(connector = "expensify", job, "request");
-            let request = self.client.post(&self.url).form(&[("requestJobDescription", description.as_str())]);
-            let attempt = match send(VENDOR, request).await {
-                Ok(resp) if resp.is_success() => resp.json(VENDOR).map_err(Failure::from).and_then(check_body),
+            let request = self.link.client.post(&self.url).form(&[("requestJobDescription", description.as_str())]);
+            let attempt = match self.link.send(VENDOR, request).await {
+                Ok(resp) if resp.is_success() => json(VENDOR, &resp).map_err(Failure::from).and_then(check_body),
                 Ok(resp) => Err(status_failure(VENDOR, &resp)),
                 Err(f) => Err(f),
             };
             match attempt {
                 Ok(body) => return Ok(body),
-                Err(f) => backoff.wait_or_fail(f).await?,
+                Err(f) => retries.wait_or_fail(f).await?,
             }
         }
     }
@@ -201,9 +197,9 @@ fn check_body(body: Value) -> Result<Value, Failure> {
     }
     Err(match code {
         Some(401 | 403) => Failure::fatal(error(ErrorKind::Auth)),
-        Some(429) => Failure::transient(error(ErrorKind::RateLimited), None),
+        Some(429) => Failure::answered(error(ErrorKind::RateLimited), 429, None),
         Some(404 | 410) => Failure::fatal(error(ErrorKind::Config)),
-        Some(500..=599) => Failure::transient(error(ErrorKind::Vendor), None),
+        Some(status @ 500..=599) => Failure::answered(error(ErrorKind::Vendor), status as u16, None),
         _ => Failure::fatal(error(ErrorKind::Vendor)),
     })
 }
@@ -212,56 +208,12 @@ fn shape(what: String) -> ConnectorError {
     ConnectorError::new(ErrorKind::Malformed, format!("Expensify's answer has an unexpected shape: {what}"))
 }
 
-/// Expensify's help pages: up to 5 requests per 10 s and 20 per 60 s per account.
-const WINDOWS: &[(usize, Duration)] = &[(5, Duration::from_secs(10)), (20, Duration::from_secs(60))];
-
-/// Request times per account, shared by every Source in the process, since the limit is the
-/// account's and not one sync's.
-static SENT: LazyLock<Mutex<HashMap<String, VecDeque<Instant>>>> = LazyLock::new(Mutex::default);
-
-/// Waits until one more request fits every window, then records it.
-async fn pace(account: &str) {
-    loop {
-        let wait = {
-            let mut sent = SENT.lock().unwrap_or_else(|e| e.into_inner());
-            reserve(sent.entry(account.to_string()).or_default(), Instant::now())
-        };
-        match wait {
-            None => return,
-            Some(d) => {
-                tracing::debug!(connector = "expensify", wait_ms = d.as_millis() as u64, "pacing to the rate limit");
-                tokio::time::sleep(d).await;
-            }
-        }
-    }
-}
-
-/// Records a request at `now` if it fits every window; otherwise how long until it would.
-fn reserve(times: &mut VecDeque<Instant>, now: Instant) -> Option<Duration> {
-    let longest = WINDOWS.iter().map(|w| w.1).max().unwrap_or_default();
-    while times.front().is_some_and(|t| now.duration_since(*t) >= longest) {
-        times.pop_front();
-    }
-    let wait = WINDOWS
-        .iter()
-        .filter_map(|&(max, per)| {
-            let inside: Vec<&Instant> = times.iter().filter(|t| now.duration_since(**t) < per).collect();
-            // The oldest request in a full window must age out before the next one fits.
-            (inside.len() >= max).then(|| per - now.duration_since(*inside[inside.len() - max]))
-        })
-        .max();
-    if wait.is_none() {
-        times.push_back(now);
-    }
-    wait
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn kind(body: Value) -> Option<(ErrorKind, bool, String)> {
-        check_body(body).err().map(|f| (f.error.kind, matches!(f.retry, crate::http::Retry::Yes(_)), f.error.message))
+        check_body(body).err().map(|f| (f.error.kind, f.outcome.is_transient(), f.error.message))
     }
 
     #[test]
@@ -283,24 +235,5 @@ mod tests {
         );
         assert_eq!(kind(json!({"responseCode": "410", "responseMessage": "bad"})).unwrap().0, ErrorKind::Config);
         assert_eq!(kind(json!({"responseCode": 207, "responseMessage": "odd"})).unwrap().0, ErrorKind::Vendor);
-    }
-
-    #[test]
-    fn pacing_keeps_to_five_per_ten_seconds_and_twenty_per_minute() {
-        let t0 = Instant::now();
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let mut times = VecDeque::new();
-        for i in 0..5 {
-            assert_eq!(reserve(&mut times, at(i * 100)), None);
-        }
-        assert_eq!(reserve(&mut times, at(500)), Some(Duration::from_millis(9_500)));
-        assert_eq!(reserve(&mut times, at(10_000)), None);
-        // 20 spread out so no 10 s window is full; the 21st waits for the minute window.
-        let mut times = VecDeque::new();
-        for i in 0..20 {
-            assert_eq!(reserve(&mut times, at(i * 2_500)), None, "{i}");
-        }
-        assert_eq!(reserve(&mut times, at(50_000)), Some(Duration::from_secs(10)));
-        assert_eq!(reserve(&mut times, at(60_000)), None);
     }
 }

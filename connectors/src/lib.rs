@@ -6,8 +6,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use roster_blocks::credential::{Credential, CredentialKind};
+use roster_blocks::http::rate::{RateLimiter, default_limit};
+use roster_blocks::http::retry::RetryPolicy;
 use roster_blocks::redact;
 use serde_json::Value;
 
@@ -84,6 +88,20 @@ impl Default for SyncOptions {
     }
 }
 
+impl SyncOptions {
+    /// How each request of a sync is tried again: from 200 ms, doubling up to a minute
+    /// (or the vendor's `Retry-After`, up to a minute), within ten minutes.
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_retries.saturating_add(1),
+            initial: Duration::from_millis(200),
+            factor: 2.0,
+            max_delay: Duration::from_secs(60),
+            budget: Duration::from_secs(600),
+        }
+    }
+}
+
 /// One page of source people plus, for the first few pages, the raw payload (for `sync --test`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
@@ -121,7 +139,7 @@ pub struct ConnectorInfo {
     pub key_path: &'static str,
 }
 
-type OpenFn = fn(&Credential, SyncOptions, reqwest::Client) -> Result<Box<dyn Source>, ConnectorError>;
+type OpenFn = fn(&Credential, SyncOptions, http::Link) -> Result<Box<dyn Source>, ConnectorError>;
 
 struct Registration {
     info: ConnectorInfo,
@@ -149,12 +167,15 @@ const fn infos() -> [ConnectorInfo; REGISTRY.len()] {
 pub const CONNECTORS: &[ConnectorInfo] = &infos();
 
 /// Opens a page stream for `connector` with `credential`. Nothing is sent until the first
-/// [`Source::next_page`].
+/// [`Source::next_page`]. Every request (each attempt included) waits for `rate`, the
+/// credential's limiter that its runs share; without one, the vendor's documented limit
+/// (`default_limit`) paces this stream alone.
 pub fn open(
     connector: &str,
     credential: &Credential,
     options: SyncOptions,
     client: reqwest::Client,
+    rate: Option<Arc<RateLimiter>>,
 ) -> Result<Box<dyn Source>, ConnectorError> {
     let Some(reg) = REGISTRY.iter().find(|r| r.info.name == connector) else {
         let known: Vec<&str> = CONNECTORS.iter().map(|c| c.name).collect();
@@ -174,7 +195,9 @@ pub fn open(
         ));
     }
     redact::process().add_credential(credential);
-    let inner = (reg.open)(credential, options, client)?;
+    let rate = rate.or_else(|| default_limit(kind, &credential.base_url).and_then(RateLimiter::parse).map(Arc::new));
+    let link = http::Link::new(client, rate, options.retry_policy());
+    let inner = (reg.open)(credential, options, link)?;
     Ok(Box::new(Scrubbed { inner }))
 }
 
@@ -234,10 +257,10 @@ mod tests {
     #[test]
     fn unknown_connector_and_wrong_credential_kind_are_config_errors() {
         let client = roster_blocks::http::client(std::time::Duration::from_secs(5), std::time::Duration::from_secs(5));
-        let e = open("okta", &bearer(), SyncOptions::default(), client.clone()).err().unwrap();
+        let e = open("okta", &bearer(), SyncOptions::default(), client.clone(), None).err().unwrap();
         assert_eq!(e.kind, ErrorKind::Config);
         assert!(e.message.contains("brex, expensify, sage_people"), "{e}");
-        let e = open("sage_people", &bearer(), SyncOptions::default(), client).err().unwrap();
+        let e = open("sage_people", &bearer(), SyncOptions::default(), client, None).err().unwrap();
         assert_eq!(e.kind, ErrorKind::Config);
         assert!(e.message.contains("`oauth2`") && e.message.contains("`bearer`"), "{e}");
     }

@@ -4,7 +4,7 @@
 use roster_blocks::credential::{Auth, Credential, CredentialKind, Secret};
 use serde_json::Value;
 
-use crate::http::{Backoff, Failure, Response, brief, send, status_failure};
+use crate::http::{Failure, Link, Response, brief, json, message, status_failure};
 use crate::{ConnectorError, ConnectorInfo, ErrorKind, Page, PageFuture, RAW_PAGES, Source, SyncOptions};
 
 const VENDOR: &str = "Sage People";
@@ -53,10 +53,9 @@ struct Token {
 }
 
 struct SagePeople {
-    client: reqwest::Client,
+    link: Link,
     grant: Grant,
     base_url_override: Option<String>,
-    max_retries: u32,
     /// Kept for the Source's life; replaced when the API says the session is gone.
     token: Option<Token>,
     marker: Option<String>,
@@ -66,8 +65,8 @@ struct SagePeople {
 
 pub(crate) fn open(
     credential: &Credential,
-    options: SyncOptions,
-    client: reqwest::Client,
+    _options: SyncOptions,
+    link: Link,
 ) -> Result<Box<dyn Source>, ConnectorError> {
     let Auth::OAuth2 { token_url, client_id, client_secret, username, password } = &credential.auth else {
         return Err(ConnectorError::new(ErrorKind::Config, "sage_people needs an oauth2 credential"));
@@ -81,7 +80,7 @@ pub(crate) fn open(
     };
     let base = credential.base_url.trim().trim_end_matches('/');
     Ok(Box::new(SagePeople {
-        client,
+        link,
         grant: Grant {
             token_url: token_url.trim().to_string(),
             client_id: client_id.clone(),
@@ -89,7 +88,6 @@ pub(crate) fn open(
             user,
         },
         base_url_override: (!base.is_empty()).then(|| base.to_string()),
-        max_retries: options.max_retries,
         token: None,
         marker: None,
         done: false,
@@ -137,14 +135,15 @@ impl SagePeople {
 
     /// The next employees answer, or None on 204. Refreshes the token once on 401.
     async fn employees_page(&mut self) -> Result<Option<Value>, ConnectorError> {
-        let mut backoff = Backoff::new(self.max_retries);
         let mut refreshed = false;
+        let mut retries = self.link.retries();
         loop {
             if self.token.is_none() {
                 self.token = Some(self.fetch_token().await?);
             }
             let Some(token) = &self.token else { continue };
             let mut request = self
+                .link
                 .client
                 .get(format!("{}{EMPLOYEES_PATH}", token.api_base))
                 .bearer_auth(token.access_token.expose())
@@ -152,9 +151,9 @@ impl SagePeople {
             if let Some(m) = &self.marker {
                 request = request.query(&[("marker", m)]);
             }
-            let failure = match send(VENDOR, request).await {
+            let failure = match self.link.send(VENDOR, request).await {
                 Ok(resp) if resp.status == 204 => return Ok(None),
-                Ok(resp) if resp.is_success() => match resp.json(VENDOR) {
+                Ok(resp) if resp.is_success() => match json(VENDOR, &resp) {
                     Ok(body) => return Ok(Some(body)),
                     Err(e) => Failure::fatal(e),
                 },
@@ -168,7 +167,7 @@ impl SagePeople {
                 Ok(resp) => status_failure(VENDOR, &resp),
                 Err(f) => f,
             };
-            backoff.wait_or_fail(failure).await?;
+            retries.wait_or_fail(failure).await?;
         }
     }
 
@@ -183,10 +182,10 @@ impl SagePeople {
             }
             None => form.push(("grant_type", "client_credentials")),
         }
-        let mut backoff = Backoff::new(self.max_retries);
+        let mut retries = self.link.retries();
         loop {
             tracing::debug!(connector = "sage_people", password_grant = g.user.is_some(), "token request");
-            let failure = match send(VENDOR, self.client.post(&g.token_url).form(&form)).await {
+            let failure = match self.link.send(VENDOR, self.link.client.post(&g.token_url).form(&form)).await {
                 Ok(resp) if resp.is_success() => match self.token_from(&resp) {
                     Ok(t) => return Ok(t),
                     Err(e) => Failure::fatal(e),
@@ -194,12 +193,12 @@ impl SagePeople {
                 Ok(resp) => token_failure(&resp),
                 Err(f) => f,
             };
-            backoff.wait_or_fail(failure).await?;
+            retries.wait_or_fail(failure).await?;
         }
     }
 
     fn token_from(&self, resp: &Response) -> Result<Token, ConnectorError> {
-        let body = resp.json(VENDOR)?;
+        let body = json(VENDOR, resp)?;
         let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
         let access_token = text("access_token").ok_or_else(|| token_shape("no `access_token`"))?;
         let api_base = match (&self.base_url_override, text("instance_url")) {
@@ -229,7 +228,7 @@ fn token_failure(resp: &Response) -> Failure {
     }
     let mut f = status_failure(&format!("{VENDOR} token endpoint"), resp);
     if resp.status == 404 {
-        f.error.message = format!("{VENDOR} token endpoint said 404: {} (check the token URL)", resp.message());
+        f.error.message = format!("{VENDOR} token endpoint said 404: {} (check the token URL)", message(resp));
     } else if f.error.kind == ErrorKind::Vendor && (400..500).contains(&resp.status) {
         f.error.kind = ErrorKind::Auth;
     }
@@ -253,12 +252,13 @@ mod tests {
         let resp = Response {
             status: 400,
             retry_after: None,
+            trace_id: None,
             body: br#"{"error":"invalid_client","error_description":"invalid client credentials"}"#.to_vec(),
         };
         let f = token_failure(&resp);
         assert_eq!(f.error.kind, ErrorKind::Auth);
         assert_eq!(f.error.message, "Sage People token endpoint said 400: invalid client credentials (invalid_client)");
-        let resp = Response { status: 503, retry_after: None, body: Vec::new() };
-        assert!(matches!(token_failure(&resp).retry, crate::http::Retry::Yes(None)));
+        let resp = Response { status: 503, retry_after: None, trace_id: None, body: Vec::new() };
+        assert!(token_failure(&resp).outcome.is_transient());
     }
 }

@@ -25,7 +25,7 @@ fn options(page_size: u32) -> SyncOptions {
 async fn pages_to_the_end() {
     let sb = start(config(40)).await;
     let expected = started(&sb);
-    let mut source = open("brex", &good(&sb), options(7), client()).unwrap();
+    let mut source = open("brex", &good(&sb), options(7), client(), None).unwrap();
     let pages = drain(source.as_mut()).await.unwrap();
 
     assert_eq!(pages.len(), expected.len().div_ceil(7));
@@ -52,7 +52,7 @@ async fn pages_to_the_end() {
 #[tokio::test]
 async fn wrong_token_is_auth_with_brex_words() {
     let sb = start(config(10)).await;
-    let mut source = open("brex", &credential(&sb, "bxt_wrong-token"), options(5), client()).unwrap();
+    let mut source = open("brex", &credential(&sb, "bxt_wrong-token"), options(5), client(), None).unwrap();
     let e = source.next_page().await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Auth);
     assert!(e.message.starts_with("Brex said 403: Invalid or Revoked Token"), "{e}");
@@ -65,7 +65,7 @@ async fn wrong_token_is_auth_with_brex_words() {
 async fn server_errors_and_dropped_connections_are_retried() {
     let sb = start(config(30)).await;
     sb.set_vendor_faults(Vendor::Brex, Faults { error_500: 0.3, drop_connection: 0.15, seed: 8, ..Faults::default() });
-    let mut source = open("brex", &good(&sb), options(4), client()).unwrap();
+    let mut source = open("brex", &good(&sb), options(4), client(), None).unwrap();
     let records: usize = drain(source.as_mut()).await.unwrap().iter().map(|p| p.records.len()).sum();
     assert_eq!(records, started(&sb).len());
     let faults = sb.stats().brex.faults;
@@ -78,7 +78,7 @@ async fn gives_up_after_max_retries() {
     let sb = start(config(10)).await;
     sb.set_vendor_faults(Vendor::Brex, Faults { error_500: 1.0, ..Faults::default() });
     let opts = SyncOptions { max_retries: 2, ..options(5) };
-    let mut source = open("brex", &good(&sb), opts, client()).unwrap();
+    let mut source = open("brex", &good(&sb), opts, client(), None).unwrap();
     let e = source.next_page().await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Vendor);
     assert_eq!(e.message, "Brex said 500: Internal Server Error (INTERNAL_SERVER_ERROR) (gave up after 2 retries)");
@@ -95,7 +95,7 @@ async fn ten_thousand_people_stream_page_by_page() {
     let sb = start(config(10_000)).await;
     let expected = started(&sb).len();
     assert!(expected > 9_000, "{expected}");
-    let mut source = open("brex", &good(&sb), SyncOptions::default(), client()).unwrap();
+    let mut source = open("brex", &good(&sb), SyncOptions::default(), client(), None).unwrap();
     let (mut pages, mut total) = (0, 0);
     let mut ids = HashSet::new();
     while let Some(page) = source.next_page().await.unwrap() {

@@ -1,6 +1,6 @@
 //! The Expensify connector against the sandbox's fake Integration Server on loopback.
-//! Each test has its own sandbox (own URL), so the connector's per-account pacing of
-//! 5 requests per 10 s does not carry over between tests; each test stays under 5 requests.
+//! Opened without a shared limiter, each source paces itself to Expensify's documented
+//! 5 requests per 10 s; each test stays under 5 requests.
 
 mod common;
 
@@ -36,7 +36,7 @@ fn two_policies() -> SandboxConfig {
 #[tokio::test]
 async fn lists_policies_then_their_employees() {
     let sb = start(two_policies()).await;
-    let mut source = open("expensify", &good(&sb), SyncOptions::default(), client()).unwrap();
+    let mut source = open("expensify", &good(&sb), SyncOptions::default(), client(), None).unwrap();
     let pages = drain(source.as_mut()).await.unwrap();
     assert_eq!(pages.len(), 2, "one page per policy");
     assert!(pages.iter().all(|p| p.raw.as_ref().is_some_and(|r| r["responseCode"] == 200)));
@@ -60,13 +60,13 @@ async fn lists_policies_then_their_employees() {
 #[tokio::test]
 async fn given_policy_ids_skip_the_policy_list() {
     let sb = start(two_policies()).await;
-    let mut source = open("expensify", &good(&sb), SyncOptions::default(), client()).unwrap();
+    let mut source = open("expensify", &good(&sb), SyncOptions::default(), client(), None).unwrap();
     let first = source.next_page().await.unwrap().unwrap();
     let id = first.records[0]["policyID"].as_str().unwrap().to_string();
     sb.reset_stats();
 
     let opts = SyncOptions { policy_ids: vec![id.clone()], ..SyncOptions::default() };
-    let mut source = open("expensify", &good(&sb), opts, client()).unwrap();
+    let mut source = open("expensify", &good(&sb), opts, client(), None).unwrap();
     let pages = drain(source.as_mut()).await.unwrap();
     assert_eq!(pages.len(), 1);
     assert_eq!(pages[0].records.len(), first.records.len());
@@ -74,7 +74,7 @@ async fn given_policy_ids_skip_the_policy_list() {
     assert_eq!(sb.stats().expensify.requests, 1);
 
     let opts = SyncOptions { policy_ids: vec!["0000000000000000".into()], ..SyncOptions::default() };
-    let mut source = open("expensify", &good(&sb), opts, client()).unwrap();
+    let mut source = open("expensify", &good(&sb), opts, client(), None).unwrap();
     let e = source.next_page().await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Config);
     assert_eq!(e.message, "Expensify said 404: Policy not found: 0000000000000000");
@@ -84,7 +84,8 @@ async fn given_policy_ids_skip_the_policy_list() {
 #[tokio::test]
 async fn bad_secret_in_a_200_is_auth_with_expensify_words() {
     let sb = start(config(10)).await;
-    let mut source = open("expensify", &credential(&sb, "not-the-secret"), SyncOptions::default(), client()).unwrap();
+    let mut source =
+        open("expensify", &credential(&sb, "not-the-secret"), SyncOptions::default(), client(), None).unwrap();
     let e = source.next_page().await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Auth);
     assert_eq!(e.message, "Expensify said 401: Not authorized to authenticate as user sandbox_partner_user");
@@ -97,7 +98,7 @@ async fn bad_secret_in_a_200_is_auth_with_expensify_words() {
 async fn rate_limit_is_waited_out() {
     let limit = RateLimit { requests: 2, per: Duration::from_secs(1) };
     let sb = start(SandboxConfig { expensify_rate_limit: limit, ..two_policies() }).await;
-    let mut source = open("expensify", &good(&sb), SyncOptions::default(), client()).unwrap();
+    let mut source = open("expensify", &good(&sb), SyncOptions::default(), client(), None).unwrap();
     let records: usize = drain(source.as_mut()).await.unwrap().iter().map(|p| p.records.len()).sum();
     assert_eq!(records, started(&sb).len());
     let stats = sb.stats();
@@ -110,7 +111,7 @@ async fn rate_limit_is_waited_out() {
 async fn internal_errors_in_and_outside_the_body_are_retried() {
     let sb = start(config(12)).await;
     sb.set_vendor_faults(Vendor::Expensify, Faults { error_500: 0.5, seed: 3, ..Faults::default() });
-    let mut source = open("expensify", &good(&sb), SyncOptions::default(), client()).unwrap();
+    let mut source = open("expensify", &good(&sb), SyncOptions::default(), client(), None).unwrap();
     let records: usize = drain(source.as_mut()).await.unwrap().iter().map(|p| p.records.len()).sum();
     assert_eq!(records, started(&sb).len());
     let stats = sb.stats();

@@ -41,7 +41,7 @@ fn ids(records: &[Value]) -> Vec<String> {
 #[tokio::test]
 async fn pages_to_the_end_by_marker() {
     let sb = start(paged()).await;
-    let mut source = open("sage_people", &credential(&sb), SyncOptions::default(), client()).unwrap();
+    let mut source = open("sage_people", &credential(&sb), SyncOptions::default(), client(), None).unwrap();
     let pages = drain(source.as_mut()).await.unwrap();
     assert_eq!(pages.iter().map(|p| p.records.len()).collect::<Vec<_>>(), [10, 10, 5]);
     assert!(pages.iter().all(|p| p.raw.as_ref().is_some_and(|r| r["version"].is_string())));
@@ -68,12 +68,12 @@ async fn client_credentials_grant_and_base_url_override() {
         *username = None;
         *password = None;
     }
-    let mut source = open("sage_people", &cred, SyncOptions::default(), client()).unwrap();
+    let mut source = open("sage_people", &cred, SyncOptions::default(), client(), None).unwrap();
     assert_eq!(drain(source.as_mut()).await.unwrap().iter().map(|p| p.records.len()).sum::<usize>(), 25);
 
     // A non-empty base URL wins over the token's instance_url.
     cred.base_url = format!("{}/elsewhere", sb.sage_instance_url());
-    let mut source = open("sage_people", &cred, SyncOptions::default(), client()).unwrap();
+    let mut source = open("sage_people", &cred, SyncOptions::default(), client(), None).unwrap();
     let e = source.next_page().await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Config);
     assert!(e.message.starts_with("Sage People said 404: Could not find a match for URL"), "{e}");
@@ -83,7 +83,7 @@ async fn client_credentials_grant_and_base_url_override() {
 #[tokio::test]
 async fn a_new_token_when_the_session_expires() {
     let sb = start(paged()).await;
-    let mut source = open("sage_people", &credential(&sb), SyncOptions::default(), client()).unwrap();
+    let mut source = open("sage_people", &credential(&sb), SyncOptions::default(), client(), None).unwrap();
     let first = source.next_page().await.unwrap().unwrap();
     sb.expire_sage_tokens();
     let rest = drain(source.as_mut()).await.unwrap();
@@ -100,7 +100,7 @@ async fn a_new_token_when_the_session_expires() {
 async fn a_new_token_when_the_token_lifetime_runs_out() {
     let ttl = Duration::from_millis(150);
     let sb = start(SandboxConfig { sage_token_ttl: ttl, ..paged() }).await;
-    let mut source = open("sage_people", &credential(&sb), SyncOptions::default(), client()).unwrap();
+    let mut source = open("sage_people", &credential(&sb), SyncOptions::default(), client(), None).unwrap();
     let mut count = source.next_page().await.unwrap().unwrap().records.len();
     tokio::time::sleep(ttl + Duration::from_millis(50)).await;
     count += drain(source.as_mut()).await.unwrap().iter().map(|p| p.records.len()).sum::<usize>();
@@ -112,7 +112,7 @@ async fn a_new_token_when_the_token_lifetime_runs_out() {
 #[tokio::test]
 async fn a_session_that_dies_at_once_is_auth_after_one_refresh() {
     let sb = start(SandboxConfig { sage_token_ttl: Duration::ZERO, ..paged() }).await;
-    let mut source = open("sage_people", &credential(&sb), SyncOptions::default(), client()).unwrap();
+    let mut source = open("sage_people", &credential(&sb), SyncOptions::default(), client(), None).unwrap();
     let e = source.next_page().await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Auth);
     assert_eq!(e.message, "Sage People said 401: Session expired or invalid (INVALID_SESSION_ID)");
@@ -127,7 +127,7 @@ async fn bad_client_secret_is_auth() {
     if let Auth::OAuth2 { client_secret, .. } = &mut cred.auth {
         *client_secret = Secret::new("wrong-client-secret");
     }
-    let mut source = open("sage_people", &cred, SyncOptions::default(), client()).unwrap();
+    let mut source = open("sage_people", &cred, SyncOptions::default(), client(), None).unwrap();
     let e = source.next_page().await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Auth);
     assert_eq!(e.message, "Sage People token endpoint said 400: invalid client credentials (invalid_client)");
@@ -140,7 +140,7 @@ async fn bad_client_secret_is_auth() {
 async fn server_errors_and_dropped_connections_are_retried() {
     let sb = start(paged()).await;
     sb.set_vendor_faults(Vendor::Sage, Faults { error_500: 0.3, drop_connection: 0.2, seed: 4, ..Faults::default() });
-    let mut source = open("sage_people", &credential(&sb), SyncOptions::default(), client()).unwrap();
+    let mut source = open("sage_people", &credential(&sb), SyncOptions::default(), client(), None).unwrap();
     let records: usize = drain(source.as_mut()).await.unwrap().iter().map(|p| p.records.len()).sum();
     assert_eq!(records, 25);
     let faults = sb.stats().sage.faults;

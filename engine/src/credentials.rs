@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use roster_blocks::credential::{Auth, Credential, CredentialKind, Secret};
+use roster_blocks::http::rate::{RateLimiter, default_limit};
 
 use crate::error::{Error, Result};
-use crate::limits::{RateLimiter, default_limit};
 use crate::model::StoredCredential;
 use crate::vault::Vault;
 
@@ -20,7 +20,8 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 pub fn parse_rate_limit(text: &str) -> Result<RateLimiter> {
     RateLimiter::parse(text).ok_or_else(|| {
         Error::Refused(format!(
-            "--rate-limit `{text}` is not REQUESTS/PERIOD with both above zero, e.g. 1000/60s, 5/10s or 100/1m"
+            "--rate-limit `{text}` is not REQUESTS/PERIOD with both above zero, e.g. 1000/60s, 5/10s or 100/1m \
+             (several, separated by commas, all apply)"
         ))
     })
 }
@@ -28,8 +29,8 @@ pub fn parse_rate_limit(text: &str) -> Result<RateLimiter> {
 /// Checks a `--timeout` value (`30s`, `1.5s`, `2m`): above zero, at most [`MAX_TIMEOUT`].
 pub fn parse_timeout(text: &str) -> Result<Duration> {
     let bad = |why: &str| Error::Refused(format!("--timeout `{text}` {why}"));
-    let timeout =
-        roster_blocks::retry::parse_duration(text).ok_or_else(|| bad("is not a duration such as 500ms, 30s or 2m"))?;
+    let timeout = roster_blocks::http::retry::parse_duration(text)
+        .ok_or_else(|| bad("is not a duration such as 500ms, 30s or 2m"))?;
     if timeout.is_zero() {
         return Err(bad("must be above zero"));
     }

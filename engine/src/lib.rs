@@ -5,7 +5,6 @@ pub mod clock;
 pub mod credentials;
 pub mod error;
 pub mod home;
-pub mod limits;
 pub mod model;
 pub mod presets;
 pub mod records;

@@ -13,17 +13,17 @@ use std::time::Duration;
 
 use jiff::civil::Date;
 use roster_blocks::credential::Credential;
+use roster_blocks::http::rate::{RateLimiter, RateLimits};
+pub use roster_blocks::http::retry::RetryPolicy;
 use roster_blocks::http::{self, HttpResponse, SendError, excerpt, vendor_message};
 use roster_blocks::kinds::Block;
 use roster_blocks::kinds::api::{ApiBlock, RenderedRequest, StepError, with_item};
-pub use roster_blocks::retry::RetryPolicy;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::clock::{Clock, rfc3339_millis};
 use crate::credentials;
 use crate::error::{Error, Result};
-use crate::limits::RateLimiter;
 use crate::model::{FieldChange, JournalEntry, Pending, Record, Run, RunState, RunTrigger, StepPhase};
 use crate::store::{RecordWrite, Store};
 use crate::vault::Vault;
@@ -67,6 +67,8 @@ pub struct Engine {
     credentials: Mutex<HashMap<String, Arc<Credential>>>,
     /// Rate limit and request timeout of each credential opened so far.
     limits: Mutex<HashMap<String, CredentialLimits>>,
+    /// One rate limiter per credential, shared by its runs and its syncs.
+    rate_limits: RateLimits,
     /// Set on shutdown: runs stop before their next step (every `for_each` item and
     /// every retry attempt is one) and stay queued; a retry's backoff wakes up for it.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -86,6 +88,7 @@ impl Engine {
             retry: RetryPolicy::default(),
             credentials: Mutex::new(HashMap::new()),
             limits: Mutex::new(HashMap::new()),
+            rate_limits: RateLimits::default(),
             stopping: tokio::sync::watch::Sender::new(false),
             cancelling: Mutex::new(std::collections::HashSet::new()),
             cancel_asked: tokio::sync::Notify::new(),
@@ -169,12 +172,18 @@ impl Engine {
         let vault =
             self.vault.as_ref().ok_or_else(|| Error::Vault("no master key is available to open credentials".into()))?;
         let cred = Arc::new(credentials::open(vault, &stored)?);
-        let rate = credentials::rate_limit_of(&stored).and_then(RateLimiter::parse).map(Arc::new);
+        // Runs and syncs that opened the credential at the same moment get the first one's
+        // limiter: two limiters for one credential would each let their own burst through.
+        let rate = self.rate_limits.for_credential(name, credentials::rate_limit_of(&stored));
         let limits = CredentialLimits { rate, timeout: credentials::timeout_of(&stored) };
-        // Runs that opened the credential at the same moment keep the first one's limiter:
-        // two limiters for one credential would each let their own burst through.
         self.limits.lock().expect("limits").entry(name.to_string()).or_insert(limits);
         Ok(self.credentials.lock().expect("credential cache").entry(name.to_string()).or_insert(cred).clone())
+    }
+
+    /// The rate limiter of a credential opened with [`Engine::credential`], for a sync to
+    /// share with the runs; None when the credential is not paced.
+    pub fn rate_limiter(&self, credential: &str) -> Option<Arc<RateLimiter>> {
+        self.rate_limits.get(credential)
     }
 
     /// The vault credentials are sealed with, when a master key is available.
@@ -187,6 +196,7 @@ impl Engine {
     pub fn forget_credential(&self, name: &str) {
         self.credentials.lock().expect("credential cache").remove(name);
         self.limits.lock().expect("limits").remove(name);
+        self.rate_limits.forget(name);
     }
 
     /// What templates see: the record's fields at the top level (and under `record`),
@@ -515,12 +525,13 @@ impl Engine {
                 return self.park(run).await;
             }
             let limits = credential.and_then(|c| self.limits.lock().expect("limits").get(&c.name).cloned());
-            if let Some(rate) = limits.as_ref().and_then(|l| l.rate.clone()) {
-                tokio::select! {
-                    _ = rate.acquire() => {}
+            let permit = match limits.as_ref().and_then(|l| l.rate.clone()) {
+                Some(rate) => tokio::select! {
+                    permit = rate.acquire() => Some(permit),
                     _ = self.interruption(run.id) => return self.park(run).await,
-                }
-            }
+                },
+                None => None,
+            };
             let mut entry = self.entry(run, block_id, "api", item, attempt);
             entry.request = Some(request.clone());
             run.pending = Some(Pending {
@@ -534,21 +545,11 @@ impl Engine {
             // Journal "started" durably before anything leaves the process.
             self.save(run, &entry, None).await?;
             let timeout = limits.as_ref().map(|l| l.timeout);
-            let rate = limits.as_ref().and_then(|l| l.rate.as_deref());
-            let sent = http::send(&self.client, credential, &request, api.paginate.as_ref(), timeout, rate).await;
+            let sent = http::send(&self.client, credential, &request, api.paginate.as_ref(), timeout, permit).await;
             run.pending = None;
-            let retryable = match &sent {
-                Ok(r) => r.status == 429 || r.status == 408 || r.status >= 500,
-                Err(e) => e.is_transient(),
-            };
-            let retry_after = sent.as_ref().ok().and_then(|r| r.retry_after_secs);
-            let may_retry = retryable
-                && attempt < policy.max_attempts
-                && first_sent.elapsed() < policy.budget
-                // A 429 or 408 was refused before any work; anything else may have been
-                // applied, so only a request that is safe to repeat goes again.
-                && (api.safe_to_resend() || sent.as_ref().is_ok_and(|r| r.status == 429 || r.status == 408));
-            if may_retry {
+            let outcome = sent.as_ref().map_or_else(SendError::outcome, HttpResponse::outcome);
+            let wait = policy.next_attempt_in(attempt, first_sent.elapsed(), outcome, api.safe_to_resend());
+            if let Ok(wait) = wait {
                 entry.status = sent.as_ref().ok().map(|r| r.status);
                 entry.error = Some(describe_failure(api, &sent, credential));
                 entry.response = sent.ok().map(bound_response);
@@ -558,7 +559,7 @@ impl Engine {
                 // The failed attempt is journaled as finished, so a stop during the
                 // backoff leaves nothing half done.
                 tokio::select! {
-                    _ = tokio::time::sleep(policy.delay(attempt, retry_after)) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = self.interruption(run.id) => return self.park(run).await,
                 }
                 attempt += 1;

@@ -465,6 +465,7 @@ impl Service {
             &self.engine.store,
             integration,
             &credential,
+            self.engine.rate_limiter(&integration.credential),
             &self.engine.clock,
             test,
             &mut crate::sync::NoProgress,

@@ -7,10 +7,12 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use roster_blocks::credential::Credential;
 use roster_blocks::diag::{ConfigError, Diagnostics, join, suggest};
 use roster_blocks::fields::Fields;
+use roster_blocks::http::rate::RateLimiter;
 use roster_blocks::kinds::{Schedule, compile_schedule};
 use roster_blocks::paging::{PageLimits, PageTrail};
 use roster_blocks::rules::Condition;
@@ -249,11 +251,13 @@ pub struct NoProgress;
 impl SyncObserver for NoProgress {}
 
 /// Runs one integration now. With `test`, fetches and reports what would change and
-/// writes nothing but the session log.
+/// writes nothing but the session log. `rate` is the credential's limiter, shared with the
+/// runs that use it (`Engine::rate_limiter`).
 pub async fn run(
     store: &Store,
     integration: &Integration,
     credential: &Credential,
+    rate: Option<Arc<RateLimiter>>,
     clock: &Clock,
     test: bool,
     observer: &mut dyn SyncObserver,
@@ -276,7 +280,7 @@ pub async fn run(
         skips: Vec::new(),
     };
     store.syncs.put_session(&session).await?;
-    match sync_pages(store, integration, credential, test, observer, &mut session).await {
+    match sync_pages(store, integration, credential, rate, test, observer, &mut session).await {
         Ok(()) => {
             session.state = if session.error.is_some() { SyncState::Failed } else { SyncState::Succeeded };
             session.finished_at = Some(rfc3339_millis(clock.now()));
@@ -301,6 +305,7 @@ async fn sync_pages(
     store: &Store,
     integration: &Integration,
     credential: &Credential,
+    rate: Option<Arc<RateLimiter>>,
     test: bool,
     observer: &mut dyn SyncObserver,
     session: &mut SyncSession,
@@ -311,7 +316,7 @@ async fn sync_pages(
     store.records.index_field(&integration.sync_key).await?;
     let client = roster_blocks::http::client(std::time::Duration::from_secs(60), std::time::Duration::from_secs(10));
     let mut source =
-        match roster_connectors::open(&integration.connector, credential, integration.options.clone(), client) {
+        match roster_connectors::open(&integration.connector, credential, integration.options.clone(), client, rate) {
             Ok(source) => source,
             Err(e) => return Err(Error::Refused(e.to_string())),
         };

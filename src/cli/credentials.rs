@@ -66,8 +66,9 @@ struct SettingArgs {
     /// OAuth2 client id.
     #[arg(long)]
     client_id: Option<String>,
-    /// Requests allowed per period, shared by every run using this credential, e.g.
-    /// 1000/60s (default: the vendor's documented limit when known).
+    /// Requests allowed in any period, shared by every run and sync using this credential,
+    /// e.g. 1000/60s, or several windows: 5/10s,20/60s (default: the vendor's documented
+    /// limit when known).
     #[arg(long)]
     rate_limit: Option<String>,
     /// Request timeout, e.g. 30s (default 30s, at most 10m).

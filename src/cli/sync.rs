@@ -137,8 +137,16 @@ pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
             let integration = Integration::load(&path, creds.as_ref())?;
             let credential = engine.credential(&integration.credential).await?;
             let mut progress = Progress { terminal: !args.json && std::io::stderr().is_terminal() };
-            let session =
-                sync::run(&engine.store, &integration, &credential, &engine.clock, args.test, &mut progress).await?;
+            let session = sync::run(
+                &engine.store,
+                &integration,
+                &credential,
+                engine.rate_limiter(&integration.credential),
+                &engine.clock,
+                args.test,
+                &mut progress,
+            )
+            .await?;
             if progress.terminal {
                 eprintln!();
             }

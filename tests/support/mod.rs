@@ -128,6 +128,8 @@ pub struct Seen {
     pub uri: String,
     pub headers: HashMap<String, String>,
     pub body: Vec<u8>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Seen {
@@ -194,6 +196,7 @@ async fn handle(
         uri: uri.to_string(),
         headers: headers.iter().map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string())).collect(),
         body: body.to_vec(),
+        at: std::time::Instant::now(),
     };
     let (status, content_type, reply) = (state.respond)(&seen);
     state.seen.lock().unwrap().push(seen);

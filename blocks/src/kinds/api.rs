@@ -55,7 +55,7 @@ pub struct ApiBlock {
     pub where_rules: Option<Condition>,
     pub drop_nulls: bool,
     /// How transient failures are retried; `None` takes the engine's default.
-    pub retry: Option<crate::retry::RetryPolicy>,
+    pub retry: Option<crate::http::retry::RetryPolicy>,
     pub next: Option<String>,
     pub on_error: Option<String>,
 }
@@ -248,7 +248,7 @@ impl ApiBlock {
                 block.idempotency_header = Some(("Idempotency-Key".into(), false));
             }
         }
-        block.retry = f.get("retry").and_then(|r| crate::retry::RetryPolicy::compile(r, &f.at("retry"), diags));
+        block.retry = f.get("retry").and_then(|r| crate::http::retry::RetryPolicy::compile(r, &f.at("retry"), diags));
         block.next = f.opt_string("next", diags).map(str::to_string);
         block.on_error = f.opt_string("on_error", diags).map(str::to_string);
         compiled.then_some(block)

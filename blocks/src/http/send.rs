@@ -1,4 +1,6 @@
-//! Sending a rendered request and reading the answer, bounded.
+//! Sending: one exchange ([`exchange`]: send, read the answer bounded, note `Retry-After`
+//! and the trace id, classify what went wrong), and the API block's send on top of it
+//! ([`send`]: authentication, paging, the answer parsed and scrubbed of secrets).
 //!
 //! Authentication is added here from the credential, at the last moment, so the rendered
 //! request that the engine journals never holds a secret.
@@ -8,11 +10,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::rate::Permit;
+use super::retry::Outcome;
 use crate::credential::Credential;
 use crate::kinds::api::RenderedRequest;
 use crate::paging::PageTrail;
 use crate::preset::Paginate;
-use crate::rate::RateLimiter;
 use crate::redact;
 
 /// The largest response body read into memory; larger answers fail the step.
@@ -35,6 +38,13 @@ pub struct HttpResponse {
     pub pages: u32,
 }
 
+impl HttpResponse {
+    /// The answer, as far as sending the request again is concerned.
+    pub fn outcome(&self) -> Outcome {
+        Outcome::Answered { status: self.status, retry_after: self.retry_after_secs.map(Duration::from_secs) }
+    }
+}
+
 /// Why a request got no HTTP answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SendErrorKind {
@@ -45,6 +55,8 @@ pub enum SendErrorKind {
     Paging,
     /// The vendor redirected to another origin; the request was not followed there.
     Redirect,
+    /// The request could not be built (a URL that does not parse, say): it never left.
+    Request,
     Other,
 }
 
@@ -55,9 +67,15 @@ pub struct SendError {
 }
 
 impl SendError {
-    /// Timeouts and connection failures may succeed on a second try.
-    pub fn is_transient(&self) -> bool {
-        matches!(self.kind, SendErrorKind::Timeout | SendErrorKind::Connect | SendErrorKind::Other)
+    /// Timeouts and connection failures may succeed on a second try; the rest would fail
+    /// the same way.
+    pub fn outcome(&self) -> Outcome {
+        match self.kind {
+            SendErrorKind::Timeout | SendErrorKind::Connect | SendErrorKind::Other => Outcome::NoAnswer,
+            SendErrorKind::BodyTooLarge | SendErrorKind::Paging | SendErrorKind::Redirect | SendErrorKind::Request => {
+                Outcome::Final
+            }
+        }
     }
 }
 
@@ -68,15 +86,16 @@ impl std::fmt::Display for SendError {
 }
 
 /// Sends `request` (following every page when `paginate` is given) and reads the answer.
-/// The caller takes `rate`'s token for the first request (so it can give up the wait);
-/// every further page takes its own, so a long listing keeps to the vendor's limit too.
+/// The caller takes the rate limiter's permit for the first request (so it can give up
+/// the wait); every further page takes its own from the same limiter, so a long listing
+/// keeps to the vendor's limit too.
 pub async fn send(
     client: &reqwest::Client,
     credential: Option<&Credential>,
     request: &RenderedRequest,
     paginate: Option<&Paginate>,
     timeout: Option<Duration>,
-    rate: Option<&RateLimiter>,
+    first_permit: Option<Permit>,
 ) -> Result<HttpResponse, SendError> {
     let started = Instant::now();
     let url = match credential {
@@ -85,6 +104,7 @@ pub async fn send(
     };
     let Some(p) = paginate else {
         let mut resp = send_once(client, credential, request, &url, timeout).await?;
+        drop(first_permit);
         resp.elapsed_ms = started.elapsed().as_millis() as u64;
         return Ok(resp);
     };
@@ -92,6 +112,8 @@ pub async fn send(
     let mut cursor: Option<String> = None;
     let mut pages = 0;
     let mut trail = PageTrail::new(p.limits);
+    let limiter = first_permit.as_ref().map(|permit| permit.limiter().clone());
+    let mut permit = first_permit;
     loop {
         let mut page_url = url.clone();
         let mut params = Vec::new();
@@ -106,11 +128,13 @@ pub async fn send(
             page_url.push_str(&params.join("&"));
         }
         if pages > 0
-            && let Some(rate) = rate
+            && let Some(limiter) = &limiter
         {
-            rate.acquire().await;
+            permit = Some(limiter.acquire().await);
         }
         let resp = send_once(client, credential, request, &page_url, timeout).await?;
+        // This page's answer is in: it counts from now on, and the next takes its own permit.
+        permit.take();
         pages += 1;
         if !(200..300).contains(&resp.status) {
             // A failed page is the step's answer: the caller sees the vendor's error.
@@ -149,7 +173,7 @@ async fn send_once(
     timeout: Option<Duration>,
 ) -> Result<HttpResponse, SendError> {
     let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|_| SendError {
-        kind: SendErrorKind::Other,
+        kind: SendErrorKind::Request,
         message: format!("`{}` is not an HTTP method", request.method),
     })?;
     let mut builder = client.request(method, url);
@@ -167,17 +191,48 @@ async fn send_once(
     if let Some(body) = &request.body {
         builder = builder.body(serde_json::to_vec(body).unwrap_or_default());
     }
-    let resp = builder.send().await.map_err(classify)?;
+    let reply = exchange(builder).await?;
+    // A vendor may echo the credential (401 bodies often do): nothing downstream sees it.
+    let mut body = parse_body(&reply.body);
+    redact::process().scrub_value(&mut body);
+    Ok(HttpResponse {
+        status: reply.status,
+        body,
+        trace_id: reply.trace_id,
+        retry_after_secs: reply.retry_after.map(|d| d.as_secs()),
+        elapsed_ms: 0,
+        pages: 1,
+    })
+}
+
+/// An HTTP answer as it came, its body read in full (at most [`MAX_BODY_BYTES`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    /// `Retry-After` in seconds, when the vendor sent one.
+    pub retry_after: Option<Duration>,
+    /// The vendor's trace or request id (`X-Brex-Trace-Id`, `X-Request-Id`), scrubbed.
+    pub trace_id: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// Sends one request and reads the answer, bounded. Every vendor call ends up here, so
+/// what is read, how long it may be and how a failure is named are decided once.
+pub async fn exchange(request: reqwest::RequestBuilder) -> Result<Reply, SendError> {
+    let resp = request.send().await.map_err(classify)?;
     let status = resp.status().as_u16();
     let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let trace_id = header("x-brex-trace-id").or_else(|| header("x-request-id"));
-    let retry_after_secs = header("retry-after").and_then(|v| v.trim().parse::<u64>().ok());
-    let bytes = read_bounded(resp).await?;
-    // A vendor may echo the credential (401 bodies often do): nothing downstream sees it.
-    let mut body = parse_body(&bytes);
-    redact::process().scrub_value(&mut body);
     let trace_id = trace_id.map(|t| redact::process().scrub(&t).into_owned());
-    Ok(HttpResponse { status, body, trace_id, retry_after_secs, elapsed_ms: 0, pages: 1 })
+    let retry_after = header("retry-after").and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs);
+    let body = read_bounded(resp).await?;
+    Ok(Reply { status, retry_after, trace_id, body })
 }
 
 async fn read_bounded(mut resp: reqwest::Response) -> Result<Vec<u8>, SendError> {
@@ -205,6 +260,8 @@ pub fn parse_body(bytes: &[u8]) -> Value {
 fn classify(e: reqwest::Error) -> SendError {
     let kind = if e.is_redirect() {
         SendErrorKind::Redirect
+    } else if e.is_builder() {
+        SendErrorKind::Request
     } else if e.is_timeout() {
         SendErrorKind::Timeout
     } else if e.is_connect() {
@@ -212,18 +269,24 @@ fn classify(e: reqwest::Error) -> SendError {
     } else {
         SendErrorKind::Other
     };
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        message = format!("{message}: {s}");
-        source = s.source();
-    }
-    if let Some(refusal) = redirect_refusal(&e) {
-        message = refusal;
-    }
+    let message = super::redirect_refusal(&e).unwrap_or_else(|| chain(&e));
     // reqwest puts the URL in its message; auth travels in headers, but a record value in
     // the URL may still be a secret.
     SendError { kind, message: redact::process().scrub(&message).into_owned() }
+}
+
+/// reqwest hides the useful part (e.g. "connection refused") in the source chain.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        source = s.source();
+    }
+    message
 }
 
 /// The vendor's own words from an error body, in the shapes Brex, Expensify, Salesforce
@@ -268,64 +331,4 @@ pub fn excerpt(s: &str, max: usize) -> String {
 
 fn encode(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-/// A client with the timeouts a vendor call should have, and the redirect rule every
-/// vendor call follows: see [`same_origin_redirects`].
-pub fn client(timeout: Duration, connect_timeout: Duration) -> reqwest::Client {
-    install_crypto_provider();
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(connect_timeout)
-        .redirect(same_origin_redirects())
-        .user_agent(concat!("roster/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("an HTTP client with default TLS settings always builds")
-}
-
-/// The most redirects a vendor call follows.
-const MAX_REDIRECTS: usize = 10;
-
-/// Vendor calls carry credentials (headers, and for Expensify and OAuth2 the body), and
-/// reqwest re-sends custom headers and 307/308 bodies to wherever a redirect points. So a
-/// redirect is followed only within the origin (scheme, host and port) the request was
-/// sent to, where the credential belongs anyway; one to another origin is an error that
-/// names both, and nothing is sent there.
-pub fn same_origin_redirects() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        let Some(first) = attempt.previous().first() else { return attempt.follow() };
-        let (from, to) = (first.origin().ascii_serialization(), attempt.url().origin().ascii_serialization());
-        if from != to {
-            let message = format!(
-                "{from} redirected to another origin, {to}; vendor calls never follow a redirect to another \
-                 origin (it would carry the credential there). If the vendor now lives at {to}, point the \
-                 credential there"
-            );
-            return attempt.error(message);
-        }
-        if attempt.previous().len() > MAX_REDIRECTS {
-            return attempt.error(format!("more than {MAX_REDIRECTS} redirects within {from}"));
-        }
-        attempt.follow()
-    })
-}
-
-/// The words of [`same_origin_redirects`] when `e` is its refusal (reqwest wraps them).
-pub fn redirect_refusal(e: &reqwest::Error) -> Option<String> {
-    if !e.is_redirect() {
-        return None;
-    }
-    let mut innermost = std::error::Error::source(e)?;
-    while let Some(s) = innermost.source() {
-        innermost = s;
-    }
-    Some(innermost.to_string())
-}
-
-/// rustls needs one process-wide crypto provider; reqwest is built without a default.
-pub fn install_crypto_provider() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
 }
