@@ -86,6 +86,8 @@ impl SledStore {
             // sled's default cache is 1 GiB and it overshoots it; runs and records are read
             // from disk when needed, so a small cache keeps memory flat.
             .cache_capacity(cache_bytes())
+            .use_compression(compressed(dir))
+            .compression_factor(3)
             // Writers wait for the group flush; the timer is only a backstop.
             .flush_every_ms(Some(1000))
             .open()
@@ -348,6 +350,16 @@ impl Durability {
         self.state.lock().expect("flush lock").closing = true;
         self.asked.notify_all();
         self.done.notify_waiters();
+    }
+}
+
+/// New stores keep their pages zstd-compressed: records, events and journal entries repeat
+/// the same keys and sources over and over, so pages shrink several times. A store made
+/// without compression keeps it that way, since sled cannot change this after creation.
+fn compressed(dir: &Path) -> bool {
+    match std::fs::read_to_string(dir.join("conf")) {
+        Ok(conf) => !conf.contains("use_compression: false"),
+        Err(_) => true,
     }
 }
 
