@@ -110,13 +110,13 @@ pub struct Run {
     pub state: RunState,
     /// The block the run is on (next to execute, or executing).
     pub current: Option<String>,
-    /// Outputs of finished steps, as templates see them under `steps.<block>`.
-    #[serde(default)]
-    pub steps: Map<String, Value>,
+    // Step outputs (`steps.<block>` in templates) are not kept here: they live in the
+    // journal and the engine rebuilds them when it (re)starts a run. Runs stored with a
+    // `steps` field still load; serde skips it.
     /// Journal sequence number of the next step.
     pub next_seq: u32,
-    /// A request journaled as started whose outcome is not yet recorded. After a crash
-    /// this says exactly what may have reached the vendor.
+    /// A request that is unsafe to resend, journaled as started, whose outcome is not yet
+    /// recorded. After a crash this says exactly what may have reached the vendor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Pending>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,6 +129,10 @@ pub struct Run {
     /// idempotency keys so a retry is a new request, not a replay of the failed one.
     #[serde(default)]
     pub retries: u32,
+    /// The block the last `runs retry` restarted the run at: its journal entries from
+    /// before that retry are history, not results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_block: Option<String>,
     /// The date `<<today>>` means for this run, fixed when it was queued: a schedule
     /// fire's local date, else the machine's date. Runs stored without it use the clock's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,7 +154,7 @@ pub struct Pending {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum StepPhase {
-    /// Written before the request goes out.
+    /// Written before a request that is unsafe to resend goes out.
     Started,
     Finished,
 }
@@ -183,10 +187,20 @@ pub struct JournalEntry {
     pub finished_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// This attempt failed and the call was tried again: not the call's result.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retried: bool,
+    /// Which `runs retry` of the run made this entry (0: before any).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub by_retry: u32,
     /// When the step started on the monotonic clock, for its duration (never stored: a
     /// wall clock can jump, and `--now` stands still).
     #[serde(skip)]
     pub started: Option<std::time::Instant>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A credential as stored: its public settings in clear, its secrets sealed.
