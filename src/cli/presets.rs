@@ -1,8 +1,8 @@
 //! `roster presets list|show`.
 
 use clap::Subcommand;
-use roster_blocks::kinds::api::ApiBlock;
 use roster_blocks::kinds::CompileContext;
+use roster_blocks::kinds::api::ApiBlock;
 use serde_json::{Value, json};
 
 use super::{Context, Outcome, output};

@@ -11,9 +11,9 @@ use serde_json::{Map, Value};
 
 use crate::diag::{ConfigError, Diagnostics, join, suggest};
 use crate::fields::{Fields, kind_of};
-use crate::kinds::update::{compile_mapping, render_mapping};
 use crate::http::{HttpResponse, SendError, vendor_message};
 use crate::kinds::plan::{Answer, Calls, Exchange, Exit, Plan, PlannedCall, Refusal, Wording};
+use crate::kinds::update::{compile_mapping, render_mapping};
 use crate::kinds::{Block, BlockKind, CompileContext, Edge, Registration};
 use crate::path::Path;
 use crate::preset::{Check, Paginate, parse_accept};
@@ -903,7 +903,8 @@ mod plan_tests {
 
     #[test]
     fn a_single_call_gets_the_blocks_key_and_a_bad_item_is_refused_alone() {
-        let b = block(json!({"type": "api", "credential": "brex", "request": {"method": "GET", "url": "/users/<<id>>"}}));
+        let b =
+            block(json!({"type": "api", "credential": "brex", "request": {"method": "GET", "url": "/users/<<id>>"}}));
         let Plan::Send(calls) = b.plan(&json!({"id": "u1"}), &|item| format!("{item:?}")) else { panic!("a send") };
         assert!(!calls.for_each);
         assert_eq!(calls.calls.len(), 1);

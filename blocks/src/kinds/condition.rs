@@ -54,7 +54,6 @@ impl ConditionBlock {
             Ok(("else", self.otherwise.as_deref()))
         }
     }
-
 }
 
 impl BlockKind for ConditionBlock {
@@ -101,7 +100,8 @@ mod tests {
 
     fn block() -> ConditionBlock {
         let mut diags = Diagnostics::new();
-        let value = json!({"type": "condition", "when": {"field": "dept", "op": "equals", "value": "<<team>>"}, "then": "yes"});
+        let value =
+            json!({"type": "condition", "when": {"field": "dept", "op": "equals", "value": "<<team>>"}, "then": "yes"});
         ConditionBlock::compile(&value, "b", &mut diags).expect("compiles")
     }
 

@@ -42,7 +42,6 @@ impl UpdateBlock {
     pub fn render(&self, scope: &Value) -> Result<Map<String, Value>, RenderError> {
         render_mapping(&self.set, scope)
     }
-
 }
 
 impl BlockKind for UpdateBlock {

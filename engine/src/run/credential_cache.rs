@@ -43,7 +43,8 @@ impl CredentialCache {
         let vault = vault.ok_or_else(|| Error::Vault("no master key is available to open credentials".into()))?;
         let credential = Arc::new(credentials::open(vault, &stored)?);
         let rate = credentials::rate_limit_of(&stored).and_then(RateLimiter::parse).map(Arc::new);
-        let opened = Connection { credential, limits: CredentialLimits { rate, timeout: credentials::timeout_of(&stored) } };
+        let opened =
+            Connection { credential, limits: CredentialLimits { rate, timeout: credentials::timeout_of(&stored) } };
         // Runs that opened the credential at the same moment keep the first one's: two
         // limiters for one credential would each let their own burst through.
         Ok(self.open.lock().expect("credential cache").entry(name.to_string()).or_insert(opened).clone())

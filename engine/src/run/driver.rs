@@ -27,10 +27,10 @@ use crate::store::RecordWrite;
 use crate::workflow::Workflow;
 
 /// What became of one call.
-enum Sent {
+enum CallOutcome {
     Answered,
     /// The transport sends nothing (a dry run).
-    NotSent,
+    Unsent,
     /// A stop or a cancel came first; the run is parked.
     Parked,
 }
@@ -189,11 +189,12 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
             let last = n + 1 == total;
             match &call.request {
                 Ok(request) => {
-                    let sent =
-                        self.call(block, block_id, exchange, connection.as_ref(), call, request.clone(), 1, last).await?;
+                    let sent = self
+                        .call(block, block_id, exchange, connection.as_ref(), call, request.clone(), 1, last)
+                        .await?;
                     match sent {
-                        Sent::Parked => return Ok(()),
-                        Sent::NotSent => {
+                        CallOutcome::Parked => return Ok(()),
+                        CallOutcome::Unsent => {
                             let credential = exchange.credential().map(str::to_string);
                             self.show(
                                 |s| {
@@ -205,7 +206,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
                                 block.kind(),
                             );
                         }
-                        Sent::Answered => {}
+                        CallOutcome::Answered => {}
                     }
                 }
                 Err(refusal) => self.refuse_call(block, block_id, exchange, call, refusal, last).await?,
@@ -274,7 +275,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
         request: RenderedRequest,
         first_attempt: u32,
         last: bool,
-    ) -> Result<Sent> {
+    ) -> Result<CallOutcome> {
         let safe = exchange.safe_to_resend();
         let policy = exchange.retry().cloned().unwrap_or_else(|| self.engine.retry.clone());
         let first_sent = Instant::now();
@@ -284,14 +285,14 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
             // attempt is made again (same request, same idempotency key) on the next start.
             if self.interrupted() {
                 self.park().await?;
-                return Ok(Sent::Parked);
+                return Ok(CallOutcome::Parked);
             }
             if let Some(rate) = connection.and_then(|c| c.limits.rate.clone()) {
                 tokio::select! {
                     _ = rate.acquire() => {}
                     _ = self.engine.interruption(self.run.id) => {
                         self.park().await?;
-                        return Ok(Sent::Parked);
+                        return Ok(CallOutcome::Parked);
                     }
                 }
             }
@@ -310,7 +311,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
             }
             let sent = self.transport.send(connection, &request, exchange.paginate()).await;
             self.run.pending = None;
-            let Some(sent) = sent else { return Ok(Sent::NotSent) };
+            let Some(sent) = sent else { return Ok(CallOutcome::Unsent) };
             if let Some(delay) = retry_delay(&policy, attempt, first_sent.elapsed(), safe, &sent) {
                 entry.status = sent.as_ref().ok().map(|r| r.status);
                 entry.error = Some(exchange.describe(&sent));
@@ -321,14 +322,14 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
                     _ = tokio::time::sleep(delay) => {}
                     _ = self.engine.interruption(self.run.id) => {
                         self.park().await?;
-                        return Ok(Sent::Parked);
+                        return Ok(CallOutcome::Parked);
                     }
                 }
                 attempt += 1;
                 continue;
             }
             self.answered(block_id, exchange, call, last, entry, sent).await?;
-            return Ok(Sent::Answered);
+            return Ok(CallOutcome::Answered);
         }
     }
 
@@ -421,10 +422,20 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
             Plan::Send(calls) => calls.calls.into_iter().find(|c| c.index() == pending.item).and_then(|c| c.item),
             _ => None,
         };
-        let call = PlannedCall { item: item.or(pending.item.map(|i| (i, Value::Null))), request: Ok(pending.request.clone()) };
+        let call =
+            PlannedCall { item: item.or(pending.item.map(|i| (i, Value::Null))), request: Ok(pending.request.clone()) };
         let last = pending.item.is_none();
-        self.call(block, &pending.block, exchange, connection.as_ref(), &call, pending.request.clone(), pending.attempt + 1, last)
-            .await?;
+        self.call(
+            block,
+            &pending.block,
+            exchange,
+            connection.as_ref(),
+            &call,
+            pending.request.clone(),
+            pending.attempt + 1,
+            last,
+        )
+        .await?;
         Ok(())
     }
 

@@ -67,7 +67,6 @@ impl DryStep {
     }
 }
 
-
 impl DryStep {
     pub(crate) fn new(block: &str, kind: &str) -> DryStep {
         DryStep {

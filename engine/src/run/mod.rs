@@ -35,8 +35,8 @@ use uuid::Uuid;
 use self::credential_cache::{Connection, CredentialCache};
 use self::driver::Driver;
 pub use self::dry::DryStep;
-use self::journal_policy::{Persistence, StorePersistence};
 pub use self::journal_policy::JOURNAL_BODY_LIMIT;
+use self::journal_policy::{Persistence, StorePersistence};
 use self::steps::Steps;
 use self::transport::HttpTransport;
 use crate::clock::{Clock, rfc3339_millis};
@@ -204,8 +204,9 @@ impl Engine {
         let mut context = None;
         move |record| {
             let Some(rules) = &wf.begin.rules else { return Ok(true) };
-            let context = context
-                .get_or_insert_with(|| self.run_context(&self.blank_run(wf, record, "check", today), &Steps::default()));
+            let context = context.get_or_insert_with(|| {
+                self.run_context(&self.blank_run(wf, record, "check", today), &Steps::default())
+            });
             rules.evaluate(&scope_with(record, context)).map_err(|e| Error::Refused(e.to_string()))
         }
     }

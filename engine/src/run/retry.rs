@@ -21,9 +21,7 @@ pub(crate) fn retry_delay(
     // A 429 or 408 was refused before any work; anything else may have been applied, so
     // only a request that is safe to repeat goes again.
     let refused_unapplied = sent.as_ref().is_ok_and(|r| r.status == 429 || r.status == 408);
-    let again = retryable
-        && attempt < policy.max_attempts
-        && elapsed < policy.budget
-        && (safe_to_resend || refused_unapplied);
+    let again =
+        retryable && attempt < policy.max_attempts && elapsed < policy.budget && (safe_to_resend || refused_unapplied);
     again.then(|| policy.delay(attempt, sent.as_ref().ok().and_then(|r| r.retry_after_secs)))
 }

@@ -98,11 +98,7 @@ impl Steps {
 
 /// A call's result as templates see it: `index`, `status` and `response` when it was
 /// answered, `error` when it failed.
-pub(crate) fn call_result(
-    item: Option<usize>,
-    answer: Option<(u16, &Value)>,
-    error: Option<&str>,
-) -> Value {
+pub(crate) fn call_result(item: Option<usize>, answer: Option<(u16, &Value)>, error: Option<&str>) -> Value {
     let mut result = json!({ "index": item });
     if let Some((status, body)) = answer {
         result["status"] = json!(status);
