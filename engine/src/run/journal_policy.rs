@@ -2,8 +2,9 @@
 //!
 //! - Every step is one atomic, flushed write of its journal entry, the run's new (small)
 //!   head and the record change it makes ([`Store::save_step`]).
-//! - A call whose resend is safe (a GET, PUT or DELETE, or a request carrying an
-//!   idempotency key derived from the run) writes nothing before it goes out: after a
+//! - A call whose resend is safe (`ApiBlock::safe_to_resend`: a GET or PUT, a preset
+//!   marked safe to repeat, or a request carrying an idempotency key derived from the
+//!   run) writes nothing before it goes out: after a
 //!   crash the head still points at its block and item, and the resume sends it again
 //!   with the same key. Its answer is its one write.
 //! - A call that is unsafe to resend is first written as *started* (the entry, and the
