@@ -114,3 +114,82 @@ fn result_of(e: &JournalEntry) -> Value {
     let answer = e.status.map(|s| (s, e.response.as_ref().map_or(&Value::Null, |r| &r.body)));
     call_result(e.item, answer, e.error.as_deref())
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn workflow() -> Workflow {
+        let presets = crate::presets::built_in();
+        let cx = roster_blocks::kinds::CompileContext { presets: &presets, credentials: None };
+        let source = r#"{"name": "w", "begin": {"next": "cards"}, "blocks": {
+            "cards": {"type": "api", "for_each": "<<cards>>", "request": {"method": "GET", "url": "https://h.test/<<item>>"},
+                      "next": "check"},
+            "check": {"type": "condition", "when": {"field": "x", "op": "is_empty"}, "then": "stamp"},
+            "stamp": {"type": "update", "set": {"done": true}}}}"#;
+        Workflow::compile(source, "w.json", &cx).unwrap()
+    }
+
+    fn entry(seq: u32, block: &str, item: Option<usize>, extra: Value) -> JournalEntry {
+        let mut e = json!({"seq": seq, "block": block, "kind": "k", "phase": "finished", "attempt": 1,
+                           "started_at": "t", "item": item});
+        e.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(e).unwrap()
+    }
+
+    fn answer(status: u16, body: Value) -> Value {
+        json!({"status": status, "response": {"status": status, "body": body, "elapsed_ms": 1, "pages": 1}})
+    }
+
+    fn run(retries: u32, retry_block: Option<&str>) -> Run {
+        serde_json::from_value(json!({"id": "0190a1b2-0000-7000-8000-000000000000", "workflow": "w",
+            "workflow_hash": "h", "record_id": "0190a1b2-0000-7000-8000-000000000001", "record_label": "r",
+            "trigger": "manual", "state": "running", "current": "cards", "next_seq": 9, "created_at": "t",
+            "updated_at": "t", "retries": retries, "retry_block": retry_block}))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_journal_gives_back_what_each_step_left_and_skips_what_is_not_a_result() {
+        let journal = vec![
+            entry(0, "cards", Some(0), answer(200, json!("a"))),
+            entry(1, "cards", Some(1), json!({"status": 503, "error": "busy", "retried": true})),
+            entry(2, "cards", Some(1), answer(200, json!("b"))),
+            entry(3, "cards", Some(2), json!({"phase": "started"})),
+            entry(4, "check", None, json!({"branch": "then"})),
+            entry(5, "stamp", None, json!({"changes": {"done": {"before": null, "after": true}}})),
+        ];
+        let steps = Steps::from_journal(&workflow(), &run(0, None), &journal).to_value();
+        assert_eq!(steps["cards"]["items"].as_array().unwrap().len(), 2, "{steps}");
+        assert_eq!(steps["cards"]["items"][1], json!({"index": 1, "status": 200, "response": "b"}));
+        assert_eq!(steps["check"], json!({"branch": "then"}));
+        assert_eq!(steps["stamp"], json!({"set": {"done": true}}));
+    }
+
+    #[test]
+    fn a_retry_by_hand_sets_the_blocks_earlier_results_aside() {
+        let mut retried = entry(1, "cards", Some(0), answer(200, json!("again")));
+        retried.by_retry = 1;
+        let journal = vec![entry(0, "cards", Some(0), json!({"status": 500, "error": "boom"})), retried];
+        let steps = Steps::from_journal(&workflow(), &run(1, None), &journal[..1]);
+        assert_eq!(steps.calls_done("cards", true), 1, "without a retry the failed item is a result");
+        let steps = Steps::from_journal(&workflow(), &run(1, Some("cards")), &journal[..1]);
+        assert_eq!(steps.calls_done("cards", true), 0, "after `runs retry` the block starts over");
+        let steps = Steps::from_journal(&workflow(), &run(1, Some("cards")), &journal);
+        assert_eq!(steps.failures("cards"), Vec::<String>::new());
+        assert_eq!(steps.calls_done("cards", true), 1);
+    }
+
+    #[test]
+    fn an_old_journal_attempt_of_the_same_item_is_replaced_by_the_next() {
+        let journal = vec![
+            entry(0, "cards", Some(0), json!({"status": 503, "error": "busy"})),
+            entry(1, "cards", Some(0), answer(200, json!("a"))),
+        ];
+        let steps = Steps::from_journal(&workflow(), &run(0, None), &journal);
+        assert_eq!(steps.calls_done("cards", true), 1);
+        assert!(steps.failures("cards").is_empty());
+    }
+}
