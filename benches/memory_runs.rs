@@ -22,7 +22,7 @@ use common::*;
 use roster_blocks::kinds::CompileContext;
 use roster_engine::model::RunState;
 use roster_engine::service::{Catalog, Service};
-use roster_engine::store::{RunFilter, Store};
+use roster_engine::store::RunFilter;
 use roster_engine::workflow::Workflow;
 use serde_json::json;
 
@@ -106,7 +106,7 @@ async fn child_memory(opts: &Opts) {
     let dir = tempfile::Builder::new().prefix("roster-bench-memory-").tempdir().expect("temp dir");
     let sled = open_store(dir.path());
     let times = Arc::new(StoreTimes::default());
-    let store: Arc<dyn Store> = Arc::new(timed_store(sled, times.clone()));
+    let store = timed_store(sled, times.clone());
     let (vault, _) = vaults();
     let engine = engine(store.clone(), vault);
     let presets = roster_engine::presets::built_in();
@@ -115,12 +115,13 @@ async fn child_memory(opts: &Opts) {
     let catalog = Catalog { workflows: BTreeMap::from([(wf.name.clone(), wf.clone())]), integrations: BTreeMap::new() };
     let service = Service::new(engine.clone(), catalog, roster_engine::presets::built_in());
     let people = write_in_batches(
-        store.as_ref(),
+        &store,
         (0..PEOPLE)
             .map(|i| record_write(json!({"email": format!("person{i}@acme.test"), "first_name": format!("P{i}")})))
             .collect(),
         PEOPLE,
-    );
+    )
+    .await;
     let rss_start = rss_mib();
 
     let mut done = 0;
@@ -133,8 +134,14 @@ async fn child_memory(opts: &Opts) {
             for k in 0..threads {
                 let (engine, wf, people) = (&engine, &wf, &people);
                 s.spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
                     for i in (done + k..target).step_by(threads) {
-                        engine.create_run(wf, &people[i % PEOPLE], "bench").expect("queue a run");
+                        rt.block_on(engine.create_run(
+                            wf,
+                            &people[i % PEOPLE],
+                            roster_engine::model::RunTrigger::Manual,
+                        ))
+                        .expect("queue a run");
                     }
                 });
             }
@@ -158,17 +165,19 @@ async fn child_memory(opts: &Opts) {
     }
 
     let t = Instant::now();
-    let unfinished = store.unfinished_runs().expect("unfinished runs");
+    let unfinished = store.runs.unfinished_runs().await.expect("unfinished runs");
     let unfinished_s = t.elapsed().as_secs_f64();
     assert!(unfinished.is_empty(), "every run finished");
     let t = Instant::now();
     let failed = store
+        .runs
         .runs(&RunFilter { state: Some(RunState::Failed), limit: Some(20), ..RunFilter::default() })
+        .await
         .expect("runs");
     let filtered_list_s = t.elapsed().as_secs_f64();
     assert!(failed.is_empty(), "no run failed");
     let t = Instant::now();
-    let newest = store.runs(&RunFilter { limit: Some(20), ..RunFilter::default() }).expect("runs");
+    let newest = store.runs.runs(&RunFilter { limit: Some(20), ..RunFilter::default() }).await.expect("runs");
     let newest_list_s = t.elapsed().as_secs_f64();
     assert_eq!(newest.len(), 20);
     emit(json!({

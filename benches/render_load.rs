@@ -38,21 +38,22 @@ fn main() {
     let wf = Workflow::compile(BENCH_WORKFLOW, "bench", &cx).expect("the bench workflow compiles");
     let Some(card) = wf.block("card").and_then(|b| b.downcast_ref::<ApiBlock>()) else { panic!("no card block") };
     // A record as a Sage People + Brex sync leaves it: ~20 fields.
-    let record = write_in_batches(
-        store.as_ref(),
-        vec![record_write(json!({
-            "email": "karen.page@acme.test", "first_name": "Karen", "last_name": "Page",
-            "full_name": "Karen Page", "employee_id": "E000042", "sage_id": "a0B000000000000042",
-            "department": "Finance", "job_title": "Controller", "work_location": "New York Office",
-            "manager_email": "matt.murdock@acme.test", "start_date": "2024-03-04", "end_date": null,
-            "employment_active": true, "on_leave": false, "sage_people_present": true,
-            "brex_user_id": "cuuser_ckze72soa117f01pkmf1wcpl3", "brex_status": "ACTIVE",
-            "brex_department_id": "cudept_abc", "brex_location_id": "culoc_def", "brex_present": true,
-        }))],
-        1,
-    )
-    .remove(0);
-    let run = engine.create_run(&wf, &record, "bench").expect("a run");
+    let record = rt
+        .block_on(write_in_batches(
+            &store,
+            vec![record_write(json!({
+                "email": "karen.page@acme.test", "first_name": "Karen", "last_name": "Page",
+                "full_name": "Karen Page", "employee_id": "E000042", "sage_id": "a0B000000000000042",
+                "department": "Finance", "job_title": "Controller", "work_location": "New York Office",
+                "manager_email": "matt.murdock@acme.test", "start_date": "2024-03-04", "end_date": null,
+                "employment_active": true, "on_leave": false, "sage_people_present": true,
+                "brex_user_id": "cuuser_ckze72soa117f01pkmf1wcpl3", "brex_status": "ACTIVE",
+                "brex_department_id": "cudept_abc", "brex_location_id": "culoc_def", "brex_present": true,
+            }))],
+            1,
+        ))
+        .remove(0);
+    let run = rt.block_on(engine.create_run(&wf, &record, roster_engine::model::RunTrigger::Manual)).expect("a run");
     let scope = engine.scope(&run, &record);
     let key = format!("roster-{}-card-0", run.id);
     let expected = card.render(&scope, &key).expect("render").body.expect("a body");

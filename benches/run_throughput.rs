@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use roster_blocks::kinds::{ApiBlock, CompileContext};
-use roster_engine::model::RunState;
+use roster_engine::model::{RunState, RunTrigger};
 use roster_engine::service::{Catalog, Service};
-use roster_engine::store::{RunFilter, Store};
+use roster_engine::store::RunFilter;
 use roster_engine::workflow::Workflow;
 use roster_sandbox::{Faults, Vendor};
 use serde_json::{Value, json};
@@ -316,9 +316,9 @@ async fn engine_phase(
 ) -> Value {
     let sled = open_store(dir);
     let times = Arc::new(StoreTimes::default());
-    let store: Arc<dyn Store> = Arc::new(timed_store(sled.clone(), times.clone()));
+    let store = timed_store(sled.clone(), times.clone());
     let (v1, v2) = vaults();
-    brex_credential(store.as_ref(), &v1, base, token);
+    brex_credential(&store, &v1, base, token).await;
     let engine = engine(store.clone(), v2);
     let presets = roster_engine::presets::built_in();
     let cx = CompileContext { presets: &presets, credentials: None };
@@ -335,17 +335,20 @@ async fn engine_phase(
             }))
         })
         .collect();
-    let records = write_in_batches(store.as_ref(), writes, 1000);
+    let records = write_in_batches(&store, writes, 1000).await;
 
     // The baseline sends exactly what the engine renders.
     let Some(card) = wf.block("card").and_then(|b| b.downcast_ref::<ApiBlock>()) else { panic!("no card block") };
-    let probe = engine.create_run(&wf, &records[0], "probe").expect("probe run");
+    let probe = engine.create_run(&wf, &records[0], RunTrigger::Manual).await.expect("probe run");
     let rendered = card.render(&engine.scope(&probe, &records[0]), "k").expect("render the card body");
     assert_eq!(rendered.body.as_ref(), Some(&card_body(&users[0])), "baseline body differs from Roster's");
-    engine.cancel(probe).expect("cancel the probe run");
+    engine.cancel(probe).await.expect("cancel the probe run");
 
+    // Warm-up and measured runs are two batches, so the measured ones are listed apart.
+    let (warmup_batch, measured_batch) =
+        (RunTrigger::Batch(uuid::Uuid::now_v7()), RunTrigger::Batch(uuid::Uuid::now_v7()));
     for r in &records[..warmup] {
-        engine.create_run(&wf, r, "bench-warmup").expect("queue a run");
+        engine.create_run(&wf, r, warmup_batch.clone()).await.expect("queue a run");
     }
     service.work(concurrency, true).await.expect("warm-up runs");
     times.reset();
@@ -353,7 +356,7 @@ async fn engine_phase(
     let measured = &records[warmup..];
     let t = Instant::now();
     for r in measured {
-        engine.create_run(&wf, r, "bench").expect("queue a run");
+        engine.create_run(&wf, r, measured_batch.clone()).await.expect("queue a run");
     }
     let create_s = t.elapsed().as_secs_f64();
     let client = bare_client();
@@ -365,7 +368,8 @@ async fn engine_phase(
     let cpu = cpu_seconds() - cpu0;
     let requests = brex_requests(&client, base).await - req0;
 
-    let runs = store.runs(&RunFilter { trigger: Some("bench".into()), ..RunFilter::default() }).expect("list runs");
+    let runs =
+        store.runs.runs(&RunFilter { trigger: Some(measured_batch), ..RunFilter::default() }).await.expect("list runs");
     let succeeded = runs.iter().filter(|r| r.state == RunState::Succeeded).count();
     assert_eq!(
         succeeded,

@@ -21,7 +21,6 @@ use common::*;
 use roster_blocks::kinds::CompileContext;
 use roster_engine::clock::Clock;
 use roster_engine::service::{Catalog, Service};
-use roster_engine::store::Store;
 use roster_engine::workflow::Workflow;
 use serde_json::{Value, json};
 
@@ -167,13 +166,12 @@ async fn child_select(opts: &Opts) {
                     record_write(fields)
                 })
                 .collect();
-            store.write_records(writes).expect("write records");
+            store.records.write_records(writes).await.expect("write records");
             i = end;
             if i % 100_000 == 0 {
                 progress(format!("loaded {i} records ({:.0}/s)", i as f64 / t.elapsed().as_secs_f64()));
             }
         }
-        store.flush().expect("flush");
         (expected, t.elapsed().as_secs_f64())
     };
 
@@ -185,14 +183,14 @@ async fn child_select(opts: &Opts) {
     let service = Service::new(roster, catalog, presets);
     // What `roster serve` and `run --all` do at start: index the rules' equality field.
     let t = Instant::now();
-    service.prepare_indexes().expect("index the rule fields");
+    service.prepare_indexes().await.expect("index the rule fields");
     let index_build_s = t.elapsed().as_secs_f64();
     let mut times = Vec::new();
     let mut matched = 0;
     reset_peak_rss();
     for _ in 0..repeats {
         let t = Instant::now();
-        let selected = service.select(&wf).expect("select");
+        let selected = service.select(&wf).await.expect("select");
         times.push(t.elapsed().as_secs_f64());
         matched = selected.len();
     }
@@ -206,12 +204,14 @@ async fn child_select(opts: &Opts) {
         let mut hits = 0;
         let t = Instant::now();
         store
+            .records
             .scan_records(&mut |r| {
                 let starts = r.fields.get("start_date").and_then(Value::as_str) == Some(today_text.as_str());
                 let onboarded = r.fields.get("onboarded_at").is_some_and(|v| !v.is_null() && v != "");
                 hits += usize::from(starts && !onboarded);
                 true
             })
+            .await
             .expect("scan");
         scans.push(t.elapsed().as_secs_f64());
         assert_eq!(hits, matched_expected);
@@ -226,19 +226,19 @@ async fn child_select(opts: &Opts) {
     let catalog = Catalog { workflows: BTreeMap::from([(wf.name.clone(), wf.clone())]), integrations: BTreeMap::new() };
     let service = Service::new(roster, catalog, roster_engine::presets::built_in());
     let t = Instant::now();
-    let again = service.select(&wf).expect("select").len();
+    let again = service.select(&wf).await.expect("select").len();
     let reopened = t.elapsed().as_secs_f64();
     assert_eq!(again, matched_expected);
 
     // What an index would give: the store's own field index on start_date (built once),
     // then the same rules over the few candidates only.
-    store.ensure_index("start_date").expect("index start_date");
+    store.records.index_field("start_date").await.expect("index start_date");
     let rules = wf.begin.rules.as_ref().expect("the workflow has rules");
     let now = Value::String(roster_engine::clock::rfc3339(clock.now()));
     let mut indexed = Vec::new();
     for _ in 0..repeats {
         let t = Instant::now();
-        let candidates = store.records_by_field("start_date", &today_text).expect("index lookup");
+        let candidates = store.records.records_by_field("start_date", &today_text).await.expect("index lookup");
         let hits = candidates
             .into_iter()
             .filter(|r| {

@@ -102,7 +102,7 @@ async fn child_sync(opts: &Opts) {
     let dir = tempfile::Builder::new().prefix("roster-bench-sync-").tempdir().expect("temp dir");
     let store = open_store(dir.path());
     let (vault, _) = vaults();
-    let stored = brex_credential(store.as_ref(), &vault, &base, &token);
+    let stored = brex_credential(&store, &vault, &base, &token).await;
     let credential = credentials::open(&vault, &stored).expect("open the credential");
     let integration = Integration::compile(INTEGRATION, "bench brex.json", None).expect("the integration compiles");
     let clock = Clock::system();
@@ -112,9 +112,7 @@ async fn child_sync(opts: &Opts) {
         let cpu0 = cpu_seconds();
         let t = Instant::now();
         let session =
-            sync::run(store.as_ref() as &dyn Store, &integration, &credential, &clock, false, &mut NoProgress)
-                .await
-                .expect("sync");
+            sync::run(&store as &Store, &integration, &credential, &clock, false, &mut NoProgress).await.expect("sync");
         let elapsed = t.elapsed().as_secs_f64();
         let cpu = cpu_seconds() - cpu0;
         assert_eq!(session.error, None, "the sync failed");

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use roster_blocks::kinds::CompileContext;
-use roster_engine::model::{Record, Run, RunState};
+use roster_engine::Result;
+use roster_engine::model::{Record, Run, RunState, RunTrigger};
 use roster_engine::run::{Engine, Quiet};
-use roster_engine::store::{Observed, RecordWrite, SledStore, Store, StoreCall, StoreObserver};
+use roster_engine::store::{
+    Observed, RecordWrite, SledStore, Store, StoreCall, StoreError, StoreObserver, StoreResult,
+};
 use roster_engine::workflow::Workflow;
-use roster_engine::{Error, Result};
 use serde_json::{Value, json};
 use support::{Recorder, TestHome};
 
@@ -28,10 +30,10 @@ struct Counting {
 }
 
 impl StoreObserver for Counting {
-    fn before(&self, call: StoreCall) -> Result<()> {
+    fn before(&self, call: StoreCall) -> StoreResult<()> {
         match call {
             StoreCall::SaveStep { .. } if self.kill_steps.load(Ordering::SeqCst) => {
-                return Err(Error::Io("the process was killed".into()));
+                return Err(StoreError::unavailable("the process was killed"));
             }
             StoreCall::SaveStep { .. } => self.steps.fetch_add(1, Ordering::SeqCst),
             c if c.writes() => self.other_writes.fetch_add(1, Ordering::SeqCst),
@@ -44,10 +46,15 @@ impl StoreObserver for Counting {
 struct Setup {
     home: TestHome,
     server: Recorder,
-    counted: Arc<Observed<Counting>>,
-    store: Arc<dyn Store>,
+    counts: Arc<Counting>,
+    store: Store,
     engine: Engine,
     record: Record,
+}
+
+/// Runs a future to its end on a runtime of its own (the recording server has another).
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
 }
 
 /// A home with a bearer credential `brex` on a recording server and one record; its
@@ -56,15 +63,15 @@ fn setup(respond: impl Fn(&support::Seen) -> (u16, Value) + Send + Sync + 'stati
     let server = Recorder::start(respond);
     let home = TestHome::new();
     home.add_bearer("brex", &server.url(), SECRET);
-    let inner: Arc<dyn Store> = Arc::new(SledStore::open(&home.path().join("store")).unwrap());
-    let counted = Arc::new(Observed::new(inner, Counting::default()));
-    let store: Arc<dyn Store> = counted.clone();
+    let counts = Arc::new(Counting::default());
+    let sled = SledStore::open(&home.path().join("store")).unwrap();
+    let store = Observed::wrap(Store::new(Arc::new(sled)), counts.clone());
     let vault = roster_engine::home::Home::new(home.path()).vault().unwrap();
     let engine = Engine::new(store.clone(), Some(vault), roster_engine::clock::Clock::system());
     let changes = fields.as_object().unwrap().clone();
-    let record =
-        store.write_record(RecordWrite { id: None, changes, source: "t".into(), at: "t".into() }).unwrap().record;
-    Setup { home, server, counted, store, engine, record }
+    let write = RecordWrite { id: None, changes, source: "t".into(), at: "t".into() };
+    let record = block(store.records.write_record(write)).unwrap().record;
+    Setup { home, server, counts, store, engine, record }
 }
 
 fn compile(source: &str) -> Workflow {
@@ -74,8 +81,11 @@ fn compile(source: &str) -> Workflow {
 }
 
 fn drive(engine: &Engine, wf: &Workflow, run: Run) -> Result<Run> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(engine.drive(wf, run, &mut Quiet))
+    block(engine.drive(wf, run, &mut Quiet))
+}
+
+fn create(s: &Setup, wf: &Workflow) -> Run {
+    block(s.engine.create_run(wf, &s.record, RunTrigger::Manual)).unwrap()
 }
 
 /// A GET, a PUT and a POST carrying the idempotency key the engine derives (a preset's).
@@ -90,26 +100,25 @@ const THREE_SAFE_CALLS: &str = r#"{"name": "three", "begin": {"next": "get"}, "b
 fn three_api_blocks_of_safe_calls_cost_three_durable_writes() {
     let s = setup(|_| (200, json!({"ok": true})), json!({"email": "ann@acme.test"}));
     let wf = compile(THREE_SAFE_CALLS);
-    let run = s.engine.create_run(&wf, &s.record, "manual").unwrap();
-    let before =
-        (s.counted.observer.steps.load(Ordering::SeqCst), s.counted.observer.other_writes.load(Ordering::SeqCst));
+    let run = create(&s, &wf);
+    let before = (s.counts.steps.load(Ordering::SeqCst), s.counts.other_writes.load(Ordering::SeqCst));
     let done = drive(&s.engine, &wf, run).unwrap();
     assert_eq!(done.state, RunState::Succeeded, "{:?}", done.error);
-    let steps = s.counted.observer.steps.load(Ordering::SeqCst) - before.0;
-    let others = s.counted.observer.other_writes.load(Ordering::SeqCst) - before.1;
+    let steps = s.counts.steps.load(Ordering::SeqCst) - before.0;
+    let others = s.counts.other_writes.load(Ordering::SeqCst) - before.1;
     assert_eq!((steps, others), (3, 0), "one step write per call, the last one settling the run");
     assert_eq!(s.server.seen().len(), 3);
-    assert_eq!(s.store.journal(done.id).unwrap().len(), 3);
+    assert_eq!(journal(&s, done.id).len(), 3);
 
     // A POST that is unsafe to resend is written as started before it goes out.
     let wf = compile(
         r#"{"name": "charge", "begin": {"next": "charge"}, "blocks": {
             "charge": {"type": "api", "credential": "brex", "request": {"method": "POST", "url": "/charge"}}}}"#,
     );
-    let run = s.engine.create_run(&wf, &s.record, "manual").unwrap();
-    let before = s.counted.observer.steps.load(Ordering::SeqCst);
+    let run = create(&s, &wf);
+    let before = s.counts.steps.load(Ordering::SeqCst);
     assert_eq!(drive(&s.engine, &wf, run).unwrap().state, RunState::Succeeded);
-    assert_eq!(s.counted.observer.steps.load(Ordering::SeqCst) - before, 2, "started, then finished");
+    assert_eq!(s.counts.steps.load(Ordering::SeqCst) - before, 2, "started, then finished");
 }
 
 #[test]
@@ -126,18 +135,18 @@ fn the_run_head_stays_small_over_a_long_for_each_and_the_journal_holds_the_answe
                      "request": {"method": "GET", "url": "/cards/<<item.id>>"}, "next": "count"},
             "count": {"type": "update", "set": {"last_card": "<<steps.card.items.199.response.card>>"}}}}"#,
     );
-    let run = s.engine.create_run(&wf, &s.record, "manual").unwrap();
+    let run = create(&s, &wf);
     let done = drive(&s.engine, &wf, run).unwrap();
     assert_eq!(done.state, RunState::Succeeded, "{:?}", done.error);
-    let head = serde_json::to_vec(&s.store.run(done.id).unwrap().unwrap()).unwrap();
+    let head = serde_json::to_vec(&block(s.store.runs.run(done.id)).unwrap().unwrap()).unwrap();
     assert!(head.len() < 1024, "the stored head is {} bytes", head.len());
-    let journal = s.store.journal(done.id).unwrap();
+    let entries = journal(&s, done.id);
     let answers: Vec<&Value> =
-        journal.iter().filter(|e| e.block == "card").map(|e| &e.response.as_ref().unwrap().body).collect();
+        entries.iter().filter(|e| e.block == "card").map(|e| &e.response.as_ref().unwrap().body).collect();
     assert_eq!(answers.len(), 200);
     assert!(answers.iter().all(|b| b["pad"].as_str().is_some_and(|p| p.len() == 1024)));
     assert_eq!(answers[7]["card"], "/cards/c7");
-    let fields = s.store.record(s.record.id).unwrap().unwrap().fields;
+    let fields = block(s.store.records.record(s.record.id)).unwrap().unwrap().fields;
     assert_eq!(fields["last_card"], "/cards/c199", "later steps see every item's answer");
 }
 
@@ -150,15 +159,15 @@ fn a_run_killed_after_a_safe_call_went_out_sends_it_again_with_the_same_key() {
                      "with": {"brex_user_card_id": "c1", "reason": "OTHER"}, "next": "stamp"},
             "stamp": {"type": "update", "set": {"locked": true}}}}"#,
     );
-    let run = s.engine.create_run(&wf, &s.record, "manual").unwrap();
+    let run = create(&s, &wf);
 
     // The call goes out; the process dies before its answer is written.
-    s.counted.observer.kill_steps.store(true, Ordering::SeqCst);
+    s.counts.kill_steps.store(true, Ordering::SeqCst);
     assert!(drive(&s.engine, &wf, run.clone()).is_err());
-    s.counted.observer.kill_steps.store(false, Ordering::SeqCst);
-    let stored = s.store.run(run.id).unwrap().unwrap();
+    s.counts.kill_steps.store(false, Ordering::SeqCst);
+    let stored = block(s.store.runs.run(run.id)).unwrap().unwrap();
     assert_eq!((stored.current.as_deref(), stored.pending.is_none()), (Some("lock"), true), "{stored:?}");
-    assert!(s.store.journal(run.id).unwrap().is_empty(), "nothing was written before the call");
+    assert!(journal(&s, run.id).is_empty(), "nothing was written before the call");
 
     // A head written before step outputs moved to the journal still loads; its `steps`
     // are ignored, the journal (empty here) says what was done.
@@ -178,7 +187,11 @@ fn a_run_killed_after_a_safe_call_went_out_sends_it_again_with_the_same_key() {
     assert_eq!(keys.len(), 2, "sent once before the crash, once after");
     assert_eq!(keys[0], keys[1]);
     assert!(keys[0].starts_with(&format!("roster-{}-lock-", run.id)), "{keys:?}");
-    let journal = s.store.journal(run.id).unwrap();
-    assert_eq!(journal.iter().map(|e| e.block.as_str()).collect::<Vec<_>>(), ["lock", "stamp"]);
-    assert_eq!(s.store.record(s.record.id).unwrap().unwrap().fields["locked"], true);
+    let entries = journal(&s, run.id);
+    assert_eq!(entries.iter().map(|e| e.block.as_str()).collect::<Vec<_>>(), ["lock", "stamp"]);
+    assert_eq!(block(s.store.records.record(s.record.id)).unwrap().unwrap().fields["locked"], true);
+}
+
+fn journal(s: &Setup, run: uuid::Uuid) -> Vec<roster_engine::model::JournalEntry> {
+    block(s.store.runs.journal(run)).unwrap()
 }

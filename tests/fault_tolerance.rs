@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use axum::http::StatusCode;
 use roster_engine::model::RunState;
 use serde_json::{Value, json};
-use support::{Recorder, TestHome};
+use support::{Recorder, TestHome, block};
 
 const SECRET: &str = "fault-test-secret-token";
 
@@ -25,14 +25,14 @@ fn single(url_path: &str, method: &str) -> String {
 
 /// Leaves a run as a crash would: its POST journaled as started, no answer recorded.
 fn crash_mid_request(home: &TestHome, workflow: &str) -> String {
-    let store: Arc<dyn roster_engine::store::Store> =
-        Arc::new(roster_engine::store::SledStore::open(&home.path().join("store")).unwrap());
+    let sled = roster_engine::store::SledStore::open(&home.path().join("store")).unwrap();
+    let store = roster_engine::store::Store::new(Arc::new(sled));
     let presets = roster_engine::presets::built_in();
     let cx = roster_blocks::kinds::CompileContext { presets: &presets, credentials: None };
     let wf = roster_engine::workflow::Workflow::compile(workflow, "single.json", &cx).unwrap();
     let engine = roster_engine::run::Engine::new(store.clone(), None, roster_engine::clock::Clock::system());
-    let record = roster_engine::records::find(store.as_ref(), "email", "ann@acme.test").unwrap();
-    let mut run = engine.create_run(&wf, &record, "manual").unwrap();
+    let record = block(roster_engine::records::find(&store, "email", "ann@acme.test")).unwrap();
+    let mut run = block(engine.create_run(&wf, &record, roster_engine::model::RunTrigger::Manual)).unwrap();
     run.state = RunState::Running;
     run.next_seq = 1;
     run.pending = Some(roster_engine::model::Pending {
@@ -48,7 +48,7 @@ fn crash_mid_request(home: &TestHome, workflow: &str) -> String {
         },
         started_at: "2027-03-01T00:00:00Z".into(),
     });
-    store.save_step(&run, None, None).unwrap();
+    block(store.runs.save_step(&run, None, None)).unwrap();
     run.id.to_string()
 }
 
@@ -284,14 +284,14 @@ fn a_call_whose_answer_was_saved_is_not_sent_again_after_a_crash() {
     // The crash came after the answer was journaled, before the run moved on (a store
     // written before run heads were small kept the answer in the head's `steps` too).
     let id = {
-        let store: Arc<dyn roster_engine::store::Store> =
-            Arc::new(roster_engine::store::SledStore::open(&home.path().join("store")).unwrap());
+        let sled = roster_engine::store::SledStore::open(&home.path().join("store")).unwrap();
+        let store = roster_engine::store::Store::new(Arc::new(sled));
         let presets = roster_engine::presets::built_in();
         let cx = roster_blocks::kinds::CompileContext { presets: &presets, credentials: None };
         let compiled = roster_engine::workflow::Workflow::compile(&wf, "single.json", &cx).unwrap();
         let engine = roster_engine::run::Engine::new(store.clone(), None, roster_engine::clock::Clock::system());
-        let record = roster_engine::records::find(store.as_ref(), "email", "ann@acme.test").unwrap();
-        let mut run = engine.create_run(&compiled, &record, "manual").unwrap();
+        let record = block(roster_engine::records::find(&store, "email", "ann@acme.test")).unwrap();
+        let mut run = block(engine.create_run(&compiled, &record, roster_engine::model::RunTrigger::Manual)).unwrap();
         run.state = RunState::Running;
         run.next_seq = 1;
         let answered: roster_engine::model::JournalEntry = serde_json::from_value(json!({
@@ -300,7 +300,7 @@ fn a_call_whose_answer_was_saved_is_not_sent_again_after_a_crash() {
             "response": {"status": 200, "body": {"ok": true}, "elapsed_ms": 1, "pages": 1},
             "started_at": "2027-03-01T00:00:00Z"}))
         .unwrap();
-        store.save_step(&run, Some(&answered), None).unwrap();
+        block(store.runs.save_step(&run, Some(&answered), None)).unwrap();
         run.id.to_string()
     };
     home.roster(&["runs", "resume", &id]).ok();

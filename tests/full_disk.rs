@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use roster_blocks::kinds::CompileContext;
 use roster_engine::model::*;
 use roster_engine::service::{Catalog, Service};
-use roster_engine::store::{Observed, RecordWrite, SledStore, Store, StoreCall, StoreObserver};
-use roster_engine::{Error, Result};
+use roster_engine::store::{
+    ClaimRequest, Observed, RecordWrite, SledStore, Store, StoreCall, StoreError, StoreObserver, StoreResult,
+};
 use serde_json::json;
 
 /// Makes every write fail with ENOSPC while `full` is set; `fills_after` counts writes
@@ -19,7 +20,7 @@ struct FullDisk {
 }
 
 impl StoreObserver for FullDisk {
-    fn before(&self, call: StoreCall) -> Result<()> {
+    fn before(&self, call: StoreCall) -> StoreResult<()> {
         if !call.writes() {
             return Ok(());
         }
@@ -27,7 +28,8 @@ impl StoreObserver for FullDisk {
             self.full.store(true, Ordering::SeqCst);
         }
         if self.full.load(Ordering::SeqCst) {
-            return Err(Error::Io("No space left on device (os error 28)".into()));
+            let enospc = std::io::Error::from_raw_os_error(28);
+            return Err(StoreError::from_io("the store could not write its files", enospc));
         }
         Ok(())
     }
@@ -37,27 +39,28 @@ impl StoreObserver for FullDisk {
 /// and a service with that workflow loaded.
 struct Setup {
     _dir: tempfile::TempDir,
-    disk: Arc<Observed<FullDisk>>,
-    store: Arc<dyn Store>,
+    disk: Arc<FullDisk>,
+    store: Store,
     record: Record,
     wf: Arc<roster_engine::workflow::Workflow>,
     engine: Arc<roster_engine::run::Engine>,
     service: Arc<Service>,
 }
 
-fn setup(workflow: &str) -> Setup {
+async fn setup(workflow: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let disk = Arc::new(Observed::new(
-        Arc::new(SledStore::open(dir.path()).unwrap()),
-        FullDisk { full: Arc::new(AtomicBool::new(false)), fills_after: (-1).into() },
-    ));
-    let store: Arc<dyn Store> = disk.clone();
+    let disk = Arc::new(FullDisk { full: Arc::new(AtomicBool::new(false)), fills_after: (-1).into() });
+    let store = Observed::wrap(Store::new(Arc::new(SledStore::open(dir.path()).unwrap())), disk.clone());
     let presets = roster_engine::presets::built_in();
     let cx = CompileContext { presets: &presets, credentials: None };
     let wf = Arc::new(roster_engine::workflow::Workflow::compile(workflow, "test.json", &cx).unwrap());
     let changes = json!({"email": "ann@acme.test"}).as_object().unwrap().clone();
-    let record =
-        store.write_record(RecordWrite { id: None, changes, source: "t".into(), at: "t".into() }).unwrap().record;
+    let record = store
+        .records
+        .write_record(RecordWrite { id: None, changes, source: "t".into(), at: "t".into() })
+        .await
+        .unwrap()
+        .record;
     let engine = Arc::new(roster_engine::run::Engine::new(store.clone(), None, roster_engine::clock::Clock::system()));
     let mut catalog = Catalog::default();
     catalog.workflows.insert(wf.name.clone(), wf.clone());
@@ -71,33 +74,39 @@ async fn a_run_pauses_while_the_disk_is_full_and_resumes_when_space_returns() {
         r#"{"name": "two", "begin": {"next": "a"}, "blocks": {
             "a": {"type": "update", "set": {"a": 1}, "next": "b"},
             "b": {"type": "update", "set": {"b": 2}}}}"#,
-    );
-    let full = disk.observer.full.clone();
-    let run = engine.create_run(&wf, &record, "manual").unwrap();
+    )
+    .await;
+    let full = disk.full.clone();
+    let run = engine.create_run(&wf, &record, roster_engine::model::RunTrigger::Manual).await.unwrap();
 
-    // The disk fills as the worker picks the run up: its first step cannot be written.
-    let claimed = store.claim_next(&mut |_| true).unwrap().unwrap();
+    // The disk fills as a worker picks the run up: its first step cannot be written. (The
+    // claim's lease is over at once, as if that worker had died with the disk full.)
+    let request = ClaimRequest {
+        owner: "worker".into(),
+        now: jiff::Timestamp::now(),
+        lease: std::time::Duration::ZERO,
+        limits: Default::default(),
+        trigger: None,
+    };
+    let claimed = store.queue.claim(&request).await.unwrap().unwrap();
     full.store(true, Ordering::SeqCst);
     let err = engine.drive(&wf, claimed, &mut roster_engine::run::Quiet).await.unwrap_err();
     assert!(err.to_string().contains("No space left on device"), "{err}");
-    let stored = store.run(run.id).unwrap().unwrap();
+    let stored = store.runs.run(run.id).await.unwrap().unwrap();
     assert_eq!(stored.state, RunState::Running, "nothing after the last durable write is claimed");
-    assert!(store.record(record.id).unwrap().unwrap().fields.get("a").is_none());
+    assert!(store.records.record(record.id).await.unwrap().unwrap().fields.get("a").is_none());
 
-    // The service keeps the run paused while writes fail, then queues it again.
-    let pausing = {
-        let service = service.clone();
-        tokio::spawn(async move { service.recover() })
-    };
-    assert!(pausing.await.unwrap().is_err(), "recovery cannot write either while the disk is full");
+    // While writes fail, no worker can take the run up again (taking it is a write).
+    assert!(service.work(1, true).await.is_err(), "nothing can be claimed while the disk is full");
+    assert_eq!(store.runs.run(run.id).await.unwrap().unwrap().state, RunState::Running);
+    // Space returns: the run is taken up again at the step it was on.
     full.store(false, Ordering::SeqCst);
-    service.recover().unwrap();
     service.work(1, true).await.unwrap();
-    let done = store.run(run.id).unwrap().unwrap();
+    let done = store.runs.run(run.id).await.unwrap().unwrap();
     assert_eq!(done.state, RunState::Succeeded);
-    let fields = store.record(record.id).unwrap().unwrap().fields;
+    let fields = store.records.record(record.id).await.unwrap().unwrap().fields;
     assert_eq!((fields["a"].clone(), fields["b"].clone()), (json!(1), json!(2)));
-    assert_eq!(store.journal(run.id).unwrap().len(), 2, "each step journaled once");
+    assert_eq!(store.runs.journal(run.id).await.unwrap().len(), 2, "each step journaled once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,21 +116,22 @@ async fn a_worker_whose_write_fails_pauses_the_run_and_picks_it_up_again() {
             "a": {"type": "update", "set": {"a": 1}, "next": "b"},
             "b": {"type": "update", "set": {"b": 2}, "next": "c"},
             "c": {"type": "update", "set": {"c": 3}}}}"#,
-    );
-    let full = disk.observer.full.clone();
-    let run = engine.create_run(&wf, &record, "manual").unwrap();
+    )
+    .await;
+    let full = disk.full.clone();
+    let run = engine.create_run(&wf, &record, roster_engine::model::RunTrigger::Manual).await.unwrap();
     // Claim + step a succeed, then the disk fills at step b; space returns 300 ms later.
-    disk.observer.fills_after.store(2, Ordering::SeqCst);
+    disk.fills_after.store(2, Ordering::SeqCst);
     let freer = tokio::spawn(async move {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         full.store(false, Ordering::SeqCst);
     });
     service.work(1, true).await.unwrap();
     freer.await.unwrap();
-    let done = store.run(run.id).unwrap().unwrap();
+    let done = store.runs.run(run.id).await.unwrap().unwrap();
     assert_eq!(done.state, RunState::Succeeded, "{done:?}");
-    let fields = store.record(record.id).unwrap().unwrap().fields;
+    let fields = store.records.record(record.id).await.unwrap().unwrap().fields;
     assert_eq!((fields["a"].clone(), fields["b"].clone(), fields["c"].clone()), (json!(1), json!(2), json!(3)));
-    let blocks: Vec<String> = store.journal(run.id).unwrap().into_iter().map(|e| e.block).collect();
+    let blocks: Vec<String> = store.runs.journal(run.id).await.unwrap().into_iter().map(|e| e.block).collect();
     assert_eq!(blocks, ["a", "b", "c"], "step a was not repeated after the pause");
 }

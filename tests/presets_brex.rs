@@ -600,10 +600,11 @@ fn a_batch_dry_run_previews_every_leaver_and_sends_and_writes_nothing() {
         assert!(c.home.fields(&p.email).get("offboarded_at").is_none(), "{} is not stamped", p.email);
     }
     let store = c.home.store();
-    use roster_engine::store::Store;
-    assert_eq!(store.get_meta("batch:offboarding").unwrap(), None, "no batch is left to resume");
+    let batch = roster_engine::store::Mark::Batch { workflow: "offboarding".into() };
+    assert_eq!(support::block(store.scheduler.mark(&batch)).unwrap(), None, "no batch is left to resume");
     let presets = roster_engine::presets::with_folder(None).unwrap();
     let cx = roster_blocks::kinds::CompileContext { presets: &presets, credentials: None };
     let compiled = roster_engine::workflow::Workflow::load(std::path::Path::new(&wf), &cx).unwrap();
-    assert_eq!(store.workflow_source(&compiled.hash).unwrap(), None, "the workflow source is not stored");
+    let source = support::block(store.workflows.source(&compiled.hash)).unwrap();
+    assert_eq!(source, None, "the workflow source is not stored");
 }

@@ -370,10 +370,7 @@ fn serve_and_workflows_list_say_what_starts_each_workflow_and_when_it_fires_next
 
 /// The service at `now` over `store` with one integration whose credential is missing,
 /// so each of its syncs fails at once.
-fn failing_sync_service(
-    store: Arc<dyn roster_engine::store::Store>,
-    now: &str,
-) -> Arc<roster_engine::service::Service> {
+fn failing_sync_service(store: roster_engine::store::Store, now: &str) -> Arc<roster_engine::service::Service> {
     let integration = roster_engine::sync::Integration::compile(
         r#"{"name": "hr", "connector": "brex", "credential": "missing", "schedule": {"daily": "06:00"}}"#,
         "hr.json",
@@ -390,28 +387,29 @@ fn failing_sync_service(
 #[tokio::test]
 async fn a_failed_scheduled_sync_is_retried_with_backoff_before_the_next_day_even_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn roster_engine::store::Store> =
-        Arc::new(roster_engine::store::SledStore::open(dir.path()).unwrap());
-    let mark = || store.get_meta("sync-retry:hr").unwrap().unwrap_or_default();
+    let store = roster_engine::store::Store::new(Arc::new(roster_engine::store::SledStore::open(dir.path()).unwrap()));
+    let retry = roster_engine::store::Mark::SyncRetry { integration: "hr".into() };
+    let mark = async || store.scheduler.mark(&retry).await.unwrap().unwrap_or_default();
     failing_sync_service(store.clone(), "2027-03-01T06:30:00Z").sync_due().await.unwrap();
-    assert_eq!(mark(), "1 2027-03-01T06:35:00Z", "the first retry 5 minutes after the failure");
+    assert_eq!(mark().await, "1 2027-03-01T06:35:00Z", "the first retry 5 minutes after the failure");
     // A restart keeps the mark; nothing runs before it is due.
     failing_sync_service(store.clone(), "2027-03-01T06:33:00Z").sync_due().await.unwrap();
-    assert_eq!(mark(), "1 2027-03-01T06:35:00Z");
+    assert_eq!(mark().await, "1 2027-03-01T06:35:00Z");
     failing_sync_service(store.clone(), "2027-03-01T06:36:00Z").sync_due().await.unwrap();
-    assert_eq!(mark(), "2 2027-03-01T06:51:00Z", "then 15 minutes");
+    assert_eq!(mark().await, "2 2027-03-01T06:51:00Z", "then 15 minutes");
     for (now, next) in [
         ("2027-03-01T06:52:00Z", "3 2027-03-01T07:52:00Z"),
         ("2027-03-01T07:52:00Z", "4 2027-03-01T10:52:00Z"),
         ("2027-03-01T10:52:00Z", "5 2027-03-01T16:52:00Z"),
     ] {
         failing_sync_service(store.clone(), now).sync_due().await.unwrap();
-        assert_eq!(mark(), next);
+        assert_eq!(mark().await, next);
     }
     // The last retry fails too: none is left before the next scheduled time.
     failing_sync_service(store.clone(), "2027-03-01T16:52:00Z").sync_due().await.unwrap();
-    assert_eq!(mark(), "");
-    assert_eq!(store.get_meta("sync:hr").unwrap().as_deref(), Some("2027-03-01T06:00:00Z"), "the fire is marked");
+    assert_eq!(mark().await, "");
+    let fired = store.scheduler.mark(&roster_engine::store::Mark::SyncFired { integration: "hr".into() }).await;
+    assert_eq!(fired.unwrap().as_deref(), Some("2027-03-01T06:00:00Z"), "the fire is marked");
 }
 
 #[test]

@@ -7,10 +7,9 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use roster_engine::store::Store;
 use roster_sandbox::{Lifecycle, RateLimit, SandboxConfig, Vendor};
 use serde_json::{Value, json};
-use support::{Recorder, SandboxHandle, TestHome, files_containing};
+use support::{Recorder, SandboxHandle, TestHome, block, files_containing};
 
 const BREX_USERS: &str = "GET /v2/users";
 const SAGE_EMPLOYEES: &str = "GET /services/apexrest/spapi/v4/employees";
@@ -364,7 +363,7 @@ fn someone_who_leaves_the_source_is_marked_not_present_and_comes_back_when_liste
     assert_eq!(now.len(), 3, "nobody is deleted");
     assert_eq!(now["cid@acme.test"], false);
     assert_eq!(now["ann@acme.test"], true);
-    let events = home.store().events(None, 100).unwrap();
+    let events = block(home.store().events.events(None, 100)).unwrap();
     let gone = events.iter().rev().find(|e| e.changes.contains_key("brex_present")).unwrap();
     assert_eq!(gone.changes["brex_present"].after, json!(false), "a change event says so, for triggers");
 
@@ -464,7 +463,8 @@ fn sage_tokens_that_expire_between_pages_are_refreshed() {
 
     let sb = SandboxHandle::start(SandboxConfig { page_size_sage: 10, ..SandboxHandle::config(25) });
     let dir = tempfile::tempdir().unwrap();
-    let store = roster_engine::store::SledStore::open(&dir.path().join("store")).unwrap();
+    let sled = roster_engine::store::SledStore::open(&dir.path().join("store")).unwrap();
+    let store = roster_engine::store::Store::new(std::sync::Arc::new(sled));
     let c = sb.sandbox.config();
     let credential = Credential {
         name: "sage".into(),
@@ -487,13 +487,13 @@ fn sage_tokens_that_expire_between_pages_are_refreshed() {
     let clock = roster_engine::clock::Clock::system();
     let session =
         sb.block_on(roster_engine::sync::run(&store, &integration, &credential, &clock, false, &mut observer)).unwrap();
-    assert_eq!(session.state, "succeeded", "{session:#?}");
+    assert_eq!(session.state, roster_engine::model::SyncState::Succeeded, "{session:#?}");
     assert_eq!((session.counts.fetched, session.counts.created), (25, 25));
     assert_eq!(observer.pages, 3);
     let stats = sb.stats();
     assert_eq!(stats.status(Vendor::Sage, 401), 3, "each page after an expiry met a 401 once");
     assert_eq!(stats.sage_tokens_issued, 4, "the first token and one per expiry");
-    assert_eq!(store.count_records().unwrap(), 25);
+    assert_eq!(block(store.records.count_records()).unwrap(), 25);
 }
 
 #[test]
@@ -510,23 +510,23 @@ fn every_create_and_update_writes_a_change_event_with_before_and_after() {
     assert_eq!(counts(&session)["updated"], 1);
 
     let store = home.store();
-    let events = store.events(None, 100_000).unwrap();
+    let events = block(store.events.events(None, 100_000)).unwrap();
     assert_eq!(events.len(), users.len() + 1, "one per create, one for the update, none for the unchanged");
     assert!(events.iter().all(|e| e.source == "sync:brex"));
-    let record = store.records_by_field("email", email).unwrap().remove(0);
+    let record = block(store.records.records_by_field("email", email)).unwrap().remove(0);
     let mine: Vec<_> = events.iter().filter(|e| e.record_id == record.id).collect();
     assert_eq!(mine.len(), 2);
-    assert_eq!(mine[0].kind, "created");
+    assert_eq!(mine[0].kind, roster_engine::model::EventKind::Created);
     assert_eq!(mine[0].changes["brex_status"].before, Value::Null);
     assert_eq!(mine[0].changes["brex_status"].after, "ACTIVE");
     assert_eq!(mine[0].changes["email"].after, email.as_str());
-    assert_eq!(mine[1].kind, "updated");
+    assert_eq!(mine[1].kind, roster_engine::model::EventKind::Updated);
     let changed: Vec<&String> = mine[1].changes.keys().collect();
     assert_eq!(changed, ["brex_status"], "only what changed");
     assert_eq!(mine[1].changes["brex_status"].before, "ACTIVE");
     assert_eq!(mine[1].changes["brex_status"].after, "DISABLED");
     // Oldest first, and reading after the first event skips it.
-    let after = store.events(Some(events[0].id), 100_000).unwrap();
+    let after = block(store.events.events(Some(events[0].id), 100_000)).unwrap();
     assert_eq!(after.len(), events.len() - 1);
 }
 
@@ -610,7 +610,7 @@ fn a_test_sync_reports_what_would_change_and_writes_nothing() {
     assert!(preview["samples"][0]["items"].is_array(), "the raw first page is kept: {:#}", preview["samples"]);
     assert!(!preview.to_string().contains(&sb.brex_token()));
     assert!(home.records().is_empty());
-    assert!(home.store().events(None, 10).unwrap().is_empty(), "no change events either");
+    assert!(block(home.store().events.events(None, 10)).unwrap().is_empty(), "no change events either");
 
     sync(&home, &file);
     let (email, user) = users.iter().find(|(_, u)| u["status"] == "ACTIVE").unwrap();
@@ -703,7 +703,7 @@ fn ten_thousand_brex_people_sync() {
     let session = sync(&home, &file);
     assert_eq!(nonzero(&session), map([("fetched", n), ("created", n)]));
     assert_eq!(sb.stats().route(Vendor::Brex, BREX_USERS), n.div_ceil(1000));
-    assert_eq!(home.store().count_records().unwrap() as u64, n);
+    assert_eq!(block(home.store().records.count_records()).unwrap() as u64, n);
 }
 
 #[test]
@@ -802,7 +802,7 @@ fn a_sync_that_never_ends_stops_at_its_caps_and_says_how_to_raise_them() {
     assert!(error.contains(&format!("raise max_pages in `options` of {file}")), "{error}");
     assert_eq!(pages.load(std::sync::atomic::Ordering::SeqCst), 40);
     // The page that points past the cap is not written: the listing is already known broken.
-    assert_eq!(home.store().count_records().unwrap(), 39);
+    assert_eq!(block(home.store().records.count_records()).unwrap(), 39);
 
     pages.store(0, std::sync::atomic::Ordering::SeqCst);
     let file = integration(&home, "brex.json", spec(json!({"max_items": 10})));

@@ -20,7 +20,7 @@ fn workflow(text: &str) -> Arc<Workflow> {
     Arc::new(Workflow::compile(text, "test.json", &CompileContext { presets: &presets, credentials: None }).unwrap())
 }
 
-fn service(store: Arc<dyn Store>, clock: Clock, workflows: &[&Arc<Workflow>]) -> Arc<Service> {
+fn service(store: Store, clock: Clock, workflows: &[&Arc<Workflow>]) -> Arc<Service> {
     let engine = Arc::new(Engine::new(store, None, clock));
     let mut catalog = Catalog::default();
     for wf in workflows {
@@ -29,17 +29,19 @@ fn service(store: Arc<dyn Store>, clock: Clock, workflows: &[&Arc<Workflow>]) ->
     Service::new(engine, catalog, roster_engine::presets::built_in())
 }
 
-fn put(store: &dyn Store, id: Option<uuid::Uuid>, fields: Value) -> uuid::Uuid {
+async fn put(store: &Store, id: Option<uuid::Uuid>, fields: Value) -> uuid::Uuid {
     let changes: Map<String, Value> = fields.as_object().unwrap().clone();
     store
+        .records
         .write_record(RecordWrite { id, changes, source: "import".into(), at: "2027-03-01T00:00:00Z".into() })
+        .await
         .unwrap()
         .record
         .id
 }
 
-fn runs_of(store: &dyn Store, workflow: &str) -> Vec<roster_engine::model::Run> {
-    store.runs(&RunFilter { workflow: Some(workflow.into()), ..Default::default() }).unwrap()
+async fn runs_of(store: &Store, workflow: &str) -> Vec<roster_engine::model::Run> {
+    store.runs.runs(&RunFilter { workflow: Some(workflow.into()), ..Default::default() }).await.unwrap()
 }
 
 const ON_CREATED: &str = r#"{"name": "welcome", "begin": {"trigger": {"on": "created"}, "next": "stamp"},
@@ -53,35 +55,35 @@ const ON_ANY_UPDATE: &str = r#"{"name": "audit", "begin": {"trigger": {"on": "up
 #[tokio::test]
 async fn record_events_start_the_workflows_listening_for_them() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
     let (welcome, leaver, audit) = (workflow(ON_CREATED), workflow(ON_END_DATE), workflow(ON_ANY_UPDATE));
-    put(store.as_ref(), None, json!({"email": "old@acme.test"}));
+    put(&store, None, json!({"email": "old@acme.test"})).await;
     let svc = service(store.clone(), Clock::parse("2027-03-01").unwrap(), &[&welcome, &leaver, &audit]);
     // History does not trigger: the first dispatch only sets the cursor.
-    assert_eq!(svc.dispatch_events().unwrap(), 0);
+    assert_eq!(svc.dispatch_events().await.unwrap(), 0);
 
-    let ann = put(store.as_ref(), None, json!({"email": "ann@acme.test", "title": "Engineer"}));
-    assert_eq!(svc.dispatch_events().unwrap(), 1, "created → welcome");
-    put(store.as_ref(), Some(ann), json!({"title": "Staff Engineer"}));
-    assert_eq!(svc.dispatch_events().unwrap(), 1, "a title change → audit only (leaver listens to end_date)");
-    put(store.as_ref(), Some(ann), json!({"end_date": "2027-03-31"}));
-    assert_eq!(svc.dispatch_events().unwrap(), 2, "an end_date change → leaver and audit");
-    assert_eq!(svc.dispatch_events().unwrap(), 0, "each event starts its runs once");
+    let ann = put(&store, None, json!({"email": "ann@acme.test", "title": "Engineer"})).await;
+    assert_eq!(svc.dispatch_events().await.unwrap(), 1, "created → welcome");
+    put(&store, Some(ann), json!({"title": "Staff Engineer"})).await;
+    assert_eq!(svc.dispatch_events().await.unwrap(), 1, "a title change → audit only (leaver listens to end_date)");
+    put(&store, Some(ann), json!({"end_date": "2027-03-31"})).await;
+    assert_eq!(svc.dispatch_events().await.unwrap(), 2, "an end_date change → leaver and audit");
+    assert_eq!(svc.dispatch_events().await.unwrap(), 0, "each event starts its runs once");
     svc.work(2, true).await.unwrap();
 
-    assert_eq!(runs_of(store.as_ref(), "welcome").len(), 1);
-    assert_eq!(runs_of(store.as_ref(), "leaver").len(), 1);
-    assert_eq!(runs_of(store.as_ref(), "audit").len(), 2);
-    let record = store.record(ann).unwrap().unwrap();
+    assert_eq!(runs_of(&store, "welcome").await.len(), 1);
+    assert_eq!(runs_of(&store, "leaver").await.len(), 1);
+    assert_eq!(runs_of(&store, "audit").await.len(), 2);
+    let record = store.records.record(ann).await.unwrap().unwrap();
     assert_eq!(record.fields["leaver_seen"], true);
     assert!(record.fields.contains_key("welcomed_at"));
     // The workflows' own writes are events too: welcome's and leaver's stamps are updates
     // that audit hears; audit never hears its own writes, and writing a value a field
     // already has is no change and no event.
-    assert_eq!(svc.dispatch_events().unwrap(), 2);
+    assert_eq!(svc.dispatch_events().await.unwrap(), 2);
     svc.work(2, true).await.unwrap();
-    assert_eq!(svc.dispatch_events().unwrap(), 0);
-    let audits = runs_of(store.as_ref(), "audit");
+    assert_eq!(svc.dispatch_events().await.unwrap(), 0);
+    let audits = runs_of(&store, "audit").await;
     assert_eq!(audits.len(), 4);
     assert!(audits.iter().all(|r| r.state == RunState::Succeeded));
 }
@@ -91,7 +93,14 @@ const ONBOARD: &str = r#"{"name": "onboard", "begin": {"trigger": {"schedule": {
             {"field": "onboarded_at", "op": "is_empty"}], "next": "stamp"},
   "blocks": {"stamp": {"type": "update", "set": {"onboarded_at": "<<now>>"}}}}"#;
 
-fn company(store: &dyn Store) {
+/// Sets a schedule's last-fired mark as a scheduler that last fired at `at` would have.
+async fn force_fire_mark(store: &Store, workflow: &str, at: &str) {
+    let mark = roster_engine::store::Mark::ScheduleFired { workflow: workflow.into() };
+    let read = store.scheduler.mark(&mark).await.unwrap();
+    assert!(store.scheduler.set_mark(&mark, read.as_deref(), Some(at)).await.unwrap());
+}
+
+async fn company(store: &Store) {
     for (email, start) in [
         ("past@acme.test", "2027-02-01"),
         ("today@acme.test", "2027-03-01"),
@@ -102,7 +111,7 @@ fn company(store: &dyn Store) {
         if !start.is_empty() {
             fields["start_date"] = json!(start);
         }
-        put(store, None, fields);
+        put(store, None, fields).await;
     }
 }
 
@@ -111,26 +120,26 @@ async fn a_schedule_fires_at_its_time_for_exactly_the_matching_records_and_once(
     let dir = tempfile::tempdir().unwrap();
     let wf = workflow(ONBOARD);
     {
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
-        company(store.as_ref());
+        let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+        company(&store).await;
         // 08:59: today's 09:00 has not come; yesterday's did and fires (a first start catches up once).
         let early = service(store.clone(), Clock::parse("2027-03-01T08:59:00Z").unwrap(), &[&wf]);
-        let fired = early.fire_schedules().unwrap();
+        let fired = early.fire_schedules().await.unwrap();
         assert_eq!(fired.len(), 1);
         assert_eq!(fired[0].at.to_string(), "2027-02-28T09:00:00Z");
         // `today` is the fire's date, the 28th: only who started by then matches.
         assert_eq!(fired[0].local_date.to_string(), "2027-02-28");
         assert_eq!(fired[0].queued, 1);
-        assert!(early.fire_schedules().unwrap().is_empty(), "nothing more is due before 09:00");
+        assert!(early.fire_schedules().await.unwrap().is_empty(), "nothing more is due before 09:00");
 
         let nine = service(store.clone(), Clock::parse("2027-03-01T09:00:00Z").unwrap(), &[&wf]);
-        let fired = nine.fire_schedules().unwrap();
+        let fired = nine.fire_schedules().await.unwrap();
         assert_eq!(fired[0].at.to_string(), "2027-03-01T09:00:00Z");
         // past@ still has a queued, unexecuted run for the 28th and is not onboarded yet, so
         // this day's fire selects them again, with today@; soon@ and nodate@ never match.
         assert_eq!(fired[0].queued, 2);
         nine.work(1, true).await.unwrap();
-        let runs = runs_of(store.as_ref(), "onboard");
+        let runs = runs_of(&store, "onboard").await;
         let done: BTreeSet<String> =
             runs.iter().filter(|r| r.state == RunState::Succeeded).map(|r| r.record_label.clone()).collect();
         assert_eq!(done, BTreeSet::from(["past@acme.test".to_string(), "today@acme.test".to_string()]));
@@ -140,50 +149,53 @@ async fn a_schedule_fires_at_its_time_for_exactly_the_matching_records_and_once(
         assert!(skipped[0].error.as_deref().unwrap().contains("onboarded_at is_empty"));
     }
     // A restart at the same moment fires nothing again.
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
     let again = service(store.clone(), Clock::parse("2027-03-01T09:00:30Z").unwrap(), &[&wf]);
-    assert!(again.fire_schedules().unwrap().is_empty());
-    assert_eq!(runs_of(store.as_ref(), "onboard").len(), 3);
+    assert!(again.fire_schedules().await.unwrap().is_empty());
+    assert_eq!(runs_of(&store, "onboard").await.len(), 3);
 }
 
 #[tokio::test]
 async fn racing_triggers_start_one_run_per_record_and_fire_time() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
-    company(store.as_ref());
+    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    company(&store).await;
     let wf = workflow(ONBOARD);
     let clock = Clock::parse("2027-03-01T09:00:00Z").unwrap();
     let services: Vec<_> = (0..4).map(|_| service(store.clone(), clock, &[&wf])).collect();
     let handles: Vec<_> = services
         .into_iter()
-        .map(|s| std::thread::spawn(move || s.fire_schedules().unwrap().iter().map(|f| f.queued).sum::<usize>()))
+        .map(|s| tokio::spawn(async move { s.fire_schedules().await.unwrap().iter().map(|f| f.queued).sum::<usize>() }))
         .collect();
-    let queued: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let mut queued = 0;
+    for handle in handles {
+        queued += handle.await.unwrap();
+    }
     assert_eq!(queued, 2, "four racing schedulers queue each (record, fire time) once");
-    assert_eq!(runs_of(store.as_ref(), "onboard").len(), 2);
+    assert_eq!(runs_of(&store, "onboard").await.len(), 2);
 }
 
 #[tokio::test]
 async fn after_downtime_a_schedule_fires_once_not_once_per_missed_time() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
-    company(store.as_ref());
+    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    company(&store).await;
     let wf = workflow(ONBOARD);
-    store.put_meta("schedule:onboard", "2027-02-25T09:00:00Z").unwrap();
+    force_fire_mark(&store, "onboard", "2027-02-25T09:00:00Z").await;
     let svc = service(store.clone(), Clock::parse("2027-03-01T10:00:00Z").unwrap(), &[&wf]);
-    let fired = svc.fire_schedules().unwrap();
+    let fired = svc.fire_schedules().await.unwrap();
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].missed, 3, "the 26th, 27th and 28th were missed");
     assert_eq!(fired[0].at.to_string(), "2027-03-01T09:00:00Z");
     assert_eq!(fired[0].queued, 2);
-    assert!(svc.fire_schedules().unwrap().is_empty());
+    assert!(svc.fire_schedules().await.unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn a_run_finishes_on_the_workflow_version_it_started_with() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
-    let id = put(store.as_ref(), None, json!({"email": "ann@acme.test"}));
+    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    let id = put(&store, None, json!({"email": "ann@acme.test"})).await;
     let v1 = workflow(
         r#"{"name": "w", "begin": {"next": "s"}, "blocks": {"s": {"type": "update", "set": {"version": "one"}}}}"#,
     );
@@ -191,40 +203,40 @@ async fn a_run_finishes_on_the_workflow_version_it_started_with() {
         r#"{"name": "w", "begin": {"next": "s"}, "blocks": {"s": {"type": "update", "set": {"version": "two"}}}}"#,
     );
     let svc = service(store.clone(), Clock::system(), &[&v1]);
-    let record = store.record(id).unwrap().unwrap();
-    let queued = svc.engine.create_run(&v1, &record, "manual").unwrap();
+    let record = store.records.record(id).await.unwrap().unwrap();
+    let queued = svc.engine.create_run(&v1, &record, roster_engine::model::RunTrigger::Manual).await.unwrap();
     // The file is edited (and reloaded) while the run waits in the queue.
     let mut catalog = Catalog::default();
     catalog.workflows.insert("w".into(), v2.clone());
     svc.replace_catalog(catalog);
     svc.work(1, true).await.unwrap();
-    assert_eq!(store.run(queued.id).unwrap().unwrap().workflow_hash, v1.hash);
-    assert_eq!(store.record(id).unwrap().unwrap().fields["version"], "one");
+    assert_eq!(store.runs.run(queued.id).await.unwrap().unwrap().workflow_hash, v1.hash);
+    assert_eq!(store.records.record(id).await.unwrap().unwrap().fields["version"], "one");
     // A new run takes the new version.
-    let record = store.record(id).unwrap().unwrap();
-    let run = svc.engine.create_run(&v2, &record, "manual").unwrap();
+    let record = store.records.record(id).await.unwrap().unwrap();
+    let run = svc.engine.create_run(&v2, &record, roster_engine::model::RunTrigger::Manual).await.unwrap();
     svc.work(1, true).await.unwrap();
-    assert_eq!(store.run(run.id).unwrap().unwrap().state, RunState::Succeeded);
-    assert_eq!(store.record(id).unwrap().unwrap().fields["version"], "two");
+    assert_eq!(store.runs.run(run.id).await.unwrap().unwrap().state, RunState::Succeeded);
+    assert_eq!(store.records.record(id).await.unwrap().unwrap().fields["version"], "two");
 }
 
 #[tokio::test]
 async fn stopping_leaves_queued_runs_queued_for_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
-    company(store.as_ref());
+    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    company(&store).await;
     let wf = workflow(ONBOARD);
     let svc = service(store.clone(), Clock::parse("2027-03-01T09:00:00Z").unwrap(), &[&wf]);
-    svc.fire_schedules().unwrap();
+    svc.fire_schedules().await.unwrap();
     svc.engine.stop();
     svc.work(2, false).await.unwrap();
-    assert_eq!(store.queued_count().unwrap(), 2);
-    assert!(runs_of(store.as_ref(), "onboard").iter().all(|r| r.state == RunState::Queued));
+    assert_eq!(store.queue.queued_count().await.unwrap(), 2);
+    assert!(runs_of(&store, "onboard").await.iter().all(|r| r.state == RunState::Queued));
     // The next start runs them.
     let next = service(store.clone(), Clock::parse("2027-03-01T09:00:00Z").unwrap(), &[&wf]);
-    next.recover().unwrap();
+    next.recover().await.unwrap();
     next.work(2, true).await.unwrap();
-    assert!(runs_of(store.as_ref(), "onboard").iter().all(|r| r.state == RunState::Succeeded));
+    assert!(runs_of(&store, "onboard").await.iter().all(|r| r.state == RunState::Succeeded));
 }
 
 #[test]
@@ -254,6 +266,27 @@ fn serve_runs_the_api_behind_its_token_and_the_cli_goes_through_it() {
     assert!(refused.stderr.contains("refused: ") && refused.stderr.contains("ends_with"), "{}", refused.stderr);
     let runs = home.roster(&["runs", "list", "--json"]).ok().json();
     assert_eq!(runs.as_array().unwrap().len(), 1);
+    // Runs are listed by their trigger as stored; a trigger of no known kind is a 400.
+    let by_trigger = |t: &str| http("GET", &format!("{}/v1/runs?trigger={t}", serving.url), Some(&serving.token), None);
+    let (status, started_here) = by_trigger("manual:api");
+    assert_eq!(status, 200);
+    assert_eq!(started_here, runs, "the run the CLI started through serve");
+    assert_eq!(by_trigger("manual").1, json!([]));
+    let (status, unknown) = by_trigger("sometimes");
+    assert_eq!(status, 400);
+    assert!(unknown["error"].as_str().unwrap().contains("unknown run trigger `sometimes`"), "{unknown}");
+    // A credential of no known kind is refused with the kinds there are, and nothing is stored.
+    let credential = json!({"name": "odd", "kind": "token", "secrets": {"secret": "s3cret-value"}});
+    let (status, refused) =
+        http("POST", &format!("{}/v1/credentials", serving.url), Some(&serving.token), Some(credential));
+    assert_eq!(status, 422);
+    let error = refused["error"].as_str().unwrap();
+    assert!(
+        error.contains("unknown credential kind `token` (known: bearer, api-key, basic, expensify, oauth2)"),
+        "{error}"
+    );
+    let (_, stored) = http("GET", &format!("{}/v1/credentials", serving.url), Some(&serving.token), None);
+    assert_eq!(stored, json!([]));
     let ann = home.roster(&["records", "show", "ann@acme.test", "--json"]).ok().json();
     assert_eq!(ann["fields"]["stamped"], runs[0]["run_id"]);
     let imported = home.file("more.json", r#"[{"email": "cid@acme.test"}]"#);
@@ -348,23 +381,23 @@ fn an_interrupted_batch_resumes_instead_of_starting_over() {
 #[tokio::test]
 async fn an_equality_rule_selects_through_the_field_index_with_the_same_result() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
-    company(store.as_ref());
-    put(store.as_ref(), None, json!({"email": "done@acme.test", "start_date": "2027-03-01", "onboarded_at": "x"}));
+    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    company(&store).await;
+    put(&store, None, json!({"email": "done@acme.test", "start_date": "2027-03-01", "onboarded_at": "x"})).await;
     let wf = workflow(
         r#"{"name": "today", "begin": {"trigger": {"schedule": "daily"},
             "rules": [{"field": "start_date", "op": "equals", "value": "<<today>>"}, {"field": "onboarded_at", "op": "is_empty"}],
             "next": "s"}, "blocks": {"s": {"type": "update", "set": {"onboarded_at": "<<now>>"}}}}"#,
     );
     let svc = service(store.clone(), Clock::parse("2027-03-01T10:00:00Z").unwrap(), &[&wf]);
-    let scanned: Vec<String> = svc.select(&wf).unwrap().into_iter().map(|r| r.label()).collect();
-    assert_eq!(svc.prepare_indexes().unwrap(), ["start_date"]);
-    let indexed: Vec<String> = svc.select(&wf).unwrap().into_iter().map(|r| r.label()).collect();
+    let scanned: Vec<String> = svc.select(&wf).await.unwrap().into_iter().map(|r| r.label()).collect();
+    assert_eq!(svc.prepare_indexes().await.unwrap(), ["start_date"]);
+    let indexed: Vec<String> = svc.select(&wf).await.unwrap().into_iter().map(|r| r.label()).collect();
     assert_eq!(scanned, ["today@acme.test"]);
     assert_eq!(indexed, scanned);
     // Writes after the index exists keep it current.
-    put(store.as_ref(), None, json!({"email": "late@acme.test", "start_date": "2027-03-01"}));
-    assert_eq!(svc.select(&wf).unwrap().len(), 2);
+    put(&store, None, json!({"email": "late@acme.test", "start_date": "2027-03-01"})).await;
+    assert_eq!(svc.select(&wf).await.unwrap().len(), 2);
 }
 
 /// Invites whoever starts `<<today>>` (no "already invited" guard: the schedule's dedupe
@@ -377,25 +410,25 @@ fn invite_starters(schedule: &str) -> Arc<Workflow> {
     ))
 }
 
-fn starters(store: &dyn Store) -> (uuid::Uuid, uuid::Uuid) {
-    let feb = put(store, None, json!({"email": "feb28@acme.test", "start_date": "2027-02-28"}));
-    let mar = put(store, None, json!({"email": "mar1@acme.test", "start_date": "2027-03-01"}));
+async fn starters(store: &Store) -> (uuid::Uuid, uuid::Uuid) {
+    let feb = put(store, None, json!({"email": "feb28@acme.test", "start_date": "2027-02-28"})).await;
+    let mar = put(store, None, json!({"email": "mar1@acme.test", "start_date": "2027-03-01"})).await;
     (feb, mar)
 }
 
 #[tokio::test]
 async fn a_los_angeles_schedule_sees_its_local_date_as_today_from_selection_to_the_last_step() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
-    let (feb, mar) = starters(store.as_ref());
+    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    let (feb, mar) = starters(&store).await;
     let wf = invite_starters(r#"{"daily": "17:00", "timezone": "America/Los_Angeles"}"#);
     // 01:00 UTC on the 1st is 17:00 on the 28th in Los Angeles.
     let fire = service(store.clone(), Clock::parse("2027-03-01T01:00:00Z").unwrap(), &[&wf]);
-    let fired = fire.fire_schedules().unwrap();
+    let fired = fire.fire_schedules().await.unwrap();
     assert_eq!(fired[0].at.to_string(), "2027-03-01T01:00:00Z");
     assert_eq!(fired[0].local_date.to_string(), "2027-02-28");
     assert_eq!(fired[0].queued, 1, "the 28th's starter, not tomorrow's");
-    let queued = runs_of(store.as_ref(), "invite");
+    let queued = runs_of(&store, "invite").await;
     assert_eq!(queued[0].record_id, feb);
     assert_eq!(queued[0].today.as_deref(), Some("2027-02-28"), "the run keeps the fire's local date");
 
@@ -403,60 +436,60 @@ async fn a_los_angeles_schedule_sees_its_local_date_as_today_from_selection_to_t
     // still see the 28th, so it runs instead of being skipped.
     let later = service(store.clone(), Clock::parse("2027-03-01T16:00:00Z").unwrap(), &[&wf]);
     later.work(1, true).await.unwrap();
-    let run = &runs_of(store.as_ref(), "invite")[0];
+    let run = &runs_of(&store, "invite").await[0];
     assert_eq!(run.state, RunState::Succeeded, "{run:#?}");
-    assert_eq!(store.record(feb).unwrap().unwrap().fields["invited_for"], "2027-02-28");
-    assert!(store.record(mar).unwrap().unwrap().fields.get("invited_for").is_none());
+    assert_eq!(store.records.record(feb).await.unwrap().unwrap().fields["invited_for"], "2027-02-28");
+    assert!(store.records.record(mar).await.unwrap().unwrap().fields.get("invited_for").is_none());
 }
 
 #[tokio::test]
 async fn a_catch_up_fire_and_the_days_regular_fire_invite_each_person_once() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
-    let (feb, mar) = starters(store.as_ref());
+    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    let (feb, mar) = starters(&store).await;
     let daily = invite_starters(r#"{"daily": "09:00"}"#);
     // Down since the 26th; started at 08:00 on the 1st: the 28th's fire is caught up.
-    store.put_meta("schedule:invite", "2027-02-26T09:00:00Z").unwrap();
+    force_fire_mark(&store, "invite", "2027-02-26T09:00:00Z").await;
     let early = service(store.clone(), Clock::parse("2027-03-01T08:00:00Z").unwrap(), &[&daily]);
-    let fired = early.fire_schedules().unwrap();
+    let fired = early.fire_schedules().await.unwrap();
     assert_eq!((fired[0].local_date.to_string().as_str(), fired[0].queued), ("2027-02-28", 1));
     let nine = service(store.clone(), Clock::parse("2027-03-01T09:00:00Z").unwrap(), &[&daily]);
-    let fired = nine.fire_schedules().unwrap();
+    let fired = nine.fire_schedules().await.unwrap();
     assert_eq!((fired[0].local_date.to_string().as_str(), fired[0].queued), ("2027-03-01", 1));
 
     // The schedule is edited to 17:00 the same day: a second fire of the 1st, no second run.
     let evening = invite_starters(r#"{"daily": "17:00"}"#);
     let five = service(store.clone(), Clock::parse("2027-03-01T17:00:00Z").unwrap(), &[&evening]);
-    let fired = five.fire_schedules().unwrap();
+    let fired = five.fire_schedules().await.unwrap();
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].queued, 0, "one person, one workflow, one local day, one run");
     five.work(1, true).await.unwrap();
-    let runs = runs_of(store.as_ref(), "invite");
+    let runs = runs_of(&store, "invite").await;
     let per_person: Vec<uuid::Uuid> = runs.iter().map(|r| r.record_id).collect();
     assert_eq!(per_person.len(), 2, "{runs:#?}");
     assert!(per_person.contains(&feb) && per_person.contains(&mar));
     assert!(runs.iter().all(|r| r.state == RunState::Succeeded));
-    assert_eq!(store.record(feb).unwrap().unwrap().fields["invited_for"], "2027-02-28");
-    assert_eq!(store.record(mar).unwrap().unwrap().fields["invited_for"], "2027-03-01");
+    assert_eq!(store.records.record(feb).await.unwrap().unwrap().fields["invited_for"], "2027-02-28");
+    assert_eq!(store.records.record(mar).await.unwrap().unwrap().fields["invited_for"], "2027-03-01");
 }
 
 #[tokio::test]
 async fn an_hourly_schedule_runs_once_per_fire_not_once_per_day() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
-    let (_, mar) = starters(store.as_ref());
+    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    let (_, mar) = starters(&store).await;
     let hourly = invite_starters(r#""hourly""#);
     for (now, fires) in [("2027-03-01T09:00:00Z", 1), ("2027-03-01T09:30:00Z", 0), ("2027-03-01T10:00:00Z", 1)] {
         let svc = service(store.clone(), Clock::parse(now).unwrap(), &[&hourly]);
-        let fired = svc.fire_schedules().unwrap();
+        let fired = svc.fire_schedules().await.unwrap();
         assert_eq!(fired.len(), fires, "{now}");
         assert!(fired.iter().all(|f| f.queued == 1), "{now}: {fired:?}");
         // The same fire again (a restart, a racing scheduler) queues nothing.
-        store.put_meta("schedule:invite", "2027-02-01T00:00:00Z").unwrap();
+        force_fire_mark(&store, "invite", "2027-02-01T00:00:00Z").await;
         let again = service(store.clone(), Clock::parse(now).unwrap(), &[&hourly]);
-        assert!(again.fire_schedules().unwrap().iter().all(|f| f.queued == 0), "{now}");
+        assert!(again.fire_schedules().await.unwrap().iter().all(|f| f.queued == 0), "{now}");
     }
-    let runs = runs_of(store.as_ref(), "invite");
+    let runs = runs_of(&store, "invite").await;
     assert_eq!(runs.len(), 2, "one run per hourly fire: {runs:#?}");
     assert!(runs.iter().all(|r| r.record_id == mar && r.today.as_deref() == Some("2027-03-01")));
 }
@@ -562,7 +595,7 @@ fn serve_reloads_unicode_templates_and_refuses_bad_files_without_stopping() {
 #[tokio::test]
 async fn a_workflow_that_cannot_start_never_keeps_the_others_from_starting() {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
     // Its rules read a variable no record has, so they cannot be evaluated at all.
     let broken = |trigger: &str| {
         workflow(&format!(
@@ -578,20 +611,20 @@ async fn a_workflow_that_cannot_start_never_keeps_the_others_from_starting() {
         ))
     };
     let (a, b) = (broken(r#"{"schedule": "hourly"}"#), fine(r#"{"schedule": "hourly"}"#));
-    put(store.as_ref(), None, json!({"email": "ann@acme.test", "start_date": "2027-03-01"}));
+    put(&store, None, json!({"email": "ann@acme.test", "start_date": "2027-03-01"})).await;
     let svc = service(store.clone(), Clock::parse("2027-03-01T09:30:00Z").unwrap(), &[&a, &b]);
-    let fired = svc.fire_schedules().unwrap();
+    let fired = svc.fire_schedules().await.unwrap();
     assert_eq!(fired.len(), 1, "{fired:?}");
     assert_eq!((fired[0].workflow.as_str(), fired[0].queued), ("b-fine", 1));
 
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
     let (a, b) = (broken(r#"{"on": "created"}"#), fine(r#"{"on": "created"}"#));
     let svc = service(store.clone(), Clock::parse("2027-03-01").unwrap(), &[&a, &b]);
-    assert_eq!(svc.dispatch_events().unwrap(), 0);
-    put(store.as_ref(), None, json!({"email": "bob@acme.test"}));
-    assert_eq!(svc.dispatch_events().unwrap(), 1, "b-fine still hears the event");
-    assert_eq!(svc.dispatch_events().unwrap(), 0, "and the cursor moved past it");
+    assert_eq!(svc.dispatch_events().await.unwrap(), 0);
+    put(&store, None, json!({"email": "bob@acme.test"})).await;
+    assert_eq!(svc.dispatch_events().await.unwrap(), 1, "b-fine still hears the event");
+    assert_eq!(svc.dispatch_events().await.unwrap(), 0, "and the cursor moved past it");
     svc.work(2, true).await.unwrap();
-    assert_eq!(runs_of(store.as_ref(), "b-fine").len(), 1);
+    assert_eq!(runs_of(&store, "b-fine").await.len(), 1);
 }

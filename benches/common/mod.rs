@@ -473,16 +473,16 @@ pub async fn brex_requests(client: &reqwest::Client, base: &str) -> u64 {
 
 /// A durable sled store in `dir`, with the Brex credential sealed in it, and an engine
 /// over `store` (which may be a wrapper around the sled store).
-pub fn brex_credential(store: &dyn Store, vault: &Vault, base_url: &str, token: &str) -> StoredCredential {
+pub async fn brex_credential(store: &Store, vault: &Vault, base_url: &str, token: &str) -> StoredCredential {
     let new = NewCredential {
         name: "brex".into(),
-        kind: "bearer".into(),
+        kind: roster_engine::model::CredentialKind::Bearer,
         base_url: base_url.to_string(),
         settings: BTreeMap::new(),
         secrets: BTreeMap::from([("secret".to_string(), token.to_string())]),
     };
     let sealed = credentials::seal(vault, new, &rfc3339(Clock::system().now())).expect("seal the credential");
-    store.put_credential(&sealed).expect("store the credential");
+    store.credentials.put_credential(&sealed).await.expect("store the credential");
     sealed
 }
 
@@ -492,11 +492,11 @@ pub fn vaults() -> (Vault, Vault) {
     (Vault::from_base64(&key, "bench").expect("vault"), Vault::from_base64(&key, "bench").expect("vault"))
 }
 
-pub fn open_store(dir: &Path) -> Arc<SledStore> {
-    Arc::new(SledStore::open(dir).expect("open the sled store"))
+pub fn open_store(dir: &Path) -> Store {
+    Store::new(Arc::new(SledStore::open(dir).expect("open the sled store")))
 }
 
-pub fn engine(store: Arc<dyn Store>, vault: Vault) -> Arc<Engine> {
+pub fn engine(store: Store, vault: Vault) -> Arc<Engine> {
     Arc::new(Engine::new(store, Some(vault), Clock::system()))
 }
 
@@ -505,12 +505,12 @@ pub fn now() -> String {
 }
 
 /// Writes `writes` in batches of `batch`, returning the records as written.
-pub fn write_in_batches(store: &dyn Store, writes: Vec<RecordWrite>, batch: usize) -> Vec<Record> {
+pub async fn write_in_batches(store: &Store, writes: Vec<RecordWrite>, batch: usize) -> Vec<Record> {
     let mut out = Vec::with_capacity(writes.len());
     let mut writes = writes.into_iter().peekable();
     while writes.peek().is_some() {
         let chunk: Vec<RecordWrite> = writes.by_ref().take(batch).collect();
-        out.extend(store.write_records(chunk).expect("write records").into_iter().map(|w| w.record));
+        out.extend(store.records.write_records(chunk).await.expect("write records").into_iter().map(|w| w.record));
     }
     out
 }
@@ -595,8 +595,8 @@ impl StoreObserver for Timing {
 }
 
 /// The sled store with [`Timing`] around it.
-pub fn timed_store(sled: Arc<SledStore>, times: Arc<StoreTimes>) -> Observed<Timing> {
-    Observed::new(sled, Timing(times))
+pub fn timed_store(sled: Store, times: Arc<StoreTimes>) -> Store {
+    Observed::wrap(sled, Arc::new(Timing(times)))
 }
 
 /// A multi-threaded runtime like the `roster` binary's (one worker per core).

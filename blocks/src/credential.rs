@@ -4,6 +4,9 @@
 //! logs and accidental formatting never show it.
 
 use std::fmt;
+use std::str::FromStr;
+
+use crate::diag::UnknownName;
 
 /// A secret string. Its `Debug` and `Display` print `[redacted]`; read it with [`Secret::expose`].
 #[derive(Clone, PartialEq, Eq)]
@@ -55,15 +58,108 @@ pub enum Auth {
 }
 
 impl Auth {
-    /// The kind's name as the CLI and `credentials list` show it.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> CredentialKind {
         match self {
-            Auth::Bearer { .. } => "bearer",
-            Auth::ApiKey { .. } => "api-key",
-            Auth::Basic { .. } => "basic",
-            Auth::Expensify { .. } => "expensify",
-            Auth::OAuth2 { .. } => "oauth2",
+            Auth::Bearer { .. } => CredentialKind::Bearer,
+            Auth::ApiKey { .. } => CredentialKind::ApiKey,
+            Auth::Basic { .. } => CredentialKind::Basic,
+            Auth::Expensify { .. } => CredentialKind::Expensify,
+            Auth::OAuth2 { .. } => CredentialKind::OAuth2,
         }
+    }
+}
+
+/// The kinds of credential there are: the one list `credentials add --kind`, the store,
+/// connectors and the default rate limits go by. Stored and shown by [`CredentialKind::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CredentialKind {
+    Bearer,
+    ApiKey,
+    Basic,
+    Expensify,
+    OAuth2,
+}
+
+impl CredentialKind {
+    pub const ALL: [CredentialKind; 5] = [
+        CredentialKind::Bearer,
+        CredentialKind::ApiKey,
+        CredentialKind::Basic,
+        CredentialKind::Expensify,
+        CredentialKind::OAuth2,
+    ];
+
+    /// The kind's name as the CLI, the store and `credentials list` spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::Bearer => "bearer",
+            CredentialKind::ApiKey => "api-key",
+            CredentialKind::Basic => "basic",
+            CredentialKind::Expensify => "expensify",
+            CredentialKind::OAuth2 => "oauth2",
+        }
+    }
+
+    /// What the kind sends and which settings it needs, for help texts.
+    pub fn description(self) -> &'static str {
+        match self {
+            CredentialKind::Bearer => "Authorization: Bearer <secret>",
+            CredentialKind::ApiKey => "the secret in a header named by --header",
+            CredentialKind::Basic => "HTTP basic auth: --username and the secret as password",
+            CredentialKind::Expensify => {
+                "Expensify partner credentials: --username is the partnerUserID, the secret is partnerUserSecret"
+            }
+            CredentialKind::OAuth2 => {
+                "OAuth2 token endpoint (--token-url, --client-id; secret = client secret; optional --username with password from --password-env)"
+            }
+        }
+    }
+
+    /// The non-secret settings a credential of this kind cannot work without, with the
+    /// flag that sets each.
+    pub fn required_settings(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            CredentialKind::Bearer => &[],
+            CredentialKind::ApiKey => &[("header", "--header NAME")],
+            CredentialKind::Basic | CredentialKind::Expensify => &[("username", "--username")],
+            CredentialKind::OAuth2 => &[("token_url", "--token-url URL"), ("client_id", "--client-id ID")],
+        }
+    }
+
+    /// "bearer, api-key, basic, expensify, oauth2".
+    pub fn names() -> String {
+        CredentialKind::ALL.map(CredentialKind::as_str).join(", ")
+    }
+}
+
+impl fmt::Display for CredentialKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CredentialKind {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        CredentialKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| UnknownName {
+            what: "credential kind",
+            given: s.to_string(),
+            known: CredentialKind::names(),
+        })
+    }
+}
+
+impl serde::Serialize for CredentialKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for CredentialKind {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -118,4 +214,32 @@ pub fn join_url(base: &str, url: &str) -> String {
         return url.to_string();
     }
     format!("{}/{}", base.trim_end_matches('/'), url.trim_start_matches('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_round_trips_through_its_name_and_json() {
+        for kind in CredentialKind::ALL {
+            assert_eq!(kind.to_string().parse::<CredentialKind>(), Ok(kind));
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(serde_json::from_str::<CredentialKind>(&json).unwrap(), kind);
+        }
+        let names: Vec<&str> = CredentialKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["bearer", "api-key", "basic", "expensify", "oauth2"]);
+    }
+
+    #[test]
+    fn an_unknown_kind_names_the_known_ones() {
+        let err = "token".parse::<CredentialKind>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown credential kind `token` (known: bearer, api-key, basic, expensify, oauth2)"
+        );
+        let err = serde_json::from_str::<CredentialKind>("\"Bearer\"").unwrap_err();
+        assert!(err.to_string().contains("unknown credential kind `Bearer`"), "{err}");
+    }
 }

@@ -5,6 +5,16 @@
 
 use std::fmt;
 
+/// A name that is none of the ones a typed value knows (a credential kind, a run
+/// trigger …), with the ones it does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{given}` (known: {known})")]
+pub struct UnknownName {
+    pub what: &'static str,
+    pub given: String,
+    pub known: String,
+}
+
 /// One problem in a configuration file: where it is, what is wrong, and what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {

@@ -1,6 +1,6 @@
 //! Brex Team API: `GET /v2/users`, bearer token, cursor paging (NOTES.md §0, §9).
 
-use roster_blocks::credential::{Auth, Credential, Secret};
+use roster_blocks::credential::{Auth, Credential, CredentialKind, Secret};
 use serde_json::Value;
 
 use crate::http::{Backoff, Failure, brief, send, status_failure};
@@ -14,7 +14,7 @@ const MAX_LIMIT: u32 = 1000;
 pub(crate) const INFO: ConnectorInfo = ConnectorInfo {
     name: "brex",
     description: "Brex users (GET /v2/users), paged by cursor",
-    credential_kind: "bearer",
+    credential_kind: CredentialKind::Bearer,
     default_mapping: &[
         ("brex_user_id", "<<id>>"),
         ("username", "<<id>>"),

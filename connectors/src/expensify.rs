@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use roster_blocks::credential::{Auth, Credential, Secret};
+use roster_blocks::credential::{Auth, Credential, CredentialKind, Secret};
 use serde_json::{Value, json};
 
 use crate::http::{Backoff, Failure, brief, send, status_failure};
@@ -19,7 +19,7 @@ pub(crate) const INFO: ConnectorInfo = ConnectorInfo {
     name: "expensify",
     description: "Expensify policy employees (policyList, then policy with fields employees); \
                   each record gets policyID and policyName",
-    credential_kind: "expensify",
+    credential_kind: CredentialKind::Expensify,
     default_mapping: &[
         ("email", "<<email>>"),
         ("username", "<<email>>"),

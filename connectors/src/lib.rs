@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use roster_blocks::credential::Credential;
+use roster_blocks::credential::{Credential, CredentialKind};
 use roster_blocks::redact;
 use serde_json::Value;
 
@@ -113,8 +113,8 @@ pub trait Source: Send {
 pub struct ConnectorInfo {
     pub name: &'static str,
     pub description: &'static str,
-    /// The credential kind (`Auth::kind()`) it needs: "bearer", "expensify" or "oauth2".
-    pub credential_kind: &'static str,
+    /// The credential kind (`Auth::kind()`) it needs.
+    pub credential_kind: CredentialKind,
     /// (record field, template over the source record), e.g. ("email", "<<email>>").
     pub default_mapping: &'static [(&'static str, &'static str)],
     /// A stable source id path, e.g. "id" or "email".

@@ -1,7 +1,7 @@
 //! Sage People API v4 (connectors.md §3A): a Salesforce OAuth2 token, then
 //! `GET {instance_url}/services/apexrest/spapi/v4/employees` paged by `marker` (the last id).
 
-use roster_blocks::credential::{Auth, Credential, Secret};
+use roster_blocks::credential::{Auth, Credential, CredentialKind, Secret};
 use serde_json::Value;
 
 use crate::http::{Backoff, Failure, Response, brief, send, status_failure};
@@ -13,7 +13,7 @@ const EMPLOYEES_PATH: &str = "/services/apexrest/spapi/v4/employees";
 pub(crate) const INFO: ConnectorInfo = ConnectorInfo {
     name: "sage_people",
     description: "Sage People employees (Sage People API v4 /employees), OAuth2, paged by marker",
-    credential_kind: "oauth2",
+    credential_kind: CredentialKind::OAuth2,
     default_mapping: &[
         ("address_line_1", "<<workAddress.line1>>"),
         ("address_line_2", "<<workAddress.line2>>"),

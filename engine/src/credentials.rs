@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use roster_blocks::credential::{Auth, Credential, Secret};
+use roster_blocks::credential::{Auth, Credential, CredentialKind, Secret};
 
 use crate::error::{Error, Result};
 use crate::limits::{RateLimiter, default_limit};
@@ -42,7 +42,7 @@ pub fn parse_timeout(text: &str) -> Result<Duration> {
 /// The rate limit that applies to a credential: its own, else the vendor's documented one.
 /// `None` means requests are not paced.
 pub fn rate_limit_of(stored: &StoredCredential) -> Option<&str> {
-    stored.settings.get("rate_limit").map(String::as_str).or(default_limit(&stored.kind, &stored.base_url))
+    stored.settings.get("rate_limit").map(String::as_str).or(default_limit(stored.kind, &stored.base_url))
 }
 
 /// The request timeout that applies to a credential.
@@ -50,24 +50,12 @@ pub fn timeout_of(stored: &StoredCredential) -> Duration {
     stored.settings.get("timeout").and_then(|t| parse_timeout(t).ok()).unwrap_or(DEFAULT_TIMEOUT)
 }
 
-/// The kinds `roster credentials add --kind` accepts, with the settings each needs.
-pub const KINDS: &[(&str, &str)] = &[
-    ("bearer", "Authorization: Bearer <secret>"),
-    ("api-key", "the secret in a header named by --header"),
-    ("basic", "HTTP basic auth: --username and the secret as password"),
-    ("expensify", "Expensify partner credentials: --username is the partnerUserID, the secret is partnerUserSecret"),
-    (
-        "oauth2",
-        "OAuth2 token endpoint (--token-url, --client-id; secret = client secret; optional --username with password from --password-env)",
-    ),
-];
-
 /// What `credentials add` collected (secrets already read from stdin or env); also the
 /// body of `POST /v1/credentials`.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct NewCredential {
     pub name: String,
-    pub kind: String,
+    pub kind: CredentialKind,
     #[serde(default)]
     pub base_url: String,
     #[serde(default)]
@@ -81,24 +69,10 @@ pub fn seal(vault: &Vault, new: NewCredential, now: &str) -> Result<StoredCreden
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
         return Err(Error::Refused(format!("credential name `{name}` may only use letters, digits, `-`, `_` and `.`")));
     }
-    if !KINDS.iter().any(|(k, _)| *k == kind) {
-        let names: Vec<&str> = KINDS.iter().map(|(k, _)| *k).collect();
-        return Err(Error::Refused(format!("unknown credential kind `{kind}` (known: {})", names.join(", "))));
-    }
-    let need = |key: &str, flag: &str| -> Result<()> {
-        if settings.get(key).is_none_or(|v| v.is_empty()) {
+    for (key, flag) in kind.required_settings() {
+        if settings.get(*key).is_none_or(|v| v.is_empty()) {
             return Err(Error::Refused(format!("a {kind} credential needs {flag}")));
         }
-        Ok(())
-    };
-    match kind.as_str() {
-        "api-key" => need("header", "--header NAME")?,
-        "basic" | "expensify" => need("username", "--username")?,
-        "oauth2" => {
-            need("token_url", "--token-url URL")?;
-            need("client_id", "--client-id ID")?;
-        }
-        _ => {}
     }
     match secrets.get("secret") {
         Some(s) if s.len() >= 4 => {}
@@ -138,16 +112,20 @@ pub struct CredentialUpdate {
 
 /// Changes the stored credential `name` in the store (`credentials update`, by hand or
 /// through serve's API); see [`update`].
-pub fn update_in(
-    store: &dyn crate::store::Store,
+pub async fn update_in(
+    store: &crate::store::Store,
     vault: &Vault,
     name: &str,
     change: CredentialUpdate,
     now: &str,
 ) -> Result<StoredCredential> {
-    let stored = store.credential(name)?.ok_or_else(|| Error::NotFound(format!("no credential named `{name}`")))?;
+    let stored = store
+        .credentials
+        .credential(name)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no credential named `{name}`")))?;
     let updated = update(vault, &stored, change, now)?;
-    store.put_credential(&updated)?;
+    store.credentials.put_credential(&updated).await?;
     Ok(updated)
 }
 
@@ -165,7 +143,7 @@ pub fn update(
     settings.extend(change.settings);
     let new = NewCredential {
         name: stored.name.clone(),
-        kind: stored.kind.clone(),
+        kind: stored.kind,
         base_url: change.base_url.unwrap_or_else(|| stored.base_url.clone()),
         settings,
         secrets,
@@ -180,19 +158,20 @@ pub fn open(vault: &Vault, stored: &StoredCredential) -> Result<Credential> {
     let secrets = vault.unseal(&stored.name, &stored.sealed)?;
     let secret = |key: &str| Secret::new(secrets.get(key).cloned().unwrap_or_default());
     let setting = |key: &str| stored.settings.get(key).cloned().unwrap_or_default();
-    let auth = match stored.kind.as_str() {
-        "bearer" => Auth::Bearer { token: secret("secret") },
-        "api-key" => Auth::ApiKey { header: setting("header"), key: secret("secret") },
-        "basic" => Auth::Basic { username: setting("username"), password: secret("secret") },
-        "expensify" => Auth::Expensify { partner_user_id: setting("username"), partner_user_secret: secret("secret") },
-        "oauth2" => Auth::OAuth2 {
+    let auth = match stored.kind {
+        CredentialKind::Bearer => Auth::Bearer { token: secret("secret") },
+        CredentialKind::ApiKey => Auth::ApiKey { header: setting("header"), key: secret("secret") },
+        CredentialKind::Basic => Auth::Basic { username: setting("username"), password: secret("secret") },
+        CredentialKind::Expensify => {
+            Auth::Expensify { partner_user_id: setting("username"), partner_user_secret: secret("secret") }
+        }
+        CredentialKind::OAuth2 => Auth::OAuth2 {
             token_url: setting("token_url"),
             client_id: setting("client_id"),
             client_secret: secret("secret"),
             username: stored.settings.get("username").cloned(),
             password: secrets.get("password").cloned().map(Secret::new),
         },
-        other => return Err(Error::Refused(format!("credential `{}` has unknown kind `{other}`", stored.name))),
     };
     let credential = Credential { name: stored.name.clone(), base_url: stored.base_url.clone(), auth };
     // From now on nothing this process writes or prints may hold these secrets.

@@ -18,7 +18,11 @@ pub enum Error {
     NoHome { dir: PathBuf },
 
     #[error("store error: {0}")]
-    Store(String),
+    Store(#[from] crate::store::StoreError),
+
+    /// Something inside Roster went wrong that no input explains (a task panicked).
+    #[error("internal error: {0}")]
+    Internal(String),
 
     #[error("{0}")]
     Vault(String),
@@ -40,15 +44,21 @@ fn format_errors(file: &str, errors: &[ConfigError]) -> String {
     errors.iter().map(|e| format!("  {file}: {e}")).collect::<Vec<_>>().join("\n")
 }
 
-impl From<sled::Error> for Error {
-    fn from(e: sled::Error) -> Self {
-        Error::Store(e.to_string())
-    }
-}
-
 impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         Error::Io(e.to_string())
+    }
+}
+
+impl Error {
+    /// Whether the same work may succeed later unchanged: the store came back or the disk
+    /// has room again. Runs that fail so wait and carry on instead of failing.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Store(e) => e.is_retryable(),
+            Error::Io(_) => true,
+            _ => false,
+        }
     }
 }
 

@@ -48,7 +48,7 @@ impl Home {
     }
 
     /// Creates the folder layout, a master key and an API token. Safe to run again.
-    pub fn init(&self) -> Result<InitReport> {
+    pub async fn init(&self) -> Result<InitReport> {
         for d in [self.dir.clone(), self.presets_dir(), self.workflows_dir(), self.integrations_dir()] {
             std::fs::create_dir_all(&d)?;
         }
@@ -60,8 +60,7 @@ impl Home {
             write_private(&token_path, &Vault::generate_key().replace(['+', '/', '='], ""))?;
             true
         };
-        let store = self.open_store()?;
-        store.flush()?;
+        let store = self.open_store().await?;
         Ok(InitReport { created_key, created_token, store })
     }
 
@@ -69,10 +68,10 @@ impl Home {
     /// Every write is scrubbed of secrets on its way in ([`Redacting`]), and the secrets of
     /// every stored credential are known to the process from here on, whichever command
     /// runs, so nothing it stores or prints can hold one.
-    pub fn open_store(&self) -> Result<Arc<dyn Store>> {
-        let store: Arc<dyn Store> = Arc::new(Redacting::new(Arc::new(self.open_sled()?)));
+    pub async fn open_store(&self) -> Result<Store> {
+        let store = Redacting::wrap(Store::new(Arc::new(self.open_sled()?)));
         if let Ok(vault) = self.vault() {
-            for stored in store.credentials().unwrap_or_default() {
+            for stored in store.credentials.credentials().await.unwrap_or_default() {
                 // One that cannot be opened cannot be used either; its error comes when it is.
                 let _ = crate::credentials::open(&vault, &stored);
             }
@@ -101,7 +100,7 @@ pub struct InitReport {
     pub created_token: bool,
     /// The store, open: sled releases its lock only some time after the last handle is
     /// dropped, so a caller that goes on working keeps this one instead of reopening.
-    pub store: Arc<dyn Store>,
+    pub store: Store,
 }
 
 fn write_private(path: &Path, text: &str) -> Result<()> {

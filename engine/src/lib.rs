@@ -1,8 +1,6 @@
 //! roster-engine: workflow loading and validation, durable per-user runs, the store,
 //! the credential vault and the clock.
 
-pub mod answers;
-pub mod api;
 pub mod clock;
 pub mod credentials;
 pub mod error;

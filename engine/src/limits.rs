@@ -5,10 +5,12 @@
 
 pub use roster_blocks::rate::RateLimiter;
 
+use crate::model::CredentialKind;
+
 /// The vendor's documented limit when the credential sets none: Brex allows 1,000
 /// requests per 60 s per token, Expensify 5 requests per 10 s.
-pub fn default_limit(kind: &str, base_url: &str) -> Option<&'static str> {
-    if kind == "expensify" {
+pub fn default_limit(kind: CredentialKind, base_url: &str) -> Option<&'static str> {
+    if kind == CredentialKind::Expensify {
         Some("5/10s")
     } else if base_url.contains("brex") {
         Some("1000/60s")

@@ -1,12 +1,17 @@
 //! The data Roster keeps: records, runs, their journals, change events, credentials.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 
 use roster_blocks::http::HttpResponse;
 use roster_blocks::kinds::api::RenderedRequest;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
+
+pub use roster_blocks::credential::CredentialKind;
+pub use roster_blocks::diag::UnknownName;
 
 /// A person.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -54,8 +59,7 @@ pub struct FieldChange {
 pub struct ChangeEvent {
     pub id: Uuid,
     pub record_id: Uuid,
-    /// `created` or `updated`.
-    pub kind: String,
+    pub kind: EventKind,
     pub source: String,
     pub changes: BTreeMap<String, FieldChange>,
     pub at: String,
@@ -105,8 +109,7 @@ pub struct Run {
     pub record_id: Uuid,
     /// The record's label when the run started, for listings.
     pub record_label: String,
-    /// `manual`, `event:<id>`, `schedule:<time>`, …
-    pub trigger: String,
+    pub trigger: RunTrigger,
     pub state: RunState,
     /// The block the run is on (next to execute, or executing).
     pub current: Option<String>,
@@ -137,6 +140,23 @@ pub struct Run {
     /// fire's local date, else the machine's date. Runs stored without it use the clock's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub today: Option<String>,
+    /// While running under a claim: who holds the run and until when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    /// While waiting: when the run is due to carry on (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<String>,
+}
+
+/// A claim on a running run. A claimer renews it by heartbeat; once `until` passes without
+/// a renewal the claimer is taken for dead and another may claim the run and resume it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Lease {
+    pub owner: String,
+    /// New for every claim, so a claimer that lost the run cannot write over its successor.
+    pub token: Uuid,
+    /// RFC 3339, to the millisecond.
+    pub until: String,
 }
 
 /// The request a run is waiting on.
@@ -207,7 +227,7 @@ fn is_zero(n: &u32) -> bool {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StoredCredential {
     pub name: String,
-    pub kind: String,
+    pub kind: CredentialKind,
     pub base_url: String,
     /// Non-secret settings (header name, username, token URL, client id …).
     #[serde(default)]
@@ -226,8 +246,7 @@ pub struct SyncSession {
     pub id: Uuid,
     pub integration: String,
     pub connector: String,
-    /// `running`, `succeeded`, `failed`.
-    pub state: String,
+    pub state: SyncState,
     /// A test run writes nothing.
     pub test: bool,
     pub started_at: String,
@@ -273,4 +292,262 @@ pub struct SyncFailure {
     /// The source record's key or id, when it has one.
     pub who: String,
     pub reason: String,
+}
+
+/// What started a run. Stored and shown as text (`manual`, `event:created:<id>`,
+/// `schedule:<time>`, `batch:<id>` …), which templates see as `run.trigger`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RunTrigger {
+    /// `roster run` on this machine.
+    Manual,
+    /// `POST /v1/workflows/{name}/runs`.
+    ManualApi,
+    /// A record change a workflow's `created`/`updated` trigger took.
+    Event { kind: EventKind, id: Uuid },
+    /// A schedule fire, by its fire time (RFC 3339, as the fire mark keeps it).
+    Schedule(String),
+    /// One run of a batch (`roster run WORKFLOW --all`).
+    Batch(Uuid),
+    /// A preview that is never stored.
+    DryRun,
+    /// The scope the begin rules are checked in before a run exists; never stored.
+    Check,
+}
+
+impl RunTrigger {
+    /// Started by a person asking for it, so the begin rules were checked just now.
+    pub fn is_manual(&self) -> bool {
+        matches!(self, RunTrigger::Manual | RunTrigger::ManualApi)
+    }
+}
+
+impl fmt::Display for RunTrigger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunTrigger::Manual => f.write_str("manual"),
+            RunTrigger::ManualApi => f.write_str("manual:api"),
+            RunTrigger::Event { kind, id } => write!(f, "event:{kind}:{id}"),
+            RunTrigger::Schedule(at) => write!(f, "schedule:{at}"),
+            RunTrigger::Batch(id) => write!(f, "batch:{id}"),
+            RunTrigger::DryRun => f.write_str("dry-run"),
+            RunTrigger::Check => f.write_str("check"),
+        }
+    }
+}
+
+impl FromStr for RunTrigger {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        let unknown = || UnknownName {
+            what: "run trigger",
+            given: s.to_string(),
+            known: "manual, manual:api, event:<created|updated>:<id>, schedule:<time>, batch:<id>, dry-run, check"
+                .into(),
+        };
+        let trigger = match s {
+            "manual" => RunTrigger::Manual,
+            "manual:api" => RunTrigger::ManualApi,
+            "dry-run" => RunTrigger::DryRun,
+            "check" => RunTrigger::Check,
+            _ => match s.split_once(':') {
+                Some(("event", rest)) => {
+                    let (kind, id) = rest.split_once(':').ok_or_else(unknown)?;
+                    RunTrigger::Event {
+                        kind: kind.parse().map_err(|_| unknown())?,
+                        id: id.parse().map_err(|_| unknown())?,
+                    }
+                }
+                Some(("schedule", at)) if !at.is_empty() => RunTrigger::Schedule(at.to_string()),
+                Some(("batch", id)) => RunTrigger::Batch(id.parse().map_err(|_| unknown())?),
+                _ => return Err(unknown()),
+            },
+        };
+        Ok(trigger)
+    }
+}
+
+/// How a record changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Created,
+    Updated,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Updated => "updated",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventKind {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        match s {
+            "created" => Ok(EventKind::Created),
+            "updated" => Ok(EventKind::Updated),
+            _ => Err(UnknownName { what: "event kind", given: s.to_string(), known: "created, updated".into() }),
+        }
+    }
+}
+
+/// Where a sync session is: it never stays `Running` once it stopped (a session a crash
+/// interrupted is marked failed on the next start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl SyncState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncState::Running => "running",
+            SyncState::Succeeded => "succeeded",
+            SyncState::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for SyncState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SyncState {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        match s {
+            "running" => Ok(SyncState::Running),
+            "succeeded" => Ok(SyncState::Succeeded),
+            "failed" => Ok(SyncState::Failed),
+            _ => Err(UnknownName {
+                what: "sync state",
+                given: s.to_string(),
+                known: "running, succeeded, failed".into(),
+            }),
+        }
+    }
+}
+
+// Stored as its text, so stores written before the type existed read the same.
+impl Serialize for RunTrigger {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for RunTrigger {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_trigger() -> Vec<RunTrigger> {
+        let id = Uuid::parse_str("0190f5a2-7b1c-7d3e-8f00-0123456789ab").unwrap();
+        vec![
+            RunTrigger::Manual,
+            RunTrigger::ManualApi,
+            RunTrigger::Event { kind: EventKind::Created, id },
+            RunTrigger::Event { kind: EventKind::Updated, id },
+            RunTrigger::Schedule("2027-03-01T17:00:00Z".into()),
+            RunTrigger::Batch(id),
+            RunTrigger::DryRun,
+            RunTrigger::Check,
+        ]
+    }
+
+    #[test]
+    fn every_trigger_round_trips_through_text_and_json() {
+        for trigger in every_trigger() {
+            let text = trigger.to_string();
+            assert_eq!(text.parse::<RunTrigger>(), Ok(trigger.clone()), "{text}");
+            let json = serde_json::to_value(&trigger).unwrap();
+            assert_eq!(json, Value::String(text));
+            assert_eq!(serde_json::from_value::<RunTrigger>(json).unwrap(), trigger);
+        }
+    }
+
+    #[test]
+    fn triggers_stored_before_the_type_parse() {
+        let id = Uuid::parse_str("0190f5a2-7b1c-7d3e-8f00-0123456789ab").unwrap();
+        let stored = [
+            ("manual", RunTrigger::Manual),
+            ("manual:api", RunTrigger::ManualApi),
+            ("event:updated:0190f5a2-7b1c-7d3e-8f00-0123456789ab", RunTrigger::Event { kind: EventKind::Updated, id }),
+            ("schedule:2027-03-01T17:00:00Z", RunTrigger::Schedule("2027-03-01T17:00:00Z".into())),
+            ("batch:0190f5a2-7b1c-7d3e-8f00-0123456789ab", RunTrigger::Batch(id)),
+        ];
+        for (text, trigger) in stored {
+            assert_eq!(text.parse::<RunTrigger>(), Ok(trigger.clone()));
+            assert_eq!(trigger.to_string(), text, "written back byte for byte");
+        }
+    }
+
+    #[test]
+    fn a_run_stored_before_the_types_reads_and_writes_back_byte_for_byte() {
+        let stored = r#"{"id":"0190f5a2-7b1c-7d3e-8f00-0123456789ab","workflow":"offboard","workflow_hash":"ab12","record_id":"0190f5a2-7b1c-7d3e-8f00-0123456789ac","record_label":"ann@acme.test","trigger":"event:updated:0190f5a2-7b1c-7d3e-8f00-0123456789ad","state":"queued","current":"card","steps":{},"next_seq":0,"created_at":"2027-03-01T09:00:00Z","updated_at":"2027-03-01T09:00:00Z","retries":0}"#;
+        let run: Run = serde_json::from_str(stored).unwrap();
+        assert!(matches!(run.trigger, RunTrigger::Event { kind: EventKind::Updated, .. }));
+        assert_eq!(serde_json::to_string(&run).unwrap(), stored);
+        let session = r#"{"id":"0190f5a2-7b1c-7d3e-8f00-0123456789ab","integration":"brex","connector":"brex","state":"succeeded","test":false,"started_at":"2027-03-01T09:00:00Z","counts":{"fetched":1,"created":1,"updated":0,"unchanged":0,"filtered":0,"skipped":0,"failed":0,"missing":0},"failures":[],"samples":[]}"#;
+        let read: SyncSession = serde_json::from_str(session).unwrap();
+        assert_eq!(read.state, SyncState::Succeeded);
+        assert_eq!(serde_json::to_string(&read).unwrap(), session);
+    }
+
+    #[test]
+    fn an_unknown_trigger_says_what_is_known() {
+        for text in
+            ["", "cron", "event:deleted:0190f5a2-7b1c-7d3e-8f00-0123456789ab", "event:created", "batch:x", "schedule:"]
+        {
+            let err = text.parse::<RunTrigger>().unwrap_err();
+            assert_eq!(err.given, text);
+            assert!(err.to_string().starts_with(&format!("unknown run trigger `{text}` (known: manual, ")), "{err}");
+        }
+        let err = serde_json::from_str::<RunTrigger>("\"later\"").unwrap_err();
+        assert!(err.to_string().contains("unknown run trigger `later`"), "{err}");
+    }
+
+    #[test]
+    fn event_kinds_and_sync_states_round_trip() {
+        for kind in [EventKind::Created, EventKind::Updated] {
+            assert_eq!(kind.to_string().parse::<EventKind>(), Ok(kind));
+            assert_eq!(serde_json::to_value(kind).unwrap(), Value::String(kind.to_string()));
+            assert_eq!(serde_json::from_value::<EventKind>(Value::String(kind.to_string())).unwrap(), kind);
+        }
+        for state in [SyncState::Running, SyncState::Succeeded, SyncState::Failed] {
+            assert_eq!(state.to_string().parse::<SyncState>(), Ok(state));
+            assert_eq!(serde_json::to_value(state).unwrap(), Value::String(state.to_string()));
+            assert_eq!(serde_json::from_value::<SyncState>(Value::String(state.to_string())).unwrap(), state);
+        }
+        assert_eq!(
+            "deleted".parse::<EventKind>().unwrap_err().to_string(),
+            "unknown event kind `deleted` (known: created, updated)"
+        );
+        assert_eq!(
+            "interrupted".parse::<SyncState>().unwrap_err().to_string(),
+            "unknown sync state `interrupted` (known: running, succeeded, failed)"
+        );
+    }
 }

@@ -178,14 +178,14 @@ fn read_csv(text: &str, name: &str) -> Result<Vec<Map<String, Value>>> {
 
 /// Writes `rows` into the store, matched by `key` (created or updated), in one batch.
 /// Two rows with one key value: the second is refused and named.
-pub fn import(
-    store: &dyn Store,
+pub async fn import(
+    store: &Store,
     rows: Vec<Map<String, Value>>,
     key: &str,
     source: &str,
     at: &str,
 ) -> Result<ImportReport> {
-    store.ensure_index(key)?;
+    store.records.index_field(key).await?;
     let mut report = ImportReport { read: rows.len(), ..Default::default() };
     let mut seen = HashSet::new();
     let mut writes = Vec::new();
@@ -199,7 +199,7 @@ pub fn import(
             report.refused.push((n, format!("`{key}` {value} appears twice in this file; the second is refused")));
             continue;
         }
-        let existing = store.records_by_field(key, &value)?;
+        let existing = store.records.records_by_field(key, &value).await?;
         let id = match existing.as_slice() {
             [] => None,
             [one] => Some(one.id),
@@ -212,9 +212,9 @@ pub fn import(
         };
         writes.push(RecordWrite { id, changes: row, source: source.to_string(), at: at.to_string() });
     }
-    for w in store.write_records(writes)? {
+    for w in store.records.write_records(writes).await? {
         match &w.event {
-            Some(e) if e.kind == "created" => report.created += 1,
+            Some(e) if e.kind == crate::model::EventKind::Created => report.created += 1,
             Some(_) => report.updated += 1,
             None => report.unchanged += 1,
         }
@@ -223,13 +223,13 @@ pub fn import(
 }
 
 /// Finds one record by key value: a record id, or the value of `key` (email by default).
-pub fn find(store: &dyn Store, key: &str, value: &str) -> Result<Record> {
+pub async fn find(store: &Store, key: &str, value: &str) -> Result<Record> {
     if let Ok(id) = uuid::Uuid::parse_str(value)
-        && let Some(r) = store.record(id)?
+        && let Some(r) = store.records.record(id).await?
     {
         return Ok(r);
     }
-    let found = store.records_by_field(key, value)?;
+    let found = store.records.records_by_field(key, value).await?;
     match found.len() {
         0 => Err(Error::NotFound(format!(
             "no record has {key} `{}` (see `roster records list`, or pass --key FIELD to match another field)",

@@ -17,11 +17,13 @@ use roster_blocks::preset::PresetCatalog;
 use roster_blocks::rules::{Condition, Op};
 use serde_json::Value;
 use tokio::sync::Notify;
+use uuid::Uuid;
 
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
-use crate::model::{ChangeEvent, Record, Run, RunState, SyncSession};
+use crate::model::{ChangeEvent, EventKind, Record, Run, RunState, RunTrigger, SyncSession, SyncState};
 use crate::run::{Engine, Quiet};
+use crate::store::{ClaimRequest, ConcurrencyLimits, Mark};
 use crate::sync::Integration;
 use crate::workflow::Workflow;
 
@@ -113,11 +115,13 @@ pub struct Service {
     versions: Mutex<HashMap<String, Arc<Workflow>>>,
     wake: Notify,
     busy: AtomicUsize,
-    /// Runs in flight per workflow, for per-workflow concurrency limits.
-    in_flight: Mutex<HashMap<String, usize>>,
+    /// Who this process is when it claims runs: leases name it.
+    node: String,
+    /// How long a claim holds without a heartbeat.
+    lease: Duration,
     /// When set, workers take only runs with this trigger (a CLI batch leaves runs that
     /// other processes left unfinished to their own settling).
-    only_trigger: std::sync::OnceLock<String>,
+    only_trigger: std::sync::OnceLock<RunTrigger>,
 }
 
 impl Service {
@@ -129,7 +133,8 @@ impl Service {
             versions: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             busy: AtomicUsize::new(0),
-            in_flight: Mutex::new(HashMap::new()),
+            node: node_id(),
+            lease: LEASE,
             only_trigger: std::sync::OnceLock::new(),
         })
     }
@@ -144,14 +149,14 @@ impl Service {
     }
 
     /// Makes the workers take only runs with `trigger` (set once, before `work`).
-    pub fn only_runs_of(&self, trigger: &str) {
-        let _ = self.only_trigger.set(trigger.to_string());
+    pub fn only_runs_of(&self, trigger: &RunTrigger) {
+        let _ = self.only_trigger.set(trigger.clone());
     }
 
     /// Whether nothing is left in the queue for these workers.
-    fn queue_empty(&self) -> Result<bool> {
+    async fn queue_empty(&self) -> Result<bool> {
         match self.only_trigger.get() {
-            None => Ok(self.engine.store.queued_count()? == 0),
+            None => Ok(self.engine.store.queue.queued_count().await? == 0),
             Some(trigger) => {
                 let filter = crate::store::RunFilter {
                     trigger: Some(trigger.clone()),
@@ -159,7 +164,7 @@ impl Service {
                     limit: Some(1),
                     ..Default::default()
                 };
-                Ok(self.engine.store.runs(&filter)?.is_empty())
+                Ok(self.engine.store.runs.runs(&filter).await?.is_empty())
             }
         }
     }
@@ -168,26 +173,21 @@ impl Service {
         self.wake.notify_waiters();
     }
 
-    /// After a crash: runs left `running` go back to the queue, where a worker resumes
-    /// them at the step they were on. Returns how many.
-    pub fn recover(&self) -> Result<usize> {
-        let mut n = 0;
-        for mut run in self.engine.store.unfinished_runs()? {
-            if run.state == RunState::Running || run.state == RunState::Waiting {
-                run.state = RunState::Queued;
-                self.engine.store.save_step(&run, None, None)?;
-                n += 1;
-            }
-        }
+    /// At start, after a crash: runs left `running` are resumed at the step they were on
+    /// once their claim's lease has expired (a sled folder's leases expire as it opens),
+    /// so nothing needs moving here; this says how many there are. Returns how many.
+    pub async fn recover(&self) -> Result<usize> {
+        let unfinished = self.engine.store.runs.unfinished_runs().await?;
+        let n = unfinished.iter().filter(|r| r.state == RunState::Running).count();
         if n > 0 {
             tracing::info!("{n} unfinished runs will resume where they stopped");
         }
         // A sync cut off by a crash is over: say so instead of listing it as running.
-        for mut session in self.engine.store.sync_sessions(None, 100)? {
-            if session.state == "running" {
-                session.state = "failed".into();
+        for mut session in self.engine.store.syncs.sessions(None, 100).await? {
+            if session.state == SyncState::Running {
+                session.state = SyncState::Failed;
                 session.error = Some("interrupted: the process stopped before the sync finished".into());
-                self.engine.store.put_sync_session(&session)?;
+                self.engine.store.syncs.put_session(&session).await?;
             }
         }
         Ok(n)
@@ -195,24 +195,24 @@ impl Service {
 
     /// The names of the credentials in the store, which workflow and integration files
     /// are checked against.
-    fn credential_names(&self) -> Result<BTreeSet<String>> {
-        Ok(self.engine.store.credentials()?.into_iter().map(|c| c.name).collect())
+    async fn credential_names(&self) -> Result<BTreeSet<String>> {
+        Ok(self.engine.store.credentials.credentials().await?.into_iter().map(|c| c.name).collect())
     }
 
     /// Compiles a workflow file's text that was sent to the service (a file it has not
     /// loaded), with its presets and credentials, exactly as loading it would.
-    pub fn compile_workflow(&self, source: &str, file: &str) -> Result<Workflow> {
-        let credentials = self.credential_names()?;
+    pub async fn compile_workflow(&self, source: &str, file: &str) -> Result<Workflow> {
+        let credentials = self.credential_names().await?;
         Workflow::compile(source, file, &CompileContext { presets: &self.presets, credentials: Some(&credentials) })
     }
 
     /// Compiles an integration file's text that was sent to the service.
-    pub fn compile_integration(&self, source: &str, file: &str) -> Result<Integration> {
-        Integration::compile(source, file, Some(&self.credential_names()?))
+    pub async fn compile_integration(&self, source: &str, file: &str) -> Result<Integration> {
+        Integration::compile(source, file, Some(&self.credential_names().await?))
     }
 
     /// The compiled workflow a run started with.
-    pub fn workflow_version(&self, hash: &str) -> Result<Arc<Workflow>> {
+    pub async fn workflow_version(&self, hash: &str) -> Result<Arc<Workflow>> {
         if let Some(wf) = self.versions.lock().expect("versions").get(hash) {
             return Ok(wf.clone());
         }
@@ -223,7 +223,9 @@ impl Service {
                 let source = self
                     .engine
                     .store
-                    .workflow_source(hash)?
+                    .workflows
+                    .source(hash)
+                    .await?
                     .ok_or_else(|| Error::NotFound(format!("workflow version {hash} is missing from the store")))?;
                 let cx = CompileContext { presets: &self.presets, credentials: None };
                 Arc::new(Workflow::compile(&source, &format!("stored version {}", &hash[..12.min(hash.len())]), &cx)?)
@@ -236,11 +238,11 @@ impl Service {
     /// Indexes every field a workflow's rules require to equal a value, so a schedule
     /// fire or a batch reads only the candidates. The first build reads the whole store once; after
     /// that, every write keeps the index current.
-    pub fn prepare_indexes(&self) -> Result<Vec<String>> {
+    pub async fn prepare_indexes(&self) -> Result<Vec<String>> {
         let mut fields = Vec::new();
         for wf in self.catalog().workflows.values() {
             if let Some(field) = wf.begin.rules.as_ref().and_then(equality_field) {
-                self.engine.store.ensure_index(&field)?;
+                self.engine.store.records.index_field(&field).await?;
                 fields.push(field);
             }
         }
@@ -248,14 +250,14 @@ impl Service {
     }
 
     /// Every record the workflow's begin rules accept now, `today` being the machine's date.
-    pub fn select(&self, wf: &Workflow) -> Result<Vec<Record>> {
-        self.select_on(wf, self.engine.clock.today())
+    pub async fn select(&self, wf: &Workflow) -> Result<Vec<Record>> {
+        self.select_on(wf, self.engine.clock.today()).await
     }
 
     /// Every record the workflow's begin rules accept with `today` as the date. When the
     /// rules require a field to equal a text value (`start_date equals <<today>>`), only
     /// the records the field index holds for that value are read; otherwise every record is.
-    pub fn select_on(&self, wf: &Workflow, today: Date) -> Result<Vec<Record>> {
+    pub async fn select_on(&self, wf: &Workflow, today: Date) -> Result<Vec<Record>> {
         let now = Value::String(rfc3339(self.engine.clock.now()));
         let mut out = Vec::new();
         let mut failure = None;
@@ -277,13 +279,13 @@ impl Service {
         };
         match narrowed {
             Some((field, value)) => {
-                for record in self.engine.store.records_by_field(&field, &value)? {
+                for record in self.engine.store.records.records_by_field(&field, &value).await? {
                     if !visit(record) {
                         break;
                     }
                 }
             }
-            None => self.engine.store.scan_records(&mut visit)?,
+            None => self.engine.store.records.scan_records(&mut visit).await?,
         }
         match failure {
             Some(e) => Err(Error::Refused(format!("{}: the begin rules cannot be evaluated: {e}", wf.name))),
@@ -296,17 +298,17 @@ impl Service {
     /// the schedule's time zone as `<<today>>` (from selection to each run's last step),
     /// and a person gets one run per workflow and local day (per fire, for schedules that
     /// fire more than once that day).
-    pub fn fire_schedules(&self) -> Result<Vec<Fired>> {
+    pub async fn fire_schedules(&self) -> Result<Vec<Fired>> {
         let mut fired = Vec::new();
         for wf in self.catalog().workflows.values() {
             let Trigger::Schedule(schedule) = &wf.begin.trigger else { continue };
-            let key = format!("schedule:{}", wf.name);
+            let mark = Mark::ScheduleFired { workflow: wf.name.clone() };
             // One workflow that cannot fire never keeps the others from firing.
-            let due = schedule_clock(schedule).and_then(|(cron, zone)| {
-                let due = self.due(&cron, &zone, &key)?;
-                Ok(due.map(|d| (d, cron, zone)))
-            });
-            let ((at, missed), cron, zone) = match due {
+            let due = match schedule_clock(schedule) {
+                Ok((cron, zone)) => self.due(&cron, &zone, &mark).await.map(|due| due.map(|d| (d, cron, zone))),
+                Err(e) => Err(e),
+            };
+            let (Due { at, missed, previous }, cron, zone) = match due {
                 Ok(Some(due)) => due,
                 Ok(None) => continue,
                 Err(e) => {
@@ -317,7 +319,7 @@ impl Service {
             let fire = at.to_zoned(zone.clone());
             let local_date = fire.date();
             let per_fire = fires_again_that_day(&cron, &fire);
-            let records = match self.select_on(wf, local_date) {
+            let records = match self.select_on(wf, local_date).await {
                 Ok(records) => records,
                 Err(e) => {
                     tracing::error!("{}: schedule not fired: {e}", wf.name);
@@ -332,13 +334,13 @@ impl Service {
                 } else {
                     format!("wf:{}:rec:{}:day:{local_date}", wf.name, record.id)
                 };
-                let trigger = format!("schedule:{stamp}");
-                if self.engine.create_run_once(wf, record, &trigger, &dedupe, local_date)?.is_some() {
+                let trigger = RunTrigger::Schedule(stamp.clone());
+                if self.engine.create_run_once(wf, record, trigger, &dedupe, local_date).await?.is_some() {
                     queued += 1;
                 }
             }
             // Marked after the runs exist: a crash in between fires again and dedupes.
-            self.engine.store.put_meta(&key, &stamp)?;
+            self.advance(&mark, previous.as_deref(), Some(&stamp)).await?;
             if missed > 0 {
                 tracing::warn!(
                     "{}: {missed} scheduled time(s) passed while Roster was not running; fired once for {stamp}",
@@ -368,11 +370,13 @@ impl Service {
         integrations.sort_by_key(|i| (i.preference == crate::sync::Preference::UpdateOnly, i.name.clone()));
         let mut sessions = Vec::new();
         for integration in integrations {
-            let key = format!("sync:{}", integration.name);
-            let retry_key = format!("sync-retry:{}", integration.name);
+            let mark = Mark::SyncFired { integration: integration.name.clone() };
+            let retry_mark = Mark::SyncRetry { integration: integration.name.clone() };
             // One integration that cannot be checked or synced never keeps the others from syncing.
-            let checked = schedule_clock(&integration.schedule)
-                .and_then(|(cron, zone)| Ok((self.due(&cron, &zone, &key)?, cron, zone)));
+            let checked = match schedule_clock(&integration.schedule) {
+                Ok((cron, zone)) => self.due(&cron, &zone, &mark).await.map(|due| (due, cron, zone)),
+                Err(e) => Err(e),
+            };
             let (fire, cron, zone) = match checked {
                 Ok(checked) => checked,
                 Err(e) => {
@@ -381,27 +385,31 @@ impl Service {
                 }
             };
             let now = self.engine.clock.now();
-            let retry = self.engine.store.get_meta(&retry_key)?.and_then(|text| parse_retry(&text));
+            let retry_text = self.engine.store.scheduler.mark(&retry_mark).await?;
+            let retry = retry_text.as_deref().and_then(parse_retry);
             // 0 for a scheduled time (which replaces any retry still waiting), else which retry.
-            let retry_number = match (fire, retry) {
+            let retry_number = match (&fire, retry) {
                 (Some(_), _) => 0,
                 (None, Some((done, at))) if at <= now => done,
                 _ => continue,
             };
             let outcome = self.sync(integration).await;
-            if let Some((at, _)) = fire {
-                self.engine.store.put_meta(&key, &rfc3339(at))?;
+            if let Some(due) = &fire {
+                self.advance(&mark, due.previous.as_deref(), Some(&rfc3339(due.at))).await?;
             }
             let failure = match &outcome {
-                Ok(session) if session.state == "succeeded" => None,
+                Ok(session) if session.state == SyncState::Succeeded => None,
                 Ok(session) => Some(session.error.clone().unwrap_or_else(|| format!("the sync {}", session.state))),
                 Err(e) => Some(e.to_string()),
             };
             let next_fire =
                 || cron.find_next_occurrence(&now.to_zoned(zone.clone()), false).ok().map(|t| t.timestamp());
             match failure {
-                None => self.engine.store.put_meta(&retry_key, "")?,
-                Some(why) => self.plan_sync_retry(integration, &retry_key, retry_number, now, next_fire(), &why)?,
+                None => self.advance(&retry_mark, retry_text.as_deref(), None).await?,
+                Some(why) => {
+                    let retry = SyncRetry { mark: &retry_mark, previous: retry_text.as_deref(), number: retry_number };
+                    self.plan_sync_retry(integration, retry, now, next_fire(), &why).await?
+                }
             }
             if let Ok(session) = outcome {
                 sessions.push(session);
@@ -412,15 +420,15 @@ impl Service {
 
     /// After scheduled sync `retry_number` (0: the scheduled one) failed: marks the next
     /// retry in the store and says when, or says none is left before the next fire.
-    fn plan_sync_retry(
+    async fn plan_sync_retry(
         &self,
         integration: &Integration,
-        retry_key: &str,
-        retry_number: usize,
+        retry: SyncRetry<'_>,
         now: Timestamp,
         next_fire: Option<Timestamp>,
         why: &str,
     ) -> Result<()> {
+        let retry_number = retry.number;
         let retry_at = SYNC_RETRY_DELAYS
             .get(retry_number)
             .and_then(|delay| now.checked_add(*delay).ok())
@@ -431,9 +439,10 @@ impl Service {
                 "scheduled sync {} failed: {why}; no retry is left before its next scheduled time ({next})",
                 integration.name
             );
-            return self.engine.store.put_meta(retry_key, "");
+            return self.advance(retry.mark, retry.previous, None).await;
         };
-        self.engine.store.put_meta(retry_key, &format!("{} {}", retry_number + 1, rfc3339(at)))?;
+        let plan = format!("{} {}", retry_number + 1, rfc3339(at));
+        self.advance(retry.mark, retry.previous, Some(&plan)).await?;
         tracing::warn!(
             "scheduled sync {} failed: {why}; retry {} of {} at {}",
             integration.name,
@@ -451,9 +460,9 @@ impl Service {
 
     /// Runs one integration now; with `test`, fetches and previews but writes no record.
     pub async fn sync_with(&self, integration: &Integration, test: bool) -> Result<SyncSession> {
-        let credential = self.engine.credential(&integration.credential)?;
+        let credential = self.engine.credential(&integration.credential).await?;
         let session = crate::sync::run(
-            self.engine.store.as_ref(),
+            &self.engine.store,
             integration,
             &credential,
             &self.engine.clock,
@@ -478,11 +487,12 @@ impl Service {
 
     /// The latest fire time at or before now if it has not fired yet, with how many
     /// earlier fire times were skipped since the last one.
-    fn due(&self, cron: &croner::Cron, zone: &TimeZone, key: &str) -> Result<Option<(Timestamp, usize)>> {
+    async fn due(&self, cron: &croner::Cron, zone: &TimeZone, mark: &Mark) -> Result<Option<Due>> {
         let now = self.engine.clock.now().to_zoned(zone.clone());
         let Ok(latest) = cron.find_previous_occurrence(&now, true) else { return Ok(None) };
         let latest_ts = latest.timestamp();
-        let last: Option<Timestamp> = self.engine.store.get_meta(key)?.and_then(|s| s.parse().ok());
+        let previous = self.engine.store.scheduler.mark(mark).await?;
+        let last: Option<Timestamp> = previous.as_deref().and_then(|s| s.parse().ok());
         match last {
             Some(l) if l >= latest_ts => Ok(None),
             Some(l) => {
@@ -495,29 +505,39 @@ impl Service {
                     missed += 1;
                     t = prev;
                 }
-                Ok(Some((latest_ts, missed)))
+                Ok(Some(Due { at: latest_ts, missed, previous }))
             }
-            None => Ok(Some((latest_ts, 0))),
+            None => Ok(Some(Due { at: latest_ts, missed: 0, previous })),
         }
+    }
+
+    /// Moves a scheduler mark on from what this scheduler read. If another scheduler moved
+    /// it first, theirs stands: the runs both queued were deduplicated by their keys.
+    async fn advance(&self, mark: &Mark, read: Option<&str>, value: Option<&str>) -> Result<()> {
+        if !self.engine.store.scheduler.set_mark(mark, read, value).await? {
+            tracing::debug!("{}: moved on by another scheduler meanwhile; keeping theirs", mark.key());
+        }
+        Ok(())
     }
 
     /// Starts runs for record events (created / updated) that workflows listen to.
     /// The first time, it starts at the newest event: history does not trigger.
-    pub fn dispatch_events(&self) -> Result<usize> {
-        const CURSOR: &str = "dispatch_cursor";
+    pub async fn dispatch_events(&self) -> Result<usize> {
         let store = &self.engine.store;
-        let mut cursor: Option<uuid::Uuid> = match store.get_meta(CURSOR)? {
+        let read = store.scheduler.mark(&Mark::EventCursor).await?;
+        let mut cursor: Option<uuid::Uuid> = match read.as_deref() {
             Some(c) => c.parse().ok(),
             None => {
                 let mut last = None;
                 loop {
-                    let batch = store.events(last, 1000)?;
+                    let batch = store.events.events(last, 1000).await?;
                     match batch.last() {
                         Some(e) => last = Some(e.id),
                         None => break,
                     }
                 }
-                store.put_meta(CURSOR, &last.map(|id| id.to_string()).unwrap_or_default())?;
+                let start = last.map(|id| id.to_string()).unwrap_or_default();
+                self.advance(&Mark::EventCursor, None, Some(&start)).await?;
                 return Ok(0);
             }
         };
@@ -529,7 +549,7 @@ impl Service {
             .collect();
         let mut started = 0;
         loop {
-            let events = store.events(cursor, 500)?;
+            let events = store.events.events(cursor, 500).await?;
             if events.is_empty() {
                 break;
             }
@@ -538,7 +558,7 @@ impl Service {
                     if !listens(wf, event) {
                         continue;
                     }
-                    let Some(record) = store.record(event.record_id)? else { continue };
+                    let Some(record) = store.records.record(event.record_id).await? else { continue };
                     // A workflow whose rules cannot be evaluated skips this event; the
                     // other workflows still get it and the cursor still moves on.
                     match self.engine.rules_refuse(wf, &record) {
@@ -550,15 +570,17 @@ impl Service {
                         }
                     }
                     let dedupe = format!("wf:{}:rec:{}:event:{}", wf.name, record.id, event.id);
-                    let trigger = format!("event:{}:{}", event.kind, event.id);
+                    let trigger = RunTrigger::Event { kind: event.kind, id: event.id };
                     let today = self.engine.clock.today();
-                    if self.engine.create_run_once(wf, &record, &trigger, &dedupe, today)?.is_some() {
+                    if self.engine.create_run_once(wf, &record, trigger, &dedupe, today).await?.is_some() {
                         started += 1;
                     }
                 }
             }
+            let from = cursor.map(|c| c.to_string()).unwrap_or_default();
             cursor = events.last().map(|e| e.id);
-            store.put_meta(CURSOR, &cursor.map(|c| c.to_string()).unwrap_or_default())?;
+            let to = cursor.map(|c| c.to_string()).unwrap_or_default();
+            self.advance(&Mark::EventCursor, Some(&from), Some(&to)).await?;
         }
         if started > 0 {
             self.wake();
@@ -570,6 +592,7 @@ impl Service {
     /// queue is empty and no run is in flight; otherwise runs until the engine stops.
     pub async fn work(self: &Arc<Self>, concurrency: usize, until_idle: bool) -> Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
+        let heartbeat = tokio::spawn(self.clone().heartbeat());
         for _ in 0..concurrency.max(1) {
             let me = self.clone();
             tasks.spawn(async move { me.worker(until_idle).await });
@@ -582,11 +605,45 @@ impl Service {
                     first_error.get_or_insert(e);
                 }
                 Err(e) => {
-                    first_error.get_or_insert(Error::Store(format!("a worker panicked: {e}")));
+                    first_error.get_or_insert(Error::Internal(format!("a worker panicked: {e}")));
                 }
             }
         }
+        // Awaited after the abort so the heartbeat's hold on the store ends before this
+        // returns (a sled folder can be opened again only once every handle is gone).
+        heartbeat.abort();
+        let _ = heartbeat.await;
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// What a worker asks the queue for: a run this node may take now, within every
+    /// workflow's `concurrency` (counted by the store across all claimers).
+    fn claim_request(&self) -> ClaimRequest {
+        let per_workflow =
+            self.catalog().workflows.values().filter_map(|w| Some((w.name.clone(), w.concurrency?))).collect();
+        ClaimRequest {
+            owner: self.node.clone(),
+            // Leases are about processes staying alive, so they use the real clock even
+            // when `--now` makes the rest of Roster believe in another day.
+            now: Timestamp::now(),
+            lease: self.lease,
+            limits: ConcurrencyLimits { per_workflow },
+            trigger: self.only_trigger.get().cloned(),
+        }
+    }
+
+    /// Renews this node's leases until the engine stops, a third of a lease apart, so a
+    /// run this node is working on is never taken for abandoned.
+    async fn heartbeat(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.lease / 3) => {}
+                _ = self.engine.stopped() => return,
+            }
+            if let Err(e) = self.engine.store.queue.renew_leases(&self.node, Timestamp::now() + self.lease).await {
+                tracing::warn!("could not renew this node's run leases: {e}");
+            }
+        }
     }
 
     async fn worker(self: Arc<Self>, until_idle: bool) -> Result<()> {
@@ -595,25 +652,12 @@ impl Service {
                 return Ok(());
             }
             self.busy.fetch_add(1, Ordering::SeqCst);
-            let catalog = self.catalog();
-            let claimed = self.engine.store.claim_next(&mut |run| {
-                if self.only_trigger.get().is_some_and(|t| *t != run.trigger) {
-                    return false;
-                }
-                let limit = catalog.workflows.get(&run.workflow).and_then(|w| w.concurrency);
-                let mut in_flight = self.in_flight.lock().expect("in-flight");
-                let n = in_flight.entry(run.workflow.clone()).or_default();
-                if limit.is_some_and(|l| *n >= l) {
-                    return false;
-                }
-                *n += 1;
-                true
-            });
+            let claimed = self.engine.store.queue.claim(&self.claim_request()).await;
             let run = match claimed {
                 Ok(Some(run)) => run,
                 Ok(None) => {
                     let others_busy = self.busy.fetch_sub(1, Ordering::SeqCst) > 1;
-                    if until_idle && !others_busy && self.queue_empty()? {
+                    if until_idle && !others_busy && self.queue_empty().await? {
                         self.wake();
                         return Ok(());
                     }
@@ -622,17 +666,13 @@ impl Service {
                 }
                 Err(e) => {
                     self.busy.fetch_sub(1, Ordering::SeqCst);
-                    return Err(e);
+                    return Err(e.into());
                 }
             };
-            let workflow = run.workflow.clone();
             let (id, outcome) = (run.id, self.execute(run).await);
-            if let Some(n) = self.in_flight.lock().expect("in-flight").get_mut(&workflow) {
-                *n = n.saturating_sub(1);
-            }
             if let Err(e) = outcome {
                 tracing::error!("run {id}: {e}");
-                if matches!(e, Error::Store(_) | Error::Io(_)) {
+                if e.is_retryable() {
                     self.pause(id).await;
                 }
             }
@@ -649,13 +689,14 @@ impl Service {
             if self.engine.is_stopping() {
                 return;
             }
-            let requeued = self.engine.store.run(id).and_then(|run| match run {
-                Some(mut run) if !run.state.is_finished() => {
+            let requeued = match self.engine.store.runs.run(id).await {
+                Ok(Some(mut run)) if !run.state.is_finished() => {
                     run.state = RunState::Queued;
-                    self.engine.store.save_step(&run, None, None)
+                    self.engine.store.runs.save_step(&run, None, None).await.map(|_| ())
                 }
-                _ => Ok(None),
-            });
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            };
             match requeued {
                 Ok(_) => {
                     tracing::warn!("run {id} resumes: the store accepts writes again");
@@ -670,13 +711,13 @@ impl Service {
     }
 
     async fn execute(&self, run: Run) -> Result<Run> {
-        let wf = match self.workflow_version(&run.workflow_hash) {
+        let wf = match self.workflow_version(&run.workflow_hash).await {
             Ok(wf) => wf,
             Err(e) => {
                 let mut run = run;
                 run.state = RunState::Failed;
                 run.error = Some(e.to_string());
-                self.engine.store.save_step(&run, None, None)?;
+                self.engine.store.runs.save_step(&run, None, None).await?;
                 return Err(e);
             }
         };
@@ -694,10 +735,10 @@ impl Service {
 /// A batch (`roster run WORKFLOW --all`) as queued: one run per person the rules accept.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BatchStart {
-    pub batch: String,
+    pub batch: Uuid,
     pub workflow: String,
     /// The trigger its runs carry (`batch:<id>`), to follow them by.
-    pub trigger: String,
+    pub trigger: RunTrigger,
     /// An unfinished batch of this workflow was resumed rather than a new one started.
     pub resumed: bool,
     /// Runs queued now (a resumed batch queues only people it did not have yet).
@@ -710,30 +751,40 @@ impl Service {
     /// Queues a batch of `wf`: an unfinished batch of the workflow (one with runs still
     /// queued or running) is resumed instead of started again; each person gets one run
     /// per batch however often this is called.
-    pub fn queue_batch(&self, wf: &Workflow) -> Result<BatchStart> {
+    pub async fn queue_batch(&self, wf: &Workflow) -> Result<BatchStart> {
         let store = &self.engine.store;
-        let key = format!("batch:{}", wf.name);
-        let earlier = store.get_meta(&key)?.filter(|id| !id.is_empty());
-        let unfinished = |id: &str| -> Result<bool> {
-            let filter = crate::store::RunFilter { trigger: Some(format!("batch:{id}")), ..Default::default() };
-            Ok(store.runs(&filter)?.iter().any(|r| !r.state.is_finished() && r.state != RunState::NeedsAttention))
+        let mark = Mark::Batch { workflow: wf.name.clone() };
+        let earlier = store.scheduler.mark(&mark).await?;
+        // A mark that is not a batch id (none was ever written so) starts a new batch.
+        let unfinished = match earlier.as_deref().and_then(|id| id.parse::<Uuid>().ok()) {
+            Some(id) => {
+                let filter = crate::store::RunFilter { trigger: Some(RunTrigger::Batch(id)), ..Default::default() };
+                let runs = store.runs.runs(&filter).await?;
+                runs.iter().any(|r| !r.state.is_finished() && r.state != RunState::NeedsAttention).then_some(id)
+            }
+            None => None,
         };
-        let (batch, resumed) = match earlier {
-            Some(id) if unfinished(&id)? => (id, true),
-            _ => {
-                let id = uuid::Uuid::now_v7().to_string();
-                store.put_meta(&key, &id)?;
-                (id, false)
+        let (batch, resumed) = match unfinished {
+            Some(id) => (id, true),
+            None => {
+                let id = Uuid::now_v7();
+                if store.scheduler.set_mark(&mark, earlier.as_deref(), Some(&id.to_string())).await? {
+                    (id, false)
+                } else {
+                    // Another `run --all` started a batch this instant: join it.
+                    let theirs = store.scheduler.mark(&mark).await?.and_then(|t| t.parse().ok());
+                    (theirs.unwrap_or(id), true)
+                }
             }
         };
-        let trigger = format!("batch:{batch}");
-        let total_records = store.count_records()?;
+        let trigger = RunTrigger::Batch(batch);
+        let total_records = store.records.count_records().await?;
         let today = self.engine.clock.today();
-        let selected = self.select_on(wf, today)?;
+        let selected = self.select_on(wf, today).await?;
         let mut queued = 0;
         for record in &selected {
             let dedupe = format!("wf:{}:rec:{}:batch:{batch}", wf.name, record.id);
-            if self.engine.create_run_once(wf, record, &trigger, &dedupe, today)?.is_some() {
+            if self.engine.create_run_once(wf, record, trigger.clone(), &dedupe, today).await?.is_some() {
                 queued += 1;
             }
         }
@@ -750,6 +801,34 @@ impl Service {
             total_records,
         })
     }
+}
+
+/// How long a claimed run stays this node's without a heartbeat.
+const LEASE: Duration = Duration::from_secs(30);
+
+/// This process's name in leases: host, process id and a random part, so a restarted
+/// process never passes for the one before it.
+fn node_id() -> String {
+    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "local".into());
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &nonce[..8])
+}
+
+/// A schedule's fire time that has not been handled yet.
+struct Due {
+    at: Timestamp,
+    /// Earlier fire times skipped since the last handled one (Roster was not running).
+    missed: usize,
+    /// The mark as read, for the compare-and-set that records this fire.
+    previous: Option<String>,
+}
+
+/// Which retry of a failed scheduled sync comes next, and its mark as read.
+struct SyncRetry<'a> {
+    mark: &'a Mark,
+    previous: Option<&'a str>,
+    /// 0: the scheduled sync itself failed.
+    number: usize,
 }
 
 /// How long after a failed scheduled sync each retry waits (from the failure before it).
@@ -821,9 +900,10 @@ fn listens(wf: &Workflow, event: &ChangeEvent) -> bool {
         return false;
     }
     match &wf.begin.trigger {
-        Trigger::Created => event.kind == "created",
+        Trigger::Created => event.kind == EventKind::Created,
         Trigger::Updated { fields } => {
-            event.kind == "updated" && (fields.is_empty() || fields.iter().any(|f| event.changes.contains_key(f)))
+            event.kind == EventKind::Updated
+                && (fields.is_empty() || fields.iter().any(|f| event.changes.contains_key(f)))
         }
         _ => false,
     }

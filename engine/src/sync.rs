@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::clock::{Clock, rfc3339_millis};
 use crate::error::{Error, Result};
-use crate::model::{SyncCounts, SyncFailure, SyncSession};
+use crate::model::{CredentialKind, EventKind, SyncCounts, SyncFailure, SyncSession, SyncState};
 use crate::store::{RecordWrite, Store, key_text};
 
 /// How many per-person failures a session keeps, and how many samples and previews.
@@ -141,7 +141,7 @@ fn compile(
     {
         diags.push(ConfigError::new("credential", format!("unknown credential `{credential}`")).with_help(format!(
             "add it with `roster credentials add {credential} --kind {} ...`",
-            info.map_or("bearer", |i| i.credential_kind)
+            info.map_or(CredentialKind::Bearer, |i| i.credential_kind)
         )));
     }
     let preference = match f.opt_string("preference", diags).unwrap_or("create_update") {
@@ -251,7 +251,7 @@ impl SyncObserver for NoProgress {}
 /// Runs one integration now. With `test`, fetches and reports what would change and
 /// writes nothing but the session log.
 pub async fn run(
-    store: &dyn Store,
+    store: &Store,
     integration: &Integration,
     credential: &Credential,
     clock: &Clock,
@@ -263,7 +263,7 @@ pub async fn run(
         id: Uuid::now_v7(),
         integration: integration.name.clone(),
         connector: integration.connector.clone(),
-        state: "running".into(),
+        state: SyncState::Running,
         test,
         started_at: started.clone(),
         finished_at: None,
@@ -275,21 +275,21 @@ pub async fn run(
         preview: Vec::new(),
         skips: Vec::new(),
     };
-    store.put_sync_session(&session)?;
+    store.syncs.put_session(&session).await?;
     match sync_pages(store, integration, credential, test, observer, &mut session).await {
         Ok(()) => {
-            session.state = if session.error.is_some() { "failed" } else { "succeeded" }.into();
+            session.state = if session.error.is_some() { SyncState::Failed } else { SyncState::Succeeded };
             session.finished_at = Some(rfc3339_millis(clock.now()));
-            store.put_sync_session(&session)?;
+            store.syncs.put_session(&session).await?;
             Ok(session)
         }
         Err(e) => {
             // Never leave a session "running": say why it stopped (if the store lets us).
             // (Connector errors come scrubbed; the store scrubs whatever it keeps.)
-            session.state = "failed".into();
+            session.state = SyncState::Failed;
             session.error = Some(e.to_string());
             session.finished_at = Some(rfc3339_millis(clock.now()));
-            let _ = store.put_sync_session(&session);
+            let _ = store.syncs.put_session(&session).await;
             Err(e)
         }
     }
@@ -298,7 +298,7 @@ pub async fn run(
 /// Fetches every page and writes it; per-person problems go into the session, a failed
 /// page ends the listing (as incomplete), and store errors return.
 async fn sync_pages(
-    store: &dyn Store,
+    store: &Store,
     integration: &Integration,
     credential: &Credential,
     test: bool,
@@ -308,7 +308,7 @@ async fn sync_pages(
     let started = session.started_at.clone();
     // Index the key even for a test run: it writes no record, and it spares a store
     // scan per source person.
-    store.ensure_index(&integration.sync_key)?;
+    store.records.index_field(&integration.sync_key).await?;
     let client = roster_blocks::http::client(std::time::Duration::from_secs(60), std::time::Duration::from_secs(10));
     let mut source =
         match roster_connectors::open(&integration.connector, credential, integration.options.clone(), client) {
@@ -373,7 +373,9 @@ async fn sync_pages(
                         let known =
                             integration.map(&record).ok().and_then(|f| f.get(&integration.sync_key).and_then(key_text));
                         if let Some(key) = known {
-                            seen.extend(store.records_by_field(&integration.sync_key, &key)?.iter().map(|r| r.id));
+                            seen.extend(
+                                store.records.records_by_field(&integration.sync_key, &key).await?.iter().map(|r| r.id),
+                            );
                         }
                         continue;
                     }
@@ -401,7 +403,7 @@ async fn sync_pages(
                 );
                 continue;
             }
-            let existing = store.records_by_field(&integration.sync_key, &key)?;
+            let existing = store.records.records_by_field(&integration.sync_key, &key).await?;
             if existing.len() > 1 {
                 fail(
                     session,
@@ -462,10 +464,10 @@ async fn sync_pages(
             });
         }
         if !writes.is_empty() {
-            for written in store.write_records(writes)? {
+            for written in store.records.write_records(writes).await? {
                 seen.insert(written.record.id);
-                match written.event.as_ref().map(|e| e.kind.as_str()) {
-                    Some("created") => session.counts.created += 1,
+                match written.event.as_ref().map(|e| e.kind) {
+                    Some(EventKind::Created) => session.counts.created += 1,
                     Some(_) => session.counts.updated += 1,
                     None => session.counts.unchanged += 1,
                 }
@@ -497,12 +499,15 @@ async fn sync_pages(
         ));
     } else {
         let mut gone = Vec::new();
-        store.scan_records(&mut |r| {
-            if !seen.contains(&r.id) && r.fields.get(&present) == Some(&Value::Bool(true)) {
-                gone.push(r.id);
-            }
-            true
-        })?;
+        store
+            .records
+            .scan_records(&mut |r| {
+                if !seen.contains(&r.id) && r.fields.get(&present) == Some(&Value::Bool(true)) {
+                    gone.push(r.id);
+                }
+                true
+            })
+            .await?;
         session.counts.missing = gone.len() as u64;
         if !test && !gone.is_empty() {
             let writes = gone
@@ -514,7 +519,7 @@ async fn sync_pages(
                     at: started.clone(),
                 })
                 .collect();
-            store.write_records(writes)?;
+            store.records.write_records(writes).await?;
         }
     }
     Ok(())

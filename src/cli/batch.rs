@@ -6,12 +6,14 @@ use std::io::IsTerminal;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roster_engine::api::run_summary;
+use roster_api::answers::run_summary;
+use roster_api::wire::{BatchPreview, RunQuery, RunSummary, SentFile};
+use roster_engine::model::RunState;
 use roster_engine::run::Engine;
 use roster_engine::service::{BatchStart, Catalog, Service};
 use roster_engine::store::RunFilter;
 use roster_engine::workflow::Workflow;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::remote::Remote;
 use super::{Context, Outcome, output};
@@ -28,13 +30,13 @@ pub async fn run_all(
     let mut catalog = Catalog::default();
     catalog.workflows.insert(wf.name.clone(), wf.clone());
     let service = Service::new(engine.clone(), catalog, cx.presets()?);
-    service.prepare_indexes()?;
-    service.recover()?;
+    service.prepare_indexes().await?;
+    service.recover().await?;
     let store = engine.store.clone();
-    let start = service.queue_batch(&wf)?;
+    let start = service.queue_batch(&wf).await?;
     // Only this batch's runs: others left unfinished are named, not waited on.
     service.only_runs_of(&start.trigger);
-    for run in store.unfinished_runs()?.iter().filter(|r| r.trigger != start.trigger) {
+    for run in store.runs.unfinished_runs().await?.iter().filter(|r| r.trigger != start.trigger) {
         super::runs::name_leftover(run);
     }
     print_start(&start, json);
@@ -44,11 +46,12 @@ pub async fn run_all(
         tokio::spawn(async move { service.work(concurrency, true).await })
     };
     let filter = RunFilter { trigger: Some(start.trigger.clone()), ..Default::default() };
-    let summaries = || -> anyhow::Result<Vec<Value>> { Ok(store.runs(&filter)?.iter().map(run_summary).collect()) };
+    let summaries =
+        || async { anyhow::Ok(store.runs.runs(&filter).await?.iter().map(run_summary).collect::<Vec<RunSummary>>()) };
     let terminal = !json && std::io::stderr().is_terminal();
     while !work.is_finished() {
         if terminal {
-            eprint!("\r  {}", progress_line(&tally(&summaries()?)));
+            eprint!("\r  {}", progress_line(&tally(&summaries().await?)));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -56,21 +59,20 @@ pub async fn run_all(
     if terminal {
         eprintln!();
     }
-    print_finished(&start, &summaries()?, started, json)
+    print_finished(&start, &summaries().await?, started, json)
 }
 
 /// `run --all` through serve: serve queues the batch and runs it with its workers; this
 /// follows its runs and prints what the local batch prints.
-pub async fn run_all_remote(remote: &Remote, name: &str, body: Value, json: bool) -> anyhow::Result<Outcome> {
-    let start: BatchStart =
-        serde_json::from_value(remote.post(&format!("/v1/workflows/{name}/batches"), &body).await?)?;
+pub async fn run_all_remote(remote: &Remote, name: &str, sent: SentFile, json: bool) -> anyhow::Result<Outcome> {
+    let start: BatchStart = remote.post(&format!("/v1/workflows/{name}/batches"), &sent).await?;
     print_start(&start, json);
     let started = Instant::now();
-    let query = [("trigger", start.trigger.clone()), ("limit", usize::MAX.to_string())];
+    let query = RunQuery { trigger: Some(start.trigger.clone()), limit: Some(usize::MAX), ..RunQuery::default() };
     let terminal = !json && std::io::stderr().is_terminal();
     let runs = loop {
-        let runs = remote.get("/v1/runs", &query).await?.as_array().cloned().unwrap_or_default();
-        if runs.iter().all(|r| !matches!(r["state"].as_str(), Some("queued" | "running" | "waiting"))) {
+        let runs: Vec<RunSummary> = remote.get("/v1/runs", &query).await?;
+        if runs.iter().all(|r| !matches!(r.state, RunState::Queued | RunState::Running | RunState::Waiting)) {
             break runs;
         }
         if terminal {
@@ -99,8 +101,8 @@ fn print_start(start: &BatchStart, json: bool) {
     }
 }
 
-/// The end of a batch, from its runs' summaries (see `api::run_summary`).
-fn print_finished(start: &BatchStart, runs: &[Value], started: Instant, json: bool) -> anyhow::Result<Outcome> {
+/// The end of a batch, from its runs' summaries.
+fn print_finished(start: &BatchStart, runs: &[RunSummary], started: Instant, json: bool) -> anyhow::Result<Outcome> {
     let counts = tally(runs);
     let failed = counts.get("failed").copied().unwrap_or(0) + counts.get("needs_attention").copied().unwrap_or(0);
     let unfinished = counts.get("queued").copied().unwrap_or(0)
@@ -118,9 +120,8 @@ fn print_finished(start: &BatchStart, runs: &[Value], started: Instant, json: bo
             started.elapsed().as_secs_f64(),
             progress_line(&counts)
         );
-        for r in runs.iter().filter(|r| r["state"] == "failed").take(20) {
-            let text = |key: &str| r[key].as_str().unwrap_or("?").to_string();
-            println!("  failed: {} ({}): {}", text("record"), text("run_id"), text("error"));
+        for r in runs.iter().filter(|r| r.state == RunState::Failed).take(20) {
+            println!("  failed: {} ({}): {}", r.record, r.run_id, r.error.as_deref().unwrap_or("?"));
         }
     }
     Ok(if failed == 0 && unfinished == 0 { Outcome::Ok } else { Outcome::Failed })
@@ -129,33 +130,29 @@ fn print_finished(start: &BatchStart, runs: &[Value], started: Instant, json: bo
 /// `--all --dry-run`: the single-person preview for every person the rules accept. Sends
 /// nothing and writes nothing: no runs, no batch marker, no field index, no workflow source
 /// (the selection reads the store and falls back to a scan where no index exists).
-pub fn dry_run_all(engine: Engine, wf: Workflow, json: bool, cx: &Context) -> anyhow::Result<Outcome> {
+pub async fn dry_run_all(engine: Engine, wf: Workflow, json: bool, cx: &Context) -> anyhow::Result<Outcome> {
     let service = Service::new(Arc::new(engine), Catalog::default(), cx.presets()?);
-    print_dry_run_all(&roster_engine::answers::dry_run_all(&service, &wf)?, json)
+    print_dry_run_all(&roster_api::answers::dry_run_all(&service, &wf).await?, json)
 }
 
 /// A batch dry run's answer (see `answers::dry_run_all`), from the store or from serve.
-pub fn print_dry_run_all(answer: &serde_json::Value, json: bool) -> anyhow::Result<Outcome> {
-    let people = answer["people"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let previews =
-        people.iter().map(|person| super::runs::dry_steps(&person["steps"])).collect::<anyhow::Result<Vec<_>>>()?;
-    let would_fail = previews.iter().filter(|steps| steps.iter().any(|s| s.would_fail)).count();
+pub fn print_dry_run_all(answer: &BatchPreview, json: bool) -> anyhow::Result<Outcome> {
+    let would_fail = answer.people.iter().filter(|person| person.steps.iter().any(|s| s.would_fail)).count();
     // As for one person: a preview in which a step would fail makes the dry run a failure.
     let outcome = if would_fail == 0 { Outcome::Ok } else { Outcome::Failed };
     if json {
         output::json(answer)?;
         return Ok(outcome);
     }
-    let count = |key: &str| answer[key].as_u64().unwrap_or(0);
-    let (runs, skipped) = (count("runs"), count("skipped"));
+    let (runs, skipped) = (answer.runs, answer.skipped);
     println!(
         "dry run of a batch of {}: {runs} of {} record(s) match the rules (nothing is sent or written)",
-        answer["workflow"].as_str().unwrap_or("?"),
+        answer.workflow,
         runs + skipped
     );
-    for (person, steps) in people.iter().zip(&previews) {
-        println!("{}:", person["record"].as_str().unwrap_or("?"));
-        super::runs::print_dry_steps(steps)?;
+    for person in &answer.people {
+        println!("{}:", person.record);
+        super::runs::print_dry_steps(&person.steps)?;
     }
     let failing = if would_fail == 0 { String::new() } else { format!(", {would_fail} with a step that would fail") };
     println!(
@@ -164,10 +161,10 @@ pub fn print_dry_run_all(answer: &serde_json::Value, json: bool) -> anyhow::Resu
     Ok(outcome)
 }
 
-fn tally(runs: &[Value]) -> BTreeMap<String, usize> {
+fn tally(runs: &[RunSummary]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for r in runs {
-        *counts.entry(r["state"].as_str().unwrap_or("?").to_string()).or_insert(0) += 1;
+        *counts.entry(r.state.as_str().to_string()).or_insert(0) += 1;
     }
     counts
 }

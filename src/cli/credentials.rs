@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read};
 
 use clap::{Args, Subcommand};
-use roster_engine::answers;
+use roster_api::answers;
+use roster_api::wire::{CredentialView, Removed};
 use roster_engine::credentials::{self, CredentialUpdate, NewCredential};
-use serde_json::Value;
+use roster_engine::model::CredentialKind;
 
 use super::remote::{self, Remote};
 use super::{Context, Outcome, output};
@@ -35,9 +36,8 @@ pub enum Command {
 pub struct AddArgs {
     /// Name workflows refer to (`"credential": "brex"`).
     name: String,
-    /// bearer, api-key, basic, expensify or oauth2.
-    #[arg(long)]
-    kind: String,
+    #[arg(long, help = kind_help())]
+    kind: CredentialKind,
     /// Where relative request URLs go, e.g. https://api.brex.com.
     #[arg(long, default_value = "")]
     base_url: String,
@@ -115,7 +115,7 @@ pub struct UpdateArgs {
 pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
     // While `roster serve` holds the store, the same commands go through its API (the
     // secrets in the request body, over loopback, behind the token; never echoed back).
-    let store = match cx.home.open_store() {
+    let store = match cx.home.open_store().await {
         Ok(s) => Ok(s),
         Err(e) if remote::is_locked(&e) => Err(Remote::find(cx)?),
         Err(e) => return Err(e.into()),
@@ -133,19 +133,13 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
                 Ok(store) => {
                     let now = roster_engine::clock::rfc3339(cx.clock.now());
                     let stored = credentials::seal(&cx.home.vault()?, new, &now)?;
-                    store.put_credential(&stored)?;
+                    store.credentials.put_credential(&stored).await?;
                     answers::credential(&stored)
                 }
-                Err(remote) => remote.post("/v1/credentials", &serde_json::to_value(&new)?).await?,
+                Err(remote) => remote.post("/v1/credentials", &new).await?,
             };
-            let text = |key: &str| saved[key].as_str().unwrap_or_default().to_string();
-            let base_url = text("base_url");
-            println!(
-                "credential `{}` saved ({}, {})",
-                text("name"),
-                text("kind"),
-                if base_url.is_empty() { "no base URL" } else { &base_url }
-            );
+            let base_url = if saved.base_url.is_empty() { "no base URL" } else { &saved.base_url };
+            println!("credential `{}` saved ({}, {base_url})", saved.name, saved.kind);
             Ok(Outcome::Ok)
         }
         Command::Update(a) => {
@@ -174,25 +168,17 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             let updated = match &store {
                 Ok(store) => {
                     let now = roster_engine::clock::rfc3339(cx.clock.now());
-                    answers::credential(&credentials::update_in(
-                        store.as_ref(),
-                        &cx.home.vault()?,
-                        &a.name,
-                        change,
-                        &now,
-                    )?)
+                    answers::credential(&credentials::update_in(store, &cx.home.vault()?, &a.name, change, &now).await?)
                 }
-                Err(remote) => {
-                    remote.patch(&format!("/v1/credentials/{}", a.name), &serde_json::to_value(&change)?).await?
-                }
+                Err(remote) => remote.patch(&format!("/v1/credentials/{}", a.name), &change).await?,
             };
-            println!("credential `{}` updated: {}", updated["name"].as_str().unwrap_or("?"), changed.join(", "));
+            println!("credential `{}` updated: {}", updated.name, changed.join(", "));
             Ok(Outcome::Ok)
         }
         Command::List { json } => {
-            let list = match &store {
-                Ok(store) => store.credentials()?.iter().map(answers::credential).collect(),
-                Err(remote) => remote.get("/v1/credentials", &[]).await?.as_array().cloned().unwrap_or_default(),
+            let list: Vec<CredentialView> = match &store {
+                Ok(store) => store.credentials.credentials().await?.iter().map(answers::credential).collect(),
+                Err(remote) => remote.get("/v1/credentials", remote::NO_QUERY).await?,
             };
             print_list(&list, json)?;
             Ok(Outcome::Ok)
@@ -200,12 +186,12 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
         Command::Remove { name } => {
             match &store {
                 Ok(store) => {
-                    if !store.delete_credential(&name)? {
+                    if !store.credentials.delete_credential(&name).await? {
                         anyhow::bail!("no credential named `{name}`")
                     }
                 }
                 Err(remote) => {
-                    remote.delete(&format!("/v1/credentials/{name}")).await?;
+                    let _: Removed = remote.delete(&format!("/v1/credentials/{name}")).await?;
                 }
             }
             println!("credential `{name}` removed");
@@ -215,7 +201,7 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
 }
 
 /// `credentials list`: the answers of [`answers::credential`], as a table or JSON.
-fn print_list(list: &[Value], json: bool) -> anyhow::Result<()> {
+fn print_list(list: &[CredentialView], json: bool) -> anyhow::Result<()> {
     if json {
         return output::json(&list);
     }
@@ -226,28 +212,31 @@ fn print_list(list: &[Value], json: bool) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|c| {
-            let text = |key: &str| c[key].as_str().unwrap_or_default().to_string();
-            let settings = c["settings"].as_object().cloned().unwrap_or_default();
-            let explicit = |key: &str| if settings.contains_key(key) { "" } else { " (default)" };
-            let rate = match c["rate_limit"].as_str() {
+            let explicit = |key: &str| if c.settings.contains_key(key) { "" } else { " (default)" };
+            let rate = match &c.rate_limit {
                 Some(r) => format!("{r}{}", explicit("rate_limit")),
                 None => "none".into(),
             };
-            let timeout = format!("{}{}", text("timeout"), explicit("timeout"));
-            let others = settings
+            let timeout = format!("{}{}", c.timeout, explicit("timeout"));
+            let others = c
+                .settings
                 .iter()
                 .filter(|(k, _)| !matches!(k.as_str(), "rate_limit" | "timeout"))
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
                 .join(" ");
-            vec![text("name"), text("kind"), text("base_url"), rate, timeout, others]
+            vec![c.name.clone(), c.kind.to_string(), c.base_url.clone(), rate, timeout, others]
         })
         .collect();
     output::table(&["NAME", "KIND", "BASE URL", "RATE LIMIT", "TIMEOUT", "SETTINGS"], &rows);
     Ok(())
 }
 
-/// The non-secret settings that were given, by their stored names.
+/// `--kind`'s help, from the one list of kinds.
+fn kind_help() -> String {
+    format!("The credential's kind: {}.", CredentialKind::names())
+}
+
 /// A secret given as the name of the environment variable that holds it.
 fn from_env(var: &str) -> anyhow::Result<String> {
     std::env::var(var).map_err(|_| anyhow::anyhow!("environment variable {var} is not set"))

@@ -10,7 +10,7 @@ use clap::Args;
 use roster_engine::clock::Clock;
 use roster_engine::credentials::{self, NewCredential};
 use roster_engine::home::Home;
-use roster_engine::model::RunState;
+use roster_engine::model::{CredentialKind, RunState};
 use roster_engine::run::Engine;
 use roster_engine::service::{Catalog, Service};
 use roster_engine::store::RunFilter;
@@ -48,7 +48,7 @@ pub async fn run(args: DemoArgs, cx: &Context) -> anyhow::Result<Outcome> {
     let today = args.today.unwrap_or_else(|| cx.clock.today());
     let dir = tempfile::Builder::new().prefix("roster-demo-").tempdir()?;
     let home = Home::new(dir.path());
-    let store = home.init()?.store;
+    let store = home.init().await?.store;
 
     println!("Roster demo: a generated company of {} people, today is {today}\n", args.people);
     let config = SandboxConfig { people: args.people, today, ..Default::default() };
@@ -73,32 +73,30 @@ pub async fn run(args: DemoArgs, cx: &Context) -> anyhow::Result<Outcome> {
     let vault = home.vault()?;
     let now = roster_engine::clock::rfc3339(cx.clock.now());
     let add = |name: &str,
-               kind: &str,
+               kind: CredentialKind,
                base: String,
                settings: &[(&str, String)],
                secrets: &[(&str, &str)]|
-     -> anyhow::Result<()> {
-        let new = NewCredential {
+     -> NewCredential {
+        NewCredential {
             name: name.into(),
-            kind: kind.into(),
+            kind,
             base_url: base,
             settings: settings.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
             secrets: secrets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        };
-        store.put_credential(&credentials::seal(&vault, new, &now)?)?;
-        Ok(())
+        }
     };
-    add("brex", "bearer", sandbox.brex_url(), &[], &[("secret", &c.brex_token)])?;
-    add(
+    let brex = add("brex", CredentialKind::Bearer, sandbox.brex_url(), &[], &[("secret", &c.brex_token)]);
+    let expensify = add(
         "expensify",
-        "expensify",
+        CredentialKind::Expensify,
         sandbox.expensify_url(),
         &[("username", c.expensify_partner_user_id.clone())],
         &[("secret", &c.expensify_partner_user_secret)],
-    )?;
-    add(
+    );
+    let sage = add(
         "sage",
-        "oauth2",
+        CredentialKind::OAuth2,
         String::new(),
         &[
             ("token_url", sandbox.sage_token_url()),
@@ -106,7 +104,10 @@ pub async fn run(args: DemoArgs, cx: &Context) -> anyhow::Result<Outcome> {
             ("username", c.sage_username.clone()),
         ],
         &[("secret", &c.sage_client_secret), ("password", &c.sage_password)],
-    )?;
+    );
+    for new in [brex, expensify, sage] {
+        store.credentials.put_credential(&credentials::seal(&vault, new, &now)?).await?;
+    }
     println!("2. Credentials brex, expensify and sage saved (encrypted) in {}", home.dir.display());
 
     for (name, text) in WORKFLOWS {
@@ -118,7 +119,7 @@ pub async fn run(args: DemoArgs, cx: &Context) -> anyhow::Result<Outcome> {
     // The scheduler's day: 09:00 UTC on the simulated today, when onboarding fires.
     let clock = Clock::fixed(today.at(9, 0, 0, 0).to_zoned(jiff::tz::TimeZone::UTC)?.timestamp());
     let engine = Arc::new(Engine::new(store.clone(), Some(vault), clock));
-    let creds = super::workflows::known_credentials(Some(store.as_ref()));
+    let creds = super::workflows::known_credentials(Some(&store)).await;
     let catalog = Catalog::load(&home.workflows_dir(), &home.integrations_dir(), &cx.presets()?, creds.as_ref())?;
     let service = Service::new(engine.clone(), catalog, cx.presets()?);
 
@@ -137,20 +138,20 @@ pub async fn run(args: DemoArgs, cx: &Context) -> anyhow::Result<Outcome> {
             s.error.map(|e| format!(" ({e})")).unwrap_or_default()
         );
     }
-    service.dispatch_events()?;
+    service.dispatch_events().await?;
 
     println!("4. The scheduler fires the daily workflows for {today} 09:00 UTC:");
-    for fired in service.fire_schedules()? {
+    for fired in service.fire_schedules().await? {
         println!("   {:<12} {} run(s) queued", fired.workflow, fired.queued);
     }
     service.work(4, true).await?;
 
-    let runs = store.runs(&RunFilter::default())?;
+    let runs = store.runs.runs(&RunFilter::default()).await?;
     let mut rows = Vec::new();
     let mut states: BTreeMap<&str, usize> = BTreeMap::new();
     for run in runs.iter().rev() {
         *states.entry(run.state.as_str()).or_default() += 1;
-        let record = store.record(run.record_id)?;
+        let record = store.records.record(run.record_id).await?;
         let field = |k: &str| record.as_ref().map(|r| output::cell(r.fields.get(k), 12)).unwrap_or_default();
         rows.push(vec![
             run.record_label.clone(),
@@ -158,7 +159,7 @@ pub async fn run(args: DemoArgs, cx: &Context) -> anyhow::Result<Outcome> {
             field("end_date"),
             run.workflow.clone(),
             run.state.as_str().to_string(),
-            summary(&store.journal(run.id)?, run.state, run.error.as_deref()),
+            summary(&store.runs.journal(run.id).await?, run.state, run.error.as_deref()),
         ]);
     }
     println!("\n5. What happened:\n");

@@ -168,7 +168,7 @@ pub fn main() -> ExitCode {
 async fn dispatch(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
     match command {
         Command::Init => {
-            let report = cx.home.init()?;
+            let report = cx.home.init().await?;
             println!("Roster home ready in {}", cx.home.dir.display());
             if report.created_key {
                 println!(

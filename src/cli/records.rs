@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
+use roster_api::wire::{ImportRequest, RecordQuery, RecordRow};
 use roster_engine::model::Record;
 use roster_engine::records;
 
@@ -46,7 +47,7 @@ pub enum Command {
 }
 
 pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
-    let store = match cx.home.open_store() {
+    let store = match cx.home.open_store().await {
         Ok(s) => s,
         Err(e) if remote::is_locked(&e) => return run_remote(command, cx).await,
         Err(e) => return Err(e.into()),
@@ -55,20 +56,23 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
         Command::Import { file, key, json } => {
             let rows = records::read_rows(&file)?;
             let now = roster_engine::clock::rfc3339(cx.clock.now());
-            let report = records::import(store.as_ref(), rows, &key, "import", &now)?;
+            let report = records::import(&store, rows, &key, "import", &now).await?;
             print_import(&file, &report, json)
         }
         Command::List { fields, json } => {
             let mut all = Vec::new();
-            store.scan_records(&mut |r| {
-                all.push(serde_json::json!({"id": r.id, "fields": r.fields, "version": r.version}));
-                true
-            })?;
+            store
+                .records
+                .scan_records(&mut |r| {
+                    all.push(RecordRow { id: r.id, fields: r.fields, version: r.version });
+                    true
+                })
+                .await?;
             print_list(&all, &fields, json)?;
             Ok(Outcome::Ok)
         }
         Command::Show { value, key, json } => {
-            let record = records::find(store.as_ref(), &key, &value)?;
+            let record = records::find(&store, &key, &value).await?;
             print_record(&record, json)
         }
     }
@@ -122,23 +126,23 @@ async fn run_remote(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
     match command {
         Command::Import { file, key, json } => {
             let rows = records::read_rows(&file)?;
-            let report = remote.post("/v1/records/import", &serde_json::json!({"rows": rows, "key": key})).await?;
-            print_import(&file, &serde_json::from_value(report)?, json)
+            let report = remote.post("/v1/records/import", &ImportRequest { rows, key }).await?;
+            print_import(&file, &report, json)
         }
         Command::List { fields, json } => {
-            let list = remote.get("/v1/records", &[]).await?;
-            print_list(list.as_array().map(Vec::as_slice).unwrap_or_default(), &fields, json)?;
+            let list: Vec<RecordRow> = remote.get("/v1/records", remote::NO_QUERY).await?;
+            print_list(&list, &fields, json)?;
             Ok(Outcome::Ok)
         }
         Command::Show { value, key, json } => {
-            let record = remote.get(&format!("/v1/records/{value}"), &[("key", key)]).await?;
-            print_record(&serde_json::from_value(record)?, json)
+            let record = remote.get(&format!("/v1/records/{value}"), &RecordQuery { limit: None, key }).await?;
+            print_record(&record, json)
         }
     }
 }
 
-/// Records (as `{id, fields, version}`) as a table of the chosen fields, or as JSON.
-fn print_list(all: &[serde_json::Value], fields: &str, json: bool) -> anyhow::Result<()> {
+/// Records as a table of the chosen fields, or as JSON.
+fn print_list(all: &[RecordRow], fields: &str, json: bool) -> anyhow::Result<()> {
     if json {
         return output::json(&all);
     }
@@ -148,8 +152,8 @@ fn print_list(all: &[serde_json::Value], fields: &str, json: bool) -> anyhow::Re
     let rows: Vec<Vec<String>> = all
         .iter()
         .map(|r| {
-            let mut row = vec![output::cell(Some(&r["id"]), 40)];
-            row.extend(names.iter().map(|n| output::cell(r["fields"].get(*n), 40)));
+            let mut row = vec![output::cell(Some(&serde_json::Value::String(r.id.to_string())), 40)];
+            row.extend(names.iter().map(|n| output::cell(r.fields.get(*n), 40)));
             row
         })
         .collect();

@@ -2,10 +2,17 @@
 //! the store goes through its HTTP API instead of failing on the lock, and prints the
 //! answer with the same printer as when it reads the store itself.
 
+use roster_api::wire::{RunDetail, SentFile};
+use roster_engine::model::RunState;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::Context;
 use super::serve::SERVE_FILE;
+
+/// The query of a request that takes none.
+pub const NO_QUERY: &[(&str, &str)] = &[];
 
 pub struct Remote {
     url: String,
@@ -37,45 +44,51 @@ impl Remote {
         Ok(Remote { url, token, client })
     }
 
-    pub async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
+    /// `GET path?query`, its answer read as `T` (a [`roster_api::wire`] type).
+    pub async fn get<Q: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, query: &Q) -> anyhow::Result<T> {
         let resp = self.client.get(format!("{}{path}", self.url)).bearer_auth(&self.token).query(query).send().await;
         self.answer(resp).await
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
         let resp = self.client.post(format!("{}{path}", self.url)).bearer_auth(&self.token).json(body).send().await;
         self.answer(resp).await
     }
 
-    pub async fn patch(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
         let resp = self.client.patch(format!("{}{path}", self.url)).bearer_auth(&self.token).json(body).send().await;
         self.answer(resp).await
     }
 
-    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         let resp = self.client.delete(format!("{}{path}", self.url)).bearer_auth(&self.token).send().await;
         self.answer(resp).await
     }
 
+    pub async fn run_detail(&self, id: &str) -> anyhow::Result<RunDetail> {
+        self.get(&format!("/v1/runs/{id}"), NO_QUERY).await
+    }
+
     /// Waits until run `id` is no longer queued, running or waiting; its detail then.
-    pub async fn follow(&self, id: &str) -> anyhow::Result<Value> {
+    pub async fn follow(&self, id: &str) -> anyhow::Result<RunDetail> {
         loop {
-            let detail = self.get(&format!("/v1/runs/{id}"), &[]).await?;
-            let state = detail["state"].as_str().unwrap_or_default();
-            if !matches!(state, "queued" | "running" | "waiting") {
+            let detail = self.run_detail(id).await?;
+            if !matches!(detail.state, RunState::Queued | RunState::Running | RunState::Waiting) {
                 return Ok(detail);
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
 
-    async fn answer(&self, resp: reqwest::Result<reqwest::Response>) -> anyhow::Result<Value> {
+    async fn answer<T: DeserializeOwned>(&self, resp: reqwest::Result<reqwest::Response>) -> anyhow::Result<T> {
         let resp = resp.map_err(|e| anyhow::anyhow!("`roster serve` at {} does not answer: {e}", self.url))?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         // A refusal by a workflow's rules is an answer the command prints (exit 1).
         if status.is_success() || body["state"] == "refused" {
-            Ok(body)
+            serde_json::from_value(body).map_err(|e| {
+                anyhow::anyhow!("`roster serve` at {} answered in a shape this roster does not know: {e}", self.url)
+            })
         } else {
             let msg = body["error"].as_str().map(str::to_string).unwrap_or_else(|| body.to_string());
             Err(anyhow::anyhow!("{msg}"))
@@ -91,18 +104,12 @@ pub fn is_locked(e: &roster_engine::Error) -> bool {
 /// What a request names a workflow or integration file by: its `name` in the file (else
 /// the argument), and the file's text and path when `arg` is a file, so serve compiles
 /// exactly that file even if it has not loaded it.
-pub fn sent_file(
-    path: Option<std::path::PathBuf>,
-    arg: &str,
-) -> anyhow::Result<(String, serde_json::Map<String, Value>)> {
-    let mut body = serde_json::Map::new();
-    let Some(path) = path else { return Ok((arg.to_string(), body)) };
+pub fn sent_file(path: Option<std::path::PathBuf>, arg: &str) -> anyhow::Result<(String, SentFile)> {
+    let Some(path) = path else { return Ok((arg.to_string(), SentFile::default())) };
     let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let name = serde_json::from_str::<Value>(&text)
         .ok()
         .and_then(|v| v["name"].as_str().map(str::to_string))
         .unwrap_or_else(|| arg.to_string());
-    body.insert("source".into(), Value::String(text));
-    body.insert("file".into(), Value::String(path.display().to_string()));
-    Ok((name, body))
+    Ok((name, SentFile { source: Some(text), file: Some(path.display().to_string()) }))
 }

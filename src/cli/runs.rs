@@ -3,12 +3,15 @@
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
-use roster_engine::model::{JournalEntry, Run, RunState};
+use roster_api::answers;
+use roster_api::wire::{
+    CancelAnswer, DryRunAnswer, DryRunRequest, Refused, RunDetail, RunQuery, RunSummary, StartAnswer, StartRun,
+};
+use roster_engine::model::{JournalEntry, Run, RunState, RunTrigger};
+use roster_engine::records;
 use roster_engine::run::{DryStep, Engine, RunObserver};
 use roster_engine::store::{RunFilter, Store};
 use roster_engine::workflow::Workflow;
-use roster_engine::{answers, records};
-use serde_json::json;
 
 use super::remote::{self, Remote};
 use super::{Context, Outcome, output, workflows};
@@ -156,36 +159,36 @@ fn step_line(e: &JournalEntry) -> String {
     line
 }
 
-pub fn engine(cx: &Context) -> anyhow::Result<Engine> {
-    let store = cx.home.open_store()?;
+pub async fn engine(cx: &Context) -> anyhow::Result<Engine> {
+    let store = cx.home.open_store().await?;
     let vault = cx.home.vault().ok();
     Ok(Engine::new(store, vault, cx.clock))
 }
 
 pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
     args.refuse_ignored_flags()?;
-    let engine = match engine(cx) {
+    let engine = match engine(cx).await {
         Ok(e) => e,
         Err(e) if e.downcast_ref::<roster_engine::Error>().is_some_and(remote::is_locked) => {
             return run_remote(args, cx).await;
         }
         Err(e) => return Err(e),
     };
-    let wf = workflows::load(cx, &args.workflow, Some(engine.store.as_ref()))?;
+    let wf = workflows::load(cx, &args.workflow, Some(&engine.store)).await?;
     if args.all && args.dry_run {
-        return super::batch::dry_run_all(engine, wf, args.json, cx);
+        return super::batch::dry_run_all(engine, wf, args.json, cx).await;
     }
     if args.all {
         let concurrency = args.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
         return super::batch::run_all(engine, wf, concurrency, args.json, cx).await;
     }
     let user = args.user.clone().unwrap_or_default();
-    let record = records::find(engine.store.as_ref(), args.key(), &user)?;
+    let record = records::find(&engine.store, args.key(), &user).await?;
     if args.dry_run {
         return print_dry_run(&answers::dry_run(&engine, &wf, &record)?, args.json);
     }
     let started = Instant::now();
-    if let Some(leftover) = leftovers(engine.store.as_ref(), &wf, &record)? {
+    if let Some(leftover) = leftovers(&engine.store, &wf, &record).await? {
         if !args.json {
             println!(
                 "resuming run {} of {} for {}, which an earlier process left {} (instead of starting a second)",
@@ -195,13 +198,13 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
                 leftover.state.as_str()
             );
         }
-        let version = workflow_of(cx, engine.store.as_ref(), &leftover)?;
+        let version = workflow_of(cx, &engine.store, &leftover).await?;
         return follow_run(&engine, &version, leftover, args.json, started).await;
     }
     if let Some(why) = engine.rules_refuse(&wf, &record)? {
         return print_refused(&answers::refused(&wf, &record, &why), args.json);
     }
-    let run = engine.create_run(&wf, &record, "manual")?;
+    let run = engine.create_run(&wf, &record, RunTrigger::Manual).await?;
     if !args.json {
         println!("run {} of {} for {}", run.id, wf.name, record.label());
     }
@@ -213,7 +216,7 @@ async fn follow_run(engine: &Engine, wf: &Workflow, run: Run, json: bool, starte
     let mut printer = Printer { enabled: !json };
     let run = engine.drive(wf, run, &mut printer).await?;
     if json {
-        output::json(&run_json(engine.store.as_ref(), &run)?)?;
+        output::json(&run_json(&engine.store, &run).await?)?;
     } else {
         print_finished(run.state.as_str(), run.error.as_deref(), started);
     }
@@ -230,37 +233,29 @@ fn print_finished(state: &str, error: Option<&str>, started: Instant) {
 }
 
 /// A refusal by the begin rules (exit 1).
-fn print_refused(answer: &serde_json::Value, json: bool) -> anyhow::Result<Outcome> {
+fn print_refused(answer: &Refused, json: bool) -> anyhow::Result<Outcome> {
     if json {
         output::json(answer)?;
     } else {
-        eprintln!("refused: {}", answer["error"].as_str().unwrap_or("?"));
+        eprintln!("refused: {}", answer.error);
     }
     Ok(Outcome::Failed)
 }
 
 /// A one-person dry run's answer (see `answers::dry_run`), from the store or from serve.
-fn print_dry_run(answer: &serde_json::Value, json: bool) -> anyhow::Result<Outcome> {
-    if answer["state"] == "refused" {
-        return print_refused(answer, json);
-    }
-    let steps = dry_steps(&answer["steps"])?;
+fn print_dry_run(answer: &DryRunAnswer, json: bool) -> anyhow::Result<Outcome> {
+    let preview = match answer {
+        DryRunAnswer::Refused(refused) => return print_refused(refused, json),
+        DryRunAnswer::Preview(preview) => preview,
+    };
     if json {
-        output::json(answer)?;
+        output::json(preview)?;
     } else {
-        println!(
-            "dry run of {} for {} (nothing is sent or written)",
-            answer["workflow"].as_str().unwrap_or("?"),
-            answer["record"].as_str().unwrap_or("?")
-        );
-        print_dry_steps(&steps)?;
+        println!("dry run of {} for {} (nothing is sent or written)", preview.workflow, preview.record);
+        print_dry_steps(&preview.steps)?;
     }
     // A step that would fail makes the preview a failure, as the run would be.
-    Ok(if steps.iter().any(|s| s.would_fail) { Outcome::Failed } else { Outcome::Ok })
-}
-
-pub(super) fn dry_steps(steps: &serde_json::Value) -> anyhow::Result<Vec<DryStep>> {
-    Ok(serde_json::from_value(steps.clone())?)
+    Ok(if preview.steps.iter().any(|s| s.would_fail) { Outcome::Failed } else { Outcome::Ok })
 }
 
 /// The lines of a dry run's preview, one per step that would run.
@@ -299,9 +294,9 @@ pub(super) fn print_dry_steps(steps: &[DryStep]) -> anyhow::Result<()> {
 /// one, whatever vendor they wait on: each is named on stderr with how to settle it. The
 /// one of this workflow for this person, if any, is the run asked for: it is returned, to
 /// be resumed instead of starting a second that would repeat what the first already did.
-fn leftovers(store: &dyn Store, wf: &Workflow, record: &roster_engine::model::Record) -> anyhow::Result<Option<Run>> {
+async fn leftovers(store: &Store, wf: &Workflow, record: &roster_engine::model::Record) -> anyhow::Result<Option<Run>> {
     let mut same = None;
-    for run in store.unfinished_runs()? {
+    for run in store.runs.unfinished_runs().await? {
         if same.is_none() && run.workflow == wf.name && run.record_id == record.id {
             same = Some(run);
             continue;
@@ -323,8 +318,8 @@ pub(super) fn name_leftover(run: &Run) {
     );
 }
 
-fn run_json(store: &dyn Store, run: &Run) -> anyhow::Result<serde_json::Value> {
-    Ok(roster_engine::api::run_detail(store, run)?)
+async fn run_json(store: &Store, run: &Run) -> anyhow::Result<RunDetail> {
+    Ok(answers::run_detail(store, run).await?)
 }
 
 /// `roster run` while `roster serve` holds the store: start the run there and follow it.
@@ -335,45 +330,40 @@ async fn run_remote(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
         );
     }
     let remote = Remote::find(cx)?;
-    let (name, mut body) = remote::sent_file(workflows::resolve(cx, &args.workflow).ok(), &args.workflow)?;
+    let (name, sent) = remote::sent_file(workflows::resolve(cx, &args.workflow).ok(), &args.workflow)?;
     if args.all && !args.dry_run {
-        return super::batch::run_all_remote(&remote, &name, body.into(), args.json).await;
+        return super::batch::run_all_remote(&remote, &name, sent, args.json).await;
     }
+    let key = args.key().to_string();
     if args.dry_run {
+        let path = format!("/v1/workflows/{name}/dry-run");
         if args.all {
-            body.insert("all".into(), json!(true));
-            let answer = remote.post(&format!("/v1/workflows/{name}/dry-run"), &body.into()).await?;
-            return super::batch::print_dry_run_all(&answer, args.json);
+            let body = DryRunRequest { user: None, key, all: true, sent };
+            return super::batch::print_dry_run_all(&remote.post(&path, &body).await?, args.json);
         }
-        body.insert("user".into(), json!(args.user));
-        body.insert("key".into(), json!(args.key()));
-        let answer = remote.post(&format!("/v1/workflows/{name}/dry-run"), &body.into()).await?;
-        return print_dry_run(&answer, args.json);
+        let body = DryRunRequest { user: args.user.clone(), key, all: false, sent };
+        return print_dry_run(&remote.post(&path, &body).await?, args.json);
     }
-    body.insert("user".into(), json!(args.user));
-    body.insert("key".into(), json!(args.key()));
+    let body = StartRun { user: args.user.clone().unwrap_or_default(), key, sent };
     let started_at = Instant::now();
-    let started = remote.post(&format!("/v1/workflows/{name}/runs"), &body.into()).await?;
-    if started["state"] == "refused" {
-        return print_refused(&started, args.json);
-    }
-    let id = started["run_id"].as_str().unwrap_or_default().to_string();
+    let started = match remote.post(&format!("/v1/workflows/{name}/runs"), &body).await? {
+        StartAnswer::Refused(refused) => return print_refused(&refused, args.json),
+        StartAnswer::Started(started) => started,
+    };
+    let id = started.run_id.to_string();
     if !args.json {
-        let text = |key: &str| started[key].as_str().unwrap_or("?").to_string();
-        println!("run {id} of {} for {}", text("workflow"), text("record"));
+        println!("run {id} of {} for {}", started.workflow, started.record);
     }
     let detail = remote.follow(&id).await?;
     if args.json {
         output::json(&detail)?;
     } else {
-        for step in detail["steps"].as_array().into_iter().flatten() {
-            if let Ok(entry) = serde_json::from_value::<JournalEntry>(step.clone()) {
-                println!("  {}", step_line(&entry));
-            }
+        for entry in &detail.steps {
+            println!("  {}", step_line(entry));
         }
-        print_finished(detail["state"].as_str().unwrap_or("?"), detail["error"].as_str(), started_at);
+        print_finished(detail.state.as_str(), detail.error.as_deref(), started_at);
     }
-    Ok(if detail["state"] == "succeeded" { Outcome::Ok } else { Outcome::Failed })
+    Ok(if detail.state == RunState::Succeeded { Outcome::Ok } else { Outcome::Failed })
 }
 
 /// `runs resume|retry` through serve: it settles the run, this prints each new step as
@@ -381,16 +371,13 @@ async fn run_remote(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
 async fn settle_remote(cx: &Context, id: &str, action: &str) -> anyhow::Result<Outcome> {
     parse_run_id(id)?;
     let remote = Remote::find(cx)?;
-    let before = remote.get(&format!("/v1/runs/{id}"), &[]).await?;
-    let seen = before["steps"].as_array().map_or(0, Vec::len);
-    remote.post(&format!("/v1/runs/{id}/{action}"), &json!({})).await?;
+    let seen = remote.run_detail(id).await?.steps.len();
+    let _: RunSummary = remote.post(&format!("/v1/runs/{id}/{action}"), &serde_json::json!({})).await?;
     let detail = remote.follow(id).await?;
-    for step in detail["steps"].as_array().into_iter().flatten().skip(seen) {
-        if let Ok(entry) = serde_json::from_value::<JournalEntry>(step.clone()) {
-            println!("  {}", step_line(&entry));
-        }
+    for entry in detail.steps.iter().skip(seen) {
+        println!("  {}", step_line(entry));
     }
-    print_settled(detail["state"].as_str().unwrap_or("?"), detail["error"].as_str())
+    print_settled(detail.state.as_str(), detail.error.as_deref())
 }
 
 /// The last line of `runs resume|retry`: the state the run ended in (exit 0 on success).
@@ -399,49 +386,42 @@ fn print_settled(state: &str, error: Option<&str>) -> anyhow::Result<Outcome> {
     Ok(if state == RunState::Succeeded.as_str() { Outcome::Ok } else { Outcome::Failed })
 }
 
-fn print_cancelled(summary: &serde_json::Value) -> anyhow::Result<Outcome> {
-    println!("run {} cancelled", summary["run_id"].as_str().unwrap_or("?"));
+fn print_cancelled(run_id: uuid::Uuid) -> anyhow::Result<Outcome> {
+    println!("run {run_id} cancelled");
     Ok(Outcome::Ok)
 }
 
-/// `runs show`: a run's detail (see `api::run_detail`), from the store or from serve.
-fn print_run_detail(detail: &serde_json::Value, json: bool) -> anyhow::Result<Outcome> {
+/// `runs show`: a run's detail (see `answers::run_detail`), from the store or from serve.
+fn print_run_detail(detail: &RunDetail, json: bool) -> anyhow::Result<Outcome> {
     if json {
         output::json(detail)?;
         return Ok(Outcome::Ok);
     }
-    let text = |key: &str| detail[key].as_str().unwrap_or_default().to_string();
-    let hash = text("workflow_hash");
-    println!("run {}", text("run_id"));
-    println!("  workflow  {} (version {})", text("workflow"), &hash[..12.min(hash.len())]);
-    println!("  record    {} ({})", text("record"), text("record_id"));
-    println!("  trigger   {}", text("trigger"));
-    if let Some(today) = detail["today"].as_str() {
+    let hash = &detail.workflow_hash;
+    println!("run {}", detail.run_id);
+    println!("  workflow  {} (version {})", detail.workflow, &hash[..12.min(hash.len())]);
+    println!("  record    {} ({})", detail.record, detail.record_id);
+    println!("  trigger   {}", detail.trigger);
+    if let Some(today) = &detail.today {
         println!("  today     {today}");
     }
-    println!("  state     {}", text("state"));
-    println!("  started   {}", text("created_at"));
-    if let Some(f) = detail["finished_at"].as_str() {
+    println!("  state     {}", detail.state.as_str());
+    println!("  started   {}", detail.created_at);
+    if let Some(f) = &detail.finished_at {
         println!("  finished  {f}");
     }
-    if let Some(e) = detail["error"].as_str() {
+    if let Some(e) = &detail.error {
         println!("  error     {e}");
     }
     println!("steps:");
-    print_detail_steps(detail);
+    for entry in &detail.steps {
+        println!("  {:>3} {}", entry.seq, step_line(entry));
+    }
     Ok(Outcome::Ok)
 }
 
-fn print_detail_steps(detail: &serde_json::Value) {
-    for step in detail["steps"].as_array().into_iter().flatten() {
-        if let Ok(entry) = serde_json::from_value::<JournalEntry>(step.clone()) {
-            println!("  {:>3} {}", entry.seq, step_line(&entry));
-        }
-    }
-}
-
-fn find_run(store: &dyn Store, id: &str) -> anyhow::Result<Run> {
-    store.run(parse_run_id(id)?)?.ok_or_else(|| anyhow::anyhow!("no run {id}"))
+async fn find_run(store: &Store, id: &str) -> anyhow::Result<Run> {
+    store.runs.run(parse_run_id(id)?).await?.ok_or_else(|| anyhow::anyhow!("no run {id}"))
 }
 
 /// A run id as typed, checked before the store or serve is asked.
@@ -450,30 +430,32 @@ fn parse_run_id(id: &str) -> anyhow::Result<uuid::Uuid> {
 }
 
 /// The workflow version a run started with, from the store.
-fn workflow_of(cx: &Context, store: &dyn Store, run: &Run) -> anyhow::Result<Workflow> {
+async fn workflow_of(cx: &Context, store: &Store, run: &Run) -> anyhow::Result<Workflow> {
     let source = store
-        .workflow_source(&run.workflow_hash)?
+        .workflows
+        .source(&run.workflow_hash)
+        .await?
         .ok_or_else(|| anyhow::anyhow!("the workflow version of run {} is missing from the store", run.id))?;
     let presets = cx.presets()?;
     let compile_cx = roster_blocks::kinds::CompileContext { presets: &presets, credentials: None };
     Ok(Workflow::compile(&source, &format!("{} (version {})", run.workflow, &run.workflow_hash[..12]), &compile_cx)?)
 }
 
-fn print_run_list(list: &[serde_json::Value], json: bool) -> anyhow::Result<()> {
+fn print_run_list(list: &[RunSummary], json: bool) -> anyhow::Result<()> {
     if json {
         return output::json(&list);
     }
-    let text = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_default();
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|r| {
+            let error = r.error.clone().map_or(serde_json::Value::Null, serde_json::Value::String);
             vec![
-                text(&r["run_id"]),
-                text(&r["workflow"]),
-                text(&r["record"]),
-                text(&r["state"]),
-                text(&r["created_at"]),
-                output::cell(Some(&r["error"]), 60),
+                r.run_id.to_string(),
+                r.workflow.clone(),
+                r.record.clone(),
+                r.state.as_str().to_string(),
+                r.created_at.clone(),
+                output::cell(Some(&error), 60),
             ]
         })
         .collect();
@@ -484,52 +466,52 @@ fn print_run_list(list: &[serde_json::Value], json: bool) -> anyhow::Result<()> 
 pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
     match command {
         Command::List { workflow, user, key, limit, json } => {
-            let store = match cx.home.open_store() {
+            let store = match cx.home.open_store().await {
                 Ok(s) => s,
                 Err(e) if remote::is_locked(&e) => {
                     let remote = Remote::find(cx)?;
-                    let mut q = vec![("limit", limit.to_string()), ("key", key.clone())];
-                    q.extend(workflow.map(|w| ("workflow", w)));
-                    q.extend(user.map(|u| ("user", u)));
-                    let list = remote.get("/v1/runs", &q).await?;
-                    print_run_list(list.as_array().map(Vec::as_slice).unwrap_or_default(), json)?;
+                    let query = RunQuery { workflow, trigger: None, user, key, limit: Some(limit) };
+                    let list: Vec<RunSummary> = remote.get("/v1/runs", &query).await?;
+                    print_run_list(&list, json)?;
                     return Ok(Outcome::Ok);
                 }
                 Err(e) => return Err(e.into()),
             };
             let record_id = match user {
-                Some(u) => Some(records::find(store.as_ref(), &key, &u)?.id),
+                Some(u) => Some(records::find(&store, &key, &u).await?.id),
                 None => None,
             };
-            let runs =
-                store.runs(&RunFilter { workflow, record_id, state: None, trigger: None, limit: Some(limit) })?;
-            let list: Vec<_> = runs.iter().map(roster_engine::api::run_summary).collect();
+            let runs = store
+                .runs
+                .runs(&RunFilter { workflow, record_id, state: None, trigger: None, limit: Some(limit) })
+                .await?;
+            let list: Vec<_> = runs.iter().map(answers::run_summary).collect();
             print_run_list(&list, json)?;
             Ok(Outcome::Ok)
         }
         Command::Show { run_id, json } => {
-            let store = match cx.home.open_store() {
+            let store = match cx.home.open_store().await {
                 Ok(s) => s,
                 Err(e) if remote::is_locked(&e) => {
                     parse_run_id(&run_id)?;
-                    let detail = Remote::find(cx)?.get(&format!("/v1/runs/{run_id}"), &[]).await?;
+                    let detail = Remote::find(cx)?.run_detail(&run_id).await?;
                     return print_run_detail(&detail, json);
                 }
                 Err(e) => return Err(e.into()),
             };
-            let run = find_run(store.as_ref(), &run_id)?;
-            print_run_detail(&run_json(store.as_ref(), &run)?, json)
+            let run = find_run(&store, &run_id).await?;
+            print_run_detail(&run_json(&store, &run).await?, json)
         }
         Command::Resume { run_id } => {
-            let engine = match engine(cx) {
+            let engine = match engine(cx).await {
                 Ok(e) => e,
                 Err(e) if e.downcast_ref::<roster_engine::Error>().is_some_and(remote::is_locked) => {
                     return settle_remote(cx, &run_id, "resume").await;
                 }
                 Err(e) => return Err(e),
             };
-            let run = find_run(engine.store.as_ref(), &run_id)?;
-            let wf = workflow_of(cx, engine.store.as_ref(), &run)?;
+            let run = find_run(&engine.store, &run_id).await?;
+            let wf = workflow_of(cx, &engine.store, &run).await?;
             let mut printer = Printer { enabled: true };
             let run = if run.state == RunState::NeedsAttention {
                 engine.resume_attention(&wf, run, &mut printer).await?
@@ -539,44 +521,42 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             print_settled(run.state.as_str(), run.error.as_deref())
         }
         Command::Retry { run_id } => {
-            let engine = match engine(cx) {
+            let engine = match engine(cx).await {
                 Ok(e) => e,
                 Err(e) if e.downcast_ref::<roster_engine::Error>().is_some_and(remote::is_locked) => {
                     return settle_remote(cx, &run_id, "retry").await;
                 }
                 Err(e) => return Err(e),
             };
-            let run = find_run(engine.store.as_ref(), &run_id)?;
-            let wf = workflow_of(cx, engine.store.as_ref(), &run)?;
+            let run = find_run(&engine.store, &run_id).await?;
+            let wf = workflow_of(cx, &engine.store, &run).await?;
             let mut printer = Printer { enabled: true };
             let run = engine.retry(&wf, run, &mut printer).await?;
             print_settled(run.state.as_str(), run.error.as_deref())
         }
         Command::Cancel { run_id } => {
-            let engine = match engine(cx) {
+            let engine = match engine(cx).await {
                 Ok(e) => e,
                 Err(e) if e.downcast_ref::<roster_engine::Error>().is_some_and(remote::is_locked) => {
                     parse_run_id(&run_id)?;
                     let remote = Remote::find(cx)?;
-                    let answer = remote.post(&format!("/v1/runs/{run_id}/cancel"), &json!({})).await?;
-                    if answer["cancelling"] == true {
+                    let answer: CancelAnswer =
+                        remote.post(&format!("/v1/runs/{run_id}/cancel"), &serde_json::json!({})).await?;
+                    if answer.cancelling {
                         // Running in serve: it ends, cancelled, before its next step.
                         let settled = remote.follow(&run_id).await?;
-                        if settled["state"] != "cancelled" {
-                            anyhow::bail!(
-                                "run {run_id} ended {} before it could be cancelled",
-                                settled["state"].as_str().unwrap_or("?")
-                            );
+                        if settled.state != RunState::Cancelled {
+                            anyhow::bail!("run {run_id} ended {} before it could be cancelled", settled.state.as_str());
                         }
-                        return print_cancelled(&settled);
+                        return print_cancelled(settled.run_id);
                     }
-                    return print_cancelled(&answer);
+                    return print_cancelled(answer.run.run_id);
                 }
                 Err(e) => return Err(e),
             };
-            let run = find_run(engine.store.as_ref(), &run_id)?;
-            let run = engine.cancel(run)?;
-            print_cancelled(&roster_engine::api::run_summary(&run))
+            let run = find_run(&engine.store, &run_id).await?;
+            let run = engine.cancel(run).await?;
+            print_cancelled(run.id)
         }
     }
 }

@@ -33,20 +33,17 @@ pub struct ServeArgs {
 pub const SERVE_FILE: &str = "serve.json";
 
 pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
-    let engine = Arc::new(runs::engine(cx)?);
+    let engine = Arc::new(runs::engine(cx).await?);
     let workflows_dir = args.workflows.clone().unwrap_or_else(|| cx.home.workflows_dir());
     let integrations_dir = args.integrations.clone().unwrap_or_else(|| cx.home.integrations_dir());
     let presets = cx.presets()?;
-    let load = {
-        let store = engine.store.clone();
-        let presets = presets.clone();
-        let (w, i) = (workflows_dir.clone(), integrations_dir.clone());
-        move || {
-            let creds = workflows::known_credentials(Some(store.as_ref()));
-            Catalog::load(&w, &i, &presets, creds.as_ref())
-        }
+    let files = Files {
+        store: engine.store.clone(),
+        presets: presets.clone(),
+        workflows: workflows_dir.clone(),
+        integrations: integrations_dir.clone(),
     };
-    let catalog = match load() {
+    let catalog = match files.load().await {
         Ok(catalog) => catalog,
         Err(e) => {
             eprintln!("refusing to start; fix these first:\n{e}");
@@ -62,11 +59,11 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
     );
     print_plan(&catalog, cx.clock.now());
     let service = Service::new(engine.clone(), catalog, presets);
-    let indexed = service.prepare_indexes()?;
+    let indexed = service.prepare_indexes().await?;
     if !indexed.is_empty() {
         println!("indexed {} for rule lookups", indexed.join(", "));
     }
-    let resumed = service.recover()?;
+    let resumed = service.recover().await?;
     if resumed > 0 {
         println!("resuming {resumed} run(s) a previous process left unfinished");
     }
@@ -87,7 +84,7 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
     println!("HTTP API on http://{addr} (bearer token in {}/api.token)", cx.home.dir.display());
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let router = roster_engine::api::router(service.clone(), token);
+    let router = roster_api::router(roster_api::ApiState::new(service.clone(), token));
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -107,10 +104,10 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
         let tick = Duration::from_millis(args.tick_ms);
         tokio::spawn(async move {
             loop {
-                if let Err(e) = service.fire_schedules() {
+                if let Err(e) = service.fire_schedules().await {
                     tracing::error!("scheduler: {e}");
                 }
-                if let Err(e) = service.dispatch_events() {
+                if let Err(e) = service.dispatch_events().await {
                     tracing::error!("event dispatcher: {e}");
                 }
                 // A stop does not wait for a long sync: the session is marked interrupted
@@ -129,7 +126,7 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
         })
     };
 
-    wait_for_shutdown(&service, &load).await;
+    wait_for_shutdown(&service, &files).await;
     println!("shutting down: no new steps start; queued runs stay queued for the next start");
     engine.stop();
     service.wake();
@@ -144,7 +141,6 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
         tracing::warn!("stopped with HTTP requests still open");
     }
     let _ = std::fs::remove_file(cx.home.dir.join(SERVE_FILE));
-    engine.store.flush()?;
     println!("stopped");
     Ok(Outcome::Ok)
 }
@@ -153,24 +149,35 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
 /// sync schedule and next sync.
 fn print_plan(catalog: &Catalog, now: jiff::Timestamp) {
     for wf in catalog.workflows.values() {
-        let w = roster_engine::answers::workflow(wf, now);
-        let next = w["next_fire_at"].as_str().map(|t| format!(", next at {t}")).unwrap_or_default();
-        println!("  workflow {}: {}{next}", wf.name, w["trigger"].as_str().unwrap_or("?"));
+        let w = roster_api::answers::workflow(wf, now);
+        let next = w.next_fire_at.map(|t| format!(", next at {t}")).unwrap_or_default();
+        println!("  workflow {}: {}{next}", wf.name, w.trigger);
     }
     for integration in catalog.integrations.values() {
-        let i = roster_engine::answers::integration(integration, now);
-        let next = i["next_sync_at"].as_str().map(|t| format!(", next at {t}")).unwrap_or_default();
-        println!(
-            "  integration {}: syncs on schedule {}{next}",
-            integration.name,
-            i["schedule"].as_str().unwrap_or("?")
-        );
+        let i = roster_api::answers::integration(integration, now);
+        let next = i.next_sync_at.map(|t| format!(", next at {t}")).unwrap_or_default();
+        println!("  integration {}: syncs on schedule {}{next}", integration.name, i.schedule);
+    }
+}
+
+/// The workflow and integration files serve runs, checked against the stored credentials.
+struct Files {
+    store: roster_engine::store::Store,
+    presets: roster_blocks::preset::PresetCatalog,
+    workflows: std::path::PathBuf,
+    integrations: std::path::PathBuf,
+}
+
+impl Files {
+    async fn load(&self) -> roster_engine::Result<Catalog> {
+        let creds = workflows::known_credentials(Some(&self.store)).await;
+        Catalog::load(&self.workflows, &self.integrations, &self.presets, creds.as_ref())
     }
 }
 
 /// Waits for SIGTERM or Ctrl-C; on SIGHUP reloads the files, keeping the old ones if the
 /// new ones do not validate.
-async fn wait_for_shutdown(service: &Arc<Service>, load: &impl Fn() -> roster_engine::Result<Catalog>) {
+async fn wait_for_shutdown(service: &Arc<Service>, files: &Files) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
@@ -178,11 +185,11 @@ async fn wait_for_shutdown(service: &Arc<Service>, load: &impl Fn() -> roster_en
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return,
             _ = term.recv() => return,
-            _ = hup.recv() => match load() {
+            _ = hup.recv() => match files.load().await {
                 Ok(catalog) => {
                     println!("reloaded {} workflow(s) and {} integration(s)", catalog.workflows.len(), catalog.integrations.len());
                     service.replace_catalog(catalog);
-                    if let Err(e) = service.prepare_indexes() {
+                    if let Err(e) = service.prepare_indexes().await {
                         println!("indexing the new rules' fields failed: {e}");
                     }
                 }

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use roster_engine::model::{SyncCounts, SyncSession};
+use roster_engine::model::{SyncCounts, SyncSession, SyncState};
 use roster_engine::sync::{self, Integration, SyncObserver};
 
 use super::remote::{self, Remote};
@@ -79,7 +79,7 @@ fn resolve(cx: &Context, arg: &str) -> anyhow::Result<PathBuf> {
 
 pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
     // While `roster serve` holds the store, the same commands go through its API.
-    let store = match cx.home.open_store() {
+    let store = match cx.home.open_store().await {
         Ok(store) => Ok(store),
         Err(e) if remote::is_locked(&e) => Err(Remote::find(cx)?),
         Err(e) => return Err(e.into()),
@@ -87,11 +87,10 @@ pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
     match (args.command, args.file) {
         (Some(Command::Sessions { integration, limit, json }), _) => {
             let sessions: Vec<SyncSession> = match &store {
-                Ok(store) => store.sync_sessions(integration.as_deref(), limit)?,
+                Ok(store) => store.syncs.sessions(integration.as_deref(), limit).await?,
                 Err(remote) => {
-                    let mut q = vec![("limit", limit.to_string())];
-                    q.extend(integration.map(|i| ("integration", i)));
-                    serde_json::from_value(remote.get("/v1/sync/sessions", &q).await?)?
+                    let query = roster_api::wire::SessionQuery { integration, limit: Some(limit) };
+                    remote.get("/v1/sync/sessions", &query).await?
                 }
             };
             if json {
@@ -116,8 +115,10 @@ pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
             let id = uuid::Uuid::parse_str(&session_id)
                 .map_err(|_| anyhow::anyhow!("`{session_id}` is not a session id"))?;
             let session: SyncSession = match &store {
-                Ok(store) => store.sync_session(id)?.ok_or_else(|| anyhow::anyhow!("no sync session {session_id}"))?,
-                Err(remote) => serde_json::from_value(remote.get(&format!("/v1/sync/sessions/{id}"), &[]).await?)?,
+                Ok(store) => {
+                    store.syncs.session(id).await?.ok_or_else(|| anyhow::anyhow!("no sync session {session_id}"))?
+                }
+                Err(remote) => remote.get(&format!("/v1/sync/sessions/{id}"), remote::NO_QUERY).await?,
             };
             if json {
                 return output::json(&session).map(|_| Outcome::Ok);
@@ -132,13 +133,12 @@ pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
             };
             let engine = roster_engine::run::Engine::new(store, cx.home.vault().ok(), cx.clock);
             let path = resolve(cx, &file)?;
-            let creds = workflows::known_credentials(Some(engine.store.as_ref()));
+            let creds = workflows::known_credentials(Some(&engine.store)).await;
             let integration = Integration::load(&path, creds.as_ref())?;
-            let credential = engine.credential(&integration.credential)?;
+            let credential = engine.credential(&integration.credential).await?;
             let mut progress = Progress { terminal: !args.json && std::io::stderr().is_terminal() };
             let session =
-                sync::run(engine.store.as_ref(), &integration, &credential, &engine.clock, args.test, &mut progress)
-                    .await?;
+                sync::run(&engine.store, &integration, &credential, &engine.clock, args.test, &mut progress).await?;
             if progress.terminal {
                 eprintln!();
             }
@@ -150,10 +150,10 @@ pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
 
 /// `sync FILE` through serve: it syncs (the file sent along, so it need not be loaded).
 async fn sync_remote(remote: &Remote, cx: &Context, file: &str, test: bool, json: bool) -> anyhow::Result<Outcome> {
-    let (name, mut body) = remote::sent_file(resolve(cx, file).ok(), file)?;
-    body.insert("test".into(), serde_json::Value::Bool(test));
-    let answer = remote.post(&format!("/v1/integrations/{name}/sync"), &body.into()).await?;
-    print_synced(&serde_json::from_value(answer)?, test, json)
+    let (name, sent) = remote::sent_file(resolve(cx, file).ok(), file)?;
+    let body = roster_api::wire::SyncRequest { test, sent };
+    let session: SyncSession = remote.post(&format!("/v1/integrations/{name}/sync"), &body).await?;
+    print_synced(&session, test, json)
 }
 
 /// `sync FILE`'s session, from this process or from serve (exit 1 unless it succeeded).
@@ -166,7 +166,7 @@ fn print_synced(session: &SyncSession, test: bool, json: bool) -> anyhow::Result
     } else {
         print_session(session, test);
     }
-    Ok(if session.state == "succeeded" { Outcome::Ok } else { Outcome::Failed })
+    Ok(if session.state == SyncState::Succeeded { Outcome::Ok } else { Outcome::Failed })
 }
 
 fn counts_line(c: &SyncCounts) -> String {

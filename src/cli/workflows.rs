@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use clap::Args;
+use roster_api::wire::{CredentialView, WorkflowView};
 use roster_blocks::kinds::CompileContext;
 use roster_engine::Error;
 use roster_engine::store::Store;
@@ -33,17 +34,17 @@ pub enum Command {
 
 pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
     let Command::List { json } = command;
-    let list = match cx.home.open_store() {
+    let list = match cx.home.open_store().await {
         Ok(store) => {
             let presets = cx.presets()?;
-            let creds = known_credentials(Some(store.as_ref()));
+            let creds = known_credentials(Some(&store)).await;
             let compile_cx = CompileContext { presets: &presets, credentials: creds.as_ref() };
             let now = cx.clock.now();
             let mut list = Vec::new();
             let mut failed = false;
             for path in roster_engine::service::json_files(&cx.home.workflows_dir())? {
                 match Workflow::load(&path, &compile_cx) {
-                    Ok(wf) => list.push(roster_engine::answers::workflow(&wf, now)),
+                    Ok(wf) => list.push(roster_api::answers::workflow(&wf, now)),
                     Err(e) => {
                         eprintln!("{e}");
                         failed = true;
@@ -57,8 +58,7 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             list
         }
         Err(e) if super::remote::is_locked(&e) => {
-            let answer = super::remote::Remote::find(cx)?.get("/v1/workflows", &[]).await?;
-            answer.as_array().cloned().unwrap_or_default()
+            super::remote::Remote::find(cx)?.get("/v1/workflows", super::remote::NO_QUERY).await?
         }
         Err(e) => return Err(e.into()),
     };
@@ -66,15 +66,14 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
-/// Workflows as [`roster_engine::answers::workflow`] describes them: a table or JSON.
-fn print_list(list: &[serde_json::Value], json: bool) -> anyhow::Result<()> {
+/// Workflows as [`roster_api::answers::workflow`] describes them: a table or JSON.
+fn print_list(list: &[WorkflowView], json: bool) -> anyhow::Result<()> {
     if json {
         return super::output::json(&list);
     }
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
     let rows: Vec<Vec<String>> = list
         .iter()
-        .map(|w| vec![text(&w["name"]), text(&w["trigger"]), text(&w["next_fire_at"]), text(&w["file"])])
+        .map(|w| vec![w.name.clone(), w.trigger.clone(), w.next_fire_at.clone().unwrap_or_default(), w.file.clone()])
         .collect();
     super::output::table(&["NAME", "TRIGGER", "NEXT FIRE", "FILE"], &rows);
     Ok(())
@@ -110,28 +109,29 @@ pub fn resolve(cx: &Context, arg: &str) -> anyhow::Result<PathBuf> {
 
 /// Credential names from a running `roster serve`'s API.
 async fn remote_credentials(cx: &Context) -> anyhow::Result<BTreeSet<String>> {
-    let list = super::remote::Remote::find(cx)?.get("/v1/credentials", &[]).await?;
-    Ok(list.as_array().into_iter().flatten().filter_map(|c| c["name"].as_str().map(str::to_string)).collect())
+    let list: Vec<CredentialView> =
+        super::remote::Remote::find(cx)?.get("/v1/credentials", super::remote::NO_QUERY).await?;
+    Ok(list.into_iter().map(|c| c.name).collect())
 }
 
 /// Credential names from the store, when a home is there to ask.
-pub fn known_credentials(store: Option<&dyn Store>) -> Option<BTreeSet<String>> {
+pub async fn known_credentials(store: Option<&Store>) -> Option<BTreeSet<String>> {
     let store = store?;
-    store.credentials().ok().map(|list| list.into_iter().map(|c| c.name).collect())
+    store.credentials.credentials().await.ok().map(|list| list.into_iter().map(|c| c.name).collect())
 }
 
 /// Loads one workflow file against the presets and (when known) the credentials.
-pub fn load(cx: &Context, arg: &str, store: Option<&dyn Store>) -> anyhow::Result<Workflow> {
+pub async fn load(cx: &Context, arg: &str, store: Option<&Store>) -> anyhow::Result<Workflow> {
     let path = resolve(cx, arg)?;
     let presets = cx.presets()?;
-    let creds = known_credentials(store);
+    let creds = known_credentials(store).await;
     let compile_cx = CompileContext { presets: &presets, credentials: creds.as_ref() };
     Ok(Workflow::load(&path, &compile_cx)?)
 }
 
 pub async fn validate(args: ValidateArgs, cx: &Context) -> anyhow::Result<Outcome> {
-    let creds = match cx.home.open_store() {
-        Ok(s) => known_credentials(Some(s.as_ref())),
+    let creds = match cx.home.open_store().await {
+        Ok(s) => known_credentials(Some(&s)).await,
         Err(Error::NoHome { dir }) => {
             eprintln!("note: credentials not checked: no Roster home at {}", dir.display());
             None
@@ -188,7 +188,7 @@ fn is_integration(path: &std::path::Path) -> bool {
 }
 
 pub async fn graph(args: GraphArgs, cx: &Context) -> anyhow::Result<Outcome> {
-    let wf = load(cx, &args.workflow, None)?;
+    let wf = load(cx, &args.workflow, None).await?;
     match args.format {
         GraphFormat::Dot => print!("{}", wf.to_dot()),
         GraphFormat::Mermaid => print!("{}", wf.to_mermaid()),

@@ -355,8 +355,9 @@ impl TestHome {
     }
 
     /// Opens the home's store from the test process (no `roster` command may run meanwhile).
-    pub fn store(&self) -> roster_engine::store::SledStore {
-        roster_engine::store::SledStore::open(&self.path().join("store")).expect("open the store")
+    pub fn store(&self) -> roster_engine::store::Store {
+        let sled = roster_engine::store::SledStore::open(&self.path().join("store")).expect("open the store");
+        roster_engine::store::Store::new(std::sync::Arc::new(sled))
     }
 
     /// `records list --json`, as a list of records.
@@ -477,4 +478,10 @@ pub fn paged_listing(
         (200, serde_json::json!({"items": [item(n)], "next_cursor": cursor(n)}))
     });
     (server, pages)
+}
+
+/// Waits for a store call from a test that is not async (the sandbox and recorders run on
+/// runtimes of their own, which an async test could not hold).
+pub fn block<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime").block_on(future)
 }

@@ -33,11 +33,11 @@ pub(crate) struct CredentialCache {
 
 impl CredentialCache {
     /// Opens a credential by name, or returns the one opened before.
-    pub fn open(&self, store: &dyn Store, vault: Option<&Vault>, name: &str) -> Result<Connection> {
+    pub async fn open(&self, store: &Store, vault: Option<&Vault>, name: &str) -> Result<Connection> {
         if let Some(c) = self.open.lock().expect("credential cache").get(name) {
             return Ok(c.clone());
         }
-        let stored = store.credential(name)?.ok_or_else(|| {
+        let stored = store.credentials.credential(name).await?.ok_or_else(|| {
             Error::NotFound(format!("no credential named `{name}` (add it with `roster credentials add {name} ...`)"))
         })?;
         let vault = vault.ok_or_else(|| Error::Vault("no master key is available to open credentials".into()))?;

@@ -55,10 +55,10 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
             return Ok(());
         }
         self.run.state = RunState::Running;
-        if self.run.next_seq == 0 && self.run.trigger != "manual" && self.run.trigger != "manual:api" {
+        if self.run.next_seq == 0 && !self.run.trigger.is_manual() {
             // Queued by a trigger: the record may have changed (or an earlier run did the
             // work) while the run waited, so the rules get a second look before step one.
-            if let Some(record) = self.persistence.record(self.run.record_id)?
+            if let Some(record) = self.persistence.record(self.run.record_id).await?
                 && let Some(why) = self.engine.rules_refuse_run(self.wf, &self.run, &record)?
             {
                 self.run.state = RunState::Skipped;
@@ -92,7 +92,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
             let Some(block) = wf.block(&block_id) else {
                 return self.fail(format!("the workflow has no block `{block_id}`")).await;
             };
-            let record = self.record()?;
+            let record = record_of(self.persistence, &self.run).await?;
             let scope = self.scope(&record);
             let run = &self.run;
             let plan = block.plan(&scope, &|item| idempotency_key(run, &block_id, item));
@@ -174,7 +174,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
             self.show(|s| s.note = Some(note.into()), block_id, block.kind());
         }
         let connection = match exchange.credential() {
-            Some(name) if self.transport.sends() => Some(self.engine.connection(name)?),
+            Some(name) if self.transport.sends() => Some(self.engine.connection(name).await?),
             _ => None,
         };
         // A block runs once per run (the graph has no cycles, and `runs retry` sets its
@@ -236,7 +236,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
         refusal: &Refusal,
         last: bool,
     ) -> Result<()> {
-        let record = self.record()?;
+        let record = record_of(self.persistence, &self.run).await?;
         if self.dry.is_some() {
             let message = self.word(refusal.in_dry_run, block_id, &record, &refusal.message);
             let steps = self.steps.clone();
@@ -344,7 +344,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
         mut entry: JournalEntry,
         sent: std::result::Result<HttpResponse, SendError>,
     ) -> Result<()> {
-        let record = self.record()?;
+        let record = record_of(self.persistence, &self.run).await?;
         let mut write = None;
         let result = match sent {
             Ok(resp) => {
@@ -411,11 +411,11 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
             return Ok(());
         };
         let connection = match exchange.credential() {
-            Some(name) if self.transport.sends() => Some(self.engine.connection(name)?),
+            Some(name) if self.transport.sends() => Some(self.engine.connection(name).await?),
             _ => None,
         };
         // The item's value, for the answer's scope, from the block's plan as it stands now.
-        let record = self.record()?;
+        let record = record_of(self.persistence, &self.run).await?;
         let scope = self.scope(&record);
         let run = &self.run;
         let item = match block.plan(&scope, &|i| idempotency_key(run, &pending.block, i)) {
@@ -476,12 +476,6 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
             self.run.state = RunState::Queued;
         }
         self.save(None, None).await
-    }
-
-    fn record(&self) -> Result<Record> {
-        self.persistence.record(self.run.record_id)?.ok_or_else(|| {
-            Error::NotFound(format!("record {} of run {} no longer exists", self.run.record_id, self.run.id))
-        })
     }
 
     fn scope(&self, record: &Record) -> Value {
@@ -573,6 +567,15 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
         }
         self.persistence.save_step(&self.run, entry, write).await
     }
+}
+
+/// The record `run` is over. (Borrowing only these two, not the driver, keeps the
+/// driver's future `Send` while the read is awaited.)
+async fn record_of<P: Persistence>(persistence: &P, run: &Run) -> Result<Record> {
+    persistence
+        .record(run.record_id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("record {} of run {} no longer exists", run.record_id, run.id)))
 }
 
 /// The record changes `changes` makes to `record`, field by field.

@@ -14,7 +14,7 @@ use super::steps::Steps;
 use super::transport::DryTransport;
 use super::{Engine, Quiet};
 use crate::error::{Error, Result};
-use crate::model::{Record, RunState};
+use crate::model::{Record, RunState, RunTrigger};
 use crate::workflow::Workflow;
 
 /// One step of a dry run: what would be sent or decided, with nothing sent or written.
@@ -88,7 +88,7 @@ impl Engine {
     /// Renders every request the run would send along the success path, sending nothing
     /// and writing nothing. API answers are unknown, so later steps see them as absent.
     pub fn dry_run(&self, wf: &Workflow, record: &Record) -> Result<Vec<DryStep>> {
-        let mut run = self.blank_run(wf, record, "dry-run", self.clock.today());
+        let mut run = self.blank_run(wf, record, RunTrigger::DryRun, self.clock.today());
         run.state = RunState::Running;
         let persistence = DryPersistence::new(record.clone());
         let mut driver = Driver {

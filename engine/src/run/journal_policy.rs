@@ -17,12 +17,12 @@
 //! Step outputs live in the journal entries, their bodies cut to [`JOURNAL_BODY_LIMIT`]; the
 //! head never holds them, so a step's write does not grow with the run.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use roster_blocks::http::{HttpResponse, excerpt};
 use uuid::Uuid;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::{JournalEntry, Record, Run};
 use crate::store::{RecordWrite, Store};
 
@@ -47,29 +47,26 @@ pub(crate) fn bound_response(mut resp: HttpResponse) -> HttpResponse {
 pub(crate) trait Persistence: Sync {
     /// Writes the head, one journal entry and a record change atomically and durably.
     async fn save_step(&self, run: &Run, entry: Option<&JournalEntry>, write: Option<RecordWrite>) -> Result<()>;
-    fn record(&self, id: Uuid) -> Result<Option<Record>>;
-    fn journal(&self, run: Uuid) -> Result<Vec<JournalEntry>>;
+    async fn record(&self, id: Uuid) -> Result<Option<Record>>;
+    async fn journal(&self, run: Uuid) -> Result<Vec<JournalEntry>>;
 }
 
-/// The store, its writes made on the blocking pool so async workers keep sending requests.
-pub(crate) struct StorePersistence(pub Arc<dyn Store>);
+/// The store. Its writes (and their share of a group flush) are awaited, so async workers
+/// keep sending requests meanwhile.
+pub(crate) struct StorePersistence(pub Store);
 
 impl Persistence for StorePersistence {
     async fn save_step(&self, run: &Run, entry: Option<&JournalEntry>, write: Option<RecordWrite>) -> Result<()> {
-        let store = self.0.clone();
-        let (run, entry) = (run.clone(), entry.cloned());
-        tokio::task::spawn_blocking(move || store.save_step(&run, entry.as_ref(), write))
-            .await
-            .map_err(|e| Error::Store(format!("a store write was interrupted: {e}")))??;
+        self.0.runs.save_step(run, entry, write).await?;
         Ok(())
     }
 
-    fn record(&self, id: Uuid) -> Result<Option<Record>> {
-        self.0.record(id)
+    async fn record(&self, id: Uuid) -> Result<Option<Record>> {
+        Ok(self.0.records.record(id).await?)
     }
 
-    fn journal(&self, run: Uuid) -> Result<Vec<JournalEntry>> {
-        self.0.journal(run)
+    async fn journal(&self, run: Uuid) -> Result<Vec<JournalEntry>> {
+        Ok(self.0.runs.journal(run).await?)
     }
 }
 
@@ -92,11 +89,11 @@ impl Persistence for DryPersistence {
         Ok(())
     }
 
-    fn record(&self, _id: Uuid) -> Result<Option<Record>> {
+    async fn record(&self, _id: Uuid) -> Result<Option<Record>> {
         Ok(Some(self.record.lock().expect("dry record").clone()))
     }
 
-    fn journal(&self, _run: Uuid) -> Result<Vec<JournalEntry>> {
+    async fn journal(&self, _run: Uuid) -> Result<Vec<JournalEntry>> {
         Ok(Vec::new())
     }
 }

@@ -41,7 +41,7 @@ use self::steps::Steps;
 use self::transport::HttpTransport;
 use crate::clock::{Clock, rfc3339_millis};
 use crate::error::{Error, Result};
-use crate::model::{JournalEntry, Record, Run, RunState};
+use crate::model::{JournalEntry, Record, Run, RunState, RunTrigger};
 use crate::store::Store;
 use crate::vault::Vault;
 use crate::workflow::Workflow;
@@ -57,7 +57,7 @@ impl RunObserver for Quiet {}
 
 /// Runs workflows. Cheap to share behind an `Arc`.
 pub struct Engine {
-    pub store: Arc<dyn Store>,
+    pub store: Store,
     vault: Option<Vault>,
     transport: HttpTransport,
     persistence: StorePersistence,
@@ -74,7 +74,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(store: Arc<dyn Store>, vault: Option<Vault>, clock: Clock) -> Self {
+    pub fn new(store: Store, vault: Option<Vault>, clock: Clock) -> Self {
         Self {
             persistence: StorePersistence(store.clone()),
             store,
@@ -146,12 +146,12 @@ impl Engine {
     }
 
     /// Opens a credential by name (cached for the life of the engine).
-    pub fn credential(&self, name: &str) -> Result<Arc<Credential>> {
-        Ok(self.connection(name)?.credential)
+    pub async fn credential(&self, name: &str) -> Result<Arc<Credential>> {
+        Ok(self.connection(name).await?.credential)
     }
 
-    fn connection(&self, name: &str) -> Result<Connection> {
-        self.credentials.open(self.store.as_ref(), self.vault.as_ref(), name)
+    async fn connection(&self, name: &str) -> Result<Connection> {
+        self.credentials.open(&self.store, self.vault.as_ref(), name).await
     }
 
     /// The vault credentials are sealed with, when a master key is available.
@@ -193,7 +193,7 @@ impl Engine {
 
     /// `None` when the begin rules accept the record today; otherwise the rule that failed.
     pub fn rules_refuse(&self, wf: &Workflow, record: &Record) -> Result<Option<String>> {
-        self.rules_refuse_run(wf, &self.blank_run(wf, record, "check", self.clock.today()), record)
+        self.rules_refuse_run(wf, &self.blank_run(wf, record, RunTrigger::Check, self.clock.today()), record)
     }
 
     /// A selection's check (`run --all`, schedule fires): whether the begin rules accept each
@@ -205,7 +205,7 @@ impl Engine {
         move |record| {
             let Some(rules) = &wf.begin.rules else { return Ok(true) };
             let context = context.get_or_insert_with(|| {
-                self.run_context(&self.blank_run(wf, record, "check", today), &Steps::default())
+                self.run_context(&self.blank_run(wf, record, RunTrigger::Check, today), &Steps::default())
             });
             rules.evaluate(&scope_with(record, context)).map_err(|e| Error::Refused(e.to_string()))
         }
@@ -218,33 +218,33 @@ impl Engine {
     }
 
     /// Creates a queued run (durably) positioned at the begin block's `next`.
-    pub fn create_run(&self, wf: &Workflow, record: &Record, trigger: &str) -> Result<Run> {
-        let run = self.new_run(wf, record, trigger, self.clock.today())?;
-        self.store.save_step(&run, None, None)?;
+    pub async fn create_run(&self, wf: &Workflow, record: &Record, trigger: RunTrigger) -> Result<Run> {
+        let run = self.new_run(wf, record, trigger, self.clock.today()).await?;
+        self.store.runs.save_step(&run, None, None).await?;
         Ok(run)
     }
 
     /// Creates a queued run for which `<<today>>` is `today`, unless one with the same
     /// dedupe key already exists.
-    pub fn create_run_once(
+    pub async fn create_run_once(
         &self,
         wf: &Workflow,
         record: &Record,
-        trigger: &str,
+        trigger: RunTrigger,
         dedupe: &str,
         today: Date,
     ) -> Result<Option<Run>> {
-        let run = self.new_run(wf, record, trigger, today)?;
-        Ok(self.store.create_run_once(&run, dedupe)?.then_some(run))
+        let run = self.new_run(wf, record, trigger, today).await?;
+        Ok(self.store.runs.create_once(&run, dedupe).await?.then_some(run))
     }
 
-    fn new_run(&self, wf: &Workflow, record: &Record, trigger: &str, today: Date) -> Result<Run> {
-        self.store.put_workflow_source(&wf.hash, &wf.source)?;
+    async fn new_run(&self, wf: &Workflow, record: &Record, trigger: RunTrigger, today: Date) -> Result<Run> {
+        self.store.workflows.put_source(&wf.hash, &wf.source).await?;
         Ok(self.blank_run(wf, record, trigger, today))
     }
 
     /// A queued run of `wf` for `record`, positioned at the begin block's `next`; not stored.
-    fn blank_run(&self, wf: &Workflow, record: &Record, trigger: &str, today: Date) -> Run {
+    fn blank_run(&self, wf: &Workflow, record: &Record, trigger: RunTrigger, today: Date) -> Run {
         let now = self.now();
         Run {
             id: Uuid::now_v7(),
@@ -252,7 +252,7 @@ impl Engine {
             workflow_hash: wf.hash.clone(),
             record_id: record.id,
             record_label: record.label(),
-            trigger: trigger.to_string(),
+            trigger,
             state: RunState::Queued,
             current: Some(wf.begin.next.clone()),
             next_seq: 0,
@@ -264,11 +264,13 @@ impl Engine {
             retries: 0,
             retry_block: None,
             today: Some(today.to_string()),
+            lease: None,
+            wake_at: None,
         }
     }
 
     /// A driver for `run` over the store and HTTP, its `steps` rebuilt from the journal.
-    fn driver<'a>(
+    async fn driver<'a>(
         &'a self,
         wf: &'a Workflow,
         run: Run,
@@ -277,7 +279,7 @@ impl Engine {
         let steps = if run.next_seq == 0 {
             Steps::default()
         } else {
-            Steps::from_journal(wf, &run, &self.persistence.journal(run.id)?)
+            Steps::from_journal(wf, &run, &self.persistence.journal(run.id).await?)
         };
         Ok(Driver {
             engine: self,
@@ -297,7 +299,7 @@ impl Engine {
         if run.state.is_finished() || run.state == RunState::NeedsAttention {
             return Ok(run);
         }
-        let mut driver = self.driver(wf, run, observer)?;
+        let mut driver = self.driver(wf, run, observer).await?;
         driver.drive().await?;
         Ok(driver.run)
     }
@@ -310,7 +312,7 @@ impl Engine {
         run.state = RunState::Running;
         run.error = None;
         let pending = run.pending.clone();
-        let mut driver = self.driver(wf, run, observer)?;
+        let mut driver = self.driver(wf, run, observer).await?;
         if let Some(pending) = pending {
             driver.resend(&pending).await?;
         }
@@ -320,13 +322,13 @@ impl Engine {
 
     /// Runs a failed run again from its failed step, with the record as it is now.
     pub async fn retry(&self, wf: &Workflow, run: Run, observer: &mut dyn RunObserver) -> Result<Run> {
-        let run = self.prepare_retry(wf, run)?;
+        let run = self.prepare_retry(wf, run).await?;
         self.drive(wf, run, observer).await
     }
 
     /// Puts a failed run back in the queue at its failed step (durably), for `drive` or
     /// a worker to carry on. The step's earlier journal entries stay, as history.
-    pub fn prepare_retry(&self, wf: &Workflow, mut run: Run) -> Result<Run> {
+    pub async fn prepare_retry(&self, wf: &Workflow, mut run: Run) -> Result<Run> {
         if run.state != RunState::Failed {
             return Err(Error::Refused(format!(
                 "run {} is {}; only failed runs can be retried",
@@ -334,7 +336,7 @@ impl Engine {
                 run.state.as_str()
             )));
         }
-        let journal = self.store.journal(run.id)?;
+        let journal = self.store.runs.journal(run.id).await?;
         let Some(block) = journal.iter().rev().find(|e| e.error.is_some()).map(|e| e.block.clone()) else {
             return Err(Error::Refused(format!("run {} has no failed step to retry", run.id)));
         };
@@ -349,12 +351,12 @@ impl Engine {
         run.finished_at = None;
         run.state = RunState::Queued;
         run.updated_at = self.now();
-        self.store.save_step(&run, None, None)?;
+        self.store.runs.save_step(&run, None, None).await?;
         Ok(run)
     }
 
     /// Marks a run cancelled, keeping its journal.
-    pub fn cancel(&self, mut run: Run) -> Result<Run> {
+    pub async fn cancel(&self, mut run: Run) -> Result<Run> {
         if run.state.is_finished() {
             return Err(Error::Refused(format!("run {} is already {}", run.id, run.state.as_str())));
         }
@@ -362,7 +364,7 @@ impl Engine {
         run.pending = None;
         run.finished_at = Some(self.now());
         run.updated_at = self.now();
-        self.store.save_step(&run, None, None)?;
+        self.store.runs.save_step(&run, None, None).await?;
         Ok(run)
     }
 }

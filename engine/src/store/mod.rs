@@ -1,22 +1,39 @@
-//! The store: one trait, backends behind it.
+//! The store: a contract split by concern, and the backends that keep it.
 //!
-//! `sled` is the embedded default (one folder, one process). Nothing above this trait
-//! knows which backend it talks to, so a PostgreSQL backend can slot in for teams that
-//! outgrow one machine.
+//! Each concern is one small async trait (records, runs and their journals, the run
+//! queue, scheduler marks, change events, sync sessions, credentials, workflow versions).
+//! A [`Store`] bundles one implementation of each; a backend implements them all on one
+//! value ([`Store::new`]), and wrappers such as [`Redacting`] replace just the concerns they
+//! change. Units of work are named by intent (`save_step`, `create_once`, `claim`) so each is
+//! atomic in the backend, whatever it is. Every write is durable when its call returns.
+//!
+//! [`conformance`] is the contract's test suite: every backend runs it against a fresh store.
+//! `sled` ([`SledStore`]) is the embedded default.
 
+pub mod conformance;
+mod error;
 mod observed;
 mod redacting;
 mod sled_store;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::error::Result;
 use crate::model::{ChangeEvent, JournalEntry, Record, Run, RunState, StoredCredential, SyncSession};
 
+pub use error::{StoreError, StoreErrorKind};
 pub use observed::{Observed, StoreCall, StoreObserver};
 pub use redacting::Redacting;
 pub use sled_store::SledStore;
+
+/// A store call's result.
+pub type StoreResult<T> = std::result::Result<T, StoreError>;
 
 /// Field changes to apply to one record, atomically with whatever else the caller writes.
 #[derive(Debug, Clone)]
@@ -45,7 +62,7 @@ pub struct RunFilter {
     pub record_id: Option<Uuid>,
     pub state: Option<RunState>,
     /// Only runs started by this trigger (e.g. `batch:<id>`).
-    pub trigger: Option<String>,
+    pub trigger: Option<crate::model::RunTrigger>,
     /// Newest first, at most this many.
     pub limit: Option<usize>,
 }
@@ -59,71 +76,207 @@ impl RunFilter {
     }
 }
 
-pub trait Store: Send + Sync {
-    // --- records -----------------------------------------------------------------
-    fn record(&self, id: Uuid) -> Result<Option<Record>>;
-    /// Records whose `field` equals `value` (email matching ignores case).
-    fn records_by_field(&self, field: &str, value: &str) -> Result<Vec<Record>>;
-    /// Makes `field` searchable with [`Store::records_by_field`] (indexes existing records).
-    fn ensure_index(&self, field: &str) -> Result<()>;
-    /// Visits every record in id order until `visit` returns `false`.
-    fn scan_records(&self, visit: &mut dyn FnMut(Record) -> bool) -> Result<()>;
-    fn count_records(&self) -> Result<usize>;
-    /// Applies a record write and its change event atomically, flushed before returning.
-    fn write_record(&self, write: RecordWrite) -> Result<RecordWritten>;
-    /// Many writes in one atomic batch, flushed once.
-    fn write_records(&self, writes: Vec<RecordWrite>) -> Result<Vec<RecordWritten>>;
+/// How many runs of each workflow may hold a live lease at once, across every claimer.
+#[derive(Debug, Clone, Default)]
+pub struct ConcurrencyLimits {
+    pub per_workflow: BTreeMap<String, usize>,
+}
 
-    // --- runs and their journals -------------------------------------------------
-    fn run(&self, id: Uuid) -> Result<Option<Run>>;
-    fn runs(&self, filter: &RunFilter) -> Result<Vec<Run>>;
-    fn journal(&self, run: Uuid) -> Result<Vec<JournalEntry>>;
-    /// Writes the run, one journal entry and (optionally) a record change in one atomic,
-    /// durable write. Returns the record as written.
-    fn save_step(
+/// One claimer's request for the next run to work on.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    /// Who claims (a node's id); leases name it, and `renew_leases` renews by it.
+    pub owner: String,
+    /// The claimer's clock: due timers and expired leases are judged against it.
+    pub now: Timestamp,
+    /// How long the lease lasts unless renewed.
+    pub lease: Duration,
+    pub limits: ConcurrencyLimits,
+    /// Only runs started by this trigger (`run --all`'s batch), when set.
+    pub trigger: Option<crate::model::RunTrigger>,
+}
+
+/// A piece of scheduler state, changed only by compare-and-set so two schedulers (or two
+/// nodes) never both act on one fire.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Mark {
+    /// The last fire time a workflow's schedule handled (RFC 3339).
+    ScheduleFired { workflow: String },
+    /// The last fire time an integration's scheduled sync handled (RFC 3339).
+    SyncFired { integration: String },
+    /// A failed scheduled sync's retry plan (`<attempt> <time>`).
+    SyncRetry { integration: String },
+    /// The id of the last change event the dispatcher handed to triggers.
+    EventCursor,
+    /// The open `run --all` batch of a workflow (its id), until it is settled.
+    Batch { workflow: String },
+}
+
+impl Mark {
+    /// The mark's stable name (what backends key it by).
+    pub fn key(&self) -> String {
+        match self {
+            Mark::ScheduleFired { workflow } => format!("schedule:{workflow}"),
+            Mark::SyncFired { integration } => format!("sync:{integration}"),
+            Mark::SyncRetry { integration } => format!("sync-retry:{integration}"),
+            Mark::EventCursor => "dispatch_cursor".into(),
+            Mark::Batch { workflow } => format!("batch:{workflow}"),
+        }
+    }
+}
+
+// --- the contract, one trait per concern --------------------------------------------
+
+#[async_trait]
+pub trait RecordStore: Send + Sync {
+    async fn record(&self, id: Uuid) -> StoreResult<Option<Record>>;
+    /// Records whose `field` equals `value` (emails ignore case and surrounding space).
+    async fn records_by_field(&self, field: &str, value: &str) -> StoreResult<Vec<Record>>;
+    /// Says that `field` is looked up by value often (a sync key, a rule's field), so the
+    /// backend should answer [`RecordStore::records_by_field`] on it without a scan. Results
+    /// never depend on it.
+    async fn index_field(&self, field: &str) -> StoreResult<()>;
+    /// Visits every record in id order until `visit` returns `false`.
+    async fn scan_records(&self, visit: &mut (dyn FnMut(Record) -> bool + Send)) -> StoreResult<()>;
+    async fn count_records(&self) -> StoreResult<usize>;
+    /// Applies the writes and their change events atomically: all or none.
+    async fn write_records(&self, writes: Vec<RecordWrite>) -> StoreResult<Vec<RecordWritten>>;
+
+    async fn write_record(&self, write: RecordWrite) -> StoreResult<RecordWritten> {
+        let mut written = self.write_records(vec![write]).await?;
+        Ok(written.remove(0))
+    }
+}
+
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    async fn run(&self, id: Uuid) -> StoreResult<Option<Run>>;
+    async fn runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>>;
+    async fn journal(&self, run: Uuid) -> StoreResult<Vec<JournalEntry>>;
+    /// One step, atomically: the run's new head, one journal entry and (optionally) a record
+    /// change. A run that is queued goes on the queue; one that is no longer running gives up
+    /// its lease. If the stored run is leased to another claim (its lease expired and someone
+    /// reclaimed it), nothing is written and the call fails with `Conflict`.
+    async fn save_step(
         &self,
         run: &Run,
         entry: Option<&JournalEntry>,
         record: Option<RecordWrite>,
-    ) -> Result<Option<RecordWritten>>;
+    ) -> StoreResult<Option<RecordWritten>>;
+    /// Creates the run unless a run with the same `dedupe` key was ever created, and says
+    /// whether it did: "at most once per (workflow, record, event or fire)" rests on this.
+    async fn create_once(&self, run: &Run, dedupe: &str) -> StoreResult<bool>;
     /// Runs not yet finished (queued, running, waiting, needs_attention), oldest first.
-    fn unfinished_runs(&self) -> Result<Vec<Run>>;
-    /// Creates a queued run unless a run with the same `dedupe` key was ever created;
-    /// returns whether it did. This is what makes "at most once per (workflow, record,
-    /// event)" hold across restarts and racing triggers.
-    fn create_run_once(&self, run: &Run, dedupe: &str) -> Result<bool>;
-    /// Takes the oldest queued run that `eligible` accepts off the queue, marking it
-    /// running. Queued runs live in the store (a run saved as `queued` is queued), not in
-    /// memory. Claims are serialised, so `eligible` may count what it accepts.
-    fn claim_next(&self, eligible: &mut dyn FnMut(&Run) -> bool) -> Result<Option<Run>>;
-    fn queued_count(&self) -> Result<usize>;
+    async fn unfinished_runs(&self) -> StoreResult<Vec<Run>>;
+    /// Deletes up to `limit` finished runs that finished before `before`, with their
+    /// journals, oldest first; returns how many. Dedupe keys stay, so nothing fires again.
+    async fn prune_finished(&self, before: Timestamp, limit: usize) -> StoreResult<usize>;
+}
 
-    // --- small bits of engine state (schedule marks, event cursor, batches) ----------
-    fn get_meta(&self, key: &str) -> Result<Option<String>>;
-    fn put_meta(&self, key: &str, value: &str) -> Result<()>;
+#[async_trait]
+pub trait QueueStore: Send + Sync {
+    /// Takes the oldest claimable run and leases it to the claimer, marking it running:
+    /// a run whose lease expired (its claimer died) first, then a queued run, then a waiting
+    /// run whose timer is due. Runs of a workflow at its limit are left for later.
+    async fn claim(&self, request: &ClaimRequest) -> StoreResult<Option<Run>>;
+    /// Extends every lease `owner` holds to `until` (its heartbeat); returns how many.
+    async fn renew_leases(&self, owner: &str, until: Timestamp) -> StoreResult<usize>;
+    async fn queued_count(&self) -> StoreResult<usize>;
+    /// The earliest time a waiting run's timer is due, if any run waits.
+    async fn next_timer(&self) -> StoreResult<Option<Timestamp>>;
+}
 
-    // --- workflow versions ---------------------------------------------------------
-    fn put_workflow_source(&self, hash: &str, source: &str) -> Result<()>;
-    fn workflow_source(&self, hash: &str) -> Result<Option<String>>;
+#[async_trait]
+pub trait SchedulerStore: Send + Sync {
+    async fn mark(&self, mark: &Mark) -> StoreResult<Option<String>>;
+    /// Sets `mark` to `value` (`None` clears it) only if it still holds `expected`; says
+    /// whether it did. A `false` means another scheduler moved it first.
+    async fn set_mark(&self, mark: &Mark, expected: Option<&str>, value: Option<&str>) -> StoreResult<bool>;
+}
 
-    // --- change events -----------------------------------------------------------
+#[async_trait]
+pub trait EventStore: Send + Sync {
     /// Events after `after` (exclusive), oldest first, at most `limit`.
-    fn events(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<ChangeEvent>>;
+    async fn events(&self, after: Option<Uuid>, limit: usize) -> StoreResult<Vec<ChangeEvent>>;
+}
 
-    // --- sync sessions ---------------------------------------------------------------
-    fn put_sync_session(&self, session: &SyncSession) -> Result<()>;
-    fn sync_session(&self, id: Uuid) -> Result<Option<SyncSession>>;
+#[async_trait]
+pub trait SyncStore: Send + Sync {
+    async fn put_session(&self, session: &SyncSession) -> StoreResult<()>;
+    async fn session(&self, id: Uuid) -> StoreResult<Option<SyncSession>>;
     /// Newest first, at most `limit`.
-    fn sync_sessions(&self, integration: Option<&str>, limit: usize) -> Result<Vec<SyncSession>>;
+    async fn sessions(&self, integration: Option<&str>, limit: usize) -> StoreResult<Vec<SyncSession>>;
+}
 
-    // --- credentials ---------------------------------------------------------------
-    fn put_credential(&self, credential: &StoredCredential) -> Result<()>;
-    fn credential(&self, name: &str) -> Result<Option<StoredCredential>>;
-    fn credentials(&self) -> Result<Vec<StoredCredential>>;
-    fn delete_credential(&self, name: &str) -> Result<bool>;
+#[async_trait]
+pub trait CredentialStore: Send + Sync {
+    async fn put_credential(&self, credential: &StoredCredential) -> StoreResult<()>;
+    async fn credential(&self, name: &str) -> StoreResult<Option<StoredCredential>>;
+    async fn credentials(&self) -> StoreResult<Vec<StoredCredential>>;
+    async fn delete_credential(&self, name: &str) -> StoreResult<bool>;
+}
 
-    /// Makes everything written so far durable.
-    fn flush(&self) -> Result<()>;
+#[async_trait]
+pub trait WorkflowStore: Send + Sync {
+    /// Keeps a workflow file's text under its content hash (written once).
+    async fn put_source(&self, hash: &str, source: &str) -> StoreResult<()>;
+    async fn source(&self, hash: &str) -> StoreResult<Option<String>>;
+}
+
+/// Everything a backend implements.
+pub trait Backend:
+    RecordStore
+    + RunStore
+    + QueueStore
+    + SchedulerStore
+    + EventStore
+    + SyncStore
+    + CredentialStore
+    + WorkflowStore
+    + 'static
+{
+}
+
+impl<T> Backend for T where
+    T: RecordStore
+        + RunStore
+        + QueueStore
+        + SchedulerStore
+        + EventStore
+        + SyncStore
+        + CredentialStore
+        + WorkflowStore
+        + 'static
+{
+}
+
+/// One implementation of each concern. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pub records: Arc<dyn RecordStore>,
+    pub runs: Arc<dyn RunStore>,
+    pub queue: Arc<dyn QueueStore>,
+    pub scheduler: Arc<dyn SchedulerStore>,
+    pub events: Arc<dyn EventStore>,
+    pub syncs: Arc<dyn SyncStore>,
+    pub credentials: Arc<dyn CredentialStore>,
+    pub workflows: Arc<dyn WorkflowStore>,
+}
+
+impl Store {
+    /// Every concern served by one backend.
+    pub fn new<B: Backend>(backend: Arc<B>) -> Self {
+        Store {
+            records: backend.clone(),
+            runs: backend.clone(),
+            queue: backend.clone(),
+            scheduler: backend.clone(),
+            events: backend.clone(),
+            syncs: backend.clone(),
+            credentials: backend.clone(),
+            workflows: backend,
+        }
+    }
 }
 
 /// How a key value is compared: emails ignore case and surrounding space.

@@ -1,23 +1,29 @@
-//! A store with an observer around every call: to time calls (benchmarks) or to make
-//! writes fail on purpose (a full disk in tests). Every call still goes to the inner store.
+//! A store with an observer around the calls that matter for speed and failure: to time
+//! them (benchmarks) or to make writes fail on purpose (a full disk in tests). Every call
+//! still goes to the inner store.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
+use jiff::Timestamp;
 use uuid::Uuid;
 
-use super::{RecordWrite, RecordWritten, RunFilter, Store};
-use crate::error::Result;
-use crate::model::{ChangeEvent, JournalEntry, Record, Run, StoredCredential, SyncSession};
+use super::{
+    ClaimRequest, Mark, QueueStore, RecordStore, RecordWrite, RecordWritten, RunFilter, RunStore, SchedulerStore,
+    Store, StoreResult, SyncStore,
+};
+use crate::model::{JournalEntry, Record, Run, SyncSession};
 
 /// What kind of store call is under way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreCall {
-    /// Reading one record (`Store::record`).
+    /// Reading one record.
     RecordRead,
-    /// A run's step (`Store::save_step`); `finished` when the run is settled by it.
+    /// A run's step (`RunStore::save_step`); `finished` when the run is settled by it.
     SaveStep { run: Uuid, finished: bool },
-    /// Taking a queued run (`Store::claim_next`).
+    /// Taking a run off the queue (`QueueStore::claim`).
     Claim,
     /// Any other call that writes.
     Write,
@@ -31,129 +37,140 @@ impl StoreCall {
     }
 }
 
-/// Sees every call of an [`Observed`] store.
-pub trait StoreObserver: Send + Sync {
+/// Sees every call of an observed store.
+pub trait StoreObserver: Send + Sync + 'static {
     /// Before the call; an error is returned in place of the call's own result.
-    fn before(&self, _call: StoreCall) -> Result<()> {
+    fn before(&self, _call: StoreCall) -> StoreResult<()> {
         Ok(())
     }
     /// After the call: how long it took and, for a claim, the run claimed.
     fn after(&self, _call: StoreCall, _took: Duration, _claimed: Option<Uuid>) {}
 }
 
-pub struct Observed<O> {
-    pub inner: Arc<dyn Store>,
-    pub observer: O,
+pub struct Observed;
+
+impl Observed {
+    /// `store` with `observer` around its records, runs, queue, scheduler and sync calls.
+    pub fn wrap<O: StoreObserver>(store: Store, observer: Arc<O>) -> Store {
+        Store {
+            records: Arc::new(Watched { inner: store.records, observer: observer.clone() }),
+            runs: Arc::new(Watched { inner: store.runs, observer: observer.clone() }),
+            queue: Arc::new(Watched { inner: store.queue, observer: observer.clone() }),
+            scheduler: Arc::new(Watched { inner: store.scheduler, observer: observer.clone() }),
+            syncs: Arc::new(Watched { inner: store.syncs, observer: observer.clone() }),
+            ..store
+        }
+    }
 }
 
-impl<O: StoreObserver> Observed<O> {
-    pub fn new(inner: Arc<dyn Store>, observer: O) -> Self {
-        Self { inner, observer }
-    }
+struct Watched<T: ?Sized, O> {
+    inner: Arc<T>,
+    observer: Arc<O>,
+}
 
-    fn around<T>(&self, call: StoreCall, f: impl FnOnce() -> Result<T>) -> Result<T> {
+impl<T: ?Sized, O: StoreObserver> Watched<T, O> {
+    async fn around<R>(&self, call: StoreCall, f: impl Future<Output = StoreResult<R>>) -> StoreResult<R> {
         self.observer.before(call)?;
         let started = Instant::now();
-        let out = f();
+        let out = f.await;
         self.observer.after(call, started.elapsed(), None);
         out
     }
 }
 
-impl<O: StoreObserver> Store for Observed<O> {
-    fn record(&self, id: Uuid) -> Result<Option<Record>> {
-        self.around(StoreCall::RecordRead, || self.inner.record(id))
+#[async_trait]
+impl<O: StoreObserver> RecordStore for Watched<dyn RecordStore, O> {
+    async fn record(&self, id: Uuid) -> StoreResult<Option<Record>> {
+        self.around(StoreCall::RecordRead, self.inner.record(id)).await
     }
-    fn records_by_field(&self, field: &str, value: &str) -> Result<Vec<Record>> {
-        self.around(StoreCall::Read, || self.inner.records_by_field(field, value))
+    async fn records_by_field(&self, field: &str, value: &str) -> StoreResult<Vec<Record>> {
+        self.around(StoreCall::Read, self.inner.records_by_field(field, value)).await
     }
-    fn ensure_index(&self, field: &str) -> Result<()> {
-        self.around(StoreCall::Write, || self.inner.ensure_index(field))
+    async fn index_field(&self, field: &str) -> StoreResult<()> {
+        self.around(StoreCall::Write, self.inner.index_field(field)).await
     }
-    fn scan_records(&self, visit: &mut dyn FnMut(Record) -> bool) -> Result<()> {
-        self.around(StoreCall::Read, || self.inner.scan_records(visit))
+    async fn scan_records(&self, visit: &mut (dyn FnMut(Record) -> bool + Send)) -> StoreResult<()> {
+        self.around(StoreCall::Read, self.inner.scan_records(visit)).await
     }
-    fn count_records(&self) -> Result<usize> {
-        self.around(StoreCall::Read, || self.inner.count_records())
+    async fn count_records(&self) -> StoreResult<usize> {
+        self.around(StoreCall::Read, self.inner.count_records()).await
     }
-    fn write_record(&self, write: RecordWrite) -> Result<RecordWritten> {
-        self.around(StoreCall::Write, || self.inner.write_record(write))
+    async fn write_records(&self, writes: Vec<RecordWrite>) -> StoreResult<Vec<RecordWritten>> {
+        self.around(StoreCall::Write, self.inner.write_records(writes)).await
     }
-    fn write_records(&self, writes: Vec<RecordWrite>) -> Result<Vec<RecordWritten>> {
-        self.around(StoreCall::Write, || self.inner.write_records(writes))
+}
+
+#[async_trait]
+impl<O: StoreObserver> RunStore for Watched<dyn RunStore, O> {
+    async fn run(&self, id: Uuid) -> StoreResult<Option<Run>> {
+        self.around(StoreCall::Read, self.inner.run(id)).await
     }
-    fn run(&self, id: Uuid) -> Result<Option<Run>> {
-        self.around(StoreCall::Read, || self.inner.run(id))
+    async fn runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
+        self.around(StoreCall::Read, self.inner.runs(filter)).await
     }
-    fn runs(&self, filter: &RunFilter) -> Result<Vec<Run>> {
-        self.around(StoreCall::Read, || self.inner.runs(filter))
+    async fn journal(&self, run: Uuid) -> StoreResult<Vec<JournalEntry>> {
+        self.around(StoreCall::Read, self.inner.journal(run)).await
     }
-    fn journal(&self, run: Uuid) -> Result<Vec<JournalEntry>> {
-        self.around(StoreCall::Read, || self.inner.journal(run))
-    }
-    fn save_step(
+    async fn save_step(
         &self,
         run: &Run,
         entry: Option<&JournalEntry>,
         record: Option<RecordWrite>,
-    ) -> Result<Option<RecordWritten>> {
+    ) -> StoreResult<Option<RecordWritten>> {
         let call = StoreCall::SaveStep { run: run.id, finished: run.state.is_finished() };
-        self.around(call, || self.inner.save_step(run, entry, record))
+        self.around(call, self.inner.save_step(run, entry, record)).await
     }
-    fn unfinished_runs(&self) -> Result<Vec<Run>> {
-        self.around(StoreCall::Read, || self.inner.unfinished_runs())
+    async fn create_once(&self, run: &Run, dedupe: &str) -> StoreResult<bool> {
+        self.around(StoreCall::Write, self.inner.create_once(run, dedupe)).await
     }
-    fn create_run_once(&self, run: &Run, dedupe: &str) -> Result<bool> {
-        self.around(StoreCall::Write, || self.inner.create_run_once(run, dedupe))
+    async fn unfinished_runs(&self) -> StoreResult<Vec<Run>> {
+        self.around(StoreCall::Read, self.inner.unfinished_runs()).await
     }
-    fn claim_next(&self, eligible: &mut dyn FnMut(&Run) -> bool) -> Result<Option<Run>> {
+    async fn prune_finished(&self, before: Timestamp, limit: usize) -> StoreResult<usize> {
+        self.around(StoreCall::Write, self.inner.prune_finished(before, limit)).await
+    }
+}
+
+#[async_trait]
+impl<O: StoreObserver> QueueStore for Watched<dyn QueueStore, O> {
+    async fn claim(&self, request: &ClaimRequest) -> StoreResult<Option<Run>> {
         self.observer.before(StoreCall::Claim)?;
         let started = Instant::now();
-        let out = self.inner.claim_next(eligible);
+        let out = self.inner.claim(request).await;
         let claimed = out.as_ref().ok().and_then(|r| r.as_ref()).map(|r| r.id);
         self.observer.after(StoreCall::Claim, started.elapsed(), claimed);
         out
     }
-    fn queued_count(&self) -> Result<usize> {
-        self.around(StoreCall::Read, || self.inner.queued_count())
+    async fn renew_leases(&self, owner: &str, until: Timestamp) -> StoreResult<usize> {
+        self.around(StoreCall::Write, self.inner.renew_leases(owner, until)).await
     }
-    fn get_meta(&self, key: &str) -> Result<Option<String>> {
-        self.around(StoreCall::Read, || self.inner.get_meta(key))
+    async fn queued_count(&self) -> StoreResult<usize> {
+        self.around(StoreCall::Read, self.inner.queued_count()).await
     }
-    fn put_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.around(StoreCall::Write, || self.inner.put_meta(key, value))
+    async fn next_timer(&self) -> StoreResult<Option<Timestamp>> {
+        self.around(StoreCall::Read, self.inner.next_timer()).await
     }
-    fn put_workflow_source(&self, hash: &str, source: &str) -> Result<()> {
-        self.around(StoreCall::Write, || self.inner.put_workflow_source(hash, source))
+}
+
+#[async_trait]
+impl<O: StoreObserver> SchedulerStore for Watched<dyn SchedulerStore, O> {
+    async fn mark(&self, mark: &Mark) -> StoreResult<Option<String>> {
+        self.around(StoreCall::Read, self.inner.mark(mark)).await
     }
-    fn workflow_source(&self, hash: &str) -> Result<Option<String>> {
-        self.around(StoreCall::Read, || self.inner.workflow_source(hash))
+    async fn set_mark(&self, mark: &Mark, expected: Option<&str>, value: Option<&str>) -> StoreResult<bool> {
+        self.around(StoreCall::Write, self.inner.set_mark(mark, expected, value)).await
     }
-    fn events(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<ChangeEvent>> {
-        self.around(StoreCall::Read, || self.inner.events(after, limit))
+}
+
+#[async_trait]
+impl<O: StoreObserver> SyncStore for Watched<dyn SyncStore, O> {
+    async fn put_session(&self, session: &SyncSession) -> StoreResult<()> {
+        self.around(StoreCall::Write, self.inner.put_session(session)).await
     }
-    fn put_sync_session(&self, session: &SyncSession) -> Result<()> {
-        self.around(StoreCall::Write, || self.inner.put_sync_session(session))
+    async fn session(&self, id: Uuid) -> StoreResult<Option<SyncSession>> {
+        self.around(StoreCall::Read, self.inner.session(id)).await
     }
-    fn sync_session(&self, id: Uuid) -> Result<Option<SyncSession>> {
-        self.around(StoreCall::Read, || self.inner.sync_session(id))
-    }
-    fn sync_sessions(&self, integration: Option<&str>, limit: usize) -> Result<Vec<SyncSession>> {
-        self.around(StoreCall::Read, || self.inner.sync_sessions(integration, limit))
-    }
-    fn put_credential(&self, credential: &StoredCredential) -> Result<()> {
-        self.around(StoreCall::Write, || self.inner.put_credential(credential))
-    }
-    fn credential(&self, name: &str) -> Result<Option<StoredCredential>> {
-        self.around(StoreCall::Read, || self.inner.credential(name))
-    }
-    fn credentials(&self) -> Result<Vec<StoredCredential>> {
-        self.around(StoreCall::Read, || self.inner.credentials())
-    }
-    fn delete_credential(&self, name: &str) -> Result<bool> {
-        self.around(StoreCall::Write, || self.inner.delete_credential(name))
-    }
-    fn flush(&self) -> Result<()> {
-        self.around(StoreCall::Write, || self.inner.flush())
+    async fn sessions(&self, integration: Option<&str>, limit: usize) -> StoreResult<Vec<SyncSession>> {
+        self.around(StoreCall::Read, self.inner.sessions(integration, limit)).await
     }
 }

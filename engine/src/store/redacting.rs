@@ -5,32 +5,45 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
+use jiff::Timestamp;
 use roster_blocks::redact::{self, SecretSet};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{RecordWrite, RecordWritten, RunFilter, Store};
-use crate::error::{Error, Result};
-use crate::model::{ChangeEvent, JournalEntry, Record, Run, StoredCredential, SyncSession};
+use super::{
+    Mark, RecordStore, RecordWrite, RecordWritten, RunFilter, RunStore, SchedulerStore, Store, StoreError, StoreResult,
+    SyncStore,
+};
+use crate::model::{JournalEntry, Record, Run, SyncSession};
 
-pub struct Redacting {
-    pub inner: Arc<dyn Store>,
-}
+/// Wraps the concerns of `store` that take free text (records, runs and journals, scheduler
+/// marks, sync sessions) so every write is scrubbed. Credentials are sealed already, and a
+/// workflow's source is kept as its author wrote it: a run must be able to reload exactly it.
+pub struct Redacting;
 
 impl Redacting {
-    pub fn new(inner: Arc<dyn Store>) -> Self {
-        Self { inner }
+    pub fn wrap(store: Store) -> Store {
+        Store {
+            records: Arc::new(Scrubbed(store.records)),
+            runs: Arc::new(Scrubbed(store.runs)),
+            scheduler: Arc::new(Scrubbed(store.scheduler)),
+            syncs: Arc::new(Scrubbed(store.syncs)),
+            ..store
+        }
     }
 }
+
+struct Scrubbed<T: ?Sized>(Arc<T>);
 
 fn secrets() -> &'static SecretSet {
     redact::process()
 }
 
-fn clean<T: Serialize + DeserializeOwned + Clone>(thing: &T) -> Result<T> {
-    secrets().scrub_serde(thing).map_err(Error::Refused)
+fn clean<T: Serialize + DeserializeOwned + Clone>(thing: &T) -> StoreResult<T> {
+    secrets().scrub_serde(thing).map_err(|e| StoreError::corrupt(format!("a value cannot be scrubbed of secrets: {e}")))
 }
 
 fn clean_write(mut write: RecordWrite) -> RecordWrite {
@@ -43,98 +56,80 @@ fn clean_write(mut write: RecordWrite) -> RecordWrite {
     write
 }
 
-impl Store for Redacting {
-    fn record(&self, id: Uuid) -> Result<Option<Record>> {
-        self.inner.record(id)
+#[async_trait]
+impl RecordStore for Scrubbed<dyn RecordStore> {
+    async fn record(&self, id: Uuid) -> StoreResult<Option<Record>> {
+        self.0.record(id).await
     }
-    fn records_by_field(&self, field: &str, value: &str) -> Result<Vec<Record>> {
-        self.inner.records_by_field(field, value)
+    async fn records_by_field(&self, field: &str, value: &str) -> StoreResult<Vec<Record>> {
+        self.0.records_by_field(field, value).await
     }
-    fn ensure_index(&self, field: &str) -> Result<()> {
-        self.inner.ensure_index(field)
+    async fn index_field(&self, field: &str) -> StoreResult<()> {
+        self.0.index_field(field).await
     }
-    fn scan_records(&self, visit: &mut dyn FnMut(Record) -> bool) -> Result<()> {
-        self.inner.scan_records(visit)
+    async fn scan_records(&self, visit: &mut (dyn FnMut(Record) -> bool + Send)) -> StoreResult<()> {
+        self.0.scan_records(visit).await
     }
-    fn count_records(&self) -> Result<usize> {
-        self.inner.count_records()
+    async fn count_records(&self) -> StoreResult<usize> {
+        self.0.count_records().await
     }
-    fn write_record(&self, write: RecordWrite) -> Result<RecordWritten> {
-        self.inner.write_record(clean_write(write))
+    async fn write_records(&self, writes: Vec<RecordWrite>) -> StoreResult<Vec<RecordWritten>> {
+        self.0.write_records(writes.into_iter().map(clean_write).collect()).await
     }
-    fn write_records(&self, writes: Vec<RecordWrite>) -> Result<Vec<RecordWritten>> {
-        self.inner.write_records(writes.into_iter().map(clean_write).collect())
+}
+
+#[async_trait]
+impl RunStore for Scrubbed<dyn RunStore> {
+    async fn run(&self, id: Uuid) -> StoreResult<Option<Run>> {
+        self.0.run(id).await
     }
-    fn run(&self, id: Uuid) -> Result<Option<Run>> {
-        self.inner.run(id)
+    async fn runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
+        self.0.runs(filter).await
     }
-    fn runs(&self, filter: &RunFilter) -> Result<Vec<Run>> {
-        self.inner.runs(filter)
+    async fn journal(&self, run: Uuid) -> StoreResult<Vec<JournalEntry>> {
+        self.0.journal(run).await
     }
-    fn journal(&self, run: Uuid) -> Result<Vec<JournalEntry>> {
-        self.inner.journal(run)
-    }
-    fn save_step(
+    async fn save_step(
         &self,
         run: &Run,
         entry: Option<&JournalEntry>,
         record: Option<RecordWrite>,
-    ) -> Result<Option<RecordWritten>> {
+    ) -> StoreResult<Option<RecordWritten>> {
         let entry = entry.map(clean).transpose()?;
-        self.inner.save_step(&clean(run)?, entry.as_ref(), record.map(clean_write))
+        self.0.save_step(&clean(run)?, entry.as_ref(), record.map(clean_write)).await
     }
-    fn unfinished_runs(&self) -> Result<Vec<Run>> {
-        self.inner.unfinished_runs()
+    async fn create_once(&self, run: &Run, dedupe: &str) -> StoreResult<bool> {
+        self.0.create_once(&clean(run)?, dedupe).await
     }
-    fn create_run_once(&self, run: &Run, dedupe: &str) -> Result<bool> {
-        self.inner.create_run_once(&clean(run)?, dedupe)
+    async fn unfinished_runs(&self) -> StoreResult<Vec<Run>> {
+        self.0.unfinished_runs().await
     }
-    fn claim_next(&self, eligible: &mut dyn FnMut(&Run) -> bool) -> Result<Option<Run>> {
-        self.inner.claim_next(eligible)
+    async fn prune_finished(&self, before: Timestamp, limit: usize) -> StoreResult<usize> {
+        self.0.prune_finished(before, limit).await
     }
-    fn queued_count(&self) -> Result<usize> {
-        self.inner.queued_count()
+}
+
+#[async_trait]
+impl SchedulerStore for Scrubbed<dyn SchedulerStore> {
+    async fn mark(&self, mark: &Mark) -> StoreResult<Option<String>> {
+        self.0.mark(mark).await
     }
-    fn get_meta(&self, key: &str) -> Result<Option<String>> {
-        self.inner.get_meta(key)
+    async fn set_mark(&self, mark: &Mark, expected: Option<&str>, value: Option<&str>) -> StoreResult<bool> {
+        let value = value.map(|v| secrets().scrub(v).into_owned());
+        self.0.set_mark(mark, expected, value.as_deref()).await
     }
-    fn put_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.inner.put_meta(key, &secrets().scrub(value))
+}
+
+#[async_trait]
+impl SyncStore for Scrubbed<dyn SyncStore> {
+    async fn put_session(&self, session: &SyncSession) -> StoreResult<()> {
+        self.0.put_session(&clean(session)?).await
     }
-    fn put_workflow_source(&self, hash: &str, source: &str) -> Result<()> {
-        // The file as its author wrote it: a run must be able to reload exactly that.
-        self.inner.put_workflow_source(hash, source)
+    async fn session(&self, id: Uuid) -> StoreResult<Option<SyncSession>> {
+        self.0.session(id).await
     }
-    fn workflow_source(&self, hash: &str) -> Result<Option<String>> {
-        self.inner.workflow_source(hash)
-    }
-    fn events(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<ChangeEvent>> {
-        self.inner.events(after, limit)
-    }
-    fn put_sync_session(&self, session: &SyncSession) -> Result<()> {
-        self.inner.put_sync_session(&clean(session)?)
-    }
-    fn sync_session(&self, id: Uuid) -> Result<Option<SyncSession>> {
-        self.inner.sync_session(id)
-    }
-    fn sync_sessions(&self, integration: Option<&str>, limit: usize) -> Result<Vec<SyncSession>> {
-        self.inner.sync_sessions(integration, limit)
-    }
-    fn put_credential(&self, credential: &StoredCredential) -> Result<()> {
-        // Sealed already; its settings are not secret.
-        self.inner.put_credential(credential)
-    }
-    fn credential(&self, name: &str) -> Result<Option<StoredCredential>> {
-        self.inner.credential(name)
-    }
-    fn credentials(&self) -> Result<Vec<StoredCredential>> {
-        self.inner.credentials()
-    }
-    fn delete_credential(&self, name: &str) -> Result<bool> {
-        self.inner.delete_credential(name)
-    }
-    fn flush(&self) -> Result<()> {
-        self.inner.flush()
+    async fn sessions(&self, integration: Option<&str>, limit: usize) -> StoreResult<Vec<SyncSession>> {
+        self.0.sessions(integration, limit).await
     }
 }
 
@@ -143,24 +138,25 @@ mod tests {
     use super::*;
     use crate::store::SledStore;
 
-    #[test]
-    fn record_writes_and_sync_sessions_are_stored_scrubbed() {
+    #[tokio::test]
+    async fn record_writes_and_sync_sessions_are_stored_scrubbed() {
         let dir = tempfile::tempdir().unwrap();
-        let sled: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).unwrap());
-        let store = Redacting::new(sled);
+        let store = Redacting::wrap(Store::new(Arc::new(SledStore::open(dir.path()).unwrap())));
         redact::process().add("store-test-secret-\"\\%");
         let mut changes = serde_json::Map::new();
         changes.insert("email".into(), Value::String("a@example.com".into()));
         changes.insert("note".into(), Value::String("echo store-test-secret-\"\\% back".into()));
         let written = store
+            .records
             .write_record(RecordWrite { id: None, changes, source: "import".into(), at: "2027-01-01T00:00:00Z".into() })
+            .await
             .unwrap();
         assert_eq!(written.record.fields["note"], "echo [redacted] back");
         let session = SyncSession {
             id: Uuid::now_v7(),
             integration: "i".into(),
             connector: "brex".into(),
-            state: "failed".into(),
+            state: crate::model::SyncState::Failed,
             test: false,
             started_at: "2027-01-01T00:00:00Z".into(),
             finished_at: None,
@@ -172,8 +168,8 @@ mod tests {
             skips: Vec::new(),
             notes: vec!["nobody was marked missing (store-test-secret-\"\\% failed)".into()],
         };
-        store.put_sync_session(&session).unwrap();
-        let stored = store.sync_session(session.id).unwrap().unwrap();
+        store.syncs.put_session(&session).await.unwrap();
+        let stored = store.syncs.session(session.id).await.unwrap().unwrap();
         assert_eq!(stored.error.as_deref(), Some("Brex said 401: [redacted] is revoked"));
         assert_eq!(stored.notes, ["nobody was marked missing ([redacted] failed)"]);
         assert_eq!(stored.samples[0]["token"], "[redacted]");

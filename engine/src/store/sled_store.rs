@@ -1,22 +1,36 @@
 //! The embedded store on sled 0.34.7.
 //!
-//! One tree per concern. A step's journal entry, its run and its record change are one
-//! sled transaction across trees, flushed before the call returns, so a kill -9 leaves
-//! either all of a step or none of it.
+//! One tree per concern. A step's journal entry, its run head and its record change are one
+//! sled transaction across trees. Writes are made durable by group commit: a flusher thread
+//! flushes everything written since its last flush, and each writer awaits the first flush
+//! that started after its write, so concurrent writers share one fsync and no async worker
+//! ever blocks on the disk.
+//!
+//! sled allows one process per folder (it holds a lock file), so every lease found at
+//! open belonged to a process that is gone: they are all expired then, and the runs they
+//! held are reclaimed at once instead of after their lease time.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
-use serde::Serialize;
+use async_trait::async_trait;
+use jiff::Timestamp;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use uuid::Uuid;
 
-use super::{RecordWrite, RecordWritten, RunFilter, Store, key_text, normalize_key};
-use crate::error::{Error, Result};
-use crate::model::{ChangeEvent, FieldChange, JournalEntry, Provenance, Record, Run, StoredCredential, SyncSession};
+use super::{
+    ClaimRequest, CredentialStore, EventStore, Mark, QueueStore, RecordStore, RecordWrite, RecordWritten, RunFilter,
+    RunStore, SchedulerStore, StoreError, StoreResult, SyncStore, WorkflowStore, key_text, normalize_key,
+};
+use crate::clock::rfc3339_millis;
+use crate::error::Error;
+use crate::model::{
+    ChangeEvent, FieldChange, JournalEntry, Lease, Provenance, Record, Run, RunState, StoredCredential, SyncSession,
+};
 
 const INDEX_FIELDS_KEY: &[u8] = b"index_fields";
 
@@ -39,27 +53,50 @@ pub struct SledStore {
     active: sled::Tree,
     /// Dedupe keys of every run ever created by a trigger → run id.
     run_keys: sled::Tree,
-    /// Serialises claims so two workers never take one run.
-    claim: std::sync::Mutex<()>,
-    group: GroupFlush,
+    /// Leased run id → [`LeaseRow`]: what claims count and reclaim without reading runs.
+    leases: sled::Tree,
+    /// `wake time (ms, i64 BE, offset) ++ run id` → empty, for waiting runs.
+    timers: sled::Tree,
+    /// Scheduler marks, by [`Mark::key`].
     meta: sled::Tree,
+    /// Serialises claims so two claimers never take one run.
+    claim: Mutex<()>,
+    durability: Arc<Durability>,
+    flusher: Option<std::thread::JoinHandle<()>>,
     index_fields: RwLock<BTreeSet<String>>,
+}
+
+/// What the `leases` tree keeps per leased run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LeaseRow {
+    workflow: String,
+    owner: String,
+    token: Uuid,
+    until_ms: i64,
 }
 
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Self> {
+    pub fn open(dir: &Path) -> crate::Result<Self> {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::LowSpace)
             // sled's default cache is 1 GiB and it overshoots it; runs and records are read
             // from disk when needed, so a small cache keeps memory flat.
             .cache_capacity(cache_bytes())
-            // We flush explicitly after every step; the timer is only a backstop.
+            // Writers wait for the group flush; the timer is only a backstop.
             .flush_every_ms(Some(1000))
             .open()
             .map_err(|e| open_error(dir, e))?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| open_error(dir, e));
+        let durability = Arc::new(Durability::default());
+        let flusher = {
+            let (db, durability) = (db.clone(), durability.clone());
+            std::thread::Builder::new()
+                .name("store-flush".into())
+                .spawn(move || durability.flush_loop(&db))
+                .map_err(|e| Error::Io(format!("cannot start the store's flush thread: {e}")))?
+        };
         let store = SledStore {
             dir: dir.to_path_buf(),
             records: tree("records")?,
@@ -73,111 +110,221 @@ impl SledStore {
             queue: tree("queue")?,
             active: tree("active")?,
             run_keys: tree("run_keys")?,
-            claim: std::sync::Mutex::new(()),
-            group: GroupFlush::default(),
+            leases: tree("leases")?,
+            timers: tree("timers")?,
             meta: tree("meta")?,
+            claim: Mutex::new(()),
+            durability,
+            flusher: Some(flusher),
             db,
             index_fields: RwLock::new(BTreeSet::new()),
         };
-        let mut fields: BTreeSet<String> = match store.meta.get(INDEX_FIELDS_KEY)? {
-            Some(bytes) => decode(&bytes)?,
-            None => BTreeSet::new(),
-        };
-        if fields.insert("email".into()) {
-            store.meta.insert(INDEX_FIELDS_KEY, encode(&fields)?)?;
-        }
-        *store.index_fields.write().expect("index field lock") = fields;
+        store.load_index_fields()?;
         store.backfill_active()?;
+        store.expire_leases_of_earlier_processes()?;
         Ok(store)
-    }
-
-    /// Stores written before the unfinished-run set existed get it built once.
-    fn backfill_active(&self) -> Result<()> {
-        const DONE: &[u8] = b"active_backfilled";
-        if self.meta.contains_key(DONE)? {
-            return Ok(());
-        }
-        for entry in self.runs.iter() {
-            let (key, bytes) = entry?;
-            let run: Run = decode(&bytes)?;
-            if !run.state.is_finished() {
-                self.active.insert(key, &[])?;
-            }
-        }
-        self.meta.insert(DONE, &[])?;
-        self.db.flush()?;
-        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    fn load_index_fields(&self) -> StoreResult<()> {
+        let mut fields: BTreeSet<String> = match self.meta.get(INDEX_FIELDS_KEY).map_err(sled_error)? {
+            Some(bytes) => decode(&bytes)?,
+            None => BTreeSet::new(),
+        };
+        if fields.insert("email".into()) {
+            self.meta.insert(INDEX_FIELDS_KEY, encode(&fields)?).map_err(sled_error)?;
+        }
+        *self.index_fields.write().expect("index field lock") = fields;
+        Ok(())
+    }
+
+    /// Stores written before the unfinished-run set existed get it built once; runs left
+    /// running by a process that had no leases yet get one that has expired.
+    fn backfill_active(&self) -> StoreResult<()> {
+        const DONE: &[u8] = b"active_backfilled";
+        if self.meta.contains_key(DONE).map_err(sled_error)? {
+            return Ok(());
+        }
+        for entry in self.runs.iter() {
+            let (key, bytes) = entry.map_err(sled_error)?;
+            let run: Run = decode(&bytes)?;
+            if !run.state.is_finished() {
+                self.active.insert(key, &[]).map_err(sled_error)?;
+            }
+        }
+        self.meta.insert(DONE, &[]).map_err(sled_error)?;
+        self.db.flush().map_err(sled_error)?;
+        Ok(())
+    }
+
+    /// sled has one owner at a time, so the leases in the folder are all dead: expire them,
+    /// and give runs left `running` without a lease (older stores) an expired one too.
+    fn expire_leases_of_earlier_processes(&self) -> StoreResult<()> {
+        let mut batch = sled::Batch::default();
+        for entry in self.leases.iter() {
+            let (key, bytes) = entry.map_err(sled_error)?;
+            let mut row: LeaseRow = decode(&bytes)?;
+            row.until_ms = i64::MIN;
+            batch.insert(key, encode(&row)?);
+        }
+        for entry in self.active.iter() {
+            let (key, _) = entry.map_err(sled_error)?;
+            if self.leases.contains_key(&key).map_err(sled_error)? {
+                continue;
+            }
+            let Some(bytes) = self.runs.get(&key).map_err(sled_error)? else { continue };
+            let run: Run = decode(&bytes)?;
+            if run.state == RunState::Running {
+                let row =
+                    LeaseRow { workflow: run.workflow, owner: String::new(), token: Uuid::nil(), until_ms: i64::MIN };
+                batch.insert(key, encode(&row)?);
+            }
+        }
+        self.leases.apply_batch(batch).map_err(sled_error)?;
+        Ok(())
+    }
+
     fn fields(&self) -> BTreeSet<String> {
         self.index_fields.read().expect("index field lock").clone()
     }
 
-    /// A transaction's outcome, made durable (shared flush) before it is returned.
-    fn commit<T>(&self, result: std::result::Result<T, TransactionError<Error>>) -> Result<T> {
+    /// A transaction's outcome, made durable before it is returned.
+    async fn commit<T>(&self, result: std::result::Result<T, TransactionError<StoreError>>) -> StoreResult<T> {
         let value = settled(result)?;
-        self.group.flush(&self.db)?;
+        self.durable().await?;
         Ok(value)
+    }
+
+    /// Waits until everything written so far is on disk.
+    async fn durable(&self) -> StoreResult<()> {
+        self.durability.wait(self.durability.request()).await
+    }
+
+    fn get_run(&self, id: Uuid) -> StoreResult<Option<Run>> {
+        self.runs.get(id.as_bytes()).map_err(sled_error)?.map(|b| decode(&b)).transpose()
+    }
+
+    /// Moves waiting runs whose timer is due onto the queue.
+    fn release_due_timers(&self, now_ms: i64) -> StoreResult<()> {
+        let end = timer_key(now_ms.saturating_add(1), Uuid::nil());
+        for entry in self.timers.range(..end) {
+            let (key, _) = entry.map_err(sled_error)?;
+            let id = Uuid::from_slice(&key[8..]).map_err(|e| StoreError::corrupt(format!("a timer key: {e}")))?;
+            let result = (&self.runs, &self.queue, &self.active, &self.leases, &self.timers).transaction(
+                |(runs, queue, active, leases, timers)| {
+                    timers.remove(&*key)?;
+                    let Some(bytes) = runs.get(id.as_bytes())? else { return Ok(()) };
+                    let mut run: Run = tx_decode(&bytes)?;
+                    if run.state != RunState::Waiting {
+                        return Ok(());
+                    }
+                    run.state = RunState::Queued;
+                    run.wake_at = None;
+                    put_run(&Trees { runs, queue, active, leases, timers }, &run)
+                },
+            );
+            settled(result)?;
+        }
+        Ok(())
     }
 }
 
-/// A transaction's outcome as our error type, not yet flushed.
-fn settled<T>(result: std::result::Result<T, TransactionError<Error>>) -> Result<T> {
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        self.durability.close();
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
+        }
+        let _ = self.db.flush();
+    }
+}
+
+/// A transaction's outcome as a store error, not yet durable.
+fn settled<T>(result: std::result::Result<T, TransactionError<StoreError>>) -> StoreResult<T> {
     result.map_err(|e| match e {
         TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => Error::from(e),
+        TransactionError::Storage(e) => sled_error(e),
     })
 }
 
-/// Group commit: a writer returns only once a flush that started after its write has
-/// finished, but concurrent writers share one flush instead of queueing one each.
+/// Group commit: writers ask for durability and await it; one thread flushes for all.
 #[derive(Default)]
-struct GroupFlush {
-    state: std::sync::Mutex<FlushState>,
-    done: std::sync::Condvar,
+struct Durability {
+    state: Mutex<FlushState>,
+    asked: Condvar,
+    done: tokio::sync::Notify,
 }
 
 #[derive(Default)]
 struct FlushState {
     /// Writes that asked for durability so far.
     requested: u64,
-    /// Every write up to this number is durable.
+    /// Every write up to this number is durable (or its flush failed).
     durable: u64,
-    flushing: bool,
+    /// The last flush's failure, for the writers it covered.
     failed: Option<String>,
+    closing: bool,
 }
 
-impl GroupFlush {
-    fn flush(&self, db: &sled::Db) -> Result<()> {
+impl Durability {
+    /// A ticket for everything written so far.
+    fn request(&self) -> u64 {
         let mut st = self.state.lock().expect("flush lock");
         st.requested += 1;
-        let mine = st.requested;
+        self.asked.notify_one();
+        st.requested
+    }
+
+    async fn wait(&self, ticket: u64) -> StoreResult<()> {
         loop {
-            if st.durable >= mine {
-                return match &st.failed {
-                    Some(e) => Err(Error::Store(format!("could not make the write durable: {e}"))),
-                    None => Ok(()),
-                };
+            let done = self.done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            {
+                let st = self.state.lock().expect("flush lock");
+                if st.durable >= ticket {
+                    return match &st.failed {
+                        Some(e) => Err(StoreError::from_io(
+                            "could not make the write durable",
+                            std::io::Error::other(e.clone()),
+                        )),
+                        None => Ok(()),
+                    };
+                }
+                if st.closing {
+                    return Err(StoreError::unavailable("the store was closed before the write was durable"));
+                }
             }
-            if st.flushing {
-                st = self.done.wait(st).expect("flush lock");
-                continue;
+            done.await;
+        }
+    }
+
+    fn flush_loop(&self, db: &sled::Db) {
+        let mut st = self.state.lock().expect("flush lock");
+        loop {
+            while st.requested == st.durable && !st.closing {
+                st = self.asked.wait(st).expect("flush lock");
             }
-            // Become the flusher for everything requested so far.
-            st.flushing = true;
+            if st.requested == st.durable && st.closing {
+                return;
+            }
             let upto = st.requested;
             drop(st);
             let outcome = db.flush();
             st = self.state.lock().expect("flush lock");
-            st.flushing = false;
             st.durable = upto;
             st.failed = outcome.err().map(|e| e.to_string());
-            self.done.notify_all();
+            self.done.notify_waiters();
         }
+    }
+
+    fn close(&self) {
+        self.state.lock().expect("flush lock").closing = true;
+        self.asked.notify_all();
+        self.done.notify_waiters();
     }
 }
 
@@ -192,23 +339,34 @@ fn open_error(dir: &Path, e: sled::Error) -> Error {
     if text.contains("could not acquire lock") || text.contains("WouldBlock") {
         Error::StoreLocked { dir: dir.to_path_buf() }
     } else {
-        match e {
-            sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => {
-                Error::StoreCorrupt { dir: dir.to_path_buf(), reason: text }
-            }
-            sled::Error::Io(io) => Error::StoreCorrupt { dir: dir.to_path_buf(), reason: io.to_string() },
-            other => Error::StoreCorrupt { dir: dir.to_path_buf(), reason: other.to_string() },
-        }
+        let reason = match e {
+            sled::Error::Io(io) => io.to_string(),
+            other => other.to_string(),
+        };
+        Error::StoreCorrupt { dir: dir.to_path_buf(), reason }
     }
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| Error::Store(format!("cannot encode: {e}")))
+/// sled's errors as the contract's kinds.
+fn sled_error(e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(io) => StoreError::from_io("the store could not read or write its files", io),
+        sled::Error::Corruption { .. } => StoreError::corrupt("the store's files are damaged").with_source(e),
+        sled::Error::CollectionNotFound(_) => StoreError::not_found("a store tree is missing").with_source(e),
+        other => StoreError::unavailable("the store failed").with_source(other),
+    }
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| Error::Store(format!("a stored value cannot be read ({e}); the store may be damaged")))
+fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| StoreError::corrupt("a value cannot be encoded").with_source(e))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt("a stored value cannot be read").with_source(e))
+}
+
+fn id_of(key: &[u8]) -> StoreResult<Uuid> {
+    Uuid::from_slice(key).map_err(|e| StoreError::corrupt("a stored id cannot be read").with_source(e))
 }
 
 fn index_key(field: &str, value: &str, id: Uuid) -> Vec<u8> {
@@ -232,9 +390,20 @@ fn journal_key(run: Uuid, seq: u32) -> Vec<u8> {
     k
 }
 
-type Abortable<T> = std::result::Result<T, ConflictableTransactionError<Error>>;
+/// Milliseconds, offset so byte order is time order.
+fn timer_key(ms: i64, run: Uuid) -> Vec<u8> {
+    let mut k = ((ms as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+    k.extend_from_slice(run.as_bytes());
+    k
+}
 
-fn abort<T>(e: Error) -> Abortable<T> {
+fn parse_ms(text: &str) -> Option<i64> {
+    text.parse::<Timestamp>().ok().map(|t| t.as_millisecond())
+}
+
+type Abortable<T> = std::result::Result<T, ConflictableTransactionError<StoreError>>;
+
+fn abort<T>(e: StoreError) -> Abortable<T> {
     Err(ConflictableTransactionError::Abort(e))
 }
 
@@ -246,25 +415,72 @@ fn tx_encode<T: Serialize>(value: &T) -> Abortable<Vec<u8>> {
     encode(value).or_else(abort)
 }
 
-/// Writes a run and keeps the queue and the unfinished-run set in step with its state.
-fn put_run(
-    runs: &TransactionalTree,
-    queue: &TransactionalTree,
-    active: &TransactionalTree,
-    run: &Run,
-) -> Abortable<()> {
-    runs.insert(run.id.as_bytes(), tx_encode(run)?)?;
-    if run.state == crate::model::RunState::Queued {
-        queue.insert(run.id.as_bytes(), &[])?;
+/// The trees a run head touches, inside one transaction.
+struct Trees<'a> {
+    runs: &'a TransactionalTree,
+    queue: &'a TransactionalTree,
+    active: &'a TransactionalTree,
+    leases: &'a TransactionalTree,
+    timers: &'a TransactionalTree,
+}
+
+/// Writes a run head and keeps the queue, the unfinished set, the leases and the timers in
+/// step with its state.
+fn put_run(t: &Trees, run: &Run) -> Abortable<()> {
+    let key = run.id.as_bytes();
+    let previous: Option<Run> = match t.runs.get(key)? {
+        Some(bytes) => Some(tx_decode(&bytes)?),
+        None => None,
+    };
+    if let Some(wake) = previous.as_ref().and_then(|p| p.wake_at.as_deref()).and_then(parse_ms) {
+        t.timers.remove(timer_key(wake, run.id))?;
+    }
+    t.runs.insert(key, tx_encode(run)?)?;
+    if run.state == RunState::Queued {
+        t.queue.insert(key, &[])?;
     } else {
-        queue.remove(run.id.as_bytes())?;
+        t.queue.remove(key)?;
     }
     if run.state.is_finished() {
-        active.remove(run.id.as_bytes())?;
+        t.active.remove(key)?;
     } else {
-        active.insert(run.id.as_bytes(), &[])?;
+        t.active.insert(key, &[])?;
+    }
+    match (&run.lease, run.state) {
+        (Some(lease), RunState::Running) => {
+            let row = LeaseRow {
+                workflow: run.workflow.clone(),
+                owner: lease.owner.clone(),
+                token: lease.token,
+                until_ms: parse_ms(&lease.until).unwrap_or(i64::MIN),
+            };
+            t.leases.insert(key, tx_encode(&row)?)?;
+        }
+        _ => {
+            t.leases.remove(key)?;
+        }
+    }
+    if run.state == RunState::Waiting
+        && let Some(wake) = run.wake_at.as_deref().and_then(parse_ms)
+    {
+        t.timers.insert(timer_key(wake, run.id), &[])?;
     }
     Ok(())
+}
+
+/// Refuses a write from a claimer whose lease was taken over.
+fn check_lease(leases: &TransactionalTree, run: &Run) -> Abortable<()> {
+    let Some(bytes) = leases.get(run.id.as_bytes())? else { return Ok(()) };
+    let row: LeaseRow = tx_decode(&bytes)?;
+    let mine = run.lease.as_ref().map(|l| l.token);
+    if row.token.is_nil() || mine == Some(row.token) {
+        return Ok(());
+    }
+    abort(StoreError::conflict(format!(
+        "run {} is now held by {} (this claim's lease expired and the run was claimed again)",
+        run.id,
+        if row.owner.is_empty() { "another claimer" } else { &row.owner }
+    )))
 }
 
 /// Applies one record write inside a transaction. Must stay free of side effects: sled
@@ -281,7 +497,7 @@ fn apply_write(
     let existing: Option<Record> = match write.id {
         Some(id) => match records.get(id.as_bytes())? {
             Some(bytes) => Some(tx_decode(&bytes)?),
-            None => return abort(Error::NotFound(format!("record {id} does not exist"))),
+            None => return abort(StoreError::not_found(format!("record {id} does not exist"))),
         },
         None => None,
     };
@@ -322,7 +538,7 @@ fn apply_write(
     let event = ChangeEvent {
         id: event_id,
         record_id: record.id,
-        kind: if created { "created" } else { "updated" }.into(),
+        kind: if created { crate::model::EventKind::Created } else { crate::model::EventKind::Updated },
         source: write.source.clone(),
         changes,
         at: write.at.clone(),
@@ -331,36 +547,37 @@ fn apply_write(
     Ok(RecordWritten { record, event: Some(event) })
 }
 
-impl Store for SledStore {
-    fn record(&self, id: Uuid) -> Result<Option<Record>> {
-        self.records.get(id.as_bytes())?.map(|b| decode(&b)).transpose()
+#[async_trait]
+impl RecordStore for SledStore {
+    async fn record(&self, id: Uuid) -> StoreResult<Option<Record>> {
+        self.records.get(id.as_bytes()).map_err(sled_error)?.map(|b| decode(&b)).transpose()
     }
 
-    fn records_by_field(&self, field: &str, value: &str) -> Result<Vec<Record>> {
+    async fn records_by_field(&self, field: &str, value: &str) -> StoreResult<Vec<Record>> {
+        let wanted = normalize_key(value);
         if self.fields().contains(field) {
-            let prefix = index_prefix(field, &normalize_key(value));
+            let prefix = index_prefix(field, &wanted);
             let mut out = Vec::new();
             for entry in self.index.scan_prefix(&prefix) {
-                let (key, _) = entry?;
-                let id = Uuid::from_slice(&key[prefix.len()..]).map_err(|e| Error::Store(e.to_string()))?;
-                if let Some(r) = self.record(id)? {
+                let (key, _) = entry.map_err(sled_error)?;
+                if let Some(r) = self.record(id_of(&key[prefix.len()..])?).await? {
                     out.push(r);
                 }
             }
             return Ok(out);
         }
-        let wanted = normalize_key(value);
         let mut out = Vec::new();
         self.scan_records(&mut |r| {
             if r.fields.get(field).and_then(key_text).is_some_and(|v| v == wanted) {
                 out.push(r);
             }
             true
-        })?;
+        })
+        .await?;
         Ok(out)
     }
 
-    fn ensure_index(&self, field: &str) -> Result<()> {
+    async fn index_field(&self, field: &str) -> StoreResult<()> {
         let mut fields = self.fields();
         if !fields.insert(field.to_string()) {
             return Ok(());
@@ -371,17 +588,18 @@ impl Store for SledStore {
                 batch.insert(index_key(field, &v, r.id), &[]);
             }
             true
-        })?;
-        self.index.apply_batch(batch)?;
-        self.meta.insert(INDEX_FIELDS_KEY, encode(&fields)?)?;
-        self.db.flush()?;
+        })
+        .await?;
+        self.index.apply_batch(batch).map_err(sled_error)?;
+        self.meta.insert(INDEX_FIELDS_KEY, encode(&fields)?).map_err(sled_error)?;
+        self.durable().await?;
         *self.index_fields.write().expect("index field lock") = fields;
         Ok(())
     }
 
-    fn scan_records(&self, visit: &mut dyn FnMut(Record) -> bool) -> Result<()> {
+    async fn scan_records(&self, visit: &mut (dyn FnMut(Record) -> bool + Send)) -> StoreResult<()> {
         for entry in self.records.iter() {
-            let (_, bytes) = entry?;
+            let (_, bytes) = entry.map_err(sled_error)?;
             if !visit(decode(&bytes)?) {
                 break;
             }
@@ -389,16 +607,11 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn count_records(&self) -> Result<usize> {
+    async fn count_records(&self) -> StoreResult<usize> {
         Ok(self.records.len())
     }
 
-    fn write_record(&self, write: RecordWrite) -> Result<RecordWritten> {
-        let mut out = self.write_records(vec![write])?;
-        Ok(out.remove(0))
-    }
-
-    fn write_records(&self, writes: Vec<RecordWrite>) -> Result<Vec<RecordWritten>> {
+    async fn write_records(&self, writes: Vec<RecordWrite>) -> StoreResult<Vec<RecordWritten>> {
         let fields = self.fields();
         let ids: Vec<(Uuid, Uuid)> = writes.iter().map(|_| (Uuid::now_v7(), Uuid::now_v7())).collect();
         let result = (&self.records, &self.index, &self.events).transaction(|(records, index, events)| {
@@ -408,18 +621,21 @@ impl Store for SledStore {
             }
             Ok(out)
         });
-        self.commit(result)
+        self.commit(result).await
+    }
+}
+
+#[async_trait]
+impl RunStore for SledStore {
+    async fn run(&self, id: Uuid) -> StoreResult<Option<Run>> {
+        self.get_run(id)
     }
 
-    fn run(&self, id: Uuid) -> Result<Option<Run>> {
-        self.runs.get(id.as_bytes())?.map(|b| decode(&b)).transpose()
-    }
-
-    fn runs(&self, filter: &RunFilter) -> Result<Vec<Run>> {
+    async fn runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
         let mut out = Vec::new();
         // Run ids are UUID v7, so reverse key order is newest first.
         for entry in self.runs.iter().rev() {
-            let (_, bytes) = entry?;
+            let (_, bytes) = entry.map_err(sled_error)?;
             let run: Run = decode(&bytes)?;
             if filter.matches(&run) {
                 out.push(run);
@@ -431,21 +647,32 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn journal(&self, run: Uuid) -> Result<Vec<JournalEntry>> {
-        self.journal.scan_prefix(run.as_bytes()).map(|e| decode(&e?.1)).collect()
+    async fn journal(&self, run: Uuid) -> StoreResult<Vec<JournalEntry>> {
+        self.journal.scan_prefix(run.as_bytes()).map(|e| decode(&e.map_err(sled_error)?.1)).collect()
     }
 
-    fn save_step(
+    async fn save_step(
         &self,
         run: &Run,
         entry: Option<&JournalEntry>,
         record: Option<RecordWrite>,
-    ) -> Result<Option<RecordWritten>> {
+    ) -> StoreResult<Option<RecordWritten>> {
         let fields = self.fields();
         let (new_id, event_id) = (Uuid::now_v7(), Uuid::now_v7());
-        let trees = (&self.runs, &self.journal, &self.records, &self.index, &self.events, &self.queue, &self.active);
-        let result = trees.transaction(|(runs, journal, records, index, events, queue, active)| {
-            put_run(runs, queue, active, run)?;
+        let trees = (
+            &self.runs,
+            &self.journal,
+            &self.records,
+            &self.index,
+            &self.events,
+            &self.queue,
+            &self.active,
+            &self.leases,
+            &self.timers,
+        );
+        let result = trees.transaction(|(runs, journal, records, index, events, queue, active, leases, timers)| {
+            check_lease(leases, run)?;
+            put_run(&Trees { runs, queue, active, leases, timers }, run)?;
             if let Some(entry) = entry {
                 journal.insert(journal_key(run.id, entry.seq), tx_encode(entry)?)?;
             }
@@ -454,15 +681,27 @@ impl Store for SledStore {
                 None => Ok(None),
             }
         });
-        self.commit(result)
+        self.commit(result).await
     }
 
-    fn unfinished_runs(&self) -> Result<Vec<Run>> {
+    async fn create_once(&self, run: &Run, dedupe: &str) -> StoreResult<bool> {
+        let trees = (&self.runs, &self.run_keys, &self.queue, &self.active, &self.leases, &self.timers);
+        let result = trees.transaction(|(runs, keys, queue, active, leases, timers)| {
+            if keys.get(dedupe.as_bytes())?.is_some() {
+                return Ok(false);
+            }
+            keys.insert(dedupe.as_bytes(), run.id.as_bytes().to_vec())?;
+            put_run(&Trees { runs, queue, active, leases, timers }, run)?;
+            Ok(true)
+        });
+        self.commit(result).await
+    }
+
+    async fn unfinished_runs(&self) -> StoreResult<Vec<Run>> {
         let mut out = Vec::new();
         for entry in self.active.iter() {
-            let (key, _) = entry?;
-            let id = Uuid::from_slice(&key).map_err(|e| Error::Store(e.to_string()))?;
-            if let Some(run) = self.run(id)?
+            let (key, _) = entry.map_err(sled_error)?;
+            if let Some(run) = self.get_run(id_of(&key)?)?
                 && !run.state.is_finished()
             {
                 out.push(run);
@@ -471,96 +710,195 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn create_run_once(&self, run: &Run, dedupe: &str) -> Result<bool> {
-        let result =
-            (&self.runs, &self.run_keys, &self.queue, &self.active).transaction(|(runs, keys, queue, active)| {
-                if keys.get(dedupe.as_bytes())?.is_some() {
-                    return Ok(false);
-                }
-                keys.insert(dedupe.as_bytes(), run.id.as_bytes().to_vec())?;
-                put_run(runs, queue, active, run)?;
-                Ok(true)
+    async fn prune_finished(&self, before: Timestamp, limit: usize) -> StoreResult<usize> {
+        let cutoff = before.as_millisecond();
+        let mut pruned = 0;
+        // Oldest first: run ids are UUID v7. A run finishes after it starts, so once a run
+        // started after the cutoff, none after it can have finished before it.
+        for entry in self.runs.iter() {
+            if pruned >= limit {
+                break;
+            }
+            let (key, bytes) = entry.map_err(sled_error)?;
+            let id = id_of(&key)?;
+            if id.get_timestamp().is_some_and(|t| {
+                let (secs, nanos) = t.to_unix();
+                (secs as i64) * 1000 + i64::from(nanos / 1_000_000) > cutoff
+            }) {
+                break;
+            }
+            let run: Run = decode(&bytes)?;
+            let finished_before =
+                run.state.is_finished() && run.finished_at.as_deref().and_then(parse_ms).is_some_and(|ms| ms < cutoff);
+            if !finished_before {
+                continue;
+            }
+            let mut journal = sled::Batch::default();
+            for e in self.journal.scan_prefix(id.as_bytes()).keys() {
+                journal.remove(e.map_err(sled_error)?);
+            }
+            let result = (&self.runs, &self.journal, &self.active).transaction(|(runs, journal_tree, active)| {
+                runs.remove(&*key)?;
+                active.remove(&*key)?;
+                journal_tree.apply_batch(&journal)?;
+                Ok(())
             });
-        self.commit(result)
-    }
-
-    fn claim_next(&self, eligible: &mut dyn FnMut(&Run) -> bool) -> Result<Option<Run>> {
-        let _guard = self.claim.lock().expect("claim lock");
-        for entry in self.queue.iter() {
-            let (key, _) = entry?;
-            let id = Uuid::from_slice(&key).map_err(|e| Error::Store(e.to_string()))?;
-            let Some(mut run) = self.run(id)? else {
-                self.queue.remove(&key)?;
-                continue;
-            };
-            if run.state != crate::model::RunState::Queued {
-                self.queue.remove(&key)?;
-                continue;
-            }
-            if !eligible(&run) {
-                continue;
-            }
-            run.state = crate::model::RunState::Running;
-            // Not flushed on its own: a claim lost in a crash leaves the run queued, and a
-            // run left running is queued again on start. The run's first step flushes it.
-            let result = (&self.runs, &self.queue, &self.active)
-                .transaction(|(runs, queue, active)| put_run(runs, queue, active, &run));
             settled(result)?;
-            return Ok(Some(run));
+            pruned += 1;
         }
-        Ok(None)
+        if pruned > 0 {
+            self.durable().await?;
+        }
+        Ok(pruned)
+    }
+}
+
+#[async_trait]
+impl QueueStore for SledStore {
+    async fn claim(&self, request: &ClaimRequest) -> StoreResult<Option<Run>> {
+        let now_ms = request.now.as_millisecond();
+        let claimed = {
+            let _guard = self.claim.lock().expect("claim lock");
+            self.release_due_timers(now_ms)?;
+            // Live leases per workflow, and runs whose claimer stopped renewing.
+            let mut live: HashMap<String, usize> = HashMap::new();
+            let mut expired = Vec::new();
+            for entry in self.leases.iter() {
+                let (key, bytes) = entry.map_err(sled_error)?;
+                let row: LeaseRow = decode(&bytes)?;
+                if row.until_ms > now_ms {
+                    *live.entry(row.workflow).or_default() += 1;
+                } else {
+                    expired.push(id_of(&key)?);
+                }
+            }
+            let queued = self.queue.iter().keys().map(|k| id_of(&k.map_err(sled_error)?));
+            let mut found = None;
+            for id in expired.into_iter().map(Ok).chain(queued) {
+                let id = id?;
+                let Some(mut run) = self.get_run(id)? else {
+                    self.queue.remove(id.as_bytes()).map_err(sled_error)?;
+                    continue;
+                };
+                if !matches!(run.state, RunState::Queued | RunState::Running) {
+                    continue;
+                }
+                if request.trigger.as_ref().is_some_and(|t| *t != run.trigger) {
+                    continue;
+                }
+                let limit = request.limits.per_workflow.get(&run.workflow);
+                if limit.is_some_and(|l| live.get(&run.workflow).copied().unwrap_or(0) >= *l) {
+                    continue;
+                }
+                let until = request.now + request.lease;
+                run.state = RunState::Running;
+                run.lease =
+                    Some(Lease { owner: request.owner.clone(), token: Uuid::new_v4(), until: rfc3339_millis(until) });
+                let result = (&self.runs, &self.queue, &self.active, &self.leases, &self.timers).transaction(
+                    |(runs, queue, active, leases, timers)| {
+                        put_run(&Trees { runs, queue, active, leases, timers }, &run)
+                    },
+                );
+                settled(result)?;
+                found = Some(run);
+                break;
+            }
+            found
+        };
+        // Not waited on: one process owns a sled folder and every lease expires when it
+        // opens again, so a claim lost in a crash only leaves the run where it was.
+        Ok(claimed)
     }
 
-    fn queued_count(&self) -> Result<usize> {
+    async fn renew_leases(&self, owner: &str, until: Timestamp) -> StoreResult<usize> {
+        let until_text = rfc3339_millis(until);
+        let mut renewed = 0;
+        {
+            let _guard = self.claim.lock().expect("claim lock");
+            for entry in self.leases.iter() {
+                let (key, bytes) = entry.map_err(sled_error)?;
+                let mut row: LeaseRow = decode(&bytes)?;
+                if row.owner != owner {
+                    continue;
+                }
+                row.until_ms = until.as_millisecond();
+                let Some(run_bytes) = self.runs.get(&key).map_err(sled_error)? else { continue };
+                let mut run: Run = decode(&run_bytes)?;
+                if let Some(lease) = run.lease.as_mut() {
+                    lease.until = until_text.clone();
+                }
+                let (row, run) = (encode(&row)?, encode(&run)?);
+                let result = (&self.runs, &self.leases).transaction(|(runs, leases)| {
+                    leases.insert(&*key, row.clone())?;
+                    runs.insert(&*key, run.clone())?;
+                    Ok(())
+                });
+                settled(result)?;
+                renewed += 1;
+            }
+        }
+        // Not waited on, like claims: leases in a sled folder die with its process.
+        Ok(renewed)
+    }
+
+    async fn queued_count(&self) -> StoreResult<usize> {
         Ok(self.queue.len())
     }
 
-    fn get_meta(&self, key: &str) -> Result<Option<String>> {
-        Ok(self.meta.get(key.as_bytes())?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    async fn next_timer(&self) -> StoreResult<Option<Timestamp>> {
+        let Some((key, _)) = self.timers.first().map_err(sled_error)? else { return Ok(None) };
+        let ms = (u64::from_be_bytes(key[..8].try_into().expect("8 bytes")) ^ (1 << 63)) as i64;
+        Ok(Timestamp::from_millisecond(ms).ok())
+    }
+}
+
+#[async_trait]
+impl SchedulerStore for SledStore {
+    async fn mark(&self, mark: &Mark) -> StoreResult<Option<String>> {
+        Ok(self.meta.get(mark.key()).map_err(sled_error)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
-    fn put_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.meta.insert(key.as_bytes(), value.as_bytes())?;
-        self.db.flush()?;
-        Ok(())
-    }
-
-    fn put_workflow_source(&self, hash: &str, source: &str) -> Result<()> {
-        if !self.workflows.contains_key(hash)? {
-            self.workflows.insert(hash, source.as_bytes())?;
-            self.db.flush()?;
+    async fn set_mark(&self, mark: &Mark, expected: Option<&str>, value: Option<&str>) -> StoreResult<bool> {
+        let swapped = self
+            .meta
+            .compare_and_swap(mark.key(), expected.map(str::as_bytes), value.map(str::as_bytes))
+            .map_err(sled_error)?;
+        if swapped.is_err() {
+            return Ok(false);
         }
-        Ok(())
+        self.durable().await?;
+        Ok(true)
     }
+}
 
-    fn workflow_source(&self, hash: &str) -> Result<Option<String>> {
-        Ok(self.workflows.get(hash)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
-    }
-
-    fn events(&self, after: Option<Uuid>, limit: usize) -> Result<Vec<ChangeEvent>> {
+#[async_trait]
+impl EventStore for SledStore {
+    async fn events(&self, after: Option<Uuid>, limit: usize) -> StoreResult<Vec<ChangeEvent>> {
         let iter = match after {
             Some(id) => {
                 self.events.range((std::ops::Bound::Excluded(id.as_bytes().to_vec()), std::ops::Bound::Unbounded))
             }
             None => self.events.iter(),
         };
-        iter.take(limit).map(|e| decode(&e?.1)).collect()
+        iter.take(limit).map(|e| decode(&e.map_err(sled_error)?.1)).collect()
+    }
+}
+
+#[async_trait]
+impl SyncStore for SledStore {
+    async fn put_session(&self, session: &SyncSession) -> StoreResult<()> {
+        self.sync_sessions.insert(session.id.as_bytes(), encode(session)?).map_err(sled_error)?;
+        self.durable().await
     }
 
-    fn put_sync_session(&self, session: &SyncSession) -> Result<()> {
-        self.sync_sessions.insert(session.id.as_bytes(), encode(session)?)?;
-        self.db.flush()?;
-        Ok(())
+    async fn session(&self, id: Uuid) -> StoreResult<Option<SyncSession>> {
+        self.sync_sessions.get(id.as_bytes()).map_err(sled_error)?.map(|b| decode(&b)).transpose()
     }
 
-    fn sync_session(&self, id: Uuid) -> Result<Option<SyncSession>> {
-        self.sync_sessions.get(id.as_bytes())?.map(|b| decode(&b)).transpose()
-    }
-
-    fn sync_sessions(&self, integration: Option<&str>, limit: usize) -> Result<Vec<SyncSession>> {
+    async fn sessions(&self, integration: Option<&str>, limit: usize) -> StoreResult<Vec<SyncSession>> {
         let mut out = Vec::new();
         for entry in self.sync_sessions.iter().rev() {
-            let session: SyncSession = decode(&entry?.1)?;
+            let session: SyncSession = decode(&entry.map_err(sled_error)?.1)?;
             if integration.is_none_or(|i| i == session.integration) {
                 out.push(session);
                 if out.len() >= limit {
@@ -570,29 +908,41 @@ impl Store for SledStore {
         }
         Ok(out)
     }
+}
 
-    fn put_credential(&self, credential: &StoredCredential) -> Result<()> {
-        self.credentials.insert(credential.name.as_bytes(), encode(credential)?)?;
-        self.db.flush()?;
-        Ok(())
+#[async_trait]
+impl CredentialStore for SledStore {
+    async fn put_credential(&self, credential: &StoredCredential) -> StoreResult<()> {
+        self.credentials.insert(credential.name.as_bytes(), encode(credential)?).map_err(sled_error)?;
+        self.durable().await
     }
 
-    fn credential(&self, name: &str) -> Result<Option<StoredCredential>> {
-        self.credentials.get(name.as_bytes())?.map(|b| decode(&b)).transpose()
+    async fn credential(&self, name: &str) -> StoreResult<Option<StoredCredential>> {
+        self.credentials.get(name.as_bytes()).map_err(sled_error)?.map(|b| decode(&b)).transpose()
     }
 
-    fn credentials(&self) -> Result<Vec<StoredCredential>> {
-        self.credentials.iter().map(|e| decode(&e?.1)).collect()
+    async fn credentials(&self) -> StoreResult<Vec<StoredCredential>> {
+        self.credentials.iter().map(|e| decode(&e.map_err(sled_error)?.1)).collect()
     }
 
-    fn delete_credential(&self, name: &str) -> Result<bool> {
-        let existed = self.credentials.remove(name.as_bytes())?.is_some();
-        self.db.flush()?;
+    async fn delete_credential(&self, name: &str) -> StoreResult<bool> {
+        let existed = self.credentials.remove(name.as_bytes()).map_err(sled_error)?.is_some();
+        self.durable().await?;
         Ok(existed)
     }
+}
 
-    fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+#[async_trait]
+impl WorkflowStore for SledStore {
+    async fn put_source(&self, hash: &str, source: &str) -> StoreResult<()> {
+        if !self.workflows.contains_key(hash).map_err(sled_error)? {
+            self.workflows.insert(hash, source.as_bytes()).map_err(sled_error)?;
+            self.durable().await?;
+        }
         Ok(())
+    }
+
+    async fn source(&self, hash: &str) -> StoreResult<Option<String>> {
+        Ok(self.workflows.get(hash).map_err(sled_error)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 }

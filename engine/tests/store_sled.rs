@@ -1,0 +1,31 @@
+//! The store contract's conformance suite on the embedded sled backend.
+
+use std::sync::Arc;
+
+use roster_engine::store::{SledStore, Store};
+
+async fn fresh() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a temp folder");
+    let store = Store::new(Arc::new(SledStore::open(dir.path()).expect("open sled")));
+    (store, dir)
+}
+
+roster_engine::conformance_suite!(fresh());
+
+/// sled has one owner at a time: leases left by a process that died end when the store
+/// opens again, so its runs are reclaimed at once rather than after the lease time.
+#[tokio::test]
+async fn leases_of_a_process_that_died_end_when_the_store_opens_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let (store, _) = (Store::new(Arc::new(SledStore::open(dir.path()).unwrap())), ());
+        let run = roster_engine::store::conformance::queued_for_tests(&store).await;
+        store.runs.save_step(&run, None, None).await.unwrap();
+        let request = roster_engine::store::conformance::claim_for_tests("dead", 3600);
+        store.queue.claim(&request).await.unwrap().expect("claimed").id
+    };
+    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    let request = roster_engine::store::conformance::claim_for_tests("alive", 3600);
+    let reclaimed = store.queue.claim(&request).await.unwrap().expect("reclaimed at once");
+    assert_eq!(reclaimed.id, id);
+}
