@@ -509,7 +509,9 @@ mod tests {
         let stored = r#"{"id":"0190f5a2-7b1c-7d3e-8f00-0123456789ab","workflow":"offboard","workflow_hash":"ab12","record_id":"0190f5a2-7b1c-7d3e-8f00-0123456789ac","record_label":"ann@acme.test","trigger":"event:updated:0190f5a2-7b1c-7d3e-8f00-0123456789ad","state":"queued","current":"card","steps":{},"next_seq":0,"created_at":"2027-03-01T09:00:00Z","updated_at":"2027-03-01T09:00:00Z","retries":0}"#;
         let run: Run = serde_json::from_str(stored).unwrap();
         assert!(matches!(run.trigger, RunTrigger::Event { kind: EventKind::Updated, .. }));
-        assert_eq!(serde_json::to_string(&run).unwrap(), stored);
+        // Step outputs moved to the journal: an old head's `steps` is read past and not
+        // written back; everything else comes back byte for byte.
+        assert_eq!(serde_json::to_string(&run).unwrap(), stored.replace(r#""steps":{},"#, ""));
         let session = r#"{"id":"0190f5a2-7b1c-7d3e-8f00-0123456789ab","integration":"brex","connector":"brex","state":"succeeded","test":false,"started_at":"2027-03-01T09:00:00Z","counts":{"fetched":1,"created":1,"updated":0,"unchanged":0,"filtered":0,"skipped":0,"failed":0,"missing":0},"failures":[],"samples":[]}"#;
         let read: SyncSession = serde_json::from_str(session).unwrap();
         assert_eq!(read.state, SyncState::Succeeded);
