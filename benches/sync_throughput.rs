@@ -82,6 +82,11 @@ fn parent(opts: &Opts) {
         )
         .baseline(format!("{:.1} µs", f(base, "cpu_s") / f(base, "records") * 1e6)),
     );
+    let per_person = f(first, "store_mib") * 1048576.0 / f(first, "records") / 1024.0;
+    rows.push(
+        Row::new("first sync: store on disk per synced person", format!("{per_person:.2} KB"))
+            .target("≤ 1.5 KB", per_person <= 1.5),
+    );
     rows.push(Row::new("store on disk after the three syncs", format!("{:.0} MiB", f(get("changed"), "store_mib"))));
     for phase in ["first", "unchanged", "changed"] {
         let p = get(phase);

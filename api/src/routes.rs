@@ -35,6 +35,7 @@ pub fn router(api: ApiState) -> Router {
         .route("/v1/workflows/{name}/dry-run", post(dry_run))
         .route("/v1/workflows/{name}/batches", post(start_batch))
         .route("/v1/runs", get(list_runs))
+        .route("/v1/runs/prune", post(prune_runs))
         .route("/v1/runs/{id}", get(show_run))
         .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/runs/{id}/retry", post(retry_run))
@@ -220,6 +221,18 @@ async fn cancel_run(State(api): State<ApiState>, Path(id): Path<String>) -> Answ
     }
     let run = engine.cancel(run).await?;
     Ok((StatusCode::OK, Json(CancelAnswer { run: answers::run_summary(&run), cancelling: false })))
+}
+
+/// `roster runs prune`: deletes finished runs older than the age given, with their journals.
+async fn prune_runs(
+    State(api): State<ApiState>,
+    Body(body): Body<wire::PruneRequest>,
+) -> Answer<Json<wire::PruneAnswer>> {
+    let engine = &api.service.engine;
+    let age = roster_engine::retention::parse_age(&body.older_than)?;
+    let now = engine.clock.now();
+    let pruned = roster_engine::retention::prune(&engine.store, now, age).await?;
+    Ok(Json(wire::PruneAnswer { pruned, before: roster_engine::clock::rfc3339(now - age) }))
 }
 
 /// `roster runs retry`: the failed run goes back to the queue at its failed step (202).

@@ -278,6 +278,19 @@ pub struct CancelAnswer {
     pub cancelling: bool,
 }
 
+/// `POST /v1/runs/prune`: delete finished runs older than `older_than` (`90d`, `12w`, `36h`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PruneRequest {
+    pub older_than: String,
+}
+
+/// What a prune did: how many finished runs went, and the cut-off they finished before.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PruneAnswer {
+    pub pruned: usize,
+    pub before: String,
+}
+
 /// One record in `GET /v1/records`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecordRow {

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod model;
 pub mod presets;
 pub mod records;
+pub mod retention;
 pub mod run;
 pub mod service;
 pub mod store;

@@ -5,7 +5,8 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use roster_api::answers;
 use roster_api::wire::{
-    CancelAnswer, DryRunAnswer, DryRunRequest, Refused, RunDetail, RunQuery, RunSummary, StartAnswer, StartRun,
+    CancelAnswer, DryRunAnswer, DryRunRequest, PruneAnswer, PruneRequest, Refused, RunDetail, RunQuery, RunSummary,
+    StartAnswer, StartRun,
 };
 use roster_engine::model::{JournalEntry, Run, RunState, RunTrigger};
 use roster_engine::records;
@@ -115,6 +116,16 @@ pub enum Command {
     Retry {
         /// The run's id (from `roster runs list`).
         run_id: String,
+    },
+    /// Delete finished runs (and their journals) that finished longer ago than an age.
+    /// Unfinished runs are never pruned, and nothing a trigger fired fires again.
+    Prune {
+        /// How old a finished run must be to go: `90d`, `12w`, `36h`.
+        #[arg(long, value_name = "AGE")]
+        older_than: String,
+        /// Print what was pruned as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -533,6 +544,26 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             let mut printer = Printer { enabled: true };
             let run = engine.retry(&wf, run, &mut printer).await?;
             print_settled(run.state.as_str(), run.error.as_deref())
+        }
+        Command::Prune { older_than, json } => {
+            let age = roster_engine::retention::parse_age(&older_than)?;
+            let answer = match cx.home.open_store().await {
+                Ok(store) => {
+                    let now = cx.clock.now();
+                    let pruned = roster_engine::retention::prune(&store, now, age).await?;
+                    PruneAnswer { pruned, before: roster_engine::clock::rfc3339(now - age) }
+                }
+                Err(e) if remote::is_locked(&e) => {
+                    Remote::find(cx)?.post("/v1/runs/prune", &PruneRequest { older_than }).await?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if json {
+                output::json(&answer)?;
+            } else {
+                println!("pruned {} finished run(s) that finished before {}", answer.pruned, answer.before);
+            }
+            Ok(Outcome::Ok)
         }
         Command::Cancel { run_id } => {
             let engine = match engine(cx).await {

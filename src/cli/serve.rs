@@ -24,6 +24,10 @@ pub struct ServeArgs {
     /// Runs executed at once.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Delete finished runs older than this (`90d`, `12w`, `36h`), checked at start and
+    /// every hour. Without it every run is kept.
+    #[arg(long, value_name = "AGE", env = "ROSTER_RETENTION", value_parser = parse_retention)]
+    retention: Option<jiff::SignedDuration>,
     /// How often schedules and events are checked, in milliseconds.
     #[arg(long, default_value_t = 1000, hide = true)]
     tick_ms: u64,
@@ -31,6 +35,13 @@ pub struct ServeArgs {
 
 /// What `serve` writes into the home so the CLI can find it while it holds the store.
 pub const SERVE_FILE: &str = "serve.json";
+
+fn parse_retention(text: &str) -> Result<jiff::SignedDuration, String> {
+    roster_engine::retention::parse_age(text).map_err(|e| e.to_string())
+}
+
+/// How often a serve with `--retention` prunes.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
     let engine = Arc::new(runs::engine(cx).await?);
@@ -98,6 +109,23 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
         let n = args.concurrency;
         tokio::spawn(async move { service.work(n, false).await })
     };
+    let pruner = args.retention.map(|age| {
+        let (engine, mut stop) = (engine.clone(), stop_rx.clone());
+        println!("pruning finished runs older than {age:#} every hour");
+        tokio::spawn(async move {
+            loop {
+                match roster_engine::retention::prune(&engine.store, engine.clock.now(), age).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("retention: pruned {n} finished run(s) older than {age:#}"),
+                    Err(e) => tracing::warn!("retention: pruning failed: {e}"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(PRUNE_EVERY) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        })
+    });
     let ticker = {
         let service = service.clone();
         let mut stop = stop_rx.clone();
@@ -132,6 +160,9 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
     service.wake();
     let _ = stop_tx.send(true);
     let _ = ticker.await;
+    if let Some(pruner) = pruner {
+        let _ = pruner.await;
+    }
     if let Ok(Err(e)) = workers.await {
         tracing::error!("workers: {e}");
     }

@@ -57,6 +57,8 @@ pub struct SledStore {
     leases: sled::Tree,
     /// `wake time (ms, i64 BE, offset) ++ run id` → empty, for waiting runs.
     timers: sled::Tree,
+    /// `finish time (ms, as timers) ++ run id` → empty, for finished runs: what pruning reads.
+    finished: sled::Tree,
     /// Scheduler marks, by [`Mark::key`].
     meta: sled::Tree,
     /// Serialises claims so two claimers never take one run.
@@ -112,6 +114,7 @@ impl SledStore {
             run_keys: tree("run_keys")?,
             leases: tree("leases")?,
             timers: tree("timers")?,
+            finished: tree("finished")?,
             meta: tree("meta")?,
             claim: Mutex::new(()),
             durability,
@@ -121,6 +124,7 @@ impl SledStore {
         };
         store.load_index_fields()?;
         store.backfill_active()?;
+        store.backfill_finished()?;
         store.expire_leases_of_earlier_processes()?;
         Ok(store)
     }
@@ -155,6 +159,26 @@ impl SledStore {
                 self.active.insert(key, &[]).map_err(sled_error)?;
             }
         }
+        self.meta.insert(DONE, &[]).map_err(sled_error)?;
+        self.db.flush().map_err(sled_error)?;
+        Ok(())
+    }
+
+    /// Stores written before the finished-run index existed get it built once.
+    fn backfill_finished(&self) -> StoreResult<()> {
+        const DONE: &[u8] = b"finished_backfilled";
+        if self.meta.contains_key(DONE).map_err(sled_error)? {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for entry in self.runs.iter() {
+            let (_, bytes) = entry.map_err(sled_error)?;
+            let run: Run = decode(&bytes)?;
+            if let Some(key) = finished_key(&run) {
+                batch.insert(key, &[]);
+            }
+        }
+        self.finished.apply_batch(batch).map_err(sled_error)?;
         self.meta.insert(DONE, &[]).map_err(sled_error)?;
         self.db.flush().map_err(sled_error)?;
         Ok(())
@@ -213,8 +237,8 @@ impl SledStore {
         for entry in self.timers.range(..end) {
             let (key, _) = entry.map_err(sled_error)?;
             let id = Uuid::from_slice(&key[8..]).map_err(|e| StoreError::corrupt(format!("a timer key: {e}")))?;
-            let result = (&self.runs, &self.queue, &self.active, &self.leases, &self.timers).transaction(
-                |(runs, queue, active, leases, timers)| {
+            let result = (&self.runs, &self.queue, &self.active, &self.leases, &self.timers, &self.finished)
+                .transaction(|(runs, queue, active, leases, timers, finished)| {
                     timers.remove(&*key)?;
                     let Some(bytes) = runs.get(id.as_bytes())? else { return Ok(()) };
                     let mut run: Run = tx_decode(&bytes)?;
@@ -223,9 +247,8 @@ impl SledStore {
                     }
                     run.state = RunState::Queued;
                     run.wake_at = None;
-                    put_run(&Trees { runs, queue, active, leases, timers }, &run)
-                },
-            );
+                    put_run(&Trees { runs, queue, active, leases, timers, finished }, &run)
+                });
             settled(result)?;
         }
         Ok(())
@@ -397,6 +420,12 @@ fn timer_key(ms: i64, run: Uuid) -> Vec<u8> {
     k
 }
 
+/// Where a finished run sits in the `finished` index (`None` while it is not finished).
+fn finished_key(run: &Run) -> Option<Vec<u8>> {
+    let at = run.finished_at.as_deref().and_then(parse_ms)?;
+    run.state.is_finished().then(|| timer_key(at, run.id))
+}
+
 fn parse_ms(text: &str) -> Option<i64> {
     text.parse::<Timestamp>().ok().map(|t| t.as_millisecond())
 }
@@ -422,6 +451,7 @@ struct Trees<'a> {
     active: &'a TransactionalTree,
     leases: &'a TransactionalTree,
     timers: &'a TransactionalTree,
+    finished: &'a TransactionalTree,
 }
 
 /// Writes a run head and keeps the queue, the unfinished set, the leases and the timers in
@@ -434,6 +464,12 @@ fn put_run(t: &Trees, run: &Run) -> Abortable<()> {
     };
     if let Some(wake) = previous.as_ref().and_then(|p| p.wake_at.as_deref()).and_then(parse_ms) {
         t.timers.remove(timer_key(wake, run.id))?;
+    }
+    if let Some(key) = previous.as_ref().and_then(finished_key) {
+        t.finished.remove(key)?;
+    }
+    if let Some(key) = finished_key(run) {
+        t.finished.insert(key, &[])?;
     }
     t.runs.insert(key, tx_encode(run)?)?;
     if run.state == RunState::Queued {
@@ -669,29 +705,31 @@ impl RunStore for SledStore {
             &self.active,
             &self.leases,
             &self.timers,
+            &self.finished,
         );
-        let result = trees.transaction(|(runs, journal, records, index, events, queue, active, leases, timers)| {
-            check_lease(leases, run)?;
-            put_run(&Trees { runs, queue, active, leases, timers }, run)?;
-            if let Some(entry) = entry {
-                journal.insert(journal_key(run.id, entry.seq), tx_encode(entry)?)?;
-            }
-            match &record {
-                Some(w) => Ok(Some(apply_write(records, index, events, &fields, w, new_id, event_id)?)),
-                None => Ok(None),
-            }
-        });
+        let result =
+            trees.transaction(|(runs, journal, records, index, events, queue, active, leases, timers, finished)| {
+                check_lease(leases, run)?;
+                put_run(&Trees { runs, queue, active, leases, timers, finished }, run)?;
+                if let Some(entry) = entry {
+                    journal.insert(journal_key(run.id, entry.seq), tx_encode(entry)?)?;
+                }
+                match &record {
+                    Some(w) => Ok(Some(apply_write(records, index, events, &fields, w, new_id, event_id)?)),
+                    None => Ok(None),
+                }
+            });
         self.commit(result).await
     }
 
     async fn create_once(&self, run: &Run, dedupe: &str) -> StoreResult<bool> {
-        let trees = (&self.runs, &self.run_keys, &self.queue, &self.active, &self.leases, &self.timers);
-        let result = trees.transaction(|(runs, keys, queue, active, leases, timers)| {
+        let trees = (&self.runs, &self.run_keys, &self.queue, &self.active, &self.leases, &self.timers, &self.finished);
+        let result = trees.transaction(|(runs, keys, queue, active, leases, timers, finished)| {
             if keys.get(dedupe.as_bytes())?.is_some() {
                 return Ok(false);
             }
             keys.insert(dedupe.as_bytes(), run.id.as_bytes().to_vec())?;
-            put_run(&Trees { runs, queue, active, leases, timers }, run)?;
+            put_run(&Trees { runs, queue, active, leases, timers, finished }, run)?;
             Ok(true)
         });
         self.commit(result).await
@@ -711,35 +749,21 @@ impl RunStore for SledStore {
     }
 
     async fn prune_finished(&self, before: Timestamp, limit: usize) -> StoreResult<usize> {
-        let cutoff = before.as_millisecond();
+        let end = timer_key(before.as_millisecond(), Uuid::nil());
         let mut pruned = 0;
-        // Oldest first: run ids are UUID v7. A run finishes after it starts, so once a run
-        // started after the cutoff, none after it can have finished before it.
-        for entry in self.runs.iter() {
-            if pruned >= limit {
-                break;
-            }
-            let (key, bytes) = entry.map_err(sled_error)?;
-            let id = id_of(&key)?;
-            if id.get_timestamp().is_some_and(|t| {
-                let (secs, nanos) = t.to_unix();
-                (secs as i64) * 1000 + i64::from(nanos / 1_000_000) > cutoff
-            }) {
-                break;
-            }
-            let run: Run = decode(&bytes)?;
-            let finished_before =
-                run.state.is_finished() && run.finished_at.as_deref().and_then(parse_ms).is_some_and(|ms| ms < cutoff);
-            if !finished_before {
-                continue;
-            }
+        // The finished index is in finish-time order, so this reads only what goes.
+        for entry in self.finished.range(..end).keys().take(limit) {
+            let key = entry.map_err(sled_error)?;
+            let id = id_of(&key[8..])?;
             let mut journal = sled::Batch::default();
             for e in self.journal.scan_prefix(id.as_bytes()).keys() {
                 journal.remove(e.map_err(sled_error)?);
             }
-            let result = (&self.runs, &self.journal, &self.active).transaction(|(runs, journal_tree, active)| {
-                runs.remove(&*key)?;
-                active.remove(&*key)?;
+            let trees = (&self.runs, &self.journal, &self.active, &self.finished);
+            let result = trees.transaction(|(runs, journal_tree, active, finished)| {
+                runs.remove(id.as_bytes())?;
+                active.remove(id.as_bytes())?;
+                finished.remove(&*key)?;
                 journal_tree.apply_batch(&journal)?;
                 Ok(())
             });
@@ -794,11 +818,10 @@ impl QueueStore for SledStore {
                 run.state = RunState::Running;
                 run.lease =
                     Some(Lease { owner: request.owner.clone(), token: Uuid::new_v4(), until: rfc3339_millis(until) });
-                let result = (&self.runs, &self.queue, &self.active, &self.leases, &self.timers).transaction(
-                    |(runs, queue, active, leases, timers)| {
-                        put_run(&Trees { runs, queue, active, leases, timers }, &run)
-                    },
-                );
+                let trees = (&self.runs, &self.queue, &self.active, &self.leases, &self.timers, &self.finished);
+                let result = trees.transaction(|(runs, queue, active, leases, timers, finished)| {
+                    put_run(&Trees { runs, queue, active, leases, timers, finished }, &run)
+                });
                 settled(result)?;
                 found = Some(run);
                 break;

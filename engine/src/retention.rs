@@ -1,0 +1,68 @@
+//! Pruning old finished runs: by hand (`roster runs prune --older-than 90d`) or by `serve`
+//! with a retention setting. Only finished runs go, with their journals; unfinished runs
+//! and the dedupe keys that keep triggers from firing twice always stay.
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// Runs deleted per store call, so a large prune never holds the store for long.
+const BATCH: usize = 500;
+
+/// `90d`, `12w`, `36h`: how old a finished run must be to go. At least an hour, so a typo
+/// like `90` (no unit) or `0d` never empties the history.
+pub fn parse_age(text: &str) -> Result<SignedDuration> {
+    let refuse = |why: &str| {
+        Error::Refused(format!("`{text}` is not an age to prune at: {why} (write it like 90d, 12w or 36h)"))
+    };
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| refuse("it has no unit"))?;
+    let (number, unit) = t.split_at(split);
+    let n: i64 = number.parse().map_err(|_| refuse("it does not start with a whole number"))?;
+    let hours = match unit {
+        "h" => n,
+        "d" => n.saturating_mul(24),
+        "w" => n.saturating_mul(24 * 7),
+        _ => return Err(refuse("the unit is not h, d or w")),
+    };
+    if hours < 1 {
+        return Err(refuse("it is shorter than an hour"));
+    }
+    if hours > 24 * 365 * 100 {
+        return Err(refuse("it is longer than a hundred years"));
+    }
+    Ok(SignedDuration::from_hours(hours))
+}
+
+/// Deletes every finished run that finished more than `age` before `now`, in batches;
+/// returns how many went.
+pub async fn prune(store: &Store, now: Timestamp, age: SignedDuration) -> Result<usize> {
+    let before = now.checked_sub(age).map_err(|e| Error::Refused(format!("cannot go back {age} from {now}: {e}")))?;
+    let mut pruned = 0;
+    loop {
+        let n = store.runs.prune_finished(before, BATCH).await?;
+        pruned += n;
+        if n < BATCH {
+            return Ok(pruned);
+        }
+        // Let runs and requests in between batches.
+        tokio::task::yield_now().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_take_a_unit_and_refuse_what_would_empty_the_history() {
+        assert_eq!(parse_age("90d").unwrap(), SignedDuration::from_hours(90 * 24));
+        assert_eq!(parse_age("2w").unwrap(), SignedDuration::from_hours(14 * 24));
+        assert_eq!(parse_age("36h").unwrap(), SignedDuration::from_hours(36));
+        for bad in ["90", "0d", "d", "1.5d", "-3d", "3y", "99999999999999999999d"] {
+            let e = parse_age(bad).unwrap_err().to_string();
+            assert!(e.contains("90d"), "{bad}: {e}");
+        }
+    }
+}
