@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use common::*;
-use roster_blocks::kinds::{Block, CompileContext};
+use roster_blocks::kinds::{ApiBlock, CompileContext};
 use roster_engine::workflow::Workflow;
 use serde_json::{Value, json};
 
@@ -36,7 +36,7 @@ fn main() {
     let (vault, _) = vaults();
     let engine = engine(store.clone(), vault);
     let wf = Workflow::compile(BENCH_WORKFLOW, "bench", &cx).expect("the bench workflow compiles");
-    let Some(Block::Api(card)) = wf.block("card") else { panic!("no card block") };
+    let Some(card) = wf.block("card").and_then(|b| b.downcast_ref::<ApiBlock>()) else { panic!("no card block") };
     // A record as a Sage People + Brex sync leaves it: ~20 fields.
     let record = rt
         .block_on(write_in_batches(

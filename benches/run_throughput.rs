@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use roster_blocks::kinds::{Block, CompileContext};
+use roster_blocks::kinds::{ApiBlock, CompileContext};
 use roster_engine::model::{RunState, RunTrigger};
 use roster_engine::service::{Catalog, Service};
 use roster_engine::store::RunFilter;
@@ -338,7 +338,7 @@ async fn engine_phase(
     let records = write_in_batches(&store, writes, 1000).await;
 
     // The baseline sends exactly what the engine renders.
-    let Some(Block::Api(card)) = wf.block("card") else { panic!("no card block") };
+    let Some(card) = wf.block("card").and_then(|b| b.downcast_ref::<ApiBlock>()) else { panic!("no card block") };
     let probe = engine.create_run(&wf, &records[0], RunTrigger::Manual).await.expect("probe run");
     let rendered = card.render(&engine.scope(&probe, &records[0]), "k").expect("render the card body");
     assert_eq!(rendered.body.as_ref(), Some(&card_body(&users[0])), "baseline body differs from Roster's");

@@ -281,7 +281,8 @@ fn a_call_whose_answer_was_saved_is_not_sent_again_after_a_crash() {
     home.add_bearer("api", &server.url(), SECRET);
     home.import(&json!([{"email": "ann@acme.test"}]));
     let wf = single("/charge", "POST");
-    // The crash came after the answer was journaled with the run, before the run moved on.
+    // The crash came after the answer was journaled, before the run moved on (a store
+    // written before run heads were small kept the answer in the head's `steps` too).
     let id = {
         let sled = roster_engine::store::SledStore::open(&home.path().join("store")).unwrap();
         let store = roster_engine::store::Store::new(Arc::new(sled));
@@ -293,8 +294,13 @@ fn a_call_whose_answer_was_saved_is_not_sent_again_after_a_crash() {
         let mut run = block(engine.create_run(&compiled, &record, roster_engine::model::RunTrigger::Manual)).unwrap();
         run.state = RunState::Running;
         run.next_seq = 1;
-        run.steps.insert("call".into(), json!({"index": null, "status": 200, "response": {"ok": true}}));
-        block(store.runs.save_step(&run, None, None)).unwrap();
+        let answered: roster_engine::model::JournalEntry = serde_json::from_value(json!({
+            "seq": 0, "block": "call", "kind": "api", "phase": "finished", "attempt": 1,
+            "request": {"method": "POST", "url": "/charge"}, "status": 200,
+            "response": {"status": 200, "body": {"ok": true}, "elapsed_ms": 1, "pages": 1},
+            "started_at": "2027-03-01T00:00:00Z"}))
+        .unwrap();
+        block(store.runs.save_step(&run, Some(&answered), None)).unwrap();
         run.id.to_string()
     };
     home.roster(&["runs", "resume", &id]).ok();

@@ -113,13 +113,13 @@ pub struct Run {
     pub state: RunState,
     /// The block the run is on (next to execute, or executing).
     pub current: Option<String>,
-    /// Outputs of finished steps, as templates see them under `steps.<block>`.
-    #[serde(default)]
-    pub steps: Map<String, Value>,
+    // Step outputs (`steps.<block>` in templates) are not kept here: they live in the
+    // journal and the engine rebuilds them when it (re)starts a run. Runs stored with a
+    // `steps` field still load; serde skips it.
     /// Journal sequence number of the next step.
     pub next_seq: u32,
-    /// A request journaled as started whose outcome is not yet recorded. After a crash
-    /// this says exactly what may have reached the vendor.
+    /// A request that is unsafe to resend, journaled as started, whose outcome is not yet
+    /// recorded. After a crash this says exactly what may have reached the vendor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Pending>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -132,6 +132,10 @@ pub struct Run {
     /// idempotency keys so a retry is a new request, not a replay of the failed one.
     #[serde(default)]
     pub retries: u32,
+    /// The block the last `runs retry` restarted the run at: its journal entries from
+    /// before that retry are history, not results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_block: Option<String>,
     /// The date `<<today>>` means for this run, fixed when it was queued: a schedule
     /// fire's local date, else the machine's date. Runs stored without it use the clock's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,7 +174,7 @@ pub struct Pending {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum StepPhase {
-    /// Written before the request goes out.
+    /// Written before a request that is unsafe to resend goes out.
     Started,
     Finished,
 }
@@ -203,10 +207,20 @@ pub struct JournalEntry {
     pub finished_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// This attempt failed and the call was tried again: not the call's result.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retried: bool,
+    /// Which `runs retry` of the run made this entry (0: before any).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub by_retry: u32,
     /// When the step started on the monotonic clock, for its duration (never stored: a
     /// wall clock can jump, and `--now` stands still).
     #[serde(skip)]
     pub started: Option<std::time::Instant>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A credential as stored: its public settings in clear, its secrets sealed.
@@ -495,7 +509,9 @@ mod tests {
         let stored = r#"{"id":"0190f5a2-7b1c-7d3e-8f00-0123456789ab","workflow":"offboard","workflow_hash":"ab12","record_id":"0190f5a2-7b1c-7d3e-8f00-0123456789ac","record_label":"ann@acme.test","trigger":"event:updated:0190f5a2-7b1c-7d3e-8f00-0123456789ad","state":"queued","current":"card","steps":{},"next_seq":0,"created_at":"2027-03-01T09:00:00Z","updated_at":"2027-03-01T09:00:00Z","retries":0}"#;
         let run: Run = serde_json::from_str(stored).unwrap();
         assert!(matches!(run.trigger, RunTrigger::Event { kind: EventKind::Updated, .. }));
-        assert_eq!(serde_json::to_string(&run).unwrap(), stored);
+        // Step outputs moved to the journal: an old head's `steps` is read past and not
+        // written back; everything else comes back byte for byte.
+        assert_eq!(serde_json::to_string(&run).unwrap(), stored.replace(r#""steps":{},"#, ""));
         let session = r#"{"id":"0190f5a2-7b1c-7d3e-8f00-0123456789ab","integration":"brex","connector":"brex","state":"succeeded","test":false,"started_at":"2027-03-01T09:00:00Z","counts":{"fetched":1,"created":1,"updated":0,"unchanged":0,"filtered":0,"skipped":0,"failed":0,"missing":0},"failures":[],"samples":[]}"#;
         let read: SyncSession = serde_json::from_str(session).unwrap();
         assert_eq!(read.state, SyncState::Succeeded);

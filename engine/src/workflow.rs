@@ -11,7 +11,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::Dfs;
 use roster_blocks::diag::{ConfigError, Diagnostics, Suggester, join};
 use roster_blocks::fields::Fields;
-use roster_blocks::kinds::{Begin, Block, CompileContext, Edge};
+use roster_blocks::kinds::{Begin, Block, CompileContext, Edge, Shape};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -64,12 +64,12 @@ impl Workflow {
             dot_string(&begin_label(&self.begin))
         ));
         for (id, block) in &self.blocks {
-            let shape = match block {
-                Block::Condition(_) => "diamond",
-                Block::End(_) => "doublecircle",
-                _ => "box",
+            let shape = match block.shape() {
+                Shape::Decision => "diamond",
+                Shape::Terminal => "doublecircle",
+                Shape::Step => "box",
             };
-            let label = format!("{id}\n{}", block_label(block));
+            let label = format!("{id}\n{}", block.label());
             out.push_str(&format!("  {} [shape={shape}, label={}];\n", dot_string(id), dot_string(&label)));
         }
         for edge in self.graph.edge_indices() {
@@ -104,11 +104,11 @@ impl Workflow {
         let mut out = String::from("flowchart TD\n");
         out.push_str(&format!("  {}([\"{}\"])\n", id(BEGIN), text(&begin_label(&self.begin))));
         for (name, block) in &self.blocks {
-            let label = text(&format!("{name}\n{}", block_label(block)));
-            let node = match block {
-                Block::Condition(_) => format!("{{\"{label}\"}}"),
-                Block::End(_) => format!("((\"{label}\"))"),
-                _ => format!("[\"{label}\"]"),
+            let label = text(&format!("{name}\n{}", block.label()));
+            let node = match block.shape() {
+                Shape::Decision => format!("{{\"{label}\"}}"),
+                Shape::Terminal => format!("((\"{label}\"))"),
+                Shape::Step => format!("[\"{label}\"]"),
             };
             out.push_str(&format!("  {}{node}\n", id(name)));
         }
@@ -155,25 +155,6 @@ fn trigger_label(begin: &Begin) -> String {
         Trigger::Schedule(s) => {
             format!("cron {}{}", s.cron, s.timezone.as_ref().map(|t| format!(" {t}")).unwrap_or_default())
         }
-    }
-}
-
-fn block_label(block: &Block) -> String {
-    match block {
-        Block::Api(a) => {
-            let call = match &a.preset {
-                Some(p) => p.clone(),
-                None => format!("{} {}", a.method, a.url.source()),
-            };
-            match (&a.for_each, &a.where_rules) {
-                (Some(items), Some(rules)) => format!("{call}\nfor each {} where {rules}", items.source()),
-                (Some(items), None) => format!("{call}\nfor each {}", items.source()),
-                _ => call,
-            }
-        }
-        Block::Condition(c) => c.when.to_string(),
-        Block::Update(u) => format!("set {}", u.set.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")),
-        Block::End(_) => "end".into(),
     }
 }
 

@@ -1,8 +1,8 @@
 //! `roster presets list|show`.
 
 use clap::Subcommand;
+use roster_blocks::kinds::CompileContext;
 use roster_blocks::kinds::api::ApiBlock;
-use roster_blocks::kinds::{Block, CompileContext};
 use serde_json::{Value, json};
 
 use super::{Context, Outcome, output};
@@ -149,11 +149,10 @@ fn sample_request(
     let mut diags = roster_blocks::Diagnostics::new();
     let cx = CompileContext { presets: catalog, credentials: None };
     let block_json = json!({"type": "api", "preset": name, "credential": "sample", "with": with});
-    let Some(Block::Api(api)) = Block::compile(&block_json, "sample", &cx, &mut diags) else {
+    let Some(api) = ApiBlock::compile(&block_json, "sample", &cx, &mut diags) else {
         let errors: Vec<String> = diags.errors().iter().map(|e| e.to_string()).collect();
         anyhow::bail!("{}", errors.join("; "));
     };
-    let api: Box<ApiBlock> = api;
     let mut scope = record.clone();
     scope.insert("run".into(), json!({"id": "00000000-0000-7000-8000-000000000000"}));
     Ok(api.render(&Value::Object(scope), "sample-idempotency-key")?)

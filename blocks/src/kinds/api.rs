@@ -1,21 +1,31 @@
 //! `api`: calls a vendor API, with a hand-written `request` or a `preset`.
 //!
-//! The engine drives an API block in three steps so that it can journal between them:
-//! [`ApiBlock::render`] builds the exact request (recorded as "started"), [`crate::http::send`]
-//! sends it, and [`ApiBlock::map_response`] turns the answer into record changes
-//! (recorded as "finished" in the same write as the record update).
+//! The block plans one call (or one per `for_each` item) with [`ApiBlock::render`], which
+//! builds the exact request; the engine sends it and journals it; and the block's
+//! [`Exchange`] side says what the answer means: which statuses it accepts, the record
+//! changes it maps to (`response`, `error_response`), and where the run goes after the
+//! last call (`next`, or `on_error` when a call failed).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::diag::{ConfigError, Diagnostics, join, suggest};
 use crate::fields::{Fields, kind_of};
+use crate::http::{HttpResponse, SendError, vendor_message};
+use crate::kinds::plan::{Answer, Calls, Exchange, Exit, Plan, PlannedCall, Refusal, Wording};
 use crate::kinds::update::{compile_mapping, render_mapping};
-use crate::kinds::{CompileContext, Edge};
+use crate::kinds::{Block, BlockKind, CompileContext, Edge, Registration};
 use crate::path::Path;
 use crate::preset::{Check, Paginate, parse_accept};
 use crate::rules::Condition;
 use crate::template::{Escape, JsonTemplate, RenderError, Template};
+
+pub const KIND: Registration = Registration {
+    name: "api",
+    about: "call a vendor API (a custom request or a preset) and map its response onto the record",
+    edge_keys: &["next", "on_error"],
+    compile: |value, path, cx, diags| ApiBlock::compile(value, path, cx, diags).map(Block::new),
+};
 
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
 
@@ -262,35 +272,6 @@ impl ApiBlock {
         compile_custom(&request, "", &mut diags).expect("a fixed request compiles")
     }
 
-    pub fn edges(&self) -> Vec<Edge> {
-        super::edges(&[("next", &self.next), ("on_error", &self.on_error)])
-    }
-
-    pub fn variables(&self) -> Vec<Path> {
-        let mut vars = self.url.variables();
-        vars.extend(self.query.iter().flat_map(|(_, t)| t.variables()));
-        vars.extend(self.headers.iter().flat_map(|(_, t)| t.variables()));
-        if let Some(b) = &self.body {
-            vars.extend(b.variables());
-        }
-        for p in &self.params {
-            if let Some(w) = &p.with {
-                vars.extend(w.variables());
-            }
-        }
-        vars.extend(self.response.iter().flat_map(|(_, t)| t.variables()));
-        vars.extend(self.error_response.iter().flat_map(|(_, t)| t.variables()));
-        if let Some(t) = &self.for_each {
-            vars.extend(t.variables());
-        }
-        if let Some(t) = &self.idempotency_key {
-            vars.extend(t.variables());
-        }
-        // Parameter names are bound by the block itself, not read from the scope.
-        vars.retain(|v| !self.params.iter().any(|p| p.name == v.root()));
-        vars
-    }
-
     /// The `for_each` items this block runs over, after `where`: `(index, item)` pairs.
     /// `None` when the block has no `for_each`.
     pub fn items(&self, scope: &Value) -> Result<Option<Vec<(usize, Value)>>, StepError> {
@@ -439,6 +420,157 @@ impl ApiBlock {
     /// Whether the request may be sent again after a crash left its outcome unknown.
     pub fn safe_to_resend(&self) -> bool {
         self.retry_safe || self.idempotency_header.is_some() || self.method == "GET" || self.method == "HEAD"
+    }
+}
+
+impl BlockKind for ApiBlock {
+    fn kind(&self) -> &'static str {
+        "api"
+    }
+
+    fn edges(&self) -> Vec<Edge> {
+        super::edges(&[("next", &self.next), ("on_error", &self.on_error)])
+    }
+
+    fn variables(&self) -> Vec<Path> {
+        let mut vars = self.url.variables();
+        vars.extend(self.query.iter().flat_map(|(_, t)| t.variables()));
+        vars.extend(self.headers.iter().flat_map(|(_, t)| t.variables()));
+        if let Some(b) = &self.body {
+            vars.extend(b.variables());
+        }
+        for p in &self.params {
+            if let Some(w) = &p.with {
+                vars.extend(w.variables());
+            }
+        }
+        vars.extend(self.response.iter().flat_map(|(_, t)| t.variables()));
+        vars.extend(self.error_response.iter().flat_map(|(_, t)| t.variables()));
+        if let Some(t) = &self.for_each {
+            vars.extend(t.variables());
+        }
+        if let Some(t) = &self.idempotency_key {
+            vars.extend(t.variables());
+        }
+        // Parameter names are bound by the block itself, not read from the scope.
+        vars.retain(|v| !self.params.iter().any(|p| p.name == v.root()));
+        vars
+    }
+
+    fn label(&self) -> String {
+        let call = match &self.preset {
+            Some(p) => p.clone(),
+            None => format!("{} {}", self.method, self.url.source()),
+        };
+        match (&self.for_each, &self.where_rules) {
+            (Some(items), Some(rules)) => format!("{call}\nfor each {} where {rules}", items.source()),
+            (Some(items), None) => format!("{call}\nfor each {}", items.source()),
+            _ => call,
+        }
+    }
+
+    fn plan(&self, scope: &Value, key: &dyn Fn(Option<usize>) -> String) -> Plan<'_> {
+        let items = match self.items(scope) {
+            Ok(items) => items,
+            Err(e) => {
+                return Plan::Refuse(Refusal {
+                    message: e.to_string(),
+                    variable: e.variable().map(str::to_string),
+                    in_run: Wording::InContext,
+                    in_dry_run: Wording::Prefixed("would fail: for_each: "),
+                    on_error: self.on_error.clone(),
+                    dry_next: self.next.clone(),
+                });
+            }
+        };
+        let plan_call = |item: Option<(usize, Value)>| {
+            let request = match &item {
+                Some((i, value)) => self.render(&with_item(scope, value, *i), &key(Some(*i))),
+                None => self.render(scope, &key(None)),
+            };
+            let request = request.map_err(|e| Refusal {
+                message: e.to_string(),
+                variable: e.variable().map(str::to_string),
+                in_run: match e {
+                    StepError::Render(_) => Wording::InContext,
+                    StepError::Invalid(_) => Wording::AfterBlock,
+                },
+                in_dry_run: Wording::Prefixed("would fail: "),
+                on_error: self.on_error.clone(),
+                dry_next: self.next.clone(),
+            });
+            PlannedCall { item, request }
+        };
+        let for_each = items.is_some();
+        let calls = match items {
+            None => vec![plan_call(None)],
+            Some(list) => list.into_iter().map(|item| plan_call(Some(item))).collect(),
+        };
+        Plan::Send(Calls { exchange: self, for_each, calls })
+    }
+
+    fn exchange(&self) -> Option<&dyn Exchange> {
+        Some(self)
+    }
+}
+
+impl Exchange for ApiBlock {
+    fn credential(&self) -> Option<&str> {
+        self.credential.as_deref()
+    }
+
+    fn paginate(&self) -> Option<&Paginate> {
+        self.paginate.as_ref()
+    }
+
+    fn retry(&self) -> Option<&crate::http::retry::RetryPolicy> {
+        self.retry.as_ref()
+    }
+
+    fn safe_to_resend(&self) -> bool {
+        ApiBlock::safe_to_resend(self)
+    }
+
+    fn answer(&self, scope: &Value, item: Option<(usize, &Value)>, response: &HttpResponse) -> Answer {
+        let mut scope = match item {
+            Some((i, value)) => with_item(scope, value, i),
+            None => scope.clone(),
+        };
+        if let Value::Object(m) = &mut scope {
+            m.insert("response".into(), response.body.clone());
+            m.insert("http".into(), serde_json::json!({"status": response.status}));
+        }
+        if self.accepts(response.status) {
+            Answer { changes: self.map_response(&scope), failure: None }
+        } else {
+            Answer { changes: self.map_error_response(&scope), failure: Some(self.describe(&Ok(response.clone()))) }
+        }
+    }
+
+    fn leave(&self, failures: &[String]) -> Exit {
+        let Some(first) = failures.first() else { return Exit::Next(self.next.clone()) };
+        if let Some(target) = &self.on_error {
+            return Exit::Next(Some(target.clone()));
+        }
+        Exit::Fail(match failures.len() {
+            1 => first.clone(),
+            n => format!("{first} (and {} more)", n - 1),
+        })
+    }
+
+    fn describe(&self, sent: &Result<HttpResponse, SendError>) -> String {
+        let vendor = self.credential.as_deref().unwrap_or("the server");
+        match sent {
+            Ok(resp) => match vendor_message(&resp.body) {
+                Some(msg) => format!("{vendor} answered {}: {msg}", resp.status),
+                None => format!("{vendor} answered {} with no message", resp.status),
+            },
+            Err(e) => format!("{vendor} could not be reached: {}", e.message),
+        }
+    }
+
+    fn success_next(&self) -> Option<String> {
+        self.next.clone()
     }
 }
 
@@ -709,5 +841,108 @@ mod url_tests {
         assert_eq!(as_sent("/a b/c").unwrap(), "/a%20b/c");
         assert_eq!(as_sent("users/1").unwrap(), "/users/1");
         assert_eq!(as_sent("https://h.test:8443/x?y=1#frag").unwrap(), "https://h.test:8443/x?y=1");
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::preset::PresetCatalog;
+
+    fn block(value: Value) -> ApiBlock {
+        let presets = PresetCatalog::new();
+        let cx = CompileContext { presets: &presets, credentials: None };
+        let mut diags = Diagnostics::new();
+        let block = ApiBlock::compile(&value, "b", &cx, &mut diags);
+        block.unwrap_or_else(|| panic!("{:?}", diags.errors()))
+    }
+
+    fn lock_cards() -> ApiBlock {
+        block(json!({"type": "api", "credential": "brex", "for_each": "<<cards>>",
+                     "request": {"method": "POST", "url": "/v2/cards/<<item.id>>/lock"},
+                     "idempotency_key": "lock-<<item.id>>-<<run.id>>",
+                     "response": {"locked": "<<response.ok>>"}, "error_response": {"lock_error": "<<http.status>>"},
+                     "next": "done", "on_error": "tell"}))
+    }
+
+    fn response(status: u16, body: Value) -> HttpResponse {
+        HttpResponse { status, body, trace_id: None, retry_after_secs: None, elapsed_ms: 1, pages: 1 }
+    }
+
+    #[test]
+    fn plans_one_request_per_item_with_the_key_the_driver_supplies() {
+        let mut b = block(json!({"type": "api", "credential": "brex", "for_each": "<<cards>>",
+                                 "request": {"method": "POST", "url": "/v2/cards/<<item.id>>/lock"}}));
+        assert!(!b.safe_to_resend(), "a POST with no idempotency key");
+        // As a preset with an idempotency header declares it.
+        b.idempotency_header = Some(("Idempotency-Key".into(), true));
+        let scope = json!({"cards": [{"id": "c1"}, {"id": "c2"}], "run": {"id": "r"}});
+        let Plan::Send(calls) = b.plan(&scope, &|item| format!("key-{}", item.unwrap_or(99))) else { panic!("a send") };
+        assert!(calls.for_each);
+        assert_eq!(calls.exchange.credential(), Some("brex"));
+        assert!(calls.exchange.safe_to_resend(), "a derived idempotency key makes a POST safe to resend");
+        let sent: Vec<(Option<usize>, String, String)> = calls
+            .calls
+            .iter()
+            .map(|c| {
+                let r = c.request.as_ref().unwrap();
+                let key = r.headers.iter().find(|(k, _)| k == "Idempotency-Key").unwrap().1.clone();
+                (c.index(), r.line(), key)
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            vec![
+                (Some(0), "POST /v2/cards/c1/lock".to_string(), "key-0".to_string()),
+                (Some(1), "POST /v2/cards/c2/lock".to_string(), "key-1".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_single_call_gets_the_blocks_key_and_a_bad_item_is_refused_alone() {
+        let b =
+            block(json!({"type": "api", "credential": "brex", "request": {"method": "GET", "url": "/users/<<id>>"}}));
+        let Plan::Send(calls) = b.plan(&json!({"id": "u1"}), &|item| format!("{item:?}")) else { panic!("a send") };
+        assert!(!calls.for_each);
+        assert_eq!(calls.calls.len(), 1);
+        assert_eq!(calls.calls[0].request.as_ref().unwrap().url, "/users/u1");
+        let Plan::Send(calls) = b.plan(&json!({}), &|_| String::new()) else { panic!("a send") };
+        let refusal = calls.calls[0].request.as_ref().unwrap_err();
+        assert_eq!(refusal.variable.as_deref(), Some("id"));
+        assert_eq!(refusal.in_run, Wording::InContext);
+    }
+
+    #[test]
+    fn for_each_over_something_that_is_not_a_list_is_refused_with_on_error() {
+        let Plan::Refuse(r) = lock_cards().plan(&json!({"cards": 3}), &|_| String::new()) else { panic!("a refusal") };
+        assert_eq!(r.on_error.as_deref(), Some("tell"));
+        assert_eq!(r.dry_next.as_deref(), Some("done"));
+        assert_eq!(r.in_dry_run, Wording::Prefixed("would fail: for_each: "));
+    }
+
+    #[test]
+    fn an_accepted_answer_maps_response_and_a_refused_one_error_response() {
+        let b = lock_cards();
+        let scope = json!({"cards": [{"id": "c1"}]});
+        let ok = b.answer(&scope, Some((0, &json!({"id": "c1"}))), &response(200, json!({"ok": true})));
+        assert_eq!(ok.failure, None);
+        assert_eq!(Value::Object(ok.changes.unwrap()), json!({"locked": true}));
+        let refused = b.answer(&scope, None, &response(404, json!({"message": "no such card"})));
+        assert_eq!(refused.failure.as_deref(), Some("brex answered 404: no such card"));
+        assert_eq!(Value::Object(refused.changes.unwrap()), json!({"lock_error": 404}));
+    }
+
+    #[test]
+    fn leaving_goes_on_error_when_a_call_failed_and_fails_without_it() {
+        assert_eq!(lock_cards().leave(&[]), Exit::Next(Some("done".into())));
+        assert_eq!(lock_cards().leave(&["x".into()]), Exit::Next(Some("tell".into())));
+        let plain = block(json!({"type": "api", "credential": "brex", "request": {"method": "GET", "url": "/u"}}));
+        assert_eq!(plain.leave(&["a".into(), "b".into(), "c".into()]), Exit::Fail("a (and 2 more)".into()));
+        assert!(plain.safe_to_resend());
+        let unreached = SendError { kind: crate::http::SendErrorKind::Timeout, message: "timed out".into() };
+        assert_eq!(plain.describe(&Err(unreached)), "brex could not be reached: timed out");
     }
 }

@@ -1,35 +1,47 @@
 //! The block kinds a workflow is built from, registered in one place.
 //!
-//! Adding a kind means one module here and one line in [`KINDS`] and [`Block::compile`].
-//! Each kind compiles from JSON (collecting errors with their paths) into an immutable
-//! value the engine executes; none of them touches the store.
+//! Adding a kind means one module here and one line in [`REGISTRY`]: the module compiles
+//! its JSON (collecting errors with their paths) into an immutable value and implements
+//! [`BlockKind`] for it, which is all the engine knows of a kind (its edges and variables
+//! for the graph checks, its label for drawings, and its [`plan`] for each step). None of
+//! them touches the store or the network.
 
 pub mod api;
 pub mod begin;
 pub mod condition;
 pub mod end;
+pub mod plan;
 pub mod update;
 
+use std::any::Any;
 use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::diag::{ConfigError, Diagnostics, join, suggest};
+use crate::path::Path;
 use crate::preset::PresetCatalog;
 
 pub use api::ApiBlock;
 pub use begin::{Begin, Schedule, Trigger, compile_schedule};
 pub use condition::ConditionBlock;
 pub use end::EndBlock;
+pub use plan::Plan;
 pub use update::UpdateBlock;
 
-/// Every block `type` a workflow may use, with one line on what it does.
-pub const KINDS: &[(&str, &str)] = &[
-    ("api", "call a vendor API (a custom request or a preset) and map its response onto the record"),
-    ("condition", "branch to `then` or `else` on rules over the record and earlier steps"),
-    ("update", "set record fields from templates"),
-    ("end", "finish the run"),
-];
+/// One block kind: its `type`, one line on what it does, its edge fields and its compiler.
+pub struct Registration {
+    pub name: &'static str,
+    pub about: &'static str,
+    /// The fields that name other blocks, read leniently for graph checks.
+    pub edge_keys: &'static [&'static str],
+    pub compile: fn(&Value, &str, &CompileContext, &mut Diagnostics) -> Option<Block>,
+}
+
+/// Every block `type` a workflow may use.
+pub const REGISTRY: &[Registration] = &[api::KIND, condition::KIND, update::KIND, end::KIND];
 
 /// What a block compile can look up.
 pub struct CompileContext<'a> {
@@ -38,13 +50,46 @@ pub struct CompileContext<'a> {
     pub credentials: Option<&'a BTreeSet<String>>,
 }
 
+/// How a drawing shows a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Step,
+    Decision,
+    Terminal,
+}
+
+/// What every block kind does for the engine.
+pub trait BlockKind: Any + Debug + Send + Sync {
+    /// The `type` it is written with.
+    fn kind(&self) -> &'static str;
+    /// The edges out of the block, in the order a reader expects them.
+    fn edges(&self) -> Vec<Edge>;
+    /// Every template variable the block reads, for load-time checks.
+    fn variables(&self) -> Vec<Path>;
+    /// A short label for drawings of the graph.
+    fn label(&self) -> String;
+    fn shape(&self) -> Shape {
+        Shape::Step
+    }
+    /// What the step does in `scope`. `key` gives the idempotency key of the call for a
+    /// `for_each` item (or the block's single call); it is the engine's to derive.
+    fn plan(&self, scope: &Value, key: &dyn Fn(Option<usize>) -> String) -> Plan<'_>;
+    /// How the kind sends requests, when it does (what a request found pending after a
+    /// crash needs to be settled).
+    fn exchange(&self) -> Option<&dyn plan::Exchange> {
+        None
+    }
+}
+
 /// A compiled block other than `begin`.
 #[derive(Debug, Clone)]
-pub enum Block {
-    Api(Box<ApiBlock>),
-    Condition(ConditionBlock),
-    Update(UpdateBlock),
-    End(EndBlock),
+pub struct Block(Arc<dyn BlockKind>);
+
+impl std::ops::Deref for Block {
+    type Target = dyn BlockKind;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref()
+    }
 }
 
 /// A labelled edge out of a block, e.g. (`next`, `deactivate`).
@@ -55,6 +100,16 @@ pub struct Edge {
 }
 
 impl Block {
+    pub fn new(kind: impl BlockKind) -> Block {
+        Block(Arc::new(kind))
+    }
+
+    /// The block as its kind's own type, for code that needs that kind's details.
+    pub fn downcast_ref<T: BlockKind>(&self) -> Option<&T> {
+        let any: &dyn Any = self.0.as_ref();
+        any.downcast_ref()
+    }
+
     /// Compiles one entry of `blocks`. Reports every problem found into `diags`.
     pub fn compile(value: &Value, path: &str, cx: &CompileContext, diags: &mut Diagnostics) -> Option<Block> {
         let Some(kind) = value.get("type") else {
@@ -65,10 +120,6 @@ impl Block {
             return None;
         };
         match kind.as_str() {
-            Some("api") => ApiBlock::compile(value, path, cx, diags).map(|b| Block::Api(Box::new(b))),
-            Some("condition") => ConditionBlock::compile(value, path, diags).map(Block::Condition),
-            Some("update") => UpdateBlock::compile(value, path, diags).map(Block::Update),
-            Some("end") => EndBlock::compile(value, path, diags).map(Block::End),
             Some("begin") => {
                 diags.push(
                     ConfigError::new(join(path, "type"), "`begin` is not a block inside `blocks`")
@@ -76,67 +127,37 @@ impl Block {
                 );
                 None
             }
-            Some(other) => {
-                diags.push(
-                    ConfigError::new(join(path, "type"), format!("unknown block type `{other}`"))
-                        .with_help(suggest(other, kind_names())),
-                );
-                None
-            }
+            Some(name) => match registration(name) {
+                Some(r) => (r.compile)(value, path, cx, diags),
+                None => {
+                    diags.push(
+                        ConfigError::new(join(path, "type"), format!("unknown block type `{name}`"))
+                            .with_help(suggest(name, kind_names())),
+                    );
+                    None
+                }
+            },
             None => {
                 diags.error(join(path, "type"), "block `type` must be a string");
                 None
             }
         }
     }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Block::Api(_) => "api",
-            Block::Condition(_) => "condition",
-            Block::Update(_) => "update",
-            Block::End(_) => "end",
-        }
-    }
-
-    /// The edges out of this block, in the order a reader expects them.
-    pub fn edges(&self) -> Vec<Edge> {
-        match self {
-            Block::Api(b) => b.edges(),
-            Block::Condition(b) => b.edges(),
-            Block::Update(b) => b.edges(),
-            Block::End(_) => Vec::new(),
-        }
-    }
-
-    /// Every template variable the block reads, for load-time checks.
-    pub fn variables(&self) -> Vec<crate::path::Path> {
-        match self {
-            Block::Api(b) => b.variables(),
-            Block::Condition(b) => b.when.variables(),
-            Block::Update(b) => b.variables(),
-            Block::End(_) => Vec::new(),
-        }
-    }
 }
 
-/// The edge fields of each block kind, and of any block whose kind is unknown.
-fn edge_keys(kind: Option<&str>) -> &'static [&'static str] {
-    match kind {
-        Some("api") => &["next", "on_error"],
-        Some("condition") => &["then", "else"],
-        Some("update") => &["next"],
-        Some("end") => &[],
-        _ => &["next", "then", "else", "on_error"],
-    }
+fn registration(name: &str) -> Option<&'static Registration> {
+    REGISTRY.iter().find(|r| r.name == name)
 }
+
+/// The edge fields of every kind, for a block whose kind is unknown.
+const ANY_EDGE_KEYS: &[&str] = &["next", "then", "else", "on_error"];
 
 /// The edges a block's JSON names, read leniently (every string under one of its kind's
 /// edge fields), so a block that fails to compile still takes part in the graph checks
 /// and one `validate` reports its dangling edges, cycles and unreachable blocks too.
 pub fn raw_edges(value: &Value) -> Vec<Edge> {
-    let kind = value.get("type").and_then(Value::as_str);
-    edge_keys(kind)
+    let kind = value.get("type").and_then(Value::as_str).and_then(registration);
+    kind.map_or(ANY_EDGE_KEYS, |r| r.edge_keys)
         .iter()
         .filter_map(|label| {
             let target = value.get(*label)?.as_str()?;
@@ -146,7 +167,7 @@ pub fn raw_edges(value: &Value) -> Vec<Edge> {
 }
 
 fn kind_names() -> Vec<&'static str> {
-    KINDS.iter().map(|(k, _)| *k).collect()
+    REGISTRY.iter().map(|r| r.name).collect()
 }
 
 /// Builds `Edge`s from optional targets, skipping the absent ones.

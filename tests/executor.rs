@@ -1,0 +1,197 @@
+//! The executor's write policy, watched at the store: a call that is safe to resend costs
+//! one durable write, the run head stays small however long the run, and a run killed
+//! after such a call went out sends it again, with the same key, when it resumes.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use roster_blocks::kinds::CompileContext;
+use roster_engine::Result;
+use roster_engine::model::{Record, Run, RunState, RunTrigger};
+use roster_engine::run::{Engine, Quiet};
+use roster_engine::store::{
+    Observed, RecordWrite, SledStore, Store, StoreCall, StoreError, StoreObserver, StoreResult,
+};
+use roster_engine::workflow::Workflow;
+use serde_json::{Value, json};
+use support::{Recorder, TestHome};
+
+const SECRET: &str = "executor-test-secret";
+
+/// Counts the store's durable writes; can make step writes fail, as a process killed
+/// before its write would leave the store.
+#[derive(Default)]
+struct Counting {
+    steps: AtomicUsize,
+    other_writes: AtomicUsize,
+    kill_steps: AtomicBool,
+}
+
+impl StoreObserver for Counting {
+    fn before(&self, call: StoreCall) -> StoreResult<()> {
+        match call {
+            StoreCall::SaveStep { .. } if self.kill_steps.load(Ordering::SeqCst) => {
+                return Err(StoreError::unavailable("the process was killed"));
+            }
+            StoreCall::SaveStep { .. } => self.steps.fetch_add(1, Ordering::SeqCst),
+            c if c.writes() => self.other_writes.fetch_add(1, Ordering::SeqCst),
+            _ => 0,
+        };
+        Ok(())
+    }
+}
+
+struct Setup {
+    home: TestHome,
+    server: Recorder,
+    counts: Arc<Counting>,
+    store: Store,
+    engine: Engine,
+    record: Record,
+}
+
+/// Runs a future to its end on a runtime of its own (the recording server has another).
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+/// A home with a bearer credential `brex` on a recording server and one record; its
+/// store opened here with a counting observer around it.
+fn setup(respond: impl Fn(&support::Seen) -> (u16, Value) + Send + Sync + 'static, fields: Value) -> Setup {
+    let server = Recorder::start(respond);
+    let home = TestHome::new();
+    home.add_bearer("brex", &server.url(), SECRET);
+    let counts = Arc::new(Counting::default());
+    let sled = SledStore::open(&home.path().join("store")).unwrap();
+    let store = Observed::wrap(Store::new(Arc::new(sled)), counts.clone());
+    let vault = roster_engine::home::Home::new(home.path()).vault().unwrap();
+    let engine = Engine::new(store.clone(), Some(vault), roster_engine::clock::Clock::system());
+    let changes = fields.as_object().unwrap().clone();
+    let write = RecordWrite { id: None, changes, source: "t".into(), at: "t".into() };
+    let record = block(store.records.write_record(write)).unwrap().record;
+    Setup { home, server, counts, store, engine, record }
+}
+
+fn compile(source: &str) -> Workflow {
+    let presets = roster_engine::presets::built_in();
+    let cx = CompileContext { presets: &presets, credentials: None };
+    Workflow::compile(source, "test.json", &cx).unwrap()
+}
+
+fn drive(engine: &Engine, wf: &Workflow, run: Run) -> Result<Run> {
+    block(engine.drive(wf, run, &mut Quiet))
+}
+
+fn create(s: &Setup, wf: &Workflow) -> Run {
+    block(s.engine.create_run(wf, &s.record, RunTrigger::Manual)).unwrap()
+}
+
+/// A GET, a PUT and a POST carrying the idempotency key the engine derives (a preset's).
+const THREE_SAFE_CALLS: &str = r#"{"name": "three", "begin": {"next": "get"}, "blocks": {
+    "get": {"type": "api", "credential": "brex", "request": {"method": "GET", "url": "/users/<<email>>"}, "next": "put"},
+    "put": {"type": "api", "credential": "brex", "request": {"method": "PUT", "url": "/users/u1", "body": {"a": 1}},
+            "next": "lock"},
+    "lock": {"type": "api", "credential": "brex", "preset": "brex.lock_card",
+             "with": {"brex_user_card_id": "c1", "reason": "OTHER"}}}}"#;
+
+#[test]
+fn three_api_blocks_of_safe_calls_cost_three_durable_writes() {
+    let s = setup(|_| (200, json!({"ok": true})), json!({"email": "ann@acme.test"}));
+    let wf = compile(THREE_SAFE_CALLS);
+    let run = create(&s, &wf);
+    let before = (s.counts.steps.load(Ordering::SeqCst), s.counts.other_writes.load(Ordering::SeqCst));
+    let done = drive(&s.engine, &wf, run).unwrap();
+    assert_eq!(done.state, RunState::Succeeded, "{:?}", done.error);
+    let steps = s.counts.steps.load(Ordering::SeqCst) - before.0;
+    let others = s.counts.other_writes.load(Ordering::SeqCst) - before.1;
+    assert_eq!((steps, others), (3, 0), "one step write per call, the last one settling the run");
+    assert_eq!(s.server.seen().len(), 3);
+    assert_eq!(journal(&s, done.id).len(), 3);
+
+    // A POST that is unsafe to resend is written as started before it goes out.
+    let wf = compile(
+        r#"{"name": "charge", "begin": {"next": "charge"}, "blocks": {
+            "charge": {"type": "api", "credential": "brex", "request": {"method": "POST", "url": "/charge"}}}}"#,
+    );
+    let run = create(&s, &wf);
+    let before = s.counts.steps.load(Ordering::SeqCst);
+    assert_eq!(drive(&s.engine, &wf, run).unwrap().state, RunState::Succeeded);
+    assert_eq!(s.counts.steps.load(Ordering::SeqCst) - before, 2, "started, then finished");
+}
+
+#[test]
+fn the_run_head_stays_small_over_a_long_for_each_and_the_journal_holds_the_answers() {
+    let cards: Vec<Value> = (0..200).map(|i| json!({"id": format!("c{i}")})).collect();
+    let pad = "x".repeat(1024);
+    let s = setup(
+        move |seen| (200, json!({"card": seen.uri.clone(), "pad": pad.clone()})),
+        json!({"email": "ann@acme.test", "cards": cards}),
+    );
+    let wf = compile(
+        r#"{"name": "cards", "begin": {"next": "card"}, "blocks": {
+            "card": {"type": "api", "credential": "brex", "for_each": "<<cards>>",
+                     "request": {"method": "GET", "url": "/cards/<<item.id>>"}, "next": "count"},
+            "count": {"type": "update", "set": {"last_card": "<<steps.card.items.199.response.card>>"}}}}"#,
+    );
+    let run = create(&s, &wf);
+    let done = drive(&s.engine, &wf, run).unwrap();
+    assert_eq!(done.state, RunState::Succeeded, "{:?}", done.error);
+    let head = serde_json::to_vec(&block(s.store.runs.run(done.id)).unwrap().unwrap()).unwrap();
+    assert!(head.len() < 1024, "the stored head is {} bytes", head.len());
+    let entries = journal(&s, done.id);
+    let answers: Vec<&Value> =
+        entries.iter().filter(|e| e.block == "card").map(|e| &e.response.as_ref().unwrap().body).collect();
+    assert_eq!(answers.len(), 200);
+    assert!(answers.iter().all(|b| b["pad"].as_str().is_some_and(|p| p.len() == 1024)));
+    assert_eq!(answers[7]["card"], "/cards/c7");
+    let fields = block(s.store.records.record(s.record.id)).unwrap().unwrap().fields;
+    assert_eq!(fields["last_card"], "/cards/c199", "later steps see every item's answer");
+}
+
+#[test]
+fn a_run_killed_after_a_safe_call_went_out_sends_it_again_with_the_same_key() {
+    let s = setup(|_| (200, json!({"locked": true})), json!({"email": "ann@acme.test"}));
+    let wf = compile(
+        r#"{"name": "lock", "begin": {"next": "lock"}, "blocks": {
+            "lock": {"type": "api", "credential": "brex", "preset": "brex.lock_card",
+                     "with": {"brex_user_card_id": "c1", "reason": "OTHER"}, "next": "stamp"},
+            "stamp": {"type": "update", "set": {"locked": true}}}}"#,
+    );
+    let run = create(&s, &wf);
+
+    // The call goes out; the process dies before its answer is written.
+    s.counts.kill_steps.store(true, Ordering::SeqCst);
+    assert!(drive(&s.engine, &wf, run.clone()).is_err());
+    s.counts.kill_steps.store(false, Ordering::SeqCst);
+    let stored = block(s.store.runs.run(run.id)).unwrap().unwrap();
+    assert_eq!((stored.current.as_deref(), stored.pending.is_none()), (Some("lock"), true), "{stored:?}");
+    assert!(journal(&s, run.id).is_empty(), "nothing was written before the call");
+
+    // A head written before step outputs moved to the journal still loads; its `steps`
+    // are ignored, the journal (empty here) says what was done.
+    let mut old_format = serde_json::to_value(&stored).unwrap();
+    old_format["steps"] = json!({"lock": {"index": null, "status": 200, "response": {"locked": true}}});
+    let stored: Run = serde_json::from_value(old_format).unwrap();
+
+    // The next start (a new process) sends it again, with the same key, and finishes.
+    let restarted = Engine::new(
+        s.store.clone(),
+        Some(roster_engine::home::Home::new(s.home.path()).vault().unwrap()),
+        roster_engine::clock::Clock::system(),
+    );
+    let done = drive(&restarted, &wf, stored).unwrap();
+    assert_eq!(done.state, RunState::Succeeded, "{:?}", done.error);
+    let keys: Vec<String> = s.server.seen().iter().map(|r| r.headers["idempotency-key"].clone()).collect();
+    assert_eq!(keys.len(), 2, "sent once before the crash, once after");
+    assert_eq!(keys[0], keys[1]);
+    assert!(keys[0].starts_with(&format!("roster-{}-lock-", run.id)), "{keys:?}");
+    let entries = journal(&s, run.id);
+    assert_eq!(entries.iter().map(|e| e.block.as_str()).collect::<Vec<_>>(), ["lock", "stamp"]);
+    assert_eq!(block(s.store.records.record(s.record.id)).unwrap().unwrap().fields["locked"], true);
+}
+
+fn journal(s: &Setup, run: uuid::Uuid) -> Vec<roster_engine::model::JournalEntry> {
+    block(s.store.runs.journal(run)).unwrap()
+}
