@@ -265,6 +265,8 @@ fn the_secret_never_appears_in_the_home_folder_or_any_output() {
     }
     let hits = files_containing(home.path(), SECRET.as_bytes());
     assert!(hits.is_empty(), "secret in plaintext in {hits:?}");
+    let stored = support::store_contents(&home.path().join("store"));
+    assert!(!support::contains(&stored, SECRET.as_bytes()), "secret in a key or value of the store");
 }
 
 #[test]

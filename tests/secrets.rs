@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use roster_sandbox::{Echo, Faults, RateLimit, SandboxConfig, Vendor};
 use serde_json::{Value, json};
-use support::{Ran, Recorder, SandboxHandle, TestHome, files_containing};
+use support::{Ran, Recorder, SandboxHandle, TestHome, contains, files_containing, store_contents};
 
 // Header-borne secrets stay visible ASCII (a header cannot carry more); the others also
 // carry non-ASCII. All carry `"`, `\`, `+`, `/`, `=`, `%` and spaces.
@@ -111,6 +111,7 @@ impl Captured {
 
     /// No form of any secret in any output or any file of the home; the marker is in both.
     fn assert_clean(&self, home: &Path, secrets: &[(String, String)]) {
+        let stored = store_contents(&home.join("store"));
         let mut leaks = Vec::new();
         for (label, form) in secrets {
             for (what, text) in &self.outputs {
@@ -121,12 +122,12 @@ impl Captured {
             for path in files_containing(home, form.as_bytes()) {
                 leaks.push(format!("{label} `{form}` in {}", path.display()));
             }
+            if contains(&stored, form.as_bytes()) {
+                leaks.push(format!("{label} `{form}` in a key or value of the store"));
+            }
         }
         assert!(leaks.is_empty(), "secrets escaped:\n{}", leaks.join("\n"));
-        assert!(
-            !files_containing(&home.join("store"), MARKER.as_bytes()).is_empty(),
-            "the store files are searchable: the marker is in them"
-        );
+        assert!(contains(&stored, MARKER.as_bytes()), "the store's contents are searchable: the marker is in them");
         let all: String = self.outputs.iter().map(|(_, t)| t.as_str()).collect();
         assert!(all.contains("[redacted]"), "the echoes were there and were redacted");
     }

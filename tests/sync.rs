@@ -681,6 +681,8 @@ fn one_key_twice_and_a_malformed_person_fail_alone_while_the_rest_sync() {
     assert!(failures[0]["reason"].as_str().unwrap().contains("the first one was kept"));
     let hits = files_containing(home.path(), ECHO_TOKEN.as_bytes());
     assert!(hits.is_empty(), "the echoed secret is stored in {hits:?}");
+    let stored = support::store_contents(&home.path().join("store"));
+    assert!(!support::contains(&stored, ECHO_TOKEN.as_bytes()), "the echoed secret is in the store");
 }
 
 #[test]

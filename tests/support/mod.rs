@@ -204,6 +204,27 @@ async fn handle(
 }
 
 /// Every file below `dir`, read as bytes, searched for `needle`; returns the paths that hold it.
+/// Every key and value of every tree of the store, decompressed (the files themselves hold
+/// zstd-compressed pages, which a search of the raw bytes could not see into).
+pub fn store_contents(dir: &Path) -> Vec<u8> {
+    let db = sled::Config::new().path(dir).use_compression(true).open().expect("open the store to read it");
+    let mut all = Vec::new();
+    for name in db.tree_names() {
+        for entry in db.open_tree(&name).unwrap().iter() {
+            let (key, value) = entry.unwrap();
+            all.extend_from_slice(&key);
+            all.push(b'\n');
+            all.extend_from_slice(&value);
+            all.push(b'\n');
+        }
+    }
+    all
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     let mut hits = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
