@@ -194,7 +194,8 @@ fn serve_answers(home: &TestHome, paths: &[String]) -> Vec<(String, String)> {
 fn workflows_never_print_log_or_store_a_vendors_echo_of_a_bearer_api_key_or_basic_credential() {
     let sb = sandbox();
     let brex = sb.brex_url();
-    let home = TestHome::new();
+    // A compressed store: the search below reads its keys and values, not its raw pages.
+    let home = TestHome::new_compressed();
     add(&home, &["credentials", "add", "brex", "--kind", "bearer", "--base-url", &brex], BEARER);
     let key_args = ["credentials", "add", "key", "--kind", "api-key", "--header", "X-Api-Key", "--base-url", &brex];
     add(&home, &key_args, API_KEY);

@@ -12,6 +12,29 @@ async fn fresh() -> (Store, tempfile::TempDir) {
 
 roster_engine::conformance_suite!(fresh());
 
+/// The same contract on a store whose pages are compressed (`ROSTER_STORE_COMPRESSION=zstd`).
+mod compressed {
+    use super::*;
+
+    async fn fresh() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("a temp folder");
+        let store = Store::new(Arc::new(SledStore::open_compressed(dir.path()).expect("open sled")));
+        (store, dir)
+    }
+
+    roster_engine::conformance_suite!(fresh());
+
+    #[tokio::test]
+    async fn a_compressed_store_opens_again_compressed_without_being_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SledStore::open_compressed(dir.path()).unwrap());
+        let conf = std::fs::read(dir.path().join("conf")).unwrap();
+        assert!(conf.windows(21).any(|w| w == b"use_compression: true"), "{}", String::from_utf8_lossy(&conf));
+        let store = Store::new(Arc::new(SledStore::open(dir.path()).expect("reopens as it was made")));
+        assert_eq!(store.records.count_records().await.unwrap(), 0);
+    }
+}
+
 /// sled has one owner at a time: leases left by a process that died end when the store
 /// opens again, so its runs are reclaimed at once rather than after the lease time.
 #[tokio::test]

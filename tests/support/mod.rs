@@ -58,6 +58,14 @@ impl TestHome {
         home
     }
 
+    /// A home whose store keeps its pages compressed (`ROSTER_STORE_COMPRESSION=zstd` when
+    /// it is created).
+    pub fn new_compressed() -> Self {
+        let home = TestHome { dir: tempfile::tempdir().expect("temp dir"), now: None };
+        ran(home.command(&["init"]).env("ROSTER_STORE_COMPRESSION", "zstd").output().expect("run roster")).ok();
+        home
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -204,10 +212,13 @@ async fn handle(
 }
 
 /// Every file below `dir`, read as bytes, searched for `needle`; returns the paths that hold it.
-/// Every key and value of every tree of the store, decompressed (the files themselves hold
-/// zstd-compressed pages, which a search of the raw bytes could not see into).
+/// Every key and value of every tree of the store, decompressed (a store made with
+/// `ROSTER_STORE_COMPRESSION=zstd` holds compressed pages, which a search of the raw bytes
+/// could not see into).
 pub fn store_contents(dir: &Path) -> Vec<u8> {
-    let db = sled::Config::new().path(dir).use_compression(true).open().expect("open the store to read it");
+    let conf = std::fs::read(dir.join("conf")).unwrap_or_default();
+    let compressed = contains(&conf, b"use_compression: true");
+    let db = sled::Config::new().path(dir).use_compression(compressed).open().expect("open the store to read it");
     let mut all = Vec::new();
     for name in db.tree_names() {
         for entry in db.open_tree(&name).unwrap().iter() {

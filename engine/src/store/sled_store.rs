@@ -80,13 +80,22 @@ struct LeaseRow {
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> crate::Result<Self> {
+        Self::open_as(dir, compressed(dir))
+    }
+
+    /// Creates (or opens) a store in `dir` whose pages are compressed.
+    pub fn open_compressed(dir: &Path) -> crate::Result<Self> {
+        Self::open_as(dir, true)
+    }
+
+    fn open_as(dir: &Path, compress: bool) -> crate::Result<Self> {
         let db = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::LowSpace)
             // sled's default cache is 1 GiB and it overshoots it; runs and records are read
             // from disk when needed, so a small cache keeps memory flat.
             .cache_capacity(cache_bytes())
-            .use_compression(compressed(dir))
+            .use_compression(compress)
             .compression_factor(3)
             // Writers wait for the group flush; the timer is only a backstop.
             .flush_every_ms(Some(1000))
@@ -353,13 +362,15 @@ impl Durability {
     }
 }
 
-/// New stores keep their pages zstd-compressed: records, events and journal entries repeat
-/// the same keys and sources over and over, so pages shrink several times. A store made
-/// without compression keeps it that way, since sled cannot change this after creation.
+/// Whether the store keeps its pages zstd-compressed. It is chosen when the store is
+/// created (`ROSTER_STORE_COMPRESSION=zstd`) and kept from then on, since sled cannot change
+/// it. Compressed, a synced person takes about a quarter of the disk, but every write costs
+/// more CPU (measured in `docs/benchmarks.md`), so it is off unless asked for.
 fn compressed(dir: &Path) -> bool {
-    match std::fs::read_to_string(dir.join("conf")) {
-        Ok(conf) => !conf.contains("use_compression: false"),
-        Err(_) => true,
+    // sled's `conf` is text with a binary checksum after it.
+    match std::fs::read(dir.join("conf")) {
+        Ok(conf) => conf.windows(21).any(|w| w == b"use_compression: true"),
+        Err(_) => std::env::var("ROSTER_STORE_COMPRESSION").is_ok_and(|v| v.eq_ignore_ascii_case("zstd")),
     }
 }
 
