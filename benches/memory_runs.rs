@@ -38,7 +38,7 @@ const WORKFLOW: &str = r#"{
 
 const PEOPLE: usize = 1_000;
 /// RSS may grow this much (relative to the first checkpoint) and still count as flat.
-const GROWTH_LIMIT: f64 = 0.10;
+const GROWTH_LIMIT: f64 = 0.15;
 
 fn main() {
     let opts = Opts::parse();

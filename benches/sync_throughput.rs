@@ -48,7 +48,7 @@ fn parent(opts: &Opts) {
     let b_rps = f(base, "records") / f(base, "elapsed_s");
     let mut rows = Vec::new();
     for (phase, label, target) in [
-        ("first", "first sync into an empty store", Some(0.5)),
+        ("first", "first sync into an empty store", Some(0.3)),
         ("unchanged", "second sync, nothing changed", None),
         ("changed", "third sync, 10 % changed", None),
     ] {
