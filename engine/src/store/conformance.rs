@@ -22,6 +22,7 @@ macro_rules! conformance_suite {
     ($fresh:expr) => {
         $crate::conformance_suite!(@cases $fresh;
             a_step_is_written_whole_or_not_at_all,
+            a_failing_step_among_concurrent_ones_fails_alone,
             create_once_lets_one_of_many_racing_creators_win,
             sixteen_claimers_never_take_one_run_twice,
             an_expired_lease_is_reclaimed_and_the_old_claimer_refused,
@@ -138,6 +139,37 @@ pub async fn a_step_is_written_whole_or_not_at_all(store: Store) {
     assert_eq!(after.current.as_deref(), Some("second"), "the run did not move");
     assert_eq!(store.runs.journal(run.id).await.unwrap().len(), 1, "no journal entry was added");
     assert!(store.records.record(missing).await.unwrap().is_none());
+}
+
+/// Steps written at the same moment (a backend may apply them together) stand or fall each
+/// on its own: one that cannot apply fails, and the others land.
+pub async fn a_failing_step_among_concurrent_ones_fails_alone(store: Store) {
+    let ann = person(&store, "ann@acme.test").await;
+    let mut writers = Vec::new();
+    for n in 0..32 {
+        let (store, run) = (store.clone(), queued("w", &ann));
+        writers.push(tokio::spawn(async move {
+            let mut changes = Map::new();
+            changes.insert(format!("field_{n}"), json!(n));
+            // Every eighth step writes to a record that does not exist.
+            let id = if n % 8 == 7 { Uuid::now_v7() } else { ann.id };
+            let write = RecordWrite { id: Some(id), changes, source: "workflow:w".into(), at: "t".into() };
+            let saved = store.runs.save_step(&run, Some(&entry(0, "first")), Some(write)).await;
+            (n, run.id, saved.map(|_| ()).map_err(|e| e.kind))
+        }));
+    }
+    for writer in writers {
+        let (n, id, saved) = writer.await.unwrap();
+        if n % 8 == 7 {
+            assert_eq!(saved, Err(StoreErrorKind::NotFound), "step {n}");
+            assert!(store.runs.run(id).await.unwrap().is_none(), "step {n} left nothing behind");
+        } else {
+            assert_eq!(saved, Ok(()), "step {n}");
+            assert_eq!(store.runs.journal(id).await.unwrap().len(), 1, "step {n}");
+        }
+    }
+    let fields = store.records.record(ann.id).await.unwrap().unwrap().fields;
+    assert_eq!(fields.len(), 1 + 28, "the email and the 28 steps that could apply");
 }
 
 pub async fn create_once_lets_one_of_many_racing_creators_win(store: Store) {
