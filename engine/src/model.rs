@@ -367,83 +367,53 @@ impl FromStr for RunTrigger {
     }
 }
 
-/// How a record changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    Created,
-    Updated,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Created => "created",
-            EventKind::Updated => "updated",
+/// An enum stored and shown as one lower-case word per variant: the enum with serde, its
+/// `as_str`, `Display`, and a `FromStr` whose error names the words there are.
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident, $what:literal, { $($(#[$vmeta:meta])* $variant:ident => $word:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $word)] $variant),+
         }
-    }
-}
 
-impl fmt::Display for EventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for EventKind {
-    type Err = UnknownName;
-
-    fn from_str(s: &str) -> Result<Self, UnknownName> {
-        match s {
-            "created" => Ok(EventKind::Created),
-            "updated" => Ok(EventKind::Updated),
-            _ => Err(UnknownName { what: "event kind", given: s.to_string(), known: "created, updated".into() }),
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word),+
+                }
+            }
         }
-    }
-}
 
-/// Where a sync session is: it never stays `Running` once it stopped (a session a crash
-/// interrupted is marked failed on the next start).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SyncState {
-    Running,
-    Succeeded,
-    Failed,
-}
-
-impl SyncState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SyncState::Running => "running",
-            SyncState::Succeeded => "succeeded",
-            SyncState::Failed => "failed",
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
         }
-    }
-}
 
-impl fmt::Display for SyncState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+        impl FromStr for $name {
+            type Err = UnknownName;
 
-impl FromStr for SyncState {
-    type Err = UnknownName;
-
-    fn from_str(s: &str) -> Result<Self, UnknownName> {
-        match s {
-            "running" => Ok(SyncState::Running),
-            "succeeded" => Ok(SyncState::Succeeded),
-            "failed" => Ok(SyncState::Failed),
-            _ => Err(UnknownName {
-                what: "sync state",
-                given: s.to_string(),
-                known: "running, succeeded, failed".into(),
-            }),
+            fn from_str(s: &str) -> Result<Self, UnknownName> {
+                match s {
+                    $($word => Ok($name::$variant),)+
+                    _ => Err(UnknownName { what: $what, given: s.to_string(), known: [$($word),+].join(", ") }),
+                }
+            }
         }
-    }
+    };
 }
+
+named_enum!(
+    /// How a record changed.
+    EventKind, "event kind", { Created => "created", Updated => "updated" }
+);
+
+named_enum!(
+    /// Where a sync session is: it never stays `Running` once it stopped (a session a crash
+    /// interrupted is marked failed on the next start).
+    SyncState, "sync state", { Running => "running", Succeeded => "succeeded", Failed => "failed" }
+);
 
 // Stored as its text, so stores written before the type existed read the same.
 impl Serialize for RunTrigger {
