@@ -230,9 +230,8 @@ async fn prune_runs(
 ) -> Answer<Json<wire::PruneAnswer>> {
     let engine = &api.service.engine;
     let age = roster_engine::retention::parse_age(&body.older_than)?;
-    let now = engine.clock.now();
-    let pruned = roster_engine::retention::prune(&engine.store, now, age).await?;
-    Ok(Json(wire::PruneAnswer { pruned, before: roster_engine::clock::rfc3339(now - age) }))
+    let pruned = roster_engine::retention::prune(&engine.store, engine.clock.now(), age).await?;
+    Ok(Json(wire::PruneAnswer { pruned: pruned.runs, before: roster_engine::clock::rfc3339(pruned.before) }))
 }
 
 /// `roster runs retry`: the failed run goes back to the queue at its failed step (202).

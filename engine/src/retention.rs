@@ -35,16 +35,24 @@ pub fn parse_age(text: &str) -> Result<SignedDuration> {
     Ok(SignedDuration::from_hours(hours))
 }
 
-/// Deletes every finished run that finished more than `age` before `now`, in batches;
-/// returns how many went.
-pub async fn prune(store: &Store, now: Timestamp, age: SignedDuration) -> Result<usize> {
+/// What a prune did.
+#[derive(Debug, Clone, Copy)]
+pub struct Pruned {
+    /// Finished runs deleted, with their journals.
+    pub runs: usize,
+    /// They all finished before this.
+    pub before: Timestamp,
+}
+
+/// Deletes every finished run that finished more than `age` before `now`, in batches.
+pub async fn prune(store: &Store, now: Timestamp, age: SignedDuration) -> Result<Pruned> {
     let before = now.checked_sub(age).map_err(|e| Error::Refused(format!("cannot go back {age} from {now}: {e}")))?;
-    let mut pruned = 0;
+    let mut runs = 0;
     loop {
         let n = store.runs.prune_finished(before, BATCH).await?;
-        pruned += n;
+        runs += n;
         if n < BATCH {
-            return Ok(pruned);
+            return Ok(Pruned { runs, before });
         }
         // Let runs and requests in between batches.
         tokio::task::yield_now().await;

@@ -549,9 +549,8 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             let age = roster_engine::retention::parse_age(&older_than)?;
             let answer = match cx.home.open_store().await {
                 Ok(store) => {
-                    let now = cx.clock.now();
-                    let pruned = roster_engine::retention::prune(&store, now, age).await?;
-                    PruneAnswer { pruned, before: roster_engine::clock::rfc3339(now - age) }
+                    let pruned = roster_engine::retention::prune(&store, cx.clock.now(), age).await?;
+                    PruneAnswer { pruned: pruned.runs, before: roster_engine::clock::rfc3339(pruned.before) }
                 }
                 Err(e) if remote::is_locked(&e) => {
                     Remote::find(cx)?.post("/v1/runs/prune", &PruneRequest { older_than }).await?

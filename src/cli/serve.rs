@@ -115,8 +115,10 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
         tokio::spawn(async move {
             loop {
                 match roster_engine::retention::prune(&engine.store, engine.clock.now(), age).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!("retention: pruned {n} finished run(s) older than {age:#}"),
+                    Ok(pruned) if pruned.runs == 0 => {}
+                    Ok(pruned) => {
+                        tracing::info!("retention: pruned {} finished run(s) older than {age:#}", pruned.runs)
+                    }
                     Err(e) => tracing::warn!("retention: pruning failed: {e}"),
                 }
                 tokio::select! {

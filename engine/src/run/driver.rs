@@ -17,7 +17,6 @@ use serde_json::{Map, Value};
 use super::credential_cache::Connection;
 use super::dry::DryStep;
 use super::journal_policy::{Persistence, bound_response, journal_before_sending};
-use super::retry::retry_delay;
 use super::steps::{Steps, call_result};
 use super::transport::Transport;
 use super::{Engine, RunObserver, idempotency_key};
@@ -313,7 +312,9 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
             let sent = self.transport.send(connection, &request, exchange.paginate(), permit).await;
             self.run.pending = None;
             let Some(sent) = sent else { return Ok(CallOutcome::Unsent) };
-            if let Some(delay) = retry_delay(&policy, attempt, first_sent.elapsed(), safe, &sent) {
+            // The HTTP layer's one retry policy decides whether this attempt goes again.
+            let outcome = sent.as_ref().map_or_else(SendError::outcome, HttpResponse::outcome);
+            if let Ok(delay) = policy.next_attempt_in(attempt, first_sent.elapsed(), outcome, safe) {
                 entry.status = sent.as_ref().ok().map(|r| r.status);
                 entry.error = Some(exchange.describe(&sent));
                 entry.response = sent.ok().map(bound_response);

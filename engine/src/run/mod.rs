@@ -18,7 +18,6 @@ mod credential_cache;
 mod driver;
 mod dry;
 mod journal_policy;
-mod retry;
 mod steps;
 mod transport;
 
