@@ -5,6 +5,10 @@
 //! Each bench binary is its own crate and uses only part of this module.
 #![allow(dead_code)]
 
+/// The allocator the `roster` binary uses, so the benches measure what ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -17,7 +21,7 @@ use roster_engine::clock::{Clock, rfc3339};
 use roster_engine::credentials::{self, NewCredential};
 use roster_engine::model::{Record, StoredCredential};
 use roster_engine::run::Engine;
-use roster_engine::store::{Observed, RecordWrite, SledStore, Store, StoreCall, StoreObserver};
+use roster_engine::store::{Observed, RecordWrite, Redacting, SledStore, Store, StoreCall, StoreObserver};
 use roster_engine::vault::Vault;
 use roster_sandbox::{RateLimit, Sandbox, SandboxConfig};
 use serde_json::{Value, json};
@@ -492,8 +496,9 @@ pub fn vaults() -> (Vault, Vault) {
     (Vault::from_base64(&key, "bench").expect("vault"), Vault::from_base64(&key, "bench").expect("vault"))
 }
 
+/// The store as `roster` opens it: sled behind the wrapper that scrubs secrets from writes.
 pub fn open_store(dir: &Path) -> Store {
-    Store::new(Arc::new(SledStore::open(dir).expect("open the sled store")))
+    Redacting::wrap(Store::new(Arc::new(SledStore::open(dir).expect("open the sled store"))))
 }
 
 pub fn engine(store: Store, vault: Vault) -> Arc<Engine> {

@@ -140,13 +140,29 @@ impl SecretSet {
         !p.secrets.is_empty() && p.scrub_tree(value)
     }
 
-    /// A copy of `thing` with every secret scrubbed from its string fields (through its JSON
-    /// value, so nothing is missed). Fails only when a secret occurs inside one of Roster's
-    /// own words (a state name), which a redacted copy could no longer spell.
-    pub fn scrub_serde<T: Serialize + DeserializeOwned + Clone>(&self, thing: &T) -> Result<T, String> {
+    /// `thing` with every secret scrubbed from its string fields (through its JSON value, so
+    /// nothing is missed), borrowed when there was nothing to scrub. Fails only when a secret
+    /// occurs inside one of Roster's own words (a state name), which a redacted copy could no
+    /// longer spell.
+    pub fn scrub_serde<'a, T: Serialize + DeserializeOwned + Clone>(&self, thing: &'a T) -> Result<Cow<'a, T>, String> {
         if self.is_empty() {
-            return Ok(thing.clone());
+            return Ok(Cow::Borrowed(thing));
         }
+        // Most writes hold no secret, and their JSON text says so for the price of one
+        // serialisation. serde_json writes each string leaf as itself except `"`, `\` and
+        // control characters, which it escapes; the matcher reads JSON escapes as the
+        // characters they stand for, so a secret in any leaf shows in the text. The one form
+        // it cannot see through is an escape inside a leaf (written out again as `\\`), so
+        // any escaped backslash sends the value down the full path.
+        let text = serde_json::to_string(thing).map_err(|e| e.to_string())?;
+        if !text.contains(r"\\") && matches!(self.scrub(&text), Cow::Borrowed(_)) {
+            return Ok(Cow::Borrowed(thing));
+        }
+        self.scrub_serde_by_value(thing).map(Cow::Owned)
+    }
+
+    /// The full path: every leaf and key of `thing`'s JSON value scrubbed on its own.
+    fn scrub_serde_by_value<T: Serialize + DeserializeOwned + Clone>(&self, thing: &T) -> Result<T, String> {
         let mut value = serde_json::to_value(thing).map_err(|e| e.to_string())?;
         if !self.scrub_value(&mut value) {
             return Ok(thing.clone());
@@ -436,5 +452,46 @@ mod tests {
         let step = Step { state: "failed".into(), error: Some("401: hunter22 is wrong".into()) };
         let clean = s.scrub_serde(&step).unwrap();
         assert_eq!(clean.error.as_deref(), Some("401: [redacted] is wrong"));
+    }
+
+    /// The quick look at a value's JSON text never misses what scrubbing each leaf finds:
+    /// every form a secret may take in a leaf (literal, percent-encoded, JSON-escaped, both),
+    /// for secrets with quotes, backslashes, spaces, digits and accents.
+    #[test]
+    fn the_quick_look_finds_every_form_the_full_scrub_finds() {
+        #[derive(Serialize, serde::Deserialize, Clone, PartialEq, Debug)]
+        struct Entry {
+            error: Option<String>,
+            body: Value,
+        }
+        let secrets = ["hunter22", "pa\"ss word", "back\\slash", "4242424242", "caf\u{e9}-token", "tab\there"];
+        for secret in secrets {
+            let s = set(&[secret]);
+            let percent: String = secret.bytes().map(|b| format!("%{b:02X}")).collect();
+            let json_escaped = serde_json::to_string(secret).unwrap();
+            let json_escaped = &json_escaped[1..json_escaped.len() - 1];
+            let unicode_escaped: String = secret.chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
+            let percent_of_escaped: String = json_escaped.bytes().map(|b| format!("%{b:02x}")).collect();
+            let forms = [secret.to_string(), percent, json_escaped.to_string(), unicode_escaped, percent_of_escaped];
+            for form in forms {
+                let leaves = [
+                    Entry { error: Some(format!("401: {form} is wrong")), body: Value::Null },
+                    Entry { error: None, body: json!({ "echo": { "nested": [format!("x{form}y")] } }) },
+                    Entry { error: None, body: json!({ form.clone(): 1 }) },
+                ];
+                for entry in leaves {
+                    let quick = s.scrub_serde(&entry).unwrap();
+                    let full = s.scrub_serde_by_value(&entry).unwrap();
+                    assert_eq!(*quick, full, "secret {secret:?} in form {form:?}");
+                    assert!(matches!(quick, Cow::Owned(_)), "secret {secret:?} in form {form:?} was not found");
+                }
+            }
+            if let Ok(n) = secret.parse::<u64>() {
+                let entry = Entry { error: None, body: json!({ "amount": n }) };
+                assert_eq!(*s.scrub_serde(&entry).unwrap(), s.scrub_serde_by_value(&entry).unwrap());
+            }
+            let clean = Entry { error: Some("nothing to see".into()), body: json!({"a": "\\ and \" and %41"}) };
+            assert_eq!(*s.scrub_serde(&clean).unwrap(), clean, "a value without the secret is kept as it is");
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! step outputs, pending request), journal entries, record writes from workflows, syncs and
 //! imports, sync sessions and engine metadata all pass through here, whoever wrote them.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -42,7 +43,7 @@ fn secrets() -> &'static SecretSet {
     redact::process()
 }
 
-fn clean<T: Serialize + DeserializeOwned + Clone>(thing: &T) -> StoreResult<T> {
+fn clean<T: Serialize + DeserializeOwned + Clone>(thing: &T) -> StoreResult<Cow<'_, T>> {
     secrets().scrub_serde(thing).map_err(|e| StoreError::corrupt(format!("a value cannot be scrubbed of secrets: {e}")))
 }
 
@@ -96,10 +97,10 @@ impl RunStore for Scrubbed<dyn RunStore> {
         record: Option<RecordWrite>,
     ) -> StoreResult<Option<RecordWritten>> {
         let entry = entry.map(clean).transpose()?;
-        self.0.save_step(&clean(run)?, entry.as_ref(), record.map(clean_write)).await
+        self.0.save_step(&*clean(run)?, entry.as_deref(), record.map(clean_write)).await
     }
     async fn create_once(&self, run: &Run, dedupe: &str) -> StoreResult<bool> {
-        self.0.create_once(&clean(run)?, dedupe).await
+        self.0.create_once(&*clean(run)?, dedupe).await
     }
     async fn unfinished_runs(&self) -> StoreResult<Vec<Run>> {
         self.0.unfinished_runs().await
@@ -123,7 +124,7 @@ impl SchedulerStore for Scrubbed<dyn SchedulerStore> {
 #[async_trait]
 impl SyncStore for Scrubbed<dyn SyncStore> {
     async fn put_session(&self, session: &SyncSession) -> StoreResult<()> {
-        self.0.put_session(&clean(session)?).await
+        self.0.put_session(&*clean(session)?).await
     }
     async fn session(&self, id: Uuid) -> StoreResult<Option<SyncSession>> {
         self.0.session(id).await
