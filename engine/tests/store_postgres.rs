@@ -5,6 +5,7 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
+use roster_engine::model::RunState;
 use roster_engine::store::{PostgresStore, RecordWrite, Store, StoreErrorKind};
 use serde_json::{Map, Value, json};
 use sqlx::Connection;
@@ -246,6 +247,33 @@ async fn a_reader_following_events_during_concurrent_writes_misses_none() {
     let unique: std::collections::BTreeSet<_> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "no event was read twice");
     assert_eq!(seen.len(), 8 * 40, "every event was read");
+}
+
+/// As in the embedded store, a claim puts every waiting run whose timer is due on the
+/// queue; it takes the oldest, and the others are queued from then on.
+#[tokio::test]
+async fn a_claim_puts_every_due_timer_on_the_queue() {
+    let (store, _schema) = fresh().await;
+    let run = roster_engine::store::conformance::queued_for_tests(&store).await;
+    let now = jiff::Timestamp::now();
+    let mut ids = Vec::new();
+    for minutes_ago in [10, 20, 30] {
+        let mut waiting = run.clone();
+        waiting.id = uuid::Uuid::now_v7();
+        waiting.state = RunState::Waiting;
+        waiting.wake_at =
+            Some(roster_engine::clock::rfc3339_millis(now - jiff::SignedDuration::from_mins(minutes_ago)));
+        store.runs.save_step(&waiting, None, None).await.unwrap();
+        ids.push(waiting.id);
+    }
+    let claimed = store.queue.claim(&roster_engine::store::conformance::claim_for_tests("a", 60)).await.unwrap();
+    assert_eq!(claimed.map(|r| r.id), Some(ids[0]), "the oldest run first");
+    assert_eq!(store.queue.queued_count().await.unwrap(), 2);
+    assert_eq!(store.queue.next_timer().await.unwrap(), None);
+    for id in &ids[1..] {
+        let stored = store.runs.run(*id).await.unwrap().unwrap();
+        assert_eq!((stored.state, stored.wake_at), (RunState::Queued, None));
+    }
 }
 
 fn write(id: Option<uuid::Uuid>, fields: Value) -> RecordWrite {

@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
 use std::str::FromStr;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -58,6 +59,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 const ATTEMPTS: u32 = 5;
 /// Records read per query while scanning them all.
 const SCAN_PAGE: i64 = 500;
+/// Due timers released per transaction.
+const RELEASE_PAGE: i64 = 500;
 /// Key values longer than this are kept hashed ([`stored_key`]).
 const MAX_KEY_BYTES: usize = 512;
 
@@ -138,23 +141,21 @@ const LIVE_LEASES_BY_WORKFLOW: &str = "SELECT workflow, count(*) FROM runs
     GROUP BY workflow";
 const LIVE_LEASES_OF_WORKFLOW: &str =
     "SELECT count(*) FROM runs WHERE workflow = $1 AND lease_token IS NOT NULL AND lease_until > $2::timestamptz";
-// The three kinds of claimable run, in the order claims take them. Each takes $1 (now),
+/// Waiting runs whose timer is due, soonest first, for claims to put on the queue.
+const DUE_TIMERS: &str = "SELECT run::text FROM runs WHERE wake_at <= $1::timestamptz AND state = 'waiting'
+    ORDER BY wake_at, id LIMIT $2 FOR UPDATE SKIP LOCKED";
+// The two kinds of claimable run, in the order claims take them. Each takes $1 (now),
 // $2 (the trigger asked for, if any) and $3 (workflows passed over).
 /// A run whose claimer stopped renewing its lease.
 const CLAIMABLE_EXPIRED: &str = "SELECT run::text FROM runs
     WHERE lease_token IS NOT NULL AND (lease_until IS NULL OR lease_until <= $1::timestamptz)
         AND ($2::text IS NULL OR trigger = $2) AND workflow <> ALL($3)
     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED";
-/// The oldest queued run (ids are UUID v7).
+/// The oldest queued run (ids are UUID v7), due timers included once released.
 const CLAIMABLE_QUEUED: &str = "SELECT run::text FROM runs
     WHERE state = 'queued'
         AND ($2::text IS NULL OR trigger = $2) AND workflow <> ALL($3)
     ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED";
-/// The waiting run whose timer fell due first.
-const CLAIMABLE_DUE: &str = "SELECT run::text FROM runs
-    WHERE wake_at <= $1::timestamptz AND state = 'waiting'
-        AND ($2::text IS NULL OR trigger = $2) AND workflow <> ALL($3)
-    ORDER BY wake_at, id LIMIT 1 FOR UPDATE SKIP LOCKED";
 const LEASES_OF_OWNER: &str =
     "SELECT run::text FROM runs WHERE lease_owner = $1 AND lease_token IS NOT NULL ORDER BY id FOR UPDATE";
 const QUEUED_COUNT: &str = "SELECT count(*) FROM runs WHERE state = 'queued'";
@@ -195,6 +196,9 @@ pub struct PostgresStore {
     location: String,
     /// The schema given to [`PostgresStore::connect_in_schema`].
     schema: Option<String>,
+    /// Fields known to be indexed. A field stays indexed once it is, so this only grows;
+    /// a field not in it is looked up in the database (another node may have indexed it).
+    indexed: RwLock<BTreeSet<String>>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -239,7 +243,13 @@ impl PostgresStore {
             .max_connections(POOL_SIZE)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options.clone());
-        let store = PostgresStore { pool, options, location, schema: schema.map(str::to_string) };
+        let store = PostgresStore {
+            pool,
+            options,
+            location,
+            schema: schema.map(str::to_string),
+            indexed: RwLock::new(BTreeSet::new()),
+        };
         let checked = store.refuse_newer(&mut first).await;
         let _ = first.close().await;
         checked.map(|()| store)
@@ -543,14 +553,14 @@ async fn check_lease(tx: &mut PgConnection, run: &Run) -> Result<(), Fault> {
     .into())
 }
 
-/// The first claimable run, locked: expired leases, then queued runs, then due timers.
+/// The first claimable run, locked: an expired lease, else the oldest queued run.
 async fn next_claimable(
     tx: &mut PgConnection,
     now: &str,
     trigger: Option<&str>,
     passed_over: &[String],
 ) -> Result<Option<Run>, Fault> {
-    for query in [CLAIMABLE_EXPIRED, CLAIMABLE_QUEUED, CLAIMABLE_DUE] {
+    for query in [CLAIMABLE_EXPIRED, CLAIMABLE_QUEUED] {
         let found: Option<String> =
             sqlx::query_scalar(query).bind(now).bind(trigger).bind(passed_over).fetch_optional(&mut *tx).await?;
         if let Some(text) = found {
@@ -755,6 +765,22 @@ impl PostgresStore {
         Ok(written)
     }
 
+    /// Whether `field` is indexed, from memory once it is known to be.
+    async fn is_indexed(&self, field: &str) -> StoreResult<bool> {
+        if self.indexed.read().expect("index lock").contains(field) {
+            return Ok(true);
+        }
+        let indexed: bool = sqlx::query_scalar(IS_INDEXED)
+            .bind(field)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(failed("looking up a field's index"))?;
+        if indexed {
+            self.indexed.write().expect("index lock").insert(field.to_string());
+        }
+        Ok(indexed)
+    }
+
     async fn index_field_once(&self, field: &str) -> Result<(), Fault> {
         let mut tx = self.pool.begin().await?;
         // Alone: record writes under way finish first, and those after it see the field.
@@ -820,6 +846,7 @@ impl PostgresStore {
         let now = at_millis(request.now);
         let trigger = request.trigger.as_ref().map(ToString::to_string);
         let limits = &request.limits.per_workflow;
+        self.release_due_timers(&now).await?;
         let mut passed_over = self.workflows_at_limit(&now, limits).await?;
         loop {
             let mut tx = self.pool.begin().await?;
@@ -845,7 +872,6 @@ impl PostgresStore {
                 }
             }
             run.state = RunState::Running;
-            run.wake_at = None;
             run.lease = Some(Lease {
                 owner: request.owner.clone(),
                 token: Uuid::new_v4(),
@@ -854,6 +880,26 @@ impl PostgresStore {
             put_run(&mut tx, &run).await?;
             tx.commit().await?;
             return Ok(Some(run));
+        }
+    }
+
+    /// Puts waiting runs whose timer is due on the queue, as the embedded store does at
+    /// every claim: from then on they are queued runs like any other, taken oldest first.
+    async fn release_due_timers(&self, now: &str) -> Result<(), Fault> {
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let due: Vec<String> =
+                sqlx::query_scalar(DUE_TIMERS).bind(now).bind(RELEASE_PAGE).fetch_all(&mut *tx).await?;
+            for text in &due {
+                let mut run: Run = decode("a run", text)?;
+                run.state = RunState::Queued;
+                run.wake_at = None;
+                put_run(&mut tx, &run).await?;
+            }
+            tx.commit().await?;
+            if due.len() < count(RELEASE_PAGE) {
+                return Ok(());
+            }
         }
     }
 
@@ -922,12 +968,7 @@ impl RecordStore for PostgresStore {
     async fn records_by_field(&self, field: &str, value: &str) -> StoreResult<Vec<Record>> {
         let wanted = normalize_key(value);
         let matches = |r: &Record| r.fields.get(field).and_then(key_text).is_some_and(|v| v == wanted);
-        let indexed: bool = sqlx::query_scalar(IS_INDEXED)
-            .bind(field)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(failed("looking up an index"))?;
-        if indexed {
+        if self.is_indexed(field).await? {
             let texts: Vec<String> = sqlx::query_scalar(RECORDS_BY_KEY)
                 .bind(field)
                 .bind(stored_key(&wanted))
@@ -949,7 +990,14 @@ impl RecordStore for PostgresStore {
     }
 
     async fn index_field(&self, field: &str) -> StoreResult<()> {
-        self.retrying("indexing a field", || self.index_field_once(field)).await
+        // Asked at every sync and catalog load; only a new field needs the lock that
+        // holds record writes back.
+        if self.is_indexed(field).await? {
+            return Ok(());
+        }
+        self.retrying("indexing a field", || self.index_field_once(field)).await?;
+        self.indexed.write().expect("index lock").insert(field.to_string());
+        Ok(())
     }
 
     async fn scan_records(&self, visit: &mut (dyn FnMut(Record) -> bool + Send)) -> StoreResult<()> {
