@@ -8,11 +8,13 @@
 //! atomic in the backend, whatever it is. Every write is durable when its call returns.
 //!
 //! [`conformance`] is the contract's test suite: every backend runs it against a fresh store.
-//! `sled` ([`SledStore`]) is the embedded default.
+//! `sled` ([`SledStore`]) is the embedded default; [`PostgresStore`] keeps the same contract in a
+//! PostgreSQL database that several nodes share.
 
 pub mod conformance;
 mod error;
 mod observed;
+mod postgres;
 mod redacting;
 mod sled_store;
 
@@ -29,6 +31,7 @@ use crate::model::{ChangeEvent, JournalEntry, Record, Run, RunState, StoredCrede
 
 pub use error::{StoreError, StoreErrorKind};
 pub use observed::{Observed, StoreCall, StoreObserver};
+pub use postgres::PostgresStore;
 pub use redacting::Redacting;
 pub use sled_store::SledStore;
 
