@@ -31,6 +31,7 @@ pub fn router(api: ApiState) -> Router {
     let private = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/workflows", get(workflows))
+        .route("/v1/nodes", get(nodes))
         .route("/v1/workflows/{name}/runs", post(start_run))
         .route("/v1/workflows/{name}/dry-run", post(dry_run))
         .route("/v1/workflows/{name}/batches", post(start_batch))
@@ -87,6 +88,11 @@ async fn status(State(api): State<ApiState>) -> Json<Status> {
         workflows: catalog.workflows.len(),
         integrations: catalog.integrations.len(),
     })
+}
+
+/// The serve nodes sharing this store, alive ones first.
+async fn nodes(State(api): State<ApiState>) -> Answer<Json<Vec<roster_engine::service::NodeStatus>>> {
+    Ok(Json(api.service.nodes().await?))
 }
 
 async fn workflows(State(api): State<ApiState>) -> Json<Vec<wire::WorkflowView>> {

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! HOME/
-//!   store/          sled database (one process at a time)
+//!   store/          sled database (one process at a time), unless the store is PostgreSQL
+//!   store.url       the PostgreSQL store's URL, mode 0600, when `init --store URL` chose one
 //!   master.key      vault key, mode 0600 (or ROSTER_MASTER_KEY)
 //!   api.token       bearer token for `roster serve`'s HTTP API, mode 0600
 //!   presets/        preset overrides and additions
@@ -14,17 +15,54 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::store::{Redacting, SledStore, Store};
+use crate::store::{PostgresStore, Redacting, SledStore, Store};
 use crate::vault::Vault;
 
 #[derive(Debug, Clone)]
 pub struct Home {
     pub dir: PathBuf,
+    /// `--store URL` / `ROSTER_STORE_URL`: overrides what the home recorded.
+    store_url: Option<String>,
 }
+
+/// Where a home's store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// sled in `HOME/store`.
+    Embedded(PathBuf),
+    /// A PostgreSQL database several nodes may share (`postgres://…`).
+    Postgres(String),
+}
+
+/// The file in a home that records its PostgreSQL store's URL.
+const STORE_URL_FILE: &str = "store.url";
 
 impl Home {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self { dir: dir.into(), store_url: None }
+    }
+
+    /// The same home with its store at `url` (`postgres://…`), whatever it recorded.
+    pub fn with_store_url(mut self, url: Option<String>) -> Self {
+        self.store_url = url.filter(|u| !u.trim().is_empty());
+        self
+    }
+
+    /// `--store URL` first, then the URL `init --store` recorded, then sled in `HOME/store`.
+    pub fn store_location(&self) -> Result<StoreLocation> {
+        let recorded = || std::fs::read_to_string(self.dir.join(STORE_URL_FILE)).ok().map(|t| t.trim().to_string());
+        match self.store_url.clone().or_else(recorded) {
+            None => Ok(StoreLocation::Embedded(self.store_dir())),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                remember_password(&url);
+                Ok(StoreLocation::Postgres(url))
+            }
+            Some(url) => Err(Error::Refused(format!(
+                "--store / ROSTER_STORE_URL: `{}` is not a store URL; a PostgreSQL store reads \
+                 postgres://USER@HOST:PORT/DATABASE, and leaving it out keeps the embedded store in HOME/store",
+                url.split('@').next_back().unwrap_or_default()
+            ))),
+        }
     }
 
     pub fn store_dir(&self) -> PathBuf {
@@ -44,7 +82,7 @@ impl Home {
     }
 
     pub fn exists(&self) -> bool {
-        self.store_dir().exists()
+        self.store_dir().exists() || self.dir.join(STORE_URL_FILE).exists()
     }
 
     /// Creates the folder layout, a master key and an API token. Safe to run again.
@@ -60,7 +98,14 @@ impl Home {
             write_private(&token_path, &Vault::generate_key().replace(['+', '/', '='], ""))?;
             true
         };
-        let store = self.open_store().await?;
+        if let (Some(url), StoreLocation::Postgres(_)) = (&self.store_url, self.store_location()?) {
+            let path = self.dir.join(STORE_URL_FILE);
+            if std::fs::read_to_string(&path).ok().as_deref().map(str::trim) != Some(url.trim()) {
+                let _ = std::fs::remove_file(&path);
+                write_private(&path, url.trim())?;
+            }
+        }
+        let store = self.open_store_migrated().await?;
         Ok(InitReport { created_key, created_token, store })
     }
 
@@ -69,7 +114,33 @@ impl Home {
     /// every stored credential are known to the process from here on, whichever command
     /// runs, so nothing it stores or prints can hold one.
     pub async fn open_store(&self) -> Result<Store> {
-        let store = Redacting::wrap(Store::new(Arc::new(self.open_sled()?)));
+        self.open(false).await
+    }
+
+    /// Opens the store after bringing a PostgreSQL schema up to this roster's version (under
+    /// a lock, so nodes starting together do not race): what `init`, `serve` and `store
+    /// migrate` do. Other commands refuse a database that is not migrated yet.
+    pub async fn open_store_migrated(&self) -> Result<Store> {
+        self.open(true).await
+    }
+
+    async fn open(&self, migrate: bool) -> Result<Store> {
+        let backend = match self.store_location()? {
+            StoreLocation::Embedded(_) => Store::new(Arc::new(self.open_sled()?)),
+            StoreLocation::Postgres(url) => {
+                if !self.dir.exists() {
+                    return Err(Error::NoHome { dir: self.dir.clone() });
+                }
+                let pg = PostgresStore::connect(&url).await?;
+                if migrate {
+                    pg.migrate().await?;
+                } else {
+                    pg.require_current().await?;
+                }
+                Store::new(Arc::new(pg))
+            }
+        };
+        let store = Redacting::wrap(backend);
         if let Ok(vault) = self.vault() {
             for stored in store.credentials.credentials().await.unwrap_or_default() {
                 // One that cannot be opened cannot be used either; its error comes when it is.
@@ -92,6 +163,18 @@ impl Home {
 
     pub fn api_token(&self) -> Result<String> {
         Ok(std::fs::read_to_string(self.dir.join("api.token"))?.trim().to_string())
+    }
+}
+
+/// A password in a store URL is a secret like any other: nothing the process writes or
+/// prints may show it.
+fn remember_password(url: &str) {
+    let Some(rest) = url.split_once("://").map(|(_, r)| r) else { return };
+    let Some((userinfo, _)) = rest.split_once('@') else { return };
+    if let Some((_, password)) = userinfo.split_once(':') {
+        let decoded = percent_encoding::percent_decode_str(password).decode_utf8_lossy();
+        roster_blocks::redact::process().add(&decoded);
+        roster_blocks::redact::process().add(password);
     }
 }
 

@@ -23,7 +23,7 @@ use crate::clock::rfc3339;
 use crate::error::{Error, Result};
 use crate::model::{ChangeEvent, EventKind, Record, Run, RunState, RunTrigger, SyncSession, SyncState};
 use crate::run::{Engine, Quiet};
-use crate::store::{ClaimRequest, ConcurrencyLimits, Mark};
+use crate::store::{ClaimRequest, ConcurrencyLimits, Mark, Store};
 use crate::sync::Integration;
 use crate::workflow::Workflow;
 
@@ -118,7 +118,7 @@ pub struct Service {
     /// Who this process is when it claims runs: leases name it.
     node: String,
     /// How long a claim holds without a heartbeat.
-    lease: Duration,
+    lease: std::sync::OnceLock<Duration>,
     /// When set, workers take only runs with this trigger (a CLI batch leaves runs that
     /// other processes left unfinished to their own settling).
     only_trigger: std::sync::OnceLock<RunTrigger>,
@@ -134,7 +134,7 @@ impl Service {
             wake: Notify::new(),
             busy: AtomicUsize::new(0),
             node: node_id(),
-            lease: LEASE,
+            lease: std::sync::OnceLock::new(),
             only_trigger: std::sync::OnceLock::new(),
         })
     }
@@ -589,6 +589,26 @@ impl Service {
         Ok(started)
     }
 
+    /// How long this node's claims hold without a heartbeat (default 30 s). Set once, before
+    /// the workers start; a dead node's runs are taken over this long after its last beat.
+    pub fn set_lease(&self, lease: Duration) {
+        let _ = self.lease.set(lease.max(Duration::from_secs(1)));
+    }
+
+    fn lease(&self) -> Duration {
+        *self.lease.get().unwrap_or(&LEASE)
+    }
+
+    /// This process's name in leases and heartbeats.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Every node that shares the store, alive ones first.
+    pub async fn nodes(&self) -> Result<Vec<NodeStatus>> {
+        node_statuses(&self.engine.store, self.lease(), Some(&self.node)).await
+    }
+
     /// Runs queued runs with `concurrency` workers. With `until_idle`, returns once the
     /// queue is empty and no run is in flight; otherwise runs until the engine stops.
     pub async fn work(self: &Arc<Self>, concurrency: usize, until_idle: bool) -> Result<()> {
@@ -627,7 +647,7 @@ impl Service {
             // Leases are about processes staying alive, so they use the real clock even
             // when `--now` makes the rest of Roster believe in another day.
             now: Timestamp::now(),
-            lease: self.lease,
+            lease: self.lease(),
             limits: ConcurrencyLimits { per_workflow },
             trigger: self.only_trigger.get().cloned(),
         }
@@ -636,13 +656,18 @@ impl Service {
     /// Renews this node's leases until the engine stops, a third of a lease apart, so a
     /// run this node is working on is never taken for abandoned.
     async fn heartbeat(self: Arc<Self>) {
+        let queue = &self.engine.store.queue;
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(self.lease / 3) => {}
-                _ = self.engine.stopped() => return,
+            let now = Timestamp::now();
+            if let Err(e) = queue.beat(&self.node, now).await {
+                tracing::warn!("could not record this node's heartbeat: {e}");
             }
-            if let Err(e) = self.engine.store.queue.renew_leases(&self.node, Timestamp::now() + self.lease).await {
+            if let Err(e) = queue.renew_leases(&self.node, now + self.lease()).await {
                 tracing::warn!("could not renew this node's run leases: {e}");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.lease() / 3) => {}
+                _ = self.engine.stopped() => return,
             }
         }
     }
@@ -662,7 +687,13 @@ impl Service {
                         self.wake();
                         return Ok(());
                     }
-                    let _ = tokio::time::timeout(Duration::from_millis(200), self.wake.notified()).await;
+                    // Woken by this process queueing a run, by another node's (a backend
+                    // several nodes share tells), or after a short poll for due timers and
+                    // expired leases.
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = self.engine.store.queue.wait_for_work(Duration::from_millis(200)) => {}
+                    }
                     continue;
                 }
                 Err(e) => {
@@ -804,8 +835,41 @@ impl Service {
     }
 }
 
+/// Every node that shares `store`, alive or not, alive ones first: a node is alive while its
+/// last heartbeat is younger than `lease` (after that its runs are taken over).
+pub async fn node_statuses(store: &Store, lease: Duration, this_process: Option<&str>) -> Result<Vec<NodeStatus>> {
+    let now = Timestamp::now();
+    let lease = jiff::SignedDuration::try_from(lease).unwrap_or(jiff::SignedDuration::from_secs(30));
+    let mut nodes: Vec<NodeStatus> = store
+        .queue
+        .nodes()
+        .await?
+        .into_iter()
+        .map(|beat| NodeStatus {
+            alive: now.duration_since(beat.last_heartbeat) < lease,
+            this_process: this_process == Some(beat.node.as_str()),
+            node: beat.node,
+            last_heartbeat: beat.last_heartbeat,
+            runs_held: beat.runs_held,
+        })
+        .collect();
+    nodes.sort_by(|a, b| b.alive.cmp(&a.alive).then(b.last_heartbeat.cmp(&a.last_heartbeat)));
+    Ok(nodes)
+}
+
+/// A node sharing the store, as `roster nodes` and `GET /v1/nodes` show it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    pub node: String,
+    pub alive: bool,
+    pub last_heartbeat: Timestamp,
+    pub runs_held: usize,
+    /// The node answering.
+    pub this_process: bool,
+}
+
 /// How long a claimed run stays this node's without a heartbeat.
-const LEASE: Duration = Duration::from_secs(30);
+pub const LEASE: Duration = Duration::from_secs(30);
 
 /// This process's name in leases: host, process id and a random part, so a restarted
 /// process never passes for the one before it.

@@ -30,6 +30,7 @@ mod remote;
 mod runs;
 mod sandbox;
 mod serve;
+mod store;
 mod sync;
 mod workflows;
 
@@ -48,6 +49,12 @@ pub struct Cli {
     /// Home folder (store, master key, presets, workflows).
     #[arg(long, global = true, env = "ROSTER_HOME", default_value = ".roster")]
     home: PathBuf,
+
+    /// The store: a PostgreSQL URL (postgres://USER@HOST:PORT/DATABASE) that several
+    /// `serve` nodes share. Without it, the URL `init --store` recorded, else the embedded
+    /// store in HOME/store.
+    #[arg(long = "store", global = true, env = "ROSTER_STORE_URL", hide_env_values = true, value_name = "URL")]
+    store: Option<String>,
 
     /// Pretend it is this time (2027-03-01 or 2027-03-01T09:00:00Z); for tests and demos.
     #[arg(long, global = true, env = "ROSTER_NOW")]
@@ -106,6 +113,11 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run schedules, event triggers, workers and the HTTP API until stopped.
     Serve(serve::ServeArgs),
+    /// The store itself: migrate a PostgreSQL schema, copy a store to another.
+    #[command(subcommand)]
+    Store(store::Command),
+    /// The `serve` nodes sharing this store: last heartbeat and the runs each holds.
+    Nodes(store::NodesArgs),
     /// Start the fake vendor APIs (Brex, Expensify, Sage People) on loopback.
     Sandbox(sandbox::SandboxArgs),
 }
@@ -145,7 +157,8 @@ pub fn main() -> ExitCode {
         },
         None => Clock::system(),
     };
-    let cx = Context { home: Home::new(cli.home.clone()), clock, presets_dir: cli.presets.clone() };
+    let home = Home::new(cli.home.clone()).with_store_url(cli.store.clone());
+    let cx = Context { home, clock, presets_dir: cli.presets.clone() };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let outcome = runtime.block_on(dispatch(cli.command, &cx));
     if output::write_failed() {
@@ -170,6 +183,9 @@ async fn dispatch(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
         Command::Init => {
             let report = cx.home.init().await?;
             println!("Roster home ready in {}", cx.home.dir.display());
+            if let roster_engine::home::StoreLocation::Postgres(_) = cx.home.store_location()? {
+                println!("  the store is PostgreSQL (migrated); every command of this home uses it");
+            }
             if report.created_key {
                 println!(
                     "  created the master key {}/master.key (mode 0600): back it up; credentials cannot be read without it",
@@ -196,6 +212,8 @@ async fn dispatch(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
         Command::Serve(a) => serve::run(a, cx).await,
         Command::Demo(a) => demo::run(a, cx).await,
         Command::Sandbox(a) => sandbox::run(a, cx).await,
+        Command::Store(c) => store::run(c, cx).await,
+        Command::Nodes(a) => store::nodes(a, cx).await,
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use roster_engine::service::{Catalog, Service};
 
-use super::{Context, Outcome, runs, workflows};
+use super::{Context, Outcome, workflows};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -28,6 +28,11 @@ pub struct ServeArgs {
     /// every hour. Without it every run is kept.
     #[arg(long, value_name = "AGE", env = "ROSTER_RETENTION", value_parser = parse_retention)]
     retention: Option<jiff::SignedDuration>,
+    /// How long a claimed run stays this node's without a heartbeat (renewed every third of
+    /// it). When a node dies, other nodes on the same PostgreSQL store take its runs over
+    /// this long after its last heartbeat.
+    #[arg(long, value_name = "DURATION", env = "ROSTER_LEASE", default_value = "30s", value_parser = super::store::parse_lease)]
+    lease: Duration,
     /// How often schedules and events are checked, in milliseconds.
     #[arg(long, default_value_t = 1000, hide = true)]
     tick_ms: u64,
@@ -44,7 +49,10 @@ fn parse_retention(text: &str) -> Result<jiff::SignedDuration, String> {
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
-    let engine = Arc::new(runs::engine(cx).await?);
+    // Nodes starting together migrate one at a time (an advisory lock); the rest find
+    // nothing to do.
+    let store = cx.home.open_store_migrated().await?;
+    let engine = Arc::new(roster_engine::run::Engine::new(store, cx.home.vault().ok(), cx.clock));
     let workflows_dir = args.workflows.clone().unwrap_or_else(|| cx.home.workflows_dir());
     let integrations_dir = args.integrations.clone().unwrap_or_else(|| cx.home.integrations_dir());
     let presets = cx.presets()?;
@@ -70,6 +78,7 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
     );
     print_plan(&catalog, cx.clock.now());
     let service = Service::new(engine.clone(), catalog, presets);
+    service.set_lease(args.lease);
     let indexed = service.prepare_indexes().await?;
     if !indexed.is_empty() {
         println!("indexed {} for rule lookups", indexed.join(", "));

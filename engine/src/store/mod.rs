@@ -99,6 +99,16 @@ pub struct ClaimRequest {
     pub trigger: Option<crate::model::RunTrigger>,
 }
 
+/// A node as its heartbeats left it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeBeat {
+    /// The node's name, as its leases carry it.
+    pub node: String,
+    pub last_heartbeat: Timestamp,
+    /// Runs leased to it (live or expired and not yet reclaimed).
+    pub runs_held: usize,
+}
+
 /// A piece of scheduler state, changed only by compare-and-set so two schedulers (or two
 /// nodes) never both act on one fire.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -184,6 +194,15 @@ pub trait QueueStore: Send + Sync {
     async fn claim(&self, request: &ClaimRequest) -> StoreResult<Option<Run>>;
     /// Extends every lease `owner` holds to `until` (its heartbeat); returns how many.
     async fn renew_leases(&self, owner: &str, until: Timestamp) -> StoreResult<usize>;
+    /// Waits until another process may have queued a run, or `within` passes. A backend that
+    /// one process owns (sled) has nobody else to hear from and just waits.
+    async fn wait_for_work(&self, within: Duration) {
+        tokio::time::sleep(within).await;
+    }
+    /// Records that `node` is alive at `at` (its heartbeat, beside [`QueueStore::renew_leases`]).
+    async fn beat(&self, node: &str, at: Timestamp) -> StoreResult<()>;
+    /// Every node that ever beat, with its last heartbeat and the runs leased to it.
+    async fn nodes(&self) -> StoreResult<Vec<NodeBeat>>;
     async fn queued_count(&self) -> StoreResult<usize>;
     /// The earliest time a waiting run's timer is due, if any run waits.
     async fn next_timer(&self) -> StoreResult<Option<Timestamp>>;

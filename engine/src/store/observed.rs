@@ -11,8 +11,8 @@ use jiff::Timestamp;
 use uuid::Uuid;
 
 use super::{
-    ClaimRequest, Mark, QueueStore, RecordStore, RecordWrite, RecordWritten, RunFilter, RunStore, SchedulerStore,
-    Store, StoreResult, SyncStore,
+    ClaimRequest, Mark, NodeBeat, QueueStore, RecordStore, RecordWrite, RecordWritten, RunFilter, RunStore,
+    SchedulerStore, Store, StoreResult, SyncStore,
 };
 use crate::model::{JournalEntry, Record, Run, SyncSession};
 
@@ -143,6 +143,15 @@ impl<O: StoreObserver> QueueStore for Watched<dyn QueueStore, O> {
     }
     async fn renew_leases(&self, owner: &str, until: Timestamp) -> StoreResult<usize> {
         self.around(StoreCall::Write, self.inner.renew_leases(owner, until)).await
+    }
+    async fn wait_for_work(&self, within: std::time::Duration) {
+        self.inner.wait_for_work(within).await
+    }
+    async fn beat(&self, node: &str, at: Timestamp) -> StoreResult<()> {
+        self.around(StoreCall::Write, self.inner.beat(node, at)).await
+    }
+    async fn nodes(&self) -> StoreResult<Vec<NodeBeat>> {
+        self.around(StoreCall::Read, self.inner.nodes()).await
     }
     async fn queued_count(&self) -> StoreResult<usize> {
         self.around(StoreCall::Read, self.inner.queued_count()).await

@@ -40,8 +40,8 @@ use sqlx::{Connection, Executor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::{
-    ClaimRequest, CredentialStore, EventStore, Mark, QueueStore, RecordStore, RecordWrite, RecordWritten, RunFilter,
-    RunStore, SchedulerStore, StoreError, StoreErrorKind, StoreResult, SyncStore, WorkflowStore, key_text,
+    ClaimRequest, CredentialStore, EventStore, Mark, NodeBeat, QueueStore, RecordStore, RecordWrite, RecordWritten,
+    RunFilter, RunStore, SchedulerStore, StoreError, StoreErrorKind, StoreResult, SyncStore, WorkflowStore, key_text,
     normalize_key,
 };
 use crate::clock::rfc3339_millis;
@@ -83,6 +83,15 @@ const TAKE_SHARED_LOCK: &str =
 /// A session lock: it outlives the migrations' own transactions.
 const TAKE_MIGRATION_LOCK: &str =
     "SELECT pg_advisory_lock(hashtextextended('migrate:' || coalesce($1, current_schema(), ''), 0))";
+const BEAT: &str = "INSERT INTO nodes (node, last_heartbeat) VALUES ($1, $2::timestamptz)
+    ON CONFLICT (node) DO UPDATE SET last_heartbeat = greatest(nodes.last_heartbeat, excluded.last_heartbeat)";
+const NODES: &str = "SELECT n.node, (extract(epoch FROM n.last_heartbeat) * 1000)::bigint,
+    (SELECT count(*) FROM runs r WHERE r.lease_owner = n.node AND r.lease_token IS NOT NULL)
+    FROM nodes n ORDER BY n.node";
+/// The channel a schema's nodes hear about queued runs on (one per schema, so stores in
+/// other schemas of the database do not wake each other).
+const NOTIFY_WORK: &str = "SELECT pg_notify('roster_work_' || current_schema(), '')";
+const CURRENT_SCHEMA: &str = "SELECT current_schema()::text";
 const HAS_MIGRATIONS_TABLE: &str = "SELECT to_regclass('_sqlx_migrations') IS NOT NULL";
 const NEWEST_APPLIED_MIGRATION: &str = "SELECT max(version) FROM _sqlx_migrations";
 
@@ -199,6 +208,17 @@ pub struct PostgresStore {
     /// Fields known to be indexed. A field stays indexed once it is, so this only grows;
     /// a field not in it is looked up in the database (another node may have indexed it).
     indexed: RwLock<BTreeSet<String>>,
+    /// Woken by another node's NOTIFY of a queued run (the listener starts on first wait).
+    work: std::sync::Arc<tokio::sync::Notify>,
+    listener: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        if let Some(listener) = self.listener.get() {
+            listener.abort();
+        }
+    }
 }
 
 impl fmt::Debug for PostgresStore {
@@ -249,10 +269,37 @@ impl PostgresStore {
             location,
             schema: schema.map(str::to_string),
             indexed: RwLock::new(BTreeSet::new()),
+            work: Default::default(),
+            listener: std::sync::OnceLock::new(),
         };
         let checked = store.refuse_newer(&mut first).await;
         let _ = first.close().await;
         checked.map(|()| store)
+    }
+
+    /// Listens for queued-run notifications on a connection of its own until the store is
+    /// dropped; a lost connection is made again (the workers' short poll covers the gap).
+    fn listen(&self) -> tokio::task::JoinHandle<()> {
+        let (pool, work, location) = (self.pool.clone(), self.work.clone(), self.location.clone());
+        tokio::spawn(async move {
+            loop {
+                let listened = async {
+                    let schema: String = sqlx::query_scalar(CURRENT_SCHEMA).fetch_one(&pool).await?;
+                    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                    listener.listen(&format!("roster_work_{schema}")).await?;
+                    loop {
+                        listener.recv().await?;
+                        work.notify_waiters();
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), sqlx::Error>(())
+                };
+                if let Err(e) = listened.await {
+                    tracing::debug!("listening for queued runs at {location}: {e}; listening again in 1 s");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
     }
 
     /// Where the database is (user, host, port, database, schema), never with a password.
@@ -286,6 +333,33 @@ impl PostgresStore {
         // This call holds the lock, per schema; sqlx's own would be per database.
         migrator.set_locking(false);
         migrator.run(&mut *conn).await.map_err(|e| self.migrate_error(e))
+    }
+
+    /// Fails unless the database is at exactly this roster's version: commands other than
+    /// `serve` and `store migrate` do not change the schema, and say what would.
+    pub async fn require_current(&self) -> StoreResult<()> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| database_error(&format!("connecting to the database at {}", self.location), e))?;
+        let failed = |e| database_error(&format!("reading the schema version of the database at {}", self.location), e);
+        let tracked: bool = sqlx::query_scalar(HAS_MIGRATIONS_TABLE).fetch_one(&mut *conn).await.map_err(failed)?;
+        let newest: Option<i64> = if tracked {
+            sqlx::query_scalar(NEWEST_APPLIED_MIGRATION).fetch_one(&mut *conn).await.map_err(failed)?
+        } else {
+            None
+        };
+        if newest.unwrap_or(0) < known_version() {
+            return Err(StoreError::unavailable(format!(
+                "the database at {} is not migrated to this roster's version {} (it is at {}): run `roster store \
+                 migrate` (or start `roster serve`, which migrates)",
+                self.location,
+                known_version(),
+                newest.map_or_else(|| "none".to_string(), |v| v.to_string())
+            )));
+        }
+        Ok(())
     }
 
     /// Refuses a database that a newer roster migrated: this binary would misread it.
@@ -532,8 +606,12 @@ async fn put_run(tx: &mut PgConnection, run: &Run) -> Result<(), Fault> {
         .bind(lease.and_then(|l| millis(&l.until)))
         .bind(wake_at)
         .bind(encode(run)?)
-        .execute(tx)
+        .execute(&mut *tx)
         .await?;
+    if run.state == RunState::Queued {
+        // Delivered at commit to every node listening, so an idle one claims at once.
+        sqlx::query(NOTIFY_WORK).execute(&mut *tx).await?;
+    }
     Ok(())
 }
 
@@ -1104,6 +1182,34 @@ impl QueueStore for PostgresStore {
     async fn renew_leases(&self, owner: &str, until: Timestamp) -> StoreResult<usize> {
         let until = rfc3339_millis(until);
         self.retrying("renewing leases", || self.renew_once(owner, &until)).await
+    }
+
+    async fn wait_for_work(&self, within: Duration) {
+        let notified = self.work.notified();
+        self.listener.get_or_init(|| self.listen());
+        let _ = tokio::time::timeout(within, notified).await;
+    }
+
+    async fn beat(&self, node: &str, at: Timestamp) -> StoreResult<()> {
+        sqlx::query(BEAT)
+            .bind(node)
+            .bind(rfc3339_millis(at))
+            .execute(&self.pool)
+            .await
+            .map_err(failed("recording a heartbeat"))?;
+        Ok(())
+    }
+
+    async fn nodes(&self) -> StoreResult<Vec<NodeBeat>> {
+        let rows: Vec<(String, i64, i64)> =
+            sqlx::query_as(NODES).fetch_all(&self.pool).await.map_err(failed("listing nodes"))?;
+        rows.into_iter()
+            .map(|(node, ms, held)| {
+                let last_heartbeat = Timestamp::from_millisecond(ms)
+                    .map_err(|e| StoreError::corrupt(format!("node {node}'s heartbeat is not a time: {e}")))?;
+                Ok(NodeBeat { node, last_heartbeat, runs_held: count(held) })
+            })
+            .collect()
     }
 
     async fn queued_count(&self) -> StoreResult<usize> {

@@ -23,8 +23,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use uuid::Uuid;
 
 use super::{
-    ClaimRequest, CredentialStore, EventStore, Mark, QueueStore, RecordStore, RecordWrite, RecordWritten, RunFilter,
-    RunStore, SchedulerStore, StoreError, StoreResult, SyncStore, WorkflowStore, key_text, normalize_key,
+    ClaimRequest, CredentialStore, EventStore, Mark, NodeBeat, QueueStore, RecordStore, RecordWrite, RecordWritten,
+    RunFilter, RunStore, SchedulerStore, StoreError, StoreResult, SyncStore, WorkflowStore, key_text, normalize_key,
 };
 use crate::clock::rfc3339_millis;
 use crate::error::Error;
@@ -55,6 +55,8 @@ pub struct SledStore {
     run_keys: sled::Tree,
     /// Leased run id → [`LeaseRow`]: what claims count and reclaim without reading runs.
     leases: sled::Tree,
+    /// Node name → its last heartbeat (ms, i64 BE).
+    nodes: sled::Tree,
     /// `wake time (ms, i64 BE, offset) ++ run id` → empty, for waiting runs.
     timers: sled::Tree,
     /// `finish time (ms, as timers) ++ run id` → empty, for finished runs: what pruning reads.
@@ -124,6 +126,7 @@ impl SledStore {
             active: tree("active")?,
             run_keys: tree("run_keys")?,
             leases: tree("leases")?,
+            nodes: tree("nodes")?,
             timers: tree("timers")?,
             finished: tree("finished")?,
             meta: tree("meta")?,
@@ -885,6 +888,32 @@ impl QueueStore for SledStore {
         }
         // Not waited on, like claims: leases in a sled folder die with its process.
         Ok(renewed)
+    }
+
+    async fn beat(&self, node: &str, at: Timestamp) -> StoreResult<()> {
+        self.nodes.insert(node.as_bytes(), &at.as_millisecond().to_be_bytes()).map_err(sled_error)?;
+        Ok(())
+    }
+
+    async fn nodes(&self) -> StoreResult<Vec<NodeBeat>> {
+        let mut held: BTreeMap<String, usize> = BTreeMap::new();
+        for entry in self.leases.iter() {
+            let (_, bytes) = entry.map_err(sled_error)?;
+            let row: LeaseRow = decode(&bytes)?;
+            *held.entry(row.owner).or_default() += 1;
+        }
+        let mut out = Vec::new();
+        for entry in self.nodes.iter() {
+            let (key, bytes) = entry.map_err(sled_error)?;
+            let node = String::from_utf8_lossy(&key).into_owned();
+            let ms = i64::from_be_bytes(
+                bytes.as_ref().try_into().map_err(|_| StoreError::corrupt("a node's heartbeat is not a time"))?,
+            );
+            let last_heartbeat = Timestamp::from_millisecond(ms)
+                .map_err(|e| StoreError::corrupt(format!("a node's heartbeat is not a time: {e}")))?;
+            out.push(NodeBeat { runs_held: held.remove(&node).unwrap_or(0), node, last_heartbeat });
+        }
+        Ok(out)
     }
 
     async fn queued_count(&self) -> StoreResult<usize> {

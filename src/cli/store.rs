@@ -1,0 +1,90 @@
+//! `roster store …` (the store itself) and `roster nodes` (the serve nodes sharing it).
+
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use roster_engine::home::StoreLocation;
+use roster_engine::service::{NodeStatus, node_statuses};
+
+use super::remote::{self, Remote};
+use super::{Context, Outcome, output};
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Bring a PostgreSQL store's tables up to this roster's version (safe to run again, and
+    /// from several nodes at once). `serve` does it too when it starts.
+    Migrate,
+}
+
+#[derive(Args, Debug)]
+pub struct NodesArgs {
+    /// The lease the nodes run with (`serve --lease`): a node whose last heartbeat is older
+    /// is shown as gone.
+    #[arg(long, value_name = "DURATION", env = "ROSTER_LEASE", default_value = "30s", value_parser = parse_lease)]
+    lease: Duration,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A lease length: `30s`, `2m`, or plain seconds.
+pub fn parse_lease(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = number.parse().map_err(|_| format!("`{text}` is not a lease length (write it like 30s or 2m)"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        _ => return Err(format!("`{text}` is not a lease length: use s or m (30s, 2m)")),
+    };
+    if secs == 0 {
+        return Err("a lease of 0 s would hand every run over at once; use at least 1s".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
+    match command {
+        Command::Migrate => {
+            let StoreLocation::Postgres(_) = cx.home.store_location()? else {
+                println!("the store is embedded (sled in {}): it needs no migration", cx.home.store_dir().display());
+                return Ok(Outcome::Ok);
+            };
+            cx.home.open_store_migrated().await?;
+            println!("the PostgreSQL store is migrated to this roster's version");
+            Ok(Outcome::Ok)
+        }
+    }
+}
+
+pub async fn nodes(args: NodesArgs, cx: &Context) -> anyhow::Result<Outcome> {
+    let nodes: Vec<NodeStatus> = match cx.home.open_store().await {
+        Ok(store) => node_statuses(&store, args.lease, None).await?,
+        Err(e) if remote::is_locked(&e) => Remote::find(cx)?.get("/v1/nodes", remote::NO_QUERY).await?,
+        Err(e) => return Err(e.into()),
+    };
+    if args.json {
+        output::json(&nodes)?;
+        return Ok(Outcome::Ok);
+    }
+    if nodes.is_empty() {
+        println!("no node has run `roster serve` on this store yet");
+        return Ok(Outcome::Ok);
+    }
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.node.clone(),
+                if n.alive { "alive".into() } else { "gone".into() },
+                n.last_heartbeat.to_string(),
+                n.runs_held.to_string(),
+            ]
+        })
+        .collect();
+    output::table(&["NODE", "STATE", "LAST HEARTBEAT", "RUNS HELD"], &rows);
+    Ok(Outcome::Ok)
+}
