@@ -1,5 +1,8 @@
 //! The README's Quickstart, line by line, as a new user would type it: against `roster
-//! sandbox` on its well-known ports, in an empty folder next to the examples.
+//! sandbox` on its well-known ports, in an empty folder next to the examples. It runs on
+//! the embedded store, then again with `ROSTER_STORE_URL` naming a fresh PostgreSQL database.
+
+mod support;
 
 use std::net::TcpStream;
 use std::path::Path;
@@ -32,7 +35,14 @@ impl Drop for Sandbox {
 }
 
 #[test]
-fn the_quickstart_works_as_written() {
+fn the_quickstart_works_as_written_on_both_stores() {
+    // One after the other: the sandbox's ports are fixed.
+    quickstart(None);
+    let database = support::FreshDatabase::new();
+    quickstart(Some(&database.url()));
+}
+
+fn quickstart(store_url: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let bin = Path::new(env!("CARGO_BIN_EXE_roster"));
     std::os::unix::fs::symlink(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples"), dir.path().join("examples"))
@@ -45,6 +55,7 @@ fn the_quickstart_works_as_written() {
             .env("PATH", &path)
             .env_remove("ROSTER_HOME")
             .env_remove("ROSTER_NOW")
+            .envs(store_url.map(|url| ("ROSTER_STORE_URL", url)))
             .output()
             .unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -80,6 +91,9 @@ fn the_quickstart_works_as_written() {
         outputs.push((command.clone(), shell(&command)));
     }
     assert!(sandbox.is_some(), "the Quickstart starts the sandbox");
+    let home = dir.path().join(".roster");
+    assert_eq!(home.join("store").exists(), store_url.is_none(), "the embedded store only when no URL is given");
+    assert_eq!(home.join("store.url").exists(), store_url.is_some(), "init records the URL it was given");
     let said = |prefix: &str| -> String {
         outputs.iter().find(|(c, _)| c.starts_with(prefix)).map(|(_, o)| o.clone()).unwrap_or_default()
     };

@@ -23,6 +23,57 @@ pub struct TestHome {
     pub now: Option<String>,
 }
 
+/// A fresh PostgreSQL database on the test server (`ROSTER_TEST_SERVER_URL`, default
+/// `postgres://postgres@127.0.0.1:5432`), dropped when this is dropped.
+pub struct FreshDatabase {
+    server: String,
+    pub name: String,
+}
+
+impl FreshDatabase {
+    pub fn new() -> FreshDatabase {
+        let server =
+            std::env::var("ROSTER_TEST_SERVER_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let name = format!("roster_test_{}", uuid::Uuid::new_v4().simple());
+        let db = FreshDatabase { server, name };
+        db.psql(&format!("CREATE DATABASE {}", db.name));
+        db
+    }
+
+    /// The URL a store uses.
+    pub fn url(&self) -> String {
+        format!("{}/{}", self.server, self.name)
+    }
+
+    fn psql(&self, sql: &str) {
+        let out = Command::new("psql")
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", &format!("{}/postgres", self.server), "-c", sql])
+            .output()
+            .unwrap_or_else(|e| panic!("psql cannot be started ({e}); install the PostgreSQL client"));
+        assert!(
+            out.status.success(),
+            "`{sql}` failed on the PostgreSQL test server {}: {}\nStart one with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+            self.server,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for FreshDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-d",
+                &format!("{}/postgres", self.server),
+                "-c",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
+}
+
 /// What one `roster` command printed and how it exited.
 #[derive(Debug)]
 pub struct Ran {
@@ -75,6 +126,7 @@ impl TestHome {
         cmd.args(args)
             .env("ROSTER_HOME", self.path())
             .env_remove("ROSTER_MASTER_KEY")
+            .env_remove("ROSTER_STORE_URL")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
         match &self.now {

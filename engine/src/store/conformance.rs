@@ -34,6 +34,7 @@ macro_rules! conformance_suite {
             pruning_removes_old_finished_runs_and_their_journals_only,
             records_are_found_by_field_with_or_without_an_index,
             runs_are_listed_by_filter_newest_first,
+            nodes_are_listed_with_their_last_heartbeat_and_the_runs_they_hold,
         );
     };
     (@cases $fresh:expr; $($case:ident),+ $(,)?) => {
@@ -437,6 +438,37 @@ pub async fn runs_are_listed_by_filter_newest_first(store: Store) {
     assert_eq!(store.runs.unfinished_runs().await.unwrap().len(), 3);
     let unfinished: Arc<[Uuid]> = store.runs.unfinished_runs().await.unwrap().iter().map(|r| r.id).collect();
     assert_eq!(&*unfinished, &ids[..], "oldest first");
+}
+
+pub async fn nodes_are_listed_with_their_last_heartbeat_and_the_runs_they_hold(store: Store) {
+    assert!(store.queue.nodes().await.unwrap().is_empty());
+    let ann = person(&store, "ann@acme.test").await;
+    for _ in 0..3 {
+        store.runs.save_step(&queued("w", &ann), None, None).await.unwrap();
+    }
+    let t0 = Timestamp::from_millisecond(Timestamp::now().as_millisecond()).unwrap();
+    store.queue.beat("a", t0).await.unwrap();
+    store.queue.beat("b", t0).await.unwrap();
+    store.queue.beat("a", at(t0, 5)).await.unwrap();
+    store.queue.beat("a", t0).await.unwrap(); // a late beat never moves time back
+    for owner in ["a", "a", "b"] {
+        store.queue.claim(&claim_request(owner, t0, 30)).await.unwrap().expect("a run to claim");
+    }
+    let mut nodes = store.queue.nodes().await.unwrap();
+    nodes.sort_by(|x, y| x.node.cmp(&y.node));
+    let seen: Vec<_> = nodes.iter().map(|n| (n.node.as_str(), n.last_heartbeat, n.runs_held)).collect();
+    assert_eq!(seen, [("a", at(t0, 5), 2), ("b", t0, 1)]);
+
+    // A run that ends gives its lease up, and the node holds one run fewer.
+    let mut held = store.runs.runs(&RunFilter::default()).await.unwrap();
+    held.retain(|r| r.lease.as_ref().is_some_and(|l| l.owner == "b"));
+    let mut done = held.remove(0);
+    done.state = RunState::Succeeded;
+    done.current = None;
+    done.finished_at = Some(rfc3339_millis(Timestamp::now()));
+    store.runs.save_step(&done, None, None).await.unwrap();
+    let b = store.queue.nodes().await.unwrap().into_iter().find(|n| n.node == "b").unwrap();
+    assert_eq!(b.runs_held, 0);
 }
 
 /// A stored record and a queued run for it (unstored), for a backend's own tests.

@@ -891,7 +891,14 @@ impl QueueStore for SledStore {
     }
 
     async fn beat(&self, node: &str, at: Timestamp) -> StoreResult<()> {
-        self.nodes.insert(node.as_bytes(), &at.as_millisecond().to_be_bytes()).map_err(sled_error)?;
+        // A beat that arrives late never moves a node's heartbeat back.
+        let ms = at.as_millisecond();
+        self.nodes
+            .fetch_and_update(node.as_bytes(), |old| {
+                let old = old.and_then(|b| b.try_into().ok()).map(i64::from_be_bytes);
+                Some(old.map_or(ms, |o| o.max(ms)).to_be_bytes().to_vec())
+            })
+            .map_err(sled_error)?;
         Ok(())
     }
 
