@@ -23,7 +23,7 @@ use common::*;
 use roster_blocks::kinds::{ApiBlock, CompileContext};
 use roster_engine::model::{RunState, RunTrigger};
 use roster_engine::service::{Catalog, Service};
-use roster_engine::store::RunFilter;
+use roster_engine::store::{RunFilter, Store};
 use roster_engine::workflow::Workflow;
 use roster_sandbox::{Faults, Vendor};
 use serde_json::{Value, json};
@@ -50,7 +50,9 @@ fn parent(opts: &Opts) {
     let latency_warmup = (latency_runs / 10).clamp(64, 500);
     // Distinct active users for every pass: baseline before and after, engine on disk and
     // on tmpfs; then baseline and engine again with vendor latency.
-    let wanted = (4 * (runs + warmup) + 2 * (latency_runs + latency_warmup)) * 102 / 100 + 100;
+    // on tmpfs, on PostgreSQL with one node and with three; then baseline and engine again
+    // (sled, PostgreSQL with one and three nodes) with vendor latency.
+    let wanted = (6 * (runs + warmup) + 4 * (latency_runs + latency_warmup)) * 102 / 100 + 100;
     println!("run_throughput: {runs} runs per variant, concurrency {concurrency}, {warmup} warm-up runs each");
     let host = SandboxHost::start(people_for_brex_users(wanted));
     let mut args = host.args();
@@ -68,7 +70,7 @@ fn parent(opts: &Opts) {
             format!("--runs={latency_runs}"),
             format!("--concurrency={concurrency}"),
             format!("--warmup={latency_warmup}"),
-            "--variants=baseline,engine".into(),
+            "--variants=baseline,engine,engine-postgres,engine-postgres-3".into(),
         ]);
         latency_results = child("runs", &args);
     }
@@ -128,6 +130,47 @@ fn parent(opts: &Opts) {
             format!("{:.0} µs", f(t, "save_step_s") / f(t, "save_steps") * 1e6),
         ));
     }
+    let store_kb = |r: &Value| f(r, "store_bytes") / f(r, "runs").max(1.0) / 1024.0;
+    rows.push(Row::new("store per finished run (whole store ÷ runs, sled)", format!("{:.2} KB", store_kb(e))));
+    for (variant, what) in [("engine-postgres", "PostgreSQL, 1 node"), ("engine-postgres-3", "PostgreSQL, 3 nodes")] {
+        if let Some(p) = results.iter().find(|r| r["variant"] == variant) {
+            let p_rps = f(p, "runs") / f(p, "elapsed_s");
+            rows.push(
+                Row::new(format!("runs/s on {what}"), fmt_rate(p_rps)).baseline(fmt_rate(b_rps)).ratio(p_rps / b_rps),
+            );
+            rows.push(Row::new(
+                format!("client CPU per run on {what} (the database server's CPU not included)"),
+                format!("{:.0} µs", f(p, "cpu_s") / f(p, "runs") * 1e6),
+            ));
+            rows.push(Row::new(format!("database size per finished run ({what})"), format!("{:.2} KB", store_kb(p))));
+        }
+    }
+    for (variant, what) in [("engine-postgres", "PostgreSQL, 1 node"), ("engine-postgres-3", "PostgreSQL, 3 nodes")] {
+        if let (Some(lb), Some(lp)) = (
+            latency_results.iter().find(|r| r["variant"] == "baseline"),
+            latency_results.iter().find(|r| r["variant"] == variant),
+        ) {
+            let (lb_rps, lp_rps) = (f(lb, "runs") / f(lb, "elapsed_s"), f(lp, "runs") / f(lp, "elapsed_s"));
+            rows.push(
+                Row::new(format!("runs/s with {latency_ms} ms vendor latency on {what}"), fmt_rate(lp_rps))
+                    .baseline(fmt_rate(lb_rps))
+                    .ratio(lp_rps / lb_rps),
+            );
+        }
+    }
+    if let (Some(one), Some(three)) = (
+        latency_results.iter().find(|r| r["variant"] == "engine-postgres"),
+        latency_results.iter().find(|r| r["variant"] == "engine-postgres-3"),
+    ) {
+        let scale = (f(three, "runs") / f(three, "elapsed_s")) / (f(one, "runs") / f(one, "elapsed_s"));
+        rows.push(
+            Row::new(
+                format!("3 nodes ÷ 1 node with {latency_ms} ms vendor latency (PostgreSQL)"),
+                format!("{scale:.2} ×"),
+            )
+            .target("≥ 2.5 ×", scale >= 2.5),
+        );
+    }
     if let (Some(lb), Some(le)) = (
         latency_results.iter().find(|r| r["variant"] == "baseline"),
         latency_results.iter().find(|r| r["variant"] == "engine"),
@@ -168,7 +211,9 @@ async fn child_runs(opts: &Opts) {
     let runs = opts.usize("runs", 10_000, 10_000);
     let concurrency = opts.usize("concurrency", 64, 64);
     let warmup = opts.usize("warmup", 500, 500);
-    let variants = opts.get("variants").unwrap_or_else(|| "baseline,engine,engine-tmpfs,baseline-after".into());
+    let variants = opts
+        .get("variants")
+        .unwrap_or_else(|| "baseline,engine,engine-tmpfs,engine-postgres,engine-postgres-3,baseline-after".into());
     let variants: Vec<&str> = variants.split(',').collect();
     let client = bare_client();
     // Users a previous pass deactivated are DISABLED now, so each pass gets fresh ones.
@@ -187,14 +232,35 @@ async fn child_runs(opts: &Opts) {
             }
             "engine" => {
                 let dir = tempfile::Builder::new().prefix("roster-bench-runs-").tempdir().expect("temp dir");
-                engine_phase(variant, dir.path(), users, warmup, concurrency, &base, &token).await
+                let store = open_store(dir.path());
+                let mut out = engine_phase(variant, vec![store], users, warmup, concurrency, &base, &token).await;
+                out["store_bytes"] = json!(dir_bytes(dir.path()));
+                out
+            }
+            "engine-postgres" | "engine-postgres-3" => {
+                let nodes = if *variant == "engine-postgres" { 1 } else { 3 };
+                let schema = format!("bench_runs_{}", uuid::Uuid::new_v4().simple());
+                let Some((store, pg)) = postgres_store(&schema).await else { continue };
+                let mut stores = vec![store];
+                for _ in 1..nodes {
+                    stores.push(postgres_node(&schema).await);
+                }
+                let mut out = engine_phase(variant, stores, users, warmup, concurrency, &base, &token).await;
+                out["store_bytes"] = json!(pg.size_bytes().await.expect("the schema's size"));
+                out["nodes"] = json!(nodes);
+                drop(pg);
+                drop_postgres_schema(&schema);
+                out
             }
             "engine-tmpfs" => {
                 let Ok(dir) = tempfile::Builder::new().prefix("roster-bench-runs-").tempdir_in("/dev/shm") else {
                     progress("no /dev/shm: skipping the tmpfs variant");
                     continue;
                 };
-                engine_phase(variant, dir.path(), users, warmup, concurrency, &base, &token).await
+                let store = open_store(dir.path());
+                let mut out = engine_phase(variant, vec![store], users, warmup, concurrency, &base, &token).await;
+                out["store_bytes"] = json!(dir_bytes(dir.path()));
+                out
             }
             other => panic!("unknown variant {other}"),
         };
@@ -305,26 +371,33 @@ async fn baseline(
     })
 }
 
+/// Runs on `stores` (one per node: the first is timed and holds the credential; each
+/// further one is another connection to the same database, as another node's would be).
 async fn engine_phase(
     variant: &str,
-    dir: &std::path::Path,
+    stores: Vec<Store>,
     users: &[Value],
     warmup: usize,
     concurrency: usize,
     base: &str,
     token: &str,
 ) -> Value {
-    let sled = open_store(dir);
     let times = Arc::new(StoreTimes::default());
-    let store = timed_store(sled.clone(), times.clone());
-    let (v1, v2) = vaults();
+    let store = timed_store(stores[0].clone(), times.clone());
+    let mut vaults = vault_copies(stores.len() + 1);
+    let v1 = vaults.pop().expect("a vault");
     brex_credential(&store, &v1, base, token).await;
-    let engine = engine(store.clone(), v2);
+    let engine = engine(store.clone(), vaults.pop().expect("a vault"));
     let presets = roster_engine::presets::built_in();
     let cx = CompileContext { presets: &presets, credentials: None };
     let wf = Arc::new(Workflow::compile(BENCH_WORKFLOW, "bench", &cx).expect("the bench workflow compiles"));
     let catalog = Catalog { workflows: BTreeMap::from([(wf.name.clone(), wf.clone())]), integrations: BTreeMap::new() };
-    let service = Service::new(engine.clone(), catalog, roster_engine::presets::built_in());
+    let service = Service::new(engine.clone(), catalog.clone(), roster_engine::presets::built_in());
+    let mut others = Vec::new();
+    for (other, vault) in stores[1..].iter().zip(vaults) {
+        let engine = roster_engine::run::Engine::new(other.clone(), Some(vault), roster_engine::clock::Clock::system());
+        others.push(Service::new(Arc::new(engine), catalog.clone(), roster_engine::presets::built_in()));
+    }
 
     let writes = users
         .iter()
@@ -363,7 +436,10 @@ async fn engine_phase(
     let req0 = brex_requests(&client, base).await;
     let cpu0 = cpu_seconds();
     let t = Instant::now();
-    service.work(concurrency, true).await.expect("runs");
+    let work = others.iter().map(|s| s.work(concurrency, true)).chain([service.work(concurrency, true)]);
+    for done in futures_util::future::join_all(work).await {
+        done.expect("runs");
+    }
     let elapsed = t.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
     let requests = brex_requests(&client, base).await - req0;
@@ -380,10 +456,9 @@ async fn engine_phase(
     assert_eq!(requests as f64, measured.len() as f64 * API_CALLS_PER_RUN, "three requests per run");
     let mut lat = times.latencies.lock().unwrap().clone();
     progress(format!(
-        "{variant}: {} runs in {elapsed:.2} s ({:.0} runs/s), store {:.0} MiB",
+        "{variant}: {} runs in {elapsed:.2} s ({:.0} runs/s)",
         measured.len(),
-        measured.len() as f64 / elapsed,
-        dir_bytes(dir) as f64 / 1048576.0
+        measured.len() as f64 / elapsed
     ));
     let mut out = json!({
         "variant": variant, "runs": measured.len(), "elapsed_s": elapsed, "requests": requests, "cpu_s": cpu,

@@ -21,7 +21,9 @@ use roster_engine::clock::{Clock, rfc3339};
 use roster_engine::credentials::{self, NewCredential};
 use roster_engine::model::{Record, StoredCredential};
 use roster_engine::run::Engine;
-use roster_engine::store::{Observed, RecordWrite, Redacting, SledStore, Store, StoreCall, StoreObserver};
+use roster_engine::store::{
+    Observed, PostgresStore, RecordWrite, Redacting, SledStore, Store, StoreCall, StoreObserver,
+};
 use roster_engine::vault::Vault;
 use roster_sandbox::{RateLimit, Sandbox, SandboxConfig};
 use serde_json::{Value, json};
@@ -491,9 +493,48 @@ pub async fn brex_credential(store: &Store, vault: &Vault, base_url: &str, token
 }
 
 /// A fresh vault key and two vaults opened from it (the engine takes one by value).
+/// `n` vaults with one key, as the nodes of one deployment share it.
+pub fn vault_copies(n: usize) -> Vec<Vault> {
+    let key = Vault::generate_key();
+    (0..n).map(|_| Vault::from_base64(&key, "bench").expect("vault")).collect()
+}
+
 pub fn vaults() -> (Vault, Vault) {
     let key = Vault::generate_key();
     (Vault::from_base64(&key, "bench").expect("vault"), Vault::from_base64(&key, "bench").expect("vault"))
+}
+
+/// A fresh PostgreSQL store for a bench, in a schema of its own in the database at
+/// `ROSTER_BENCH_DATABASE_URL` (default the machine's `test` database); `None` (with a
+/// note) when no server answers. Dropped with [`drop_postgres_schema`].
+pub async fn postgres_store(schema: &str) -> Option<(Store, Arc<PostgresStore>)> {
+    let url = postgres_url();
+    let pg = match PostgresStore::connect_in_schema(&url, schema).await {
+        Ok(pg) => pg,
+        Err(e) => {
+            progress(format!("no PostgreSQL for the bench ({e}); skipping its variants"));
+            return None;
+        }
+    };
+    pg.migrate().await.expect("migrate the bench schema");
+    let pg = Arc::new(pg);
+    Some((Redacting::wrap(Store::new(pg.clone())), pg))
+}
+
+/// Another connection pool on the same schema: what a second node would have.
+pub async fn postgres_node(schema: &str) -> Store {
+    let pg = PostgresStore::connect_in_schema(&postgres_url(), schema).await.expect("connect a second node");
+    Redacting::wrap(Store::new(Arc::new(pg)))
+}
+
+pub fn postgres_url() -> String {
+    std::env::var("ROSTER_BENCH_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub fn drop_postgres_schema(schema: &str) {
+    let _ = Command::new("psql")
+        .args(["-X", "-q", "-d", &postgres_url(), "-c", &format!("DROP SCHEMA IF EXISTS {schema} CASCADE")])
+        .output();
 }
 
 /// The store as `roster` opens it: sled behind the wrapper that scrubs secrets from writes.

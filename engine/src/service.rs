@@ -28,7 +28,7 @@ use crate::sync::Integration;
 use crate::workflow::Workflow;
 
 /// Every workflow and integration a service runs, validated together.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Catalog {
     pub workflows: BTreeMap<String, Arc<Workflow>>,
     pub integrations: BTreeMap<String, Arc<Integration>>,

@@ -92,6 +92,9 @@ const NODES: &str = "SELECT n.node, (extract(epoch FROM n.last_heartbeat) * 1000
 /// other schemas of the database do not wake each other).
 const NOTIFY_WORK: &str = "SELECT pg_notify('roster_work_' || current_schema(), '')";
 const CURRENT_SCHEMA: &str = "SELECT current_schema()::text";
+const SIZE_BYTES: &str = "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = current_schema() AND c.relkind = 'r'";
 const HAS_MIGRATIONS_TABLE: &str = "SELECT to_regclass('_sqlx_migrations') IS NOT NULL";
 const NEWEST_APPLIED_MIGRATION: &str = "SELECT max(version) FROM _sqlx_migrations";
 
@@ -300,6 +303,13 @@ impl PostgresStore {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         })
+    }
+
+    /// What the store's tables take on disk, with their indexes and TOAST.
+    pub async fn size_bytes(&self) -> StoreResult<u64> {
+        let bytes: i64 =
+            sqlx::query_scalar(SIZE_BYTES).fetch_one(&self.pool).await.map_err(failed("measuring the store's size"))?;
+        Ok(bytes.max(0) as u64)
     }
 
     /// Where the database is (user, host, port, database, schema), never with a password.
