@@ -35,14 +35,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Executor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use super::transfer::check_cursor;
 use super::{
-    ClaimRequest, CredentialStore, EventStore, Mark, QueueStore, RecordStore, RecordWrite, RecordWritten, RunFilter,
-    RunStore, SchedulerStore, StoreError, StoreErrorKind, StoreResult, SyncStore, WorkflowStore, key_text,
-    normalize_key,
+    ClaimRequest, CredentialStore, EventStore, ItemKind, Mark, QueueStore, RecordStore, RecordWrite, RecordWritten,
+    RunFilter, RunStore, SchedulerStore, StoreCounts, StoreError, StoreErrorKind, StoreResult, StoredItem, SyncStore,
+    TransferStore, WorkflowStore, key_text, normalize_key,
 };
 use crate::clock::rfc3339_millis;
 use crate::model::{
@@ -183,6 +184,59 @@ const DELETE_CREDENTIAL: &str = "DELETE FROM credentials WHERE name = $1";
 
 const PUT_SOURCE: &str = "INSERT INTO workflow_sources (hash, source) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 const SOURCE: &str = "SELECT source FROM workflow_sources WHERE hash = $1";
+
+// Moving whole stores (`TransferStore`): raw writes, in bulk.
+const IMPORT_INDEXED_FIELDS: &str =
+    "INSERT INTO indexed_fields (field) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING field";
+const FORGET_RECORD_KEYS: &str = "DELETE FROM record_keys WHERE record_id = ANY($1)";
+/// A lease copied from another store counts as expired: no time, so claims take it at once.
+const EXPIRE_IMPORTED_LEASES: &str =
+    "UPDATE runs SET lease_until = NULL WHERE id = ANY($1) AND lease_token IS NOT NULL";
+const IMPORT_JOURNAL: &str = "INSERT INTO journal (run_id, seq, entry)
+    SELECT run_id, seq, entry::json FROM unnest($1::uuid[], $2::bigint[], $3::text[]) AS j (run_id, seq, entry)
+    ON CONFLICT (run_id, seq) DO UPDATE SET entry = excluded.entry";
+const IMPORT_DEDUPE_KEYS: &str =
+    "INSERT INTO run_dedupe_keys (key, run_id) SELECT * FROM unnest($1::text[], $2::uuid[])
+    ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id";
+const IMPORT_MARKS: &str = "INSERT INTO marks (key, value) SELECT * FROM unnest($1::text[], $2::text[])
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+const IMPORT_SESSIONS: &str = "INSERT INTO sync_sessions (id, integration, session)
+    SELECT id, integration, session::json FROM unnest($1::uuid[], $2::text[], $3::text[]) AS s (id, integration, session)
+    ON CONFLICT (id) DO UPDATE SET integration = excluded.integration, session = excluded.session";
+const IMPORT_CREDENTIALS: &str = "INSERT INTO credentials (name, credential)
+    SELECT name, credential::json FROM unnest($1::text[], $2::text[]) AS c (name, credential)
+    ON CONFLICT (name) DO UPDATE SET credential = excluded.credential";
+const IMPORT_SOURCES: &str = "INSERT INTO workflow_sources (hash, source) SELECT * FROM unnest($1::text[], $2::text[])
+    ON CONFLICT (hash) DO UPDATE SET source = excluded.source";
+const COUNT_EVERYTHING: &str = "SELECT (SELECT count(*) FROM records), (SELECT count(*) FROM events),
+    (SELECT count(*) FROM runs), (SELECT count(*) FROM journal), (SELECT count(*) FROM run_dedupe_keys),
+    (SELECT count(*) FROM marks), (SELECT count(*) FROM sync_sessions), (SELECT count(*) FROM credentials),
+    (SELECT count(*) FROM workflow_sources)";
+
+/// What an export of a kind selects, and the columns it is ordered (and paged) by.
+fn listing(kind: ItemKind) -> (&'static str, &'static str) {
+    match kind {
+        ItemKind::IndexedFields => ("SELECT field FROM indexed_fields", "field"),
+        ItemKind::Records => ("SELECT record::text FROM records", "id"),
+        ItemKind::Events => ("SELECT event::text FROM events", "seq"),
+        ItemKind::Runs => ("SELECT run::text FROM runs", "id"),
+        ItemKind::JournalEntries => ("SELECT run_id, entry::text FROM journal", "run_id, seq"),
+        ItemKind::DedupeKeys => ("SELECT key, run_id FROM run_dedupe_keys", "key"),
+        ItemKind::Marks => ("SELECT key, value FROM marks", "key"),
+        ItemKind::Sessions => ("SELECT session::text FROM sync_sessions", "id"),
+        ItemKind::Credentials => ("SELECT credential::text FROM credentials", "name"),
+        ItemKind::WorkflowSources => ("SELECT hash, source FROM workflow_sources", "hash"),
+    }
+}
+
+/// Where an export page starts: after the row whose ordering columns hold this.
+enum Cursor {
+    Start,
+    Text(String),
+    Id(Uuid),
+    Seq(i64),
+    Step(Uuid, i64),
+}
 
 // --- the store ------------------------------------------------------------------------
 
@@ -1245,6 +1299,236 @@ impl WorkflowStore for PostgresStore {
             .await
             .map_err(failed("reading a workflow's source"))
     }
+}
+
+// --- moving whole stores ----------------------------------------------------------------
+
+impl PostgresStore {
+    /// Where an export page of `kind` starts, after `after`.
+    async fn cursor(&self, after: Option<&StoredItem>) -> StoreResult<Cursor> {
+        let Some(item) = after else { return Ok(Cursor::Start) };
+        Ok(match item {
+            StoredItem::Event(event) => {
+                let seq: Option<i64> = sqlx::query_scalar(EVENT_POSITION)
+                    .bind(event.id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(failed("reading change events"))?;
+                let seq = seq.ok_or_else(|| {
+                    StoreError::not_found(format!(
+                        "event {} is not stored, so no export page can start after it",
+                        event.id
+                    ))
+                })?;
+                Cursor::Seq(seq)
+            }
+            StoredItem::Record(record) => Cursor::Id(record.id),
+            StoredItem::Run(run) => Cursor::Id(run.id),
+            StoredItem::Session(session) => Cursor::Id(session.id),
+            StoredItem::Journal { run, entry } => Cursor::Step(*run, i64::from(entry.seq)),
+            StoredItem::IndexedField(text)
+            | StoredItem::DedupeKey { key: text, .. }
+            | StoredItem::Mark { key: text, .. }
+            | StoredItem::Credential(StoredCredential { name: text, .. })
+            | StoredItem::WorkflowSource { hash: text, .. } => Cursor::Text(text.clone()),
+        })
+    }
+
+    /// The rows of one export page of `kind`.
+    async fn page<T>(&self, mut query: QueryBuilder<'_, Postgres>, kind: ItemKind) -> StoreResult<Vec<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+    {
+        query.build_query_as().fetch_all(&self.pool).await.map_err(|e| database_error(&format!("exporting {kind}"), e))
+    }
+
+    async fn import_once(&self, items: &[StoredItem]) -> Result<(), Fault> {
+        let mut fields = Vec::new();
+        let (mut records, mut events, mut runs) = (Vec::new(), Vec::new(), Vec::new());
+        let mut journal = (Vec::new(), Vec::new(), Vec::new());
+        let (mut dedupe, mut marks, mut sources) = ((vec![], vec![]), (vec![], vec![]), (vec![], vec![]));
+        let mut sessions = (Vec::new(), Vec::new(), Vec::new());
+        let mut credentials = (Vec::new(), Vec::new());
+        for item in items {
+            match item {
+                StoredItem::IndexedField(field) => fields.push(field.clone()),
+                StoredItem::Record(record) => records.push(record),
+                StoredItem::Event(event) => events.push(event),
+                StoredItem::Run(run) => runs.push(run),
+                StoredItem::Journal { run, entry } => {
+                    journal.0.push(*run);
+                    journal.1.push(i64::from(entry.seq));
+                    journal.2.push(encode(entry)?);
+                }
+                StoredItem::DedupeKey { key, run } => {
+                    dedupe.0.push(key.clone());
+                    dedupe.1.push(*run);
+                }
+                StoredItem::Mark { key, value } => {
+                    marks.0.push(key.clone());
+                    marks.1.push(value.clone());
+                }
+                StoredItem::Session(session) => {
+                    sessions.0.push(session.id);
+                    sessions.1.push(session.integration.clone());
+                    sessions.2.push(encode(session)?);
+                }
+                StoredItem::Credential(credential) => {
+                    credentials.0.push(credential.name.clone());
+                    credentials.1.push(encode(credential)?);
+                }
+                StoredItem::WorkflowSource { hash, source } => {
+                    sources.0.push(hash.clone());
+                    sources.1.push(source.clone());
+                }
+            }
+        }
+        let mut tx = self.pool.begin().await?;
+        // Locks in the order every unit of work takes them: run rows, the index, the events.
+        if !runs.is_empty() {
+            for run in &runs {
+                put_run(&mut tx, run).await?;
+            }
+            let ids: Vec<Uuid> = runs.iter().map(|run| run.id).collect();
+            sqlx::query(EXPIRE_IMPORTED_LEASES).bind(ids).execute(&mut *tx).await?;
+        }
+        if !fields.is_empty() || !records.is_empty() {
+            take_lock(&mut tx, INDEXING).await?;
+            let added: Vec<String> =
+                sqlx::query_scalar(IMPORT_INDEXED_FIELDS).bind(&fields).fetch_all(&mut *tx).await?;
+            for field in &added {
+                add_keys_of_every_record(&mut tx, field).await?;
+            }
+        }
+        if !records.is_empty() {
+            let indexed: BTreeSet<String> =
+                sqlx::query_scalar(INDEXED_FIELDS).fetch_all(&mut *tx).await?.into_iter().collect();
+            let ids: Vec<Uuid> = records.iter().map(|record| record.id).collect();
+            let texts = records.iter().map(|record| encode(record)).collect::<StoreResult<Vec<_>>>()?;
+            let mut keys = KeyChanges::default();
+            for record in &records {
+                for field in &indexed {
+                    if let Some(value) = record.fields.get(field).and_then(key_text) {
+                        keys.add(field, &value, record.id);
+                    }
+                }
+            }
+            sqlx::query(FORGET_RECORD_KEYS).bind(&ids).execute(&mut *tx).await?;
+            sqlx::query(PUT_RECORDS).bind(ids).bind(texts).execute(&mut *tx).await?;
+            keys.apply(&mut tx).await?;
+        }
+        for (statement, texts, values) in [(IMPORT_MARKS, marks.0, marks.1), (IMPORT_SOURCES, sources.0, sources.1)] {
+            if !texts.is_empty() {
+                sqlx::query(statement).bind(texts).bind(values).execute(&mut *tx).await?;
+            }
+        }
+        if !credentials.0.is_empty() {
+            sqlx::query(IMPORT_CREDENTIALS).bind(credentials.0).bind(credentials.1).execute(&mut *tx).await?;
+        }
+        if !dedupe.0.is_empty() {
+            sqlx::query(IMPORT_DEDUPE_KEYS).bind(dedupe.0).bind(dedupe.1).execute(&mut *tx).await?;
+        }
+        if !journal.0.is_empty() {
+            sqlx::query(IMPORT_JOURNAL).bind(journal.0).bind(journal.1).bind(journal.2).execute(&mut *tx).await?;
+        }
+        if !sessions.0.is_empty() {
+            sqlx::query(IMPORT_SESSIONS).bind(sessions.0).bind(sessions.1).bind(sessions.2).execute(&mut *tx).await?;
+        }
+        if !events.is_empty() {
+            take_lock(&mut tx, EVENT_ORDER).await?;
+            let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
+            let texts = events.iter().map(|event| encode(event)).collect::<StoreResult<Vec<_>>>()?;
+            sqlx::query(APPEND_EVENTS).bind(ids).bind(texts).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TransferStore for PostgresStore {
+    async fn export(&self, kind: ItemKind, after: Option<&StoredItem>, limit: usize) -> StoreResult<Vec<StoredItem>> {
+        check_cursor(kind, after)?;
+        let (select, order) = listing(kind);
+        let mut query = QueryBuilder::<Postgres>::new(select);
+        match self.cursor(after).await? {
+            Cursor::Start => {}
+            Cursor::Text(text) => {
+                query.push(format!(" WHERE {order} > ")).push_bind(text);
+            }
+            Cursor::Id(id) => {
+                query.push(format!(" WHERE {order} > ")).push_bind(id);
+            }
+            Cursor::Seq(seq) => {
+                query.push(format!(" WHERE {order} > ")).push_bind(seq);
+            }
+            Cursor::Step(run, seq) => {
+                query.push(format!(" WHERE ({order}) > (")).push_bind(run).push(", ").push_bind(seq).push(")");
+            }
+        }
+        query.push(format!(" ORDER BY {order} LIMIT ")).push_bind(sql_limit(limit));
+        Ok(match kind {
+            ItemKind::IndexedFields => {
+                self.page(query, kind).await?.into_iter().map(|(f,)| StoredItem::IndexedField(f)).collect()
+            }
+            ItemKind::Records => decode_page("a record", self.page(query, kind).await?, StoredItem::Record)?,
+            ItemKind::Events => decode_page("a change event", self.page(query, kind).await?, StoredItem::Event)?,
+            ItemKind::Runs => decode_page("a run", self.page(query, kind).await?, StoredItem::Run)?,
+            ItemKind::Sessions => decode_page("a sync session", self.page(query, kind).await?, StoredItem::Session)?,
+            ItemKind::Credentials => {
+                decode_page("a credential", self.page(query, kind).await?, StoredItem::Credential)?
+            }
+            ItemKind::JournalEntries => {
+                let rows: Vec<(Uuid, String)> = self.page(query, kind).await?;
+                rows.into_iter()
+                    .map(|(run, text)| Ok(StoredItem::Journal { run, entry: decode("a journal entry", &text)? }))
+                    .collect::<StoreResult<_>>()?
+            }
+            ItemKind::DedupeKeys => {
+                let rows: Vec<(String, Uuid)> = self.page(query, kind).await?;
+                rows.into_iter().map(|(key, run)| StoredItem::DedupeKey { key, run }).collect()
+            }
+            ItemKind::Marks => {
+                let rows: Vec<(String, String)> = self.page(query, kind).await?;
+                rows.into_iter().map(|(key, value)| StoredItem::Mark { key, value }).collect()
+            }
+            ItemKind::WorkflowSources => {
+                let rows: Vec<(String, String)> = self.page(query, kind).await?;
+                rows.into_iter().map(|(hash, source)| StoredItem::WorkflowSource { hash, source }).collect()
+            }
+        })
+    }
+
+    async fn import(&self, items: Vec<StoredItem>) -> StoreResult<()> {
+        self.retrying("importing stored items", || self.import_once(&items)).await
+    }
+
+    async fn counts(&self) -> StoreResult<StoreCounts> {
+        type Counts = (i64, i64, i64, i64, i64, i64, i64, i64, i64);
+        let (records, events, runs, journal_entries, dedupe_keys, marks, sessions, credentials, workflow_sources): Counts =
+            sqlx::query_as(COUNT_EVERYTHING).fetch_one(&self.pool).await.map_err(failed("counting the stored items"))?;
+        let n = |count: i64| u64::try_from(count).unwrap_or(0);
+        Ok(StoreCounts {
+            records: n(records),
+            events: n(events),
+            runs: n(runs),
+            journal_entries: n(journal_entries),
+            dedupe_keys: n(dedupe_keys),
+            marks: n(marks),
+            sessions: n(sessions),
+            credentials: n(credentials),
+            workflow_sources: n(workflow_sources),
+        })
+    }
+}
+
+/// A page of stored texts as items.
+fn decode_page<T: DeserializeOwned>(
+    what: &str,
+    rows: Vec<(String,)>,
+    item: impl Fn(T) -> StoredItem,
+) -> StoreResult<Vec<StoredItem>> {
+    rows.iter().map(|(text,)| decode(what, text).map(&item)).collect()
 }
 
 #[cfg(test)]
