@@ -1,5 +1,5 @@
-//! `roster store copy` from the embedded store up to PostgreSQL: everything comes across
-//! as it was, and a target that holds anything is refused. Needs the PostgreSQL server the
+//! `roster store copy` from the embedded store up to PostgreSQL (and back): everything
+//! comes across as it was, and a target that holds anything is refused. Needs the PostgreSQL server the
 //! PostgreSQL suite needs (`engine/tests/store_postgres.rs`).
 
 mod postgres_schema;
@@ -38,6 +38,19 @@ async fn a_reopened_sled_store_copies_to_postgresql_with_its_runs_claimable() {
     let schema = Schema::new();
     let copy = Store::new(Arc::new(schema.store().await));
     copy_store(&original, &copy, |_, _| {}).await.expect("the copy succeeds");
+    assert_copied(&original, &copy, &fixture).await;
+}
+
+/// And back down, should a move need undoing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgresql_store_copied_to_sled_holds_the_same_of_everything() {
+    let schema = Schema::new();
+    let original = Store::new(Arc::new(schema.store().await));
+    let fixture = fill_for_copy(&original).await;
+    let dir = tempfile::tempdir().unwrap();
+    let copy = sled(&dir);
+    let report = copy_store(&original, &copy, |_, _| {}).await.expect("the copy succeeds");
+    assert_eq!(report.target, FILLED_FOR_COPY);
     assert_copied(&original, &copy, &fixture).await;
 }
 

@@ -188,7 +188,6 @@ const SOURCE: &str = "SELECT source FROM workflow_sources WHERE hash = $1";
 // Moving whole stores (`TransferStore`): raw writes, in bulk.
 const IMPORT_INDEXED_FIELDS: &str =
     "INSERT INTO indexed_fields (field) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING field";
-const FORGET_RECORD_KEYS: &str = "DELETE FROM record_keys WHERE record_id = ANY($1)";
 /// A lease copied from another store counts as expired: no time, so claims take it at once.
 const EXPIRE_IMPORTED_LEASES: &str =
     "UPDATE runs SET lease_until = NULL WHERE id = ANY($1) AND lease_token IS NOT NULL";
@@ -1304,7 +1303,7 @@ impl WorkflowStore for PostgresStore {
 // --- moving whole stores ----------------------------------------------------------------
 
 impl PostgresStore {
-    /// Where an export page of `kind` starts, after `after`.
+    /// Where an export page starts when it starts after `after`.
     async fn cursor(&self, after: Option<&StoredItem>) -> StoreResult<Cursor> {
         let Some(item) = after else { return Ok(Cursor::Start) };
         Ok(match item {
@@ -1384,7 +1383,8 @@ impl PostgresStore {
             }
         }
         let mut tx = self.pool.begin().await?;
-        // Locks in the order every unit of work takes them: run rows, the index, the events.
+        // Locks in the order every unit of work takes them: run rows, the index lock, record
+        // rows, the event lock.
         if !runs.is_empty() {
             for run in &runs {
                 put_run(&mut tx, run).await?;
@@ -1394,6 +1394,8 @@ impl PostgresStore {
         }
         if !fields.is_empty() || !records.is_empty() {
             take_lock(&mut tx, INDEXING).await?;
+        }
+        if !fields.is_empty() {
             let added: Vec<String> =
                 sqlx::query_scalar(IMPORT_INDEXED_FIELDS).bind(&fields).fetch_all(&mut *tx).await?;
             for field in &added {
@@ -1403,17 +1405,24 @@ impl PostgresStore {
         if !records.is_empty() {
             let indexed: BTreeSet<String> =
                 sqlx::query_scalar(INDEXED_FIELDS).fetch_all(&mut *tx).await?.into_iter().collect();
+            let key_values = |record: &Record| -> Vec<(&String, String)> {
+                indexed.iter().filter_map(|f| record.fields.get(f).and_then(key_text).map(|v| (f, v))).collect()
+            };
             let ids: Vec<Uuid> = records.iter().map(|record| record.id).collect();
-            let texts = records.iter().map(|record| encode(record)).collect::<StoreResult<Vec<_>>>()?;
             let mut keys = KeyChanges::default();
-            for record in &records {
-                for field in &indexed {
-                    if let Some(value) = record.fields.get(field).and_then(key_text) {
-                        keys.add(field, &value, record.id);
-                    }
+            // A record imported over one stored under its id replaces it, index entries too.
+            for text in sqlx::query_scalar::<_, String>(LOCK_RECORDS).bind(&ids).fetch_all(&mut *tx).await? {
+                let replaced: Record = decode("a record", &text)?;
+                for (field, value) in key_values(&replaced) {
+                    keys.remove(field, &value, replaced.id);
                 }
             }
-            sqlx::query(FORGET_RECORD_KEYS).bind(&ids).execute(&mut *tx).await?;
+            for record in &records {
+                for (field, value) in key_values(record) {
+                    keys.add(field, &value, record.id);
+                }
+            }
+            let texts = records.iter().map(encode).collect::<StoreResult<Vec<_>>>()?;
             sqlx::query(PUT_RECORDS).bind(ids).bind(texts).execute(&mut *tx).await?;
             keys.apply(&mut tx).await?;
         }
@@ -1437,7 +1446,7 @@ impl PostgresStore {
         if !events.is_empty() {
             take_lock(&mut tx, EVENT_ORDER).await?;
             let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
-            let texts = events.iter().map(|event| encode(event)).collect::<StoreResult<Vec<_>>>()?;
+            let texts = events.iter().map(encode).collect::<StoreResult<Vec<_>>>()?;
             sqlx::query(APPEND_EVENTS).bind(ids).bind(texts).execute(&mut *tx).await?;
         }
         tx.commit().await?;

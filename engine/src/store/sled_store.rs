@@ -1103,23 +1103,7 @@ fn item_key(item: &StoredItem) -> Vec<u8> {
     }
 }
 
-/// An item's value in its tree.
-fn item_value(item: &StoredItem) -> StoreResult<Vec<u8>> {
-    match item {
-        StoredItem::IndexedField(_) => Ok(Vec::new()),
-        StoredItem::Record(record) => encode(record),
-        StoredItem::Run(run) => encode(run),
-        StoredItem::Event(event) => encode(event),
-        StoredItem::Journal { entry, .. } => encode(entry),
-        StoredItem::DedupeKey { run, .. } => Ok(run.as_bytes().to_vec()),
-        StoredItem::Mark { value, .. } => Ok(value.as_bytes().to_vec()),
-        StoredItem::Session(session) => encode(session),
-        StoredItem::Credential(credential) => encode(credential),
-        StoredItem::WorkflowSource { source, .. } => Ok(source.as_bytes().to_vec()),
-    }
-}
-
-/// A stored entry as an item of `kind`; `None` for the store's own entries in `meta`.
+/// A tree's entry as an item of `kind`; `None` for the store's own entries in `meta`.
 fn stored_item(kind: ItemKind, key: &[u8], value: &[u8]) -> StoreResult<Option<StoredItem>> {
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     Ok(Some(match kind {
@@ -1146,9 +1130,8 @@ impl TransferStore for SledStore {
         check_cursor(kind, after)?;
         let start = after.map(item_key);
         let Some(tree) = self.tree_of(kind) else {
-            let fields = self.fields().into_iter().map(String::into_bytes);
-            let after_start = fields.filter(|f| start.as_ref().is_none_or(|s| f > s));
-            return after_start.take(limit).filter_map(|f| stored_item(kind, &f, &[]).transpose()).collect();
+            let fields = self.fields().into_iter().filter(|f| start.as_ref().is_none_or(|s| f.as_bytes() > &s[..]));
+            return Ok(fields.take(limit).map(StoredItem::IndexedField).collect());
         };
         let entries = match start {
             Some(key) => tree.range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded)),
@@ -1169,22 +1152,36 @@ impl TransferStore for SledStore {
         let (mut fields, mut records, mut runs, mut events) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut entries: HashMap<ItemKind, sled::Batch> = HashMap::new();
         for item in &items {
-            match item {
-                StoredItem::IndexedField(field) => fields.push(field),
-                StoredItem::Record(record) => records.push(record),
-                StoredItem::Run(run) => runs.push(run),
+            let value = match item {
+                StoredItem::IndexedField(field) => {
+                    fields.push(field);
+                    continue;
+                }
+                StoredItem::Record(record) => {
+                    records.push(record);
+                    continue;
+                }
+                StoredItem::Run(run) => {
+                    runs.push(run);
+                    continue;
+                }
+                StoredItem::Event(event) => {
+                    events.push(event);
+                    encode(event)?
+                }
                 StoredItem::Mark { key, .. } if OWN_META_KEYS.contains(&key.as_bytes()) => {
                     return Err(StoreError::conflict(format!(
                         "`{key}` is the embedded store's own entry and cannot be imported as a mark"
                     )));
                 }
-                _ => {
-                    if let StoredItem::Event(event) = item {
-                        events.push(event);
-                    }
-                    entries.entry(item.kind()).or_default().insert(item_key(item), item_value(item)?);
-                }
-            }
+                StoredItem::Mark { value, .. } => value.as_bytes().to_vec(),
+                StoredItem::Journal { entry, .. } => encode(entry)?,
+                StoredItem::DedupeKey { run, .. } => run.as_bytes().to_vec(),
+                StoredItem::Session(session) => encode(session)?,
+                StoredItem::Credential(credential) => encode(credential)?,
+                StoredItem::WorkflowSource { source, .. } => source.as_bytes().to_vec(),
+            };
+            entries.entry(item.kind()).or_default().insert(item_key(item), value);
         }
         self.check_event_order(&events)?;
         self.import_records(&records)?;

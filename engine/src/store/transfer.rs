@@ -173,12 +173,13 @@ pub trait TransferStore: Send + Sync {
     /// last item of the page before; `None` for the first page). An empty page is the end.
     async fn export(&self, kind: ItemKind, after: Option<&StoredItem>, limit: usize) -> StoreResult<Vec<StoredItem>>;
 
-    /// Writes the items as they are, in one batch: no new provenance, version or event, no
-    /// claim. An item already stored under the same id or name is replaced, except an
-    /// event, which is refused. Events are appended in the order given. A running run's
-    /// lease is kept in its head but counts as expired, so the run is claimable at once:
-    /// whoever held it was claiming from another store. A field named by an
-    /// [`StoredItem::IndexedField`] is indexed, records already stored included.
+    /// Writes the items as they are, durable when the call returns: no new provenance,
+    /// version or event, no claim. An item stored under the same id or name is replaced, but
+    /// events are only appended, in the order given (a backend that keeps them in id order
+    /// refuses one that would not come last). A running run's lease is kept in its head but
+    /// counts as expired, so the run is claimable at once: whoever held it was claiming from
+    /// another store. A field named by an [`StoredItem::IndexedField`] is indexed, records
+    /// already stored included.
     async fn import(&self, items: Vec<StoredItem>) -> StoreResult<()>;
 
     async fn counts(&self) -> StoreResult<StoreCounts>;
