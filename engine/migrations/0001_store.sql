@@ -28,13 +28,18 @@ CREATE TABLE record_keys (
     PRIMARY KEY (field, value, record_id)
 );
 
--- Change events, append-only. `seq` is the order readers get them in; it is assigned
--- under a lock held until commit, so it is also the order they were committed in.
+-- Change events, append-only. A transaction's events carry its transaction id (`xid`)
+-- and their numbers (`seq`) in the order it inserted them. Readers take events in
+-- (xid, seq) order, and only those of transactions older than every transaction still
+-- running: that set never grows below what a reader has seen, so a cursor never passes an
+-- event that commits later, and writers need no lock to keep it so.
 CREATE TABLE events (
     seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    xid bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
     id uuid NOT NULL UNIQUE,
     event json NOT NULL
 );
+CREATE INDEX events_in_order ON events (xid, seq);
 
 CREATE TABLE runs (
     id uuid PRIMARY KEY,
@@ -111,4 +116,11 @@ CREATE TABLE credentials (
 CREATE TABLE workflow_sources (
     hash text PRIMARY KEY,
     source text NOT NULL
+);
+
+-- The serve nodes sharing this database: each records its heartbeat here beside renewing
+-- its leases, so `roster nodes` can say which are alive and what each holds.
+CREATE TABLE nodes (
+    node text PRIMARY KEY,
+    last_heartbeat timestamptz NOT NULL
 );

@@ -125,20 +125,15 @@ impl Home {
     }
 
     async fn open(&self, migrate: bool) -> Result<Store> {
-        let backend = match self.store_location()? {
+        let location = self.store_location()?;
+        if let StoreLocation::Postgres(_) = location
+            && !self.dir.exists()
+        {
+            return Err(Error::NoHome { dir: self.dir.clone() });
+        }
+        let backend = match location {
             StoreLocation::Embedded(_) => Store::new(Arc::new(self.open_sled()?)),
-            StoreLocation::Postgres(url) => {
-                if !self.dir.exists() {
-                    return Err(Error::NoHome { dir: self.dir.clone() });
-                }
-                let pg = PostgresStore::connect(&url).await?;
-                if migrate {
-                    pg.migrate().await?;
-                } else {
-                    pg.require_current().await?;
-                }
-                Store::new(Arc::new(pg))
-            }
+            postgres => open_location(&postgres, migrate).await?,
         };
         let store = Redacting::wrap(backend);
         if let Ok(vault) = self.vault() {
@@ -163,6 +158,25 @@ impl Home {
 
     pub fn api_token(&self) -> Result<String> {
         Ok(std::fs::read_to_string(self.dir.join("api.token"))?.trim().to_string())
+    }
+}
+
+/// Opens the store at `location` as it is (no secret scrubbing, no credentials loaded): what
+/// `store copy` reads and writes. A PostgreSQL schema is migrated first when `migrate`
+/// says so, and must be current otherwise.
+pub async fn open_location(location: &StoreLocation, migrate: bool) -> Result<Store> {
+    match location {
+        StoreLocation::Embedded(dir) => Ok(Store::new(Arc::new(SledStore::open(dir)?))),
+        StoreLocation::Postgres(url) => {
+            remember_password(url);
+            let pg = PostgresStore::connect(url).await?;
+            if migrate {
+                pg.migrate().await?;
+            } else {
+                pg.require_current().await?;
+            }
+            Ok(Store::new(Arc::new(pg)))
+        }
     }
 }
 

@@ -52,3 +52,26 @@ async fn leases_of_a_process_that_died_end_when_the_store_opens_again() {
     let reclaimed = store.queue.claim(&request).await.unwrap().expect("reclaimed at once");
     assert_eq!(reclaimed.id, id);
 }
+
+/// The embedded store reads events in id order, so it refuses to take them in another
+/// (a copy from a database whose nodes' clocks disagreed) rather than reorder them.
+#[tokio::test]
+async fn events_imported_out_of_id_order_are_refused() {
+    use roster_engine::store::{StoreErrorKind, StoredItem};
+
+    let (from, _from_dir) = fresh().await;
+    for email in ["ann@acme.test", "bob@acme.test"] {
+        let mut changes = serde_json::Map::new();
+        changes.insert("email".into(), email.into());
+        let write = roster_engine::store::RecordWrite { id: None, changes, source: "import".into(), at: "t".into() };
+        from.records.write_record(write).await.unwrap();
+    }
+    let mut events: Vec<StoredItem> =
+        from.events.events(None, 10).await.unwrap().into_iter().map(StoredItem::Event).collect();
+    events.reverse();
+    let (to, _to_dir) = fresh().await;
+    let err = to.transfer.import(events).await.expect_err("out of order");
+    assert_eq!(err.kind, StoreErrorKind::Conflict, "{err}");
+    assert!(err.to_string().contains("keeps events in id order"), "{err}");
+    assert!(to.events.events(None, 10).await.unwrap().is_empty(), "none was taken");
+}

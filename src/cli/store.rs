@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use roster_engine::home::StoreLocation;
+use roster_engine::home::{Home, StoreLocation, open_location};
 use roster_engine::service::{NodeStatus, node_statuses};
+use roster_engine::store::{ItemKind, copy_store};
 
 use super::remote::{self, Remote};
 use super::{Context, Outcome, output};
@@ -14,6 +15,22 @@ pub enum Command {
     /// Bring a PostgreSQL store's tables up to this roster's version (safe to run again, and
     /// from several nodes at once). `serve` does it too when it starts.
     Migrate,
+    /// Copy everything one store holds (records with provenance, runs and journals,
+    /// credentials still sealed, workflow versions, sync sessions, scheduler state, events)
+    /// into a new, empty one, and check both hold the same. Stop roster on the source first.
+    Copy(CopyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// The store to copy: a home folder (its store, embedded or the URL it recorded) or a
+    /// postgres:// URL.
+    #[arg(long, value_name = "HOME_OR_URL")]
+    from: String,
+    /// The new store: a postgres:// URL (its tables are created), or a home folder whose
+    /// embedded store is new.
+    #[arg(long, value_name = "URL_OR_HOME")]
+    to: String,
 }
 
 #[derive(Args, Debug)]
@@ -57,7 +74,50 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             println!("the PostgreSQL store is migrated to this roster's version");
             Ok(Outcome::Ok)
         }
+        Command::Copy(args) => copy(args).await,
     }
+}
+
+/// A `--from`/`--to` argument: a URL, or a home folder and the store it uses.
+fn location_of(arg: &str) -> anyhow::Result<StoreLocation> {
+    if arg.contains("://") {
+        return Ok(Home::new(".").with_store_url(Some(arg.to_string())).store_location()?);
+    }
+    Ok(Home::new(arg).store_location()?)
+}
+
+async fn copy(args: CopyArgs) -> anyhow::Result<Outcome> {
+    let (from, to) = (location_of(&args.from)?, location_of(&args.to)?);
+    if from == to {
+        anyhow::bail!("--from and --to name the same store");
+    }
+    if let StoreLocation::Embedded(dir) = &from
+        && !dir.exists()
+    {
+        anyhow::bail!("there is no store in {} to copy (is --from the right home?)", dir.display());
+    }
+    let source = open_location(&from, false).await?;
+    let target = open_location(&to, true).await?;
+    let report = copy_store(&source, &target, |kind: ItemKind, copied| {
+        if copied > 0 {
+            eprint!("\r  {kind}: {copied} copied");
+        } else {
+            eprint!("\n  {kind}: …");
+        }
+    })
+    .await;
+    eprintln!();
+    let report = report?;
+    println!("copied {} into the new store; both hold the same:", report.source);
+    let rows: Vec<Vec<String>> = report
+        .source
+        .by_kind()
+        .into_iter()
+        .zip(report.target.by_kind())
+        .map(|((kind, source), (_, target))| vec![kind.to_string(), source.to_string(), target.to_string()])
+        .collect();
+    output::table(&["KIND", "SOURCE", "TARGET"], &rows);
+    Ok(Outcome::Ok)
 }
 
 pub async fn nodes(args: NodesArgs, cx: &Context) -> anyhow::Result<Outcome> {

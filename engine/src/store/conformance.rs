@@ -2,7 +2,7 @@
 //! store: `roster_engine::conformance_suite!(async { (store, guard) })` expands to one test per
 //! case (see `engine/tests/store_sled.rs`). A case panics with what the backend got wrong.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,17 +10,25 @@ use jiff::Timestamp;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use super::{ClaimRequest, ConcurrencyLimits, Mark, RecordWrite, RunFilter, Store, StoreErrorKind};
+use super::{
+    ClaimRequest, ConcurrencyLimits, ItemKind, Mark, RecordWrite, RunFilter, Store, StoreCounts, StoreErrorKind,
+    StoredItem, copy_store,
+};
 use crate::clock::rfc3339_millis;
-use crate::model::{JournalEntry, Record, Run, RunState};
+use crate::model::{CredentialKind, JournalEntry, Record, Run, RunState, StoredCredential, SyncSession};
 
 /// Expands to one `#[tokio::test]` per conformance case. `$fresh` is an expression that
-/// evaluates to a future of `(Store, guard)`; the guard (e.g. a temp folder) lives as long as
-/// the test.
+/// evaluates to a future of `(Store, guard)`, evaluated once per store a case needs (a copy
+/// needs two); each guard (e.g. a temp folder) lives as long as the test.
 #[macro_export]
 macro_rules! conformance_suite {
     ($fresh:expr) => {
+        $crate::conformance_suite!(@pairs $fresh;
+            a_store_copied_into_an_empty_one_holds_the_same_of_everything,
+            copying_into_a_store_that_holds_anything_is_refused,
+        );
         $crate::conformance_suite!(@cases $fresh;
+            an_export_in_small_pages_visits_every_item_once,
             a_step_is_written_whole_or_not_at_all,
             a_failing_step_among_concurrent_ones_fails_alone,
             create_once_lets_one_of_many_racing_creators_win,
@@ -43,6 +51,16 @@ macro_rules! conformance_suite {
             async fn $case() {
                 let (store, _guard) = $fresh.await;
                 $crate::store::conformance::$case(store).await;
+            }
+        )+
+    };
+    (@pairs $fresh:expr; $($case:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let (first, _first_guard) = $fresh.await;
+                let (second, _second_guard) = $fresh.await;
+                $crate::store::conformance::$case(first, second).await;
             }
         )+
     };
@@ -469,6 +487,226 @@ pub async fn nodes_are_listed_with_their_last_heartbeat_and_the_runs_they_hold(s
     store.runs.save_step(&done, None, None).await.unwrap();
     let b = store.queue.nodes().await.unwrap().into_iter().find(|n| n.node == "b").unwrap();
     assert_eq!(b.runs_held, 0);
+}
+
+pub async fn a_store_copied_into_an_empty_one_holds_the_same_of_everything(original: Store, copy: Store) {
+    let fixture = fill_for_copy(&original).await;
+    let mut reported = HashMap::new();
+    let report = copy_store(&original, &copy, |kind, copied| {
+        reported.insert(kind, copied);
+    })
+    .await
+    .expect("the copy succeeds");
+    assert_eq!(report.source, FILLED_FOR_COPY, "what the source holds");
+    assert_eq!(report.target, report.source, "the copy holds as much of everything");
+    assert_eq!(reported.len(), ItemKind::ALL.len(), "progress names every kind: {reported:?}");
+    for (kind, count) in report.source.by_kind() {
+        assert_eq!(reported[&kind], count, "progress of {kind}");
+    }
+    assert_copied(&original, &copy, &fixture).await;
+}
+
+pub async fn copying_into_a_store_that_holds_anything_is_refused(from: Store, to: Store) {
+    person(&from, "ann@acme.test").await;
+    to.scheduler.set_mark(&Mark::EventCursor, None, Some(&Uuid::now_v7().to_string())).await.unwrap();
+    let err = copy_store(&from, &to, |_, _| {}).await.expect_err("a target holding a mark is refused");
+    assert_eq!(err.kind, StoreErrorKind::Conflict, "{err}");
+    assert!(err.to_string().contains("the target store already holds 1 mark; copy only into an empty store"), "{err}");
+    person(&to, "bob@acme.test").await;
+    let err = copy_store(&from, &to, |_, _| {}).await.expect_err("a target holding a record is refused");
+    assert!(err.to_string().contains("already holds 1 record, 1 event, 1 mark;"), "{err}");
+    assert_eq!(to.records.count_records().await.unwrap(), 1, "nothing was copied");
+}
+
+pub async fn an_export_in_small_pages_visits_every_item_once(store: Store) {
+    fill_for_copy(&store).await;
+    let counts = store.transfer.counts().await.unwrap();
+    for kind in ItemKind::ALL {
+        let whole = store.transfer.export(kind, None, 10_000).await.unwrap();
+        assert!(whole.iter().all(|item| item.kind() == kind), "only {kind}");
+        assert_eq!(everything(&store, kind, 2).await, whole, "{kind} in pages of two");
+        if let Some((_, n)) = counts.by_kind().into_iter().find(|(k, _)| *k == kind) {
+            assert_eq!(whole.len() as u64, n, "counted {kind}");
+        }
+    }
+    let events: Vec<StoredItem> =
+        store.events.events(None, 1000).await.unwrap().into_iter().map(StoredItem::Event).collect();
+    assert_eq!(everything(&store, ItemKind::Events, 3).await, events, "events come in the order readers get them");
+    let record = store.transfer.export(ItemKind::Records, None, 1).await.unwrap();
+    let err = store.transfer.export(ItemKind::Runs, record.first(), 10).await.expect_err("a cursor of another kind");
+    assert_eq!(err.kind, StoreErrorKind::Conflict, "{err}");
+}
+
+/// What [`fill_for_copy`] stores.
+pub const FILLED_FOR_COPY: StoreCounts = StoreCounts {
+    records: 7,
+    events: 8,
+    runs: 4,
+    journal_entries: 3,
+    dedupe_keys: 1,
+    marks: 4,
+    sessions: 2,
+    credentials: 1,
+    workflow_sources: 1,
+};
+
+const COPIED_SOURCE_HASH: &str = "5e1f0c0a7d3b9e2f";
+
+/// What [`fill_for_copy`] stored that must keep working in a copy, not only be there.
+pub struct CopyFixture {
+    /// Written by two sources, with an indexed field.
+    pub ann: Uuid,
+    /// A run leased to a claimer that is gone, two steps in.
+    pub leased_run: Uuid,
+    /// The key its trigger created it under.
+    pub dedupe_key: String,
+}
+
+/// Stores some of everything ([`FILLED_FOR_COPY`]): records with provenance from two sources
+/// and an indexed field, their events, a leased run with its journal and dedupe key, a
+/// waiting, a finished and a queued run, scheduler marks with the event cursor mid-way, sync
+/// sessions, a sealed credential and a workflow source.
+pub async fn fill_for_copy(store: &Store) -> CopyFixture {
+    store.records.index_field("badge").await.unwrap();
+    let write = |id, fields: Value, source: &str, at: &str| RecordWrite {
+        id,
+        changes: fields.as_object().cloned().unwrap_or_default(),
+        source: source.into(),
+        at: at.into(),
+    };
+    let fields = json!({"email": "ann@acme.test", "badge": "A-1"});
+    let ann =
+        store.records.write_record(write(None, fields, "import", "2027-03-01T09:00:00.000Z")).await.unwrap().record;
+    let title = write(Some(ann.id), json!({"title": "Engineer"}), "sync:hr", "2027-03-02T09:00:00.000Z");
+    store.records.write_record(title).await.unwrap();
+    for n in 0..6 {
+        person(store, &format!("p{n}@acme.test")).await;
+    }
+
+    let dedupe_key = format!("onboard:{}:2027-03-01", ann.id);
+    assert!(store.runs.create_once(&queued("onboard", &ann), &dedupe_key).await.unwrap());
+    let now = Timestamp::now();
+    let mut leased = store.queue.claim(&claim_request("gone-node", now, 3600)).await.unwrap().expect("claims the run");
+    for seq in 0..2 {
+        leased.next_seq = seq + 1;
+        store.runs.save_step(&leased, Some(&entry(seq, "first")), None).await.unwrap();
+    }
+    let mut waiting = queued("remind", &ann);
+    waiting.state = RunState::Waiting;
+    waiting.wake_at = Some(rfc3339_millis(at(now, 3600)));
+    store.runs.save_step(&waiting, None, None).await.unwrap();
+    let mut done = queued("w", &ann);
+    done.state = RunState::Succeeded;
+    done.current = None;
+    done.finished_at = Some(rfc3339_millis(now));
+    store.runs.save_step(&done, Some(&entry(0, "first")), None).await.unwrap();
+    store.runs.save_step(&queued("w", &ann), None, None).await.unwrap();
+
+    let events = store.events.events(None, 3).await.unwrap();
+    let marks = [
+        (Mark::EventCursor, events[2].id.to_string()),
+        (Mark::ScheduleFired { workflow: "onboard".into() }, "2027-03-01T09:00:00Z".into()),
+        (Mark::SyncFired { integration: "hr".into() }, "2027-03-01T06:00:00Z".into()),
+        (Mark::Batch { workflow: "w".into() }, Uuid::now_v7().to_string()),
+    ];
+    for (mark, value) in marks {
+        assert!(store.scheduler.set_mark(&mark, None, Some(&value)).await.unwrap());
+    }
+    for (integration, state) in [("hr", "succeeded"), ("brex", "failed")] {
+        let session: SyncSession = serde_json::from_value(json!({
+            "id": Uuid::now_v7(), "integration": integration, "connector": integration, "state": state,
+            "test": false, "started_at": "2027-03-01T06:00:00.000Z", "counts": {"fetched": 2, "created": 1,
+            "updated": 1, "unchanged": 0, "filtered": 0, "skipped": 0, "failed": 0, "missing": 0},
+            "failures": [{"who": "p9", "reason": "no email"}], "samples": [{"id": 9}],
+        }))
+        .expect("a sync session");
+        store.syncs.put_session(&session).await.unwrap();
+    }
+    let credential = StoredCredential {
+        name: "hr".into(),
+        kind: CredentialKind::Bearer,
+        base_url: "https://hr.example.test".into(),
+        settings: [("header".to_string(), "Authorization".to_string())].into(),
+        sealed: "bm9uY2Utbm9uY2Utbm9uY2UtbgpjaXBoZXJ0ZXh0".into(),
+        created_at: "2027-02-01T09:00:00.000Z".into(),
+        updated_at: None,
+    };
+    store.credentials.put_credential(&credential).await.unwrap();
+    store.workflows.put_source(COPIED_SOURCE_HASH, "name: onboard\nsteps: []\n").await.unwrap();
+    CopyFixture { ann: ann.id, leased_run: leased.id, dedupe_key }
+}
+
+/// Asserts that `copy` holds what `original` holds, item by item, and that it works on
+/// from there: lookups by an indexed field, the event cursor, dedupe keys, timers, the queue,
+/// and the run `original` had leased, which `copy` hands to its next claim. Claims from `copy`.
+pub async fn assert_copied(original: &Store, copy: &Store, fixture: &CopyFixture) {
+    for kind in ItemKind::ALL {
+        let (expected, copied) = (everything(original, kind, 100).await, everything(copy, kind, 100).await);
+        if kind == ItemKind::Events {
+            assert_eq!(copied, expected, "the events, in order");
+        } else {
+            // Backends may order names differently (byte order or the database's collation).
+            assert_eq!(copied.len(), expected.len(), "{kind}");
+            assert!(expected.iter().all(|item| copied.contains(item)), "{kind}: {copied:#?}\nis not\n{expected:#?}");
+        }
+    }
+    assert_eq!(copy.transfer.counts().await.unwrap(), original.transfer.counts().await.unwrap());
+
+    let ann = copy.records.record(fixture.ann).await.unwrap().expect("the record is copied under its id");
+    assert_eq!(Some(&ann), original.records.record(fixture.ann).await.unwrap().as_ref());
+    assert_eq!(ann.provenance["email"].source, "import");
+    assert_eq!(ann.provenance["title"].source, "sync:hr");
+    assert_eq!(ann.provenance["title"].at, "2027-03-02T09:00:00.000Z");
+    let by_badge = copy.records.records_by_field("badge", "A-1").await.unwrap();
+    assert_eq!(by_badge.iter().map(|r| r.id).collect::<Vec<_>>(), [fixture.ann], "the indexed field is found");
+    let by_email = copy.records.records_by_field("email", "ANN@acme.test").await.unwrap();
+    assert_eq!(by_email.len(), 1);
+
+    let cursor = original.scheduler.mark(&Mark::EventCursor).await.unwrap().expect("the event cursor");
+    assert_eq!(copy.scheduler.mark(&Mark::EventCursor).await.unwrap().as_deref(), Some(cursor.as_str()));
+    let after: Uuid = cursor.parse().expect("the cursor names an event");
+    let next = copy.events.events(Some(after), 100).await.unwrap();
+    assert_eq!(next, original.events.events(Some(after), 100).await.unwrap(), "dispatch goes on where it was");
+    assert_eq!(next.len(), 5);
+    let fired = Mark::ScheduleFired { workflow: "onboard".into() };
+    assert_eq!(copy.scheduler.mark(&fired).await.unwrap(), original.scheduler.mark(&fired).await.unwrap());
+
+    let all = RunFilter::default();
+    let runs = copy.runs.runs(&all).await.unwrap();
+    assert_eq!(runs, original.runs.runs(&all).await.unwrap());
+    for run in &runs {
+        assert_eq!(copy.runs.journal(run.id).await.unwrap(), original.runs.journal(run.id).await.unwrap());
+    }
+    let ann_record = copy.records.record(fixture.ann).await.unwrap().unwrap();
+    assert!(
+        !copy.runs.create_once(&queued("onboard", &ann_record), &fixture.dedupe_key).await.unwrap(),
+        "what a trigger fired before the copy does not fire again after it"
+    );
+    assert_eq!(copy.queue.queued_count().await.unwrap(), original.queue.queued_count().await.unwrap());
+    assert_eq!(copy.queue.next_timer().await.unwrap(), original.queue.next_timer().await.unwrap());
+    assert_eq!(copy.syncs.sessions(None, 100).await.unwrap(), original.syncs.sessions(None, 100).await.unwrap());
+    assert_eq!(copy.credentials.credentials().await.unwrap(), original.credentials.credentials().await.unwrap());
+    assert_eq!(copy.workflows.source(COPIED_SOURCE_HASH).await.unwrap().as_deref(), Some("name: onboard\nsteps: []\n"));
+
+    // Whoever held the lease claimed from the original store: the copy's next claim takes it.
+    let claimed = copy.queue.claim(&claim_request("new-node", Timestamp::now(), 60)).await.unwrap();
+    let claimed = claimed.expect("the leased run is claimable in the copy");
+    assert_eq!(claimed.id, fixture.leased_run);
+    assert_eq!(claimed.next_seq, 2, "it carries on after its journaled steps");
+    assert_eq!(claimed.lease.as_ref().map(|l| l.owner.as_str()), Some("new-node"));
+}
+
+/// Every item of `kind` in `store`, read in pages of `page`.
+async fn everything(store: &Store, kind: ItemKind, page: usize) -> Vec<StoredItem> {
+    let mut items: Vec<StoredItem> = Vec::new();
+    loop {
+        let next = store.transfer.export(kind, items.last(), page).await.unwrap();
+        assert!(next.len() <= page, "a page of {kind} holds at most what was asked");
+        if next.is_empty() {
+            return items;
+        }
+        items.extend(next);
+    }
 }
 
 /// A stored record and a queued run for it (unstored), for a backend's own tests.

@@ -9,14 +9,17 @@
 //!
 //! [`conformance`] is the contract's test suite: every backend runs it against a fresh store.
 //! `sled` ([`SledStore`]) is the embedded default; [`PostgresStore`] keeps the same contract in a
-//! PostgreSQL database that several nodes share.
+//! PostgreSQL database that several nodes share. [`copy_store`] moves everything one store
+//! holds into another, empty one, whatever their backends ([`TransferStore`]).
 
 pub mod conformance;
+mod copy;
 mod error;
 mod observed;
 mod postgres;
 mod redacting;
 mod sled_store;
+mod transfer;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,11 +32,13 @@ use uuid::Uuid;
 
 use crate::model::{ChangeEvent, JournalEntry, Record, Run, RunState, StoredCredential, SyncSession};
 
+pub use copy::{CopyReport, copy_store};
 pub use error::{StoreError, StoreErrorKind};
 pub use observed::{Observed, StoreCall, StoreObserver};
 pub use postgres::PostgresStore;
 pub use redacting::Redacting;
 pub use sled_store::SledStore;
+pub use transfer::{ItemKind, StoreCounts, StoredItem, TransferStore};
 
 /// A store call's result.
 pub type StoreResult<T> = std::result::Result<T, StoreError>;
@@ -255,6 +260,7 @@ pub trait Backend:
     + SyncStore
     + CredentialStore
     + WorkflowStore
+    + TransferStore
     + 'static
 {
 }
@@ -268,6 +274,7 @@ impl<T> Backend for T where
         + SyncStore
         + CredentialStore
         + WorkflowStore
+        + TransferStore
         + 'static
 {
 }
@@ -283,6 +290,7 @@ pub struct Store {
     pub syncs: Arc<dyn SyncStore>,
     pub credentials: Arc<dyn CredentialStore>,
     pub workflows: Arc<dyn WorkflowStore>,
+    pub transfer: Arc<dyn TransferStore>,
 }
 
 impl Store {
@@ -296,7 +304,8 @@ impl Store {
             events: backend.clone(),
             syncs: backend.clone(),
             credentials: backend.clone(),
-            workflows: backend,
+            workflows: backend.clone(),
+            transfer: backend,
         }
     }
 }

@@ -11,9 +11,10 @@
 //! - a step locks its run's row and refuses (`Conflict`) to write over another claim's lease;
 //! - record writes lock their records' rows in id order, so two batches never wait on each
 //!   other in a circle;
-//! - change events are numbered under one lock held until commit ([`append_events`]).
+//! - change events carry their transaction's id and are read only once every older
+//!   transaction has ended ([`append_events`]), so readers never pass one that commits later.
 //!
-//! Locks are taken in one order — run rows, the index lock, record rows, the event lock —
+//! Locks are taken in one order — run rows, the index lock, record rows —
 //! so units of work do not deadlock one another; should PostgreSQL still abort one for a
 //! deadlock or a serialization failure, it is tried again a few times before the call
 //! fails with `Conflict`.
@@ -35,14 +36,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Executor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use super::transfer::check_cursor;
 use super::{
-    ClaimRequest, CredentialStore, EventStore, Mark, NodeBeat, QueueStore, RecordStore, RecordWrite, RecordWritten,
-    RunFilter, RunStore, SchedulerStore, StoreError, StoreErrorKind, StoreResult, SyncStore, WorkflowStore, key_text,
-    normalize_key,
+    ClaimRequest, CredentialStore, EventStore, ItemKind, Mark, NodeBeat, QueueStore, RecordStore, RecordWrite,
+    RecordWritten, RunFilter, RunStore, SchedulerStore, StoreCounts, StoreError, StoreErrorKind, StoreResult,
+    StoredItem, SyncStore, TransferStore, WorkflowStore, key_text, normalize_key,
 };
 use crate::clock::rfc3339_millis;
 use crate::model::{
@@ -65,8 +67,6 @@ const RELEASE_PAGE: i64 = 500;
 const MAX_KEY_BYTES: usize = 512;
 
 // Advisory lock names, per schema (see TAKE_LOCK).
-/// Held by whoever numbers change events, until commit.
-const EVENT_ORDER: &str = "events";
 /// Shared by record writes, exclusive for `index_field`.
 const INDEXING: &str = "record-index";
 
@@ -119,11 +119,22 @@ const REMOVE_RECORD_KEYS: &str = "DELETE FROM record_keys k
 
 const APPEND_EVENTS: &str = "INSERT INTO events (id, event)
     SELECT id, event::json FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS e (id, event, n) ORDER BY n";
-const EVENT_POSITION: &str = "SELECT seq FROM events WHERE id = $1";
-const FIRST_EVENTS: &str = "SELECT event::text FROM events ORDER BY seq LIMIT $1";
-const EVENTS_AFTER_POSITION: &str = "SELECT event::text FROM events WHERE seq > $1 ORDER BY seq LIMIT $2";
+const EVENT_POSITION: &str = "SELECT xid, seq FROM events WHERE id = $1";
+// Readers see only events of transactions older than every one still running (the
+// migration says why); `settled` is that horizon.
+const FIRST_EVENTS: &str = "SELECT event::text FROM events
+    WHERE xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint ORDER BY xid, seq LIMIT $1";
+const EVENTS_AFTER_POSITION: &str = "SELECT event::text FROM events
+    WHERE (xid, seq) > ($1, $2) AND xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+    ORDER BY xid, seq LIMIT $3";
+const EVENTS_HELD_BACK: &str = "SELECT EXISTS (SELECT 1 FROM events
+    WHERE xid >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint)";
+/// How long a reader waits, at most, for events held back by a running transaction.
+const SETTLE_TRIES: u32 = 50;
+const SETTLE_WAIT: Duration = Duration::from_millis(10);
 /// For a cursor that names no stored event: the ids' order, as the embedded store reads.
-const EVENTS_AFTER_ID: &str = "SELECT event::text FROM events WHERE id > $1 ORDER BY seq LIMIT $2";
+const EVENTS_AFTER_ID: &str = "SELECT event::text FROM events
+    WHERE id > $1 AND xid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint ORDER BY xid, seq LIMIT $2";
 
 const RUN: &str = "SELECT run::text FROM runs WHERE id = $1";
 const LIST_RUNS: &str = "SELECT run::text FROM runs WHERE true";
@@ -195,6 +206,59 @@ const DELETE_CREDENTIAL: &str = "DELETE FROM credentials WHERE name = $1";
 
 const PUT_SOURCE: &str = "INSERT INTO workflow_sources (hash, source) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 const SOURCE: &str = "SELECT source FROM workflow_sources WHERE hash = $1";
+
+// Moving whole stores (`TransferStore`): raw writes, in bulk.
+const IMPORT_INDEXED_FIELDS: &str =
+    "INSERT INTO indexed_fields (field) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING field";
+/// A lease copied from another store counts as expired: no time, so claims take it at once.
+const EXPIRE_IMPORTED_LEASES: &str =
+    "UPDATE runs SET lease_until = NULL WHERE id = ANY($1) AND lease_token IS NOT NULL";
+const IMPORT_JOURNAL: &str = "INSERT INTO journal (run_id, seq, entry)
+    SELECT run_id, seq, entry::json FROM unnest($1::uuid[], $2::bigint[], $3::text[]) AS j (run_id, seq, entry)
+    ON CONFLICT (run_id, seq) DO UPDATE SET entry = excluded.entry";
+const IMPORT_DEDUPE_KEYS: &str =
+    "INSERT INTO run_dedupe_keys (key, run_id) SELECT * FROM unnest($1::text[], $2::uuid[])
+    ON CONFLICT (key) DO UPDATE SET run_id = excluded.run_id";
+const IMPORT_MARKS: &str = "INSERT INTO marks (key, value) SELECT * FROM unnest($1::text[], $2::text[])
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+const IMPORT_SESSIONS: &str = "INSERT INTO sync_sessions (id, integration, session)
+    SELECT id, integration, session::json FROM unnest($1::uuid[], $2::text[], $3::text[]) AS s (id, integration, session)
+    ON CONFLICT (id) DO UPDATE SET integration = excluded.integration, session = excluded.session";
+const IMPORT_CREDENTIALS: &str = "INSERT INTO credentials (name, credential)
+    SELECT name, credential::json FROM unnest($1::text[], $2::text[]) AS c (name, credential)
+    ON CONFLICT (name) DO UPDATE SET credential = excluded.credential";
+const IMPORT_SOURCES: &str = "INSERT INTO workflow_sources (hash, source) SELECT * FROM unnest($1::text[], $2::text[])
+    ON CONFLICT (hash) DO UPDATE SET source = excluded.source";
+const COUNT_EVERYTHING: &str = "SELECT (SELECT count(*) FROM records), (SELECT count(*) FROM events),
+    (SELECT count(*) FROM runs), (SELECT count(*) FROM journal), (SELECT count(*) FROM run_dedupe_keys),
+    (SELECT count(*) FROM marks), (SELECT count(*) FROM sync_sessions), (SELECT count(*) FROM credentials),
+    (SELECT count(*) FROM workflow_sources)";
+
+/// What an export of a kind selects, and the columns it is ordered (and paged) by.
+fn listing(kind: ItemKind) -> (&'static str, &'static str) {
+    match kind {
+        ItemKind::IndexedFields => ("SELECT field FROM indexed_fields", "field"),
+        ItemKind::Records => ("SELECT record::text FROM records", "id"),
+        ItemKind::Events => ("SELECT event::text FROM events", "xid, seq"),
+        ItemKind::Runs => ("SELECT run::text FROM runs", "id"),
+        ItemKind::JournalEntries => ("SELECT run_id, entry::text FROM journal", "run_id, seq"),
+        ItemKind::DedupeKeys => ("SELECT key, run_id FROM run_dedupe_keys", "key"),
+        ItemKind::Marks => ("SELECT key, value FROM marks", "key"),
+        ItemKind::Sessions => ("SELECT session::text FROM sync_sessions", "id"),
+        ItemKind::Credentials => ("SELECT credential::text FROM credentials", "name"),
+        ItemKind::WorkflowSources => ("SELECT hash, source FROM workflow_sources", "hash"),
+    }
+}
+
+/// Where an export page starts: after the row whose ordering columns hold this.
+enum Cursor {
+    Start,
+    Text(String),
+    Id(Uuid),
+    /// An event's (xid, seq).
+    Position(i64, i64),
+    Step(Uuid, i64),
+}
 
 // --- the store ------------------------------------------------------------------------
 
@@ -798,21 +862,13 @@ async fn apply_writes(tx: &mut PgConnection, writes: &[RecordWrite]) -> Result<V
     Ok(out)
 }
 
-/// Appends change events so that readers get them in commit order.
-///
-/// An event's number (`seq`) is handed out when its row is inserted, not when its
-/// transaction commits: left alone, a transaction that took number 7 could commit after
-/// one that took 8, and a reader whose cursor had moved past 8 would never see 7. So
-/// numbers are taken under one lock per schema, held until commit: whoever took number n
-/// has committed or rolled back before anyone takes n + 1, and a reader that sees n + 1
-/// sees n. The lock is the last one a unit of work takes, after all its row locks, so it is
-/// held only for the insert and the commit. Event ids are made under it too, so on one node
-/// they grow in that order as well.
+/// Appends change events, in the order given, under the transaction's own id: readers
+/// take them in (xid, seq) order once every older transaction has ended (see the events
+/// table in the migration), so no lock is needed to keep a cursor from passing one.
 async fn append_events(tx: &mut PgConnection, mut events: Vec<&mut ChangeEvent>) -> Result<(), Fault> {
     if events.is_empty() {
         return Ok(());
     }
-    take_lock(tx, EVENT_ORDER).await?;
     let mut ids = Vec::with_capacity(events.len());
     let mut texts = Vec::with_capacity(events.len());
     for event in &mut events {
@@ -1250,18 +1306,33 @@ impl SchedulerStore for PostgresStore {
 #[async_trait]
 impl EventStore for PostgresStore {
     async fn events(&self, after: Option<Uuid>, limit: usize) -> StoreResult<Vec<ChangeEvent>> {
+        // Events already committed but behind a transaction still running (on any node)
+        // are held back until it ends; a short wait usually sees them through, so a reader
+        // gets what was written before it asked. After the wait they come on a later read.
+        for _ in 0..SETTLE_TRIES {
+            let held: bool = sqlx::query_scalar(EVENTS_HELD_BACK)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(failed("reading change events"))?;
+            if !held {
+                break;
+            }
+            tokio::time::sleep(SETTLE_WAIT).await;
+        }
         let limit = sql_limit(limit);
         let read = failed("reading change events");
         let texts: Vec<String> = match after {
             None => sqlx::query_scalar(FIRST_EVENTS).bind(limit).fetch_all(&self.pool).await,
             Some(id) => {
-                let position: Option<i64> = sqlx::query_scalar(EVENT_POSITION)
+                let position: Option<(i64, i64)> = sqlx::query_as(EVENT_POSITION)
                     .bind(id)
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(failed("reading change events"))?;
                 match position {
-                    Some(seq) => sqlx::query_scalar(EVENTS_AFTER_POSITION).bind(seq).bind(limit).fetch_all(&self.pool),
+                    Some((xid, seq)) => {
+                        sqlx::query_scalar(EVENTS_AFTER_POSITION).bind(xid).bind(seq).bind(limit).fetch_all(&self.pool)
+                    }
                     None => sqlx::query_scalar(EVENTS_AFTER_ID).bind(id).bind(limit).fetch_all(&self.pool),
                 }
                 .await
@@ -1361,6 +1432,244 @@ impl WorkflowStore for PostgresStore {
             .await
             .map_err(failed("reading a workflow's source"))
     }
+}
+
+// --- moving whole stores ----------------------------------------------------------------
+
+impl PostgresStore {
+    /// Where an export page starts when it starts after `after`.
+    async fn cursor(&self, after: Option<&StoredItem>) -> StoreResult<Cursor> {
+        let Some(item) = after else { return Ok(Cursor::Start) };
+        Ok(match item {
+            StoredItem::Event(event) => {
+                let position: Option<(i64, i64)> = sqlx::query_as(EVENT_POSITION)
+                    .bind(event.id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(failed("reading change events"))?;
+                let (xid, seq) = position.ok_or_else(|| {
+                    StoreError::not_found(format!(
+                        "event {} is not stored, so no export page can start after it",
+                        event.id
+                    ))
+                })?;
+                Cursor::Position(xid, seq)
+            }
+            StoredItem::Record(record) => Cursor::Id(record.id),
+            StoredItem::Run(run) => Cursor::Id(run.id),
+            StoredItem::Session(session) => Cursor::Id(session.id),
+            StoredItem::Journal { run, entry } => Cursor::Step(*run, i64::from(entry.seq)),
+            StoredItem::IndexedField(text)
+            | StoredItem::DedupeKey { key: text, .. }
+            | StoredItem::Mark { key: text, .. }
+            | StoredItem::Credential(StoredCredential { name: text, .. })
+            | StoredItem::WorkflowSource { hash: text, .. } => Cursor::Text(text.clone()),
+        })
+    }
+
+    /// The rows of one export page of `kind`.
+    async fn page<T>(&self, mut query: QueryBuilder<'_, Postgres>, kind: ItemKind) -> StoreResult<Vec<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+    {
+        query.build_query_as().fetch_all(&self.pool).await.map_err(|e| database_error(&format!("exporting {kind}"), e))
+    }
+
+    async fn import_once(&self, items: &[StoredItem]) -> Result<(), Fault> {
+        let mut fields = Vec::new();
+        let (mut records, mut events, mut runs) = (Vec::new(), Vec::new(), Vec::new());
+        let mut journal = (Vec::new(), Vec::new(), Vec::new());
+        let (mut dedupe, mut marks, mut sources) = ((vec![], vec![]), (vec![], vec![]), (vec![], vec![]));
+        let mut sessions = (Vec::new(), Vec::new(), Vec::new());
+        let mut credentials = (Vec::new(), Vec::new());
+        for item in items {
+            match item {
+                StoredItem::IndexedField(field) => fields.push(field.clone()),
+                StoredItem::Record(record) => records.push(record),
+                StoredItem::Event(event) => events.push(event),
+                StoredItem::Run(run) => runs.push(run),
+                StoredItem::Journal { run, entry } => {
+                    journal.0.push(*run);
+                    journal.1.push(i64::from(entry.seq));
+                    journal.2.push(encode(entry)?);
+                }
+                StoredItem::DedupeKey { key, run } => {
+                    dedupe.0.push(key.clone());
+                    dedupe.1.push(*run);
+                }
+                StoredItem::Mark { key, value } => {
+                    marks.0.push(key.clone());
+                    marks.1.push(value.clone());
+                }
+                StoredItem::Session(session) => {
+                    sessions.0.push(session.id);
+                    sessions.1.push(session.integration.clone());
+                    sessions.2.push(encode(session)?);
+                }
+                StoredItem::Credential(credential) => {
+                    credentials.0.push(credential.name.clone());
+                    credentials.1.push(encode(credential)?);
+                }
+                StoredItem::WorkflowSource { hash, source } => {
+                    sources.0.push(hash.clone());
+                    sources.1.push(source.clone());
+                }
+            }
+        }
+        let mut tx = self.pool.begin().await?;
+        // Locks in the order every unit of work takes them: run rows, the index lock, record rows.
+        if !runs.is_empty() {
+            for run in &runs {
+                put_run(&mut tx, run).await?;
+            }
+            let ids: Vec<Uuid> = runs.iter().map(|run| run.id).collect();
+            sqlx::query(EXPIRE_IMPORTED_LEASES).bind(ids).execute(&mut *tx).await?;
+        }
+        if !fields.is_empty() || !records.is_empty() {
+            take_lock(&mut tx, INDEXING).await?;
+        }
+        if !fields.is_empty() {
+            let added: Vec<String> =
+                sqlx::query_scalar(IMPORT_INDEXED_FIELDS).bind(&fields).fetch_all(&mut *tx).await?;
+            for field in &added {
+                add_keys_of_every_record(&mut tx, field).await?;
+            }
+        }
+        if !records.is_empty() {
+            let indexed: BTreeSet<String> =
+                sqlx::query_scalar(INDEXED_FIELDS).fetch_all(&mut *tx).await?.into_iter().collect();
+            let key_values = |record: &Record| -> Vec<(&String, String)> {
+                indexed.iter().filter_map(|f| record.fields.get(f).and_then(key_text).map(|v| (f, v))).collect()
+            };
+            let ids: Vec<Uuid> = records.iter().map(|record| record.id).collect();
+            let mut keys = KeyChanges::default();
+            // A record imported over one stored under its id replaces it, index entries too.
+            for text in sqlx::query_scalar::<_, String>(LOCK_RECORDS).bind(&ids).fetch_all(&mut *tx).await? {
+                let replaced: Record = decode("a record", &text)?;
+                for (field, value) in key_values(&replaced) {
+                    keys.remove(field, &value, replaced.id);
+                }
+            }
+            for record in &records {
+                for (field, value) in key_values(record) {
+                    keys.add(field, &value, record.id);
+                }
+            }
+            let texts = records.iter().map(encode).collect::<StoreResult<Vec<_>>>()?;
+            sqlx::query(PUT_RECORDS).bind(ids).bind(texts).execute(&mut *tx).await?;
+            keys.apply(&mut tx).await?;
+        }
+        for (statement, texts, values) in [(IMPORT_MARKS, marks.0, marks.1), (IMPORT_SOURCES, sources.0, sources.1)] {
+            if !texts.is_empty() {
+                sqlx::query(statement).bind(texts).bind(values).execute(&mut *tx).await?;
+            }
+        }
+        if !credentials.0.is_empty() {
+            sqlx::query(IMPORT_CREDENTIALS).bind(credentials.0).bind(credentials.1).execute(&mut *tx).await?;
+        }
+        if !dedupe.0.is_empty() {
+            sqlx::query(IMPORT_DEDUPE_KEYS).bind(dedupe.0).bind(dedupe.1).execute(&mut *tx).await?;
+        }
+        if !journal.0.is_empty() {
+            sqlx::query(IMPORT_JOURNAL).bind(journal.0).bind(journal.1).bind(journal.2).execute(&mut *tx).await?;
+        }
+        if !sessions.0.is_empty() {
+            sqlx::query(IMPORT_SESSIONS).bind(sessions.0).bind(sessions.1).bind(sessions.2).execute(&mut *tx).await?;
+        }
+        if !events.is_empty() {
+            let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
+            let texts = events.iter().map(encode).collect::<StoreResult<Vec<_>>>()?;
+            sqlx::query(APPEND_EVENTS).bind(ids).bind(texts).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TransferStore for PostgresStore {
+    async fn export(&self, kind: ItemKind, after: Option<&StoredItem>, limit: usize) -> StoreResult<Vec<StoredItem>> {
+        check_cursor(kind, after)?;
+        let (select, order) = listing(kind);
+        let mut query = QueryBuilder::<Postgres>::new(select);
+        match self.cursor(after).await? {
+            Cursor::Start => {}
+            Cursor::Text(text) => {
+                query.push(format!(" WHERE {order} > ")).push_bind(text);
+            }
+            Cursor::Id(id) => {
+                query.push(format!(" WHERE {order} > ")).push_bind(id);
+            }
+            Cursor::Position(xid, seq) => {
+                query.push(format!(" WHERE ({order}) > (")).push_bind(xid).push(", ").push_bind(seq).push(")");
+            }
+            Cursor::Step(run, seq) => {
+                query.push(format!(" WHERE ({order}) > (")).push_bind(run).push(", ").push_bind(seq).push(")");
+            }
+        }
+        query.push(format!(" ORDER BY {order} LIMIT ")).push_bind(sql_limit(limit));
+        Ok(match kind {
+            ItemKind::IndexedFields => {
+                self.page(query, kind).await?.into_iter().map(|(f,)| StoredItem::IndexedField(f)).collect()
+            }
+            ItemKind::Records => decode_page("a record", self.page(query, kind).await?, StoredItem::Record)?,
+            ItemKind::Events => decode_page("a change event", self.page(query, kind).await?, StoredItem::Event)?,
+            ItemKind::Runs => decode_page("a run", self.page(query, kind).await?, StoredItem::Run)?,
+            ItemKind::Sessions => decode_page("a sync session", self.page(query, kind).await?, StoredItem::Session)?,
+            ItemKind::Credentials => {
+                decode_page("a credential", self.page(query, kind).await?, StoredItem::Credential)?
+            }
+            ItemKind::JournalEntries => {
+                let rows: Vec<(Uuid, String)> = self.page(query, kind).await?;
+                rows.into_iter()
+                    .map(|(run, text)| Ok(StoredItem::Journal { run, entry: decode("a journal entry", &text)? }))
+                    .collect::<StoreResult<_>>()?
+            }
+            ItemKind::DedupeKeys => {
+                let rows: Vec<(String, Uuid)> = self.page(query, kind).await?;
+                rows.into_iter().map(|(key, run)| StoredItem::DedupeKey { key, run }).collect()
+            }
+            ItemKind::Marks => {
+                let rows: Vec<(String, String)> = self.page(query, kind).await?;
+                rows.into_iter().map(|(key, value)| StoredItem::Mark { key, value }).collect()
+            }
+            ItemKind::WorkflowSources => {
+                let rows: Vec<(String, String)> = self.page(query, kind).await?;
+                rows.into_iter().map(|(hash, source)| StoredItem::WorkflowSource { hash, source }).collect()
+            }
+        })
+    }
+
+    async fn import(&self, items: Vec<StoredItem>) -> StoreResult<()> {
+        self.retrying("importing stored items", || self.import_once(&items)).await
+    }
+
+    async fn counts(&self) -> StoreResult<StoreCounts> {
+        type Counts = (i64, i64, i64, i64, i64, i64, i64, i64, i64);
+        let (records, events, runs, journal_entries, dedupe_keys, marks, sessions, credentials, workflow_sources): Counts =
+            sqlx::query_as(COUNT_EVERYTHING).fetch_one(&self.pool).await.map_err(failed("counting the stored items"))?;
+        let n = |count: i64| u64::try_from(count).unwrap_or(0);
+        Ok(StoreCounts {
+            records: n(records),
+            events: n(events),
+            runs: n(runs),
+            journal_entries: n(journal_entries),
+            dedupe_keys: n(dedupe_keys),
+            marks: n(marks),
+            sessions: n(sessions),
+            credentials: n(credentials),
+            workflow_sources: n(workflow_sources),
+        })
+    }
+}
+
+/// A page of stored texts as items.
+fn decode_page<T: DeserializeOwned>(
+    what: &str,
+    rows: Vec<(String,)>,
+    item: impl Fn(T) -> StoredItem,
+) -> StoreResult<Vec<StoredItem>> {
+    rows.iter().map(|(text,)| decode(what, text).map(&item)).collect()
 }
 
 #[cfg(test)]

@@ -22,9 +22,11 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use uuid::Uuid;
 
+use super::transfer::check_cursor;
 use super::{
-    ClaimRequest, CredentialStore, EventStore, Mark, NodeBeat, QueueStore, RecordStore, RecordWrite, RecordWritten,
-    RunFilter, RunStore, SchedulerStore, StoreError, StoreResult, SyncStore, WorkflowStore, key_text, normalize_key,
+    ClaimRequest, CredentialStore, EventStore, ItemKind, Mark, NodeBeat, QueueStore, RecordStore, RecordWrite,
+    RecordWritten, RunFilter, RunStore, SchedulerStore, StoreCounts, StoreError, StoreResult, StoredItem, SyncStore,
+    TransferStore, WorkflowStore, key_text, normalize_key,
 };
 use crate::clock::rfc3339_millis;
 use crate::error::Error;
@@ -32,7 +34,11 @@ use crate::model::{
     ChangeEvent, FieldChange, JournalEntry, Lease, Provenance, Record, Run, RunState, StoredCredential, SyncSession,
 };
 
+// The store's own entries in the `meta` tree, beside the scheduler marks.
 const INDEX_FIELDS_KEY: &[u8] = b"index_fields";
+const ACTIVE_BACKFILLED: &[u8] = b"active_backfilled";
+const FINISHED_BACKFILLED: &[u8] = b"finished_backfilled";
+const OWN_META_KEYS: [&[u8]; 3] = [INDEX_FIELDS_KEY, ACTIVE_BACKFILLED, FINISHED_BACKFILLED];
 
 pub struct SledStore {
     dir: PathBuf,
@@ -162,8 +168,7 @@ impl SledStore {
     /// Stores written before the unfinished-run set existed get it built once; runs left
     /// running by a process that had no leases yet get one that has expired.
     fn backfill_active(&self) -> StoreResult<()> {
-        const DONE: &[u8] = b"active_backfilled";
-        if self.meta.contains_key(DONE).map_err(sled_error)? {
+        if self.meta.contains_key(ACTIVE_BACKFILLED).map_err(sled_error)? {
             return Ok(());
         }
         for entry in self.runs.iter() {
@@ -173,15 +178,14 @@ impl SledStore {
                 self.active.insert(key, &[]).map_err(sled_error)?;
             }
         }
-        self.meta.insert(DONE, &[]).map_err(sled_error)?;
+        self.meta.insert(ACTIVE_BACKFILLED, &[]).map_err(sled_error)?;
         self.db.flush().map_err(sled_error)?;
         Ok(())
     }
 
     /// Stores written before the finished-run index existed get it built once.
     fn backfill_finished(&self) -> StoreResult<()> {
-        const DONE: &[u8] = b"finished_backfilled";
-        if self.meta.contains_key(DONE).map_err(sled_error)? {
+        if self.meta.contains_key(FINISHED_BACKFILLED).map_err(sled_error)? {
             return Ok(());
         }
         let mut batch = sled::Batch::default();
@@ -193,7 +197,7 @@ impl SledStore {
             }
         }
         self.finished.apply_batch(batch).map_err(sled_error)?;
-        self.meta.insert(DONE, &[]).map_err(sled_error)?;
+        self.meta.insert(FINISHED_BACKFILLED, &[]).map_err(sled_error)?;
         self.db.flush().map_err(sled_error)?;
         Ok(())
     }
@@ -508,26 +512,27 @@ fn put_run(t: &Trees, run: &Run) -> Abortable<()> {
     } else {
         t.active.insert(key, &[])?;
     }
-    match (&run.lease, run.state) {
-        (Some(lease), RunState::Running) => {
-            let row = LeaseRow {
-                workflow: run.workflow.clone(),
-                owner: lease.owner.clone(),
-                token: lease.token,
-                until_ms: parse_ms(&lease.until).unwrap_or(i64::MIN),
-            };
-            t.leases.insert(key, tx_encode(&row)?)?;
-        }
-        _ => {
-            t.leases.remove(key)?;
-        }
-    }
+    match lease_row(run) {
+        Some(row) => t.leases.insert(key, tx_encode(&row)?)?,
+        None => t.leases.remove(key)?,
+    };
     if run.state == RunState::Waiting
         && let Some(wake) = run.wake_at.as_deref().and_then(parse_ms)
     {
         t.timers.insert(timer_key(wake, run.id), &[])?;
     }
     Ok(())
+}
+
+/// What the `leases` tree keeps for a run: a row while it is running under a claim.
+fn lease_row(run: &Run) -> Option<LeaseRow> {
+    let lease = run.lease.as_ref().filter(|_| run.state == RunState::Running)?;
+    Some(LeaseRow {
+        workflow: run.workflow.clone(),
+        owner: lease.owner.clone(),
+        token: lease.token,
+        until_ms: parse_ms(&lease.until).unwrap_or(i64::MIN),
+    })
 }
 
 /// Refuses a write from a claimer whose lease was taken over.
@@ -1026,5 +1031,221 @@ impl WorkflowStore for SledStore {
 
     async fn source(&self, hash: &str) -> StoreResult<Option<String>> {
         Ok(self.workflows.get(hash).map_err(sled_error)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+}
+
+impl SledStore {
+    /// The tree a kind of item is kept in; the indexed fields are one entry of `meta`.
+    fn tree_of(&self, kind: ItemKind) -> Option<&sled::Tree> {
+        Some(match kind {
+            ItemKind::IndexedFields => return None,
+            ItemKind::Records => &self.records,
+            ItemKind::Events => &self.events,
+            ItemKind::Runs => &self.runs,
+            ItemKind::JournalEntries => &self.journal,
+            ItemKind::DedupeKeys => &self.run_keys,
+            ItemKind::Marks => &self.meta,
+            ItemKind::Sessions => &self.sync_sessions,
+            ItemKind::Credentials => &self.credentials,
+            ItemKind::WorkflowSources => &self.workflows,
+        })
+    }
+
+    fn marks_len(&self) -> StoreResult<usize> {
+        let mut n = 0;
+        for key in self.meta.iter().keys() {
+            n += usize::from(!OWN_META_KEYS.contains(&&*key.map_err(sled_error)?));
+        }
+        Ok(n)
+    }
+
+    /// Records with the index entries of their indexed fields, replacing what was there.
+    fn import_records(&self, records: &[&Record]) -> StoreResult<()> {
+        let fields = self.fields();
+        let entries = |record: &Record| -> Vec<Vec<u8>> {
+            fields
+                .iter()
+                .filter_map(|f| record.fields.get(f).and_then(key_text).map(|v| index_key(f, &v, record.id)))
+                .collect()
+        };
+        let result = (&self.records, &self.index).transaction(|(records_tree, index)| {
+            for record in records {
+                if let Some(bytes) = records_tree.get(record.id.as_bytes())? {
+                    for key in entries(&tx_decode(&bytes)?) {
+                        index.remove(key)?;
+                    }
+                }
+                records_tree.insert(record.id.as_bytes(), tx_encode(record)?)?;
+                for key in entries(record) {
+                    index.insert(key, &[])?;
+                }
+            }
+            Ok(())
+        });
+        settled(result)
+    }
+
+    /// Run heads with the queue, timers and finished index their states imply; a lease is
+    /// kept as expired (see [`TransferStore::import`]).
+    fn import_runs(&self, runs: &[&Run]) -> StoreResult<()> {
+        let trees = (&self.runs, &self.queue, &self.active, &self.leases, &self.timers, &self.finished);
+        let result = trees.transaction(|(runs_tree, queue, active, leases, timers, finished)| {
+            let t = Trees { runs: runs_tree, queue, active, leases, timers, finished };
+            for run in runs {
+                put_run(&t, run)?;
+                if let Some(mut row) = lease_row(run) {
+                    row.until_ms = i64::MIN;
+                    leases.insert(run.id.as_bytes(), tx_encode(&row)?)?;
+                }
+            }
+            Ok(())
+        });
+        settled(result)
+    }
+
+    /// Events keep their ids, and this store reads them in id order: one that would not
+    /// come after every event already stored is refused rather than put out of order.
+    fn check_event_order(&self, events: &[&ChangeEvent]) -> StoreResult<()> {
+        let mut last = match self.events.last().map_err(sled_error)? {
+            Some((key, _)) => Some(id_of(&key)?),
+            None => None,
+        };
+        for event in events {
+            if last.is_some_and(|l| event.id <= l) {
+                return Err(StoreError::conflict(format!(
+                    "event {} does not come after the events before it; the embedded store keeps events in id \
+                     order, so it can only take them in that order",
+                    event.id
+                )));
+            }
+            last = Some(event.id);
+        }
+        Ok(())
+    }
+}
+
+/// An item's key in its tree: what an export page starts after, and what an import writes.
+fn item_key(item: &StoredItem) -> Vec<u8> {
+    match item {
+        StoredItem::IndexedField(field) => field.as_bytes().to_vec(),
+        StoredItem::Record(record) => record.id.as_bytes().to_vec(),
+        StoredItem::Event(event) => event.id.as_bytes().to_vec(),
+        StoredItem::Run(run) => run.id.as_bytes().to_vec(),
+        StoredItem::Journal { run, entry } => journal_key(*run, entry.seq),
+        StoredItem::DedupeKey { key, .. } | StoredItem::Mark { key, .. } => key.as_bytes().to_vec(),
+        StoredItem::Session(session) => session.id.as_bytes().to_vec(),
+        StoredItem::Credential(credential) => credential.name.as_bytes().to_vec(),
+        StoredItem::WorkflowSource { hash, .. } => hash.as_bytes().to_vec(),
+    }
+}
+
+/// A tree's entry as an item of `kind`; `None` for the store's own entries in `meta`.
+fn stored_item(kind: ItemKind, key: &[u8], value: &[u8]) -> StoreResult<Option<StoredItem>> {
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    Ok(Some(match kind {
+        ItemKind::IndexedFields => StoredItem::IndexedField(text(key)),
+        ItemKind::Records => StoredItem::Record(decode(value)?),
+        ItemKind::Events => StoredItem::Event(decode(value)?),
+        ItemKind::Runs => StoredItem::Run(decode(value)?),
+        ItemKind::JournalEntries => {
+            let run = key.get(..16).ok_or_else(|| StoreError::corrupt("a journal key is too short"))?;
+            StoredItem::Journal { run: id_of(run)?, entry: decode(value)? }
+        }
+        ItemKind::DedupeKeys => StoredItem::DedupeKey { key: text(key), run: id_of(value)? },
+        ItemKind::Marks if OWN_META_KEYS.contains(&key) => return Ok(None),
+        ItemKind::Marks => StoredItem::Mark { key: text(key), value: text(value) },
+        ItemKind::Sessions => StoredItem::Session(decode(value)?),
+        ItemKind::Credentials => StoredItem::Credential(decode(value)?),
+        ItemKind::WorkflowSources => StoredItem::WorkflowSource { hash: text(key), source: text(value) },
+    }))
+}
+
+#[async_trait]
+impl TransferStore for SledStore {
+    async fn export(&self, kind: ItemKind, after: Option<&StoredItem>, limit: usize) -> StoreResult<Vec<StoredItem>> {
+        check_cursor(kind, after)?;
+        let start = after.map(item_key);
+        let Some(tree) = self.tree_of(kind) else {
+            let fields = self.fields().into_iter().filter(|f| start.as_ref().is_none_or(|s| f.as_bytes() > &s[..]));
+            return Ok(fields.take(limit).map(StoredItem::IndexedField).collect());
+        };
+        let entries = match start {
+            Some(key) => tree.range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded)),
+            None => tree.iter(),
+        };
+        let mut page = Vec::new();
+        for entry in entries {
+            if page.len() >= limit {
+                break;
+            }
+            let (key, value) = entry.map_err(sled_error)?;
+            page.extend(stored_item(kind, &key, &value)?);
+        }
+        Ok(page)
+    }
+
+    async fn import(&self, items: Vec<StoredItem>) -> StoreResult<()> {
+        let (mut fields, mut records, mut runs, mut events) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut entries: HashMap<ItemKind, sled::Batch> = HashMap::new();
+        for item in &items {
+            let value = match item {
+                StoredItem::IndexedField(field) => {
+                    fields.push(field);
+                    continue;
+                }
+                StoredItem::Record(record) => {
+                    records.push(record);
+                    continue;
+                }
+                StoredItem::Run(run) => {
+                    runs.push(run);
+                    continue;
+                }
+                StoredItem::Event(event) => {
+                    events.push(event);
+                    encode(event)?
+                }
+                StoredItem::Mark { key, .. } if OWN_META_KEYS.contains(&key.as_bytes()) => {
+                    return Err(StoreError::conflict(format!(
+                        "`{key}` is the embedded store's own entry and cannot be imported as a mark"
+                    )));
+                }
+                StoredItem::Mark { value, .. } => value.as_bytes().to_vec(),
+                StoredItem::Journal { entry, .. } => encode(entry)?,
+                StoredItem::DedupeKey { run, .. } => run.as_bytes().to_vec(),
+                StoredItem::Session(session) => encode(session)?,
+                StoredItem::Credential(credential) => encode(credential)?,
+                StoredItem::WorkflowSource { source, .. } => source.as_bytes().to_vec(),
+            };
+            entries.entry(item.kind()).or_default().insert(item_key(item), value);
+        }
+        self.check_event_order(&events)?;
+        self.import_records(&records)?;
+        self.import_runs(&runs)?;
+        for (kind, batch) in entries {
+            if let Some(tree) = self.tree_of(kind) {
+                tree.apply_batch(batch).map_err(sled_error)?;
+            }
+        }
+        // After the records: indexing a field covers every record stored by then.
+        for field in fields {
+            self.index_field(field).await?;
+        }
+        self.durable().await
+    }
+
+    async fn counts(&self) -> StoreResult<StoreCounts> {
+        let n = |len: usize| len as u64;
+        Ok(StoreCounts {
+            records: n(self.records.len()),
+            events: n(self.events.len()),
+            runs: n(self.runs.len()),
+            journal_entries: n(self.journal.len()),
+            dedupe_keys: n(self.run_keys.len()),
+            marks: n(self.marks_len()?),
+            sessions: n(self.sync_sessions.len()),
+            credentials: n(self.credentials.len()),
+            workflow_sources: n(self.workflows.len()),
+        })
     }
 }
