@@ -1,0 +1,55 @@
+//! The store commands on a real PostgreSQL server: `init --store`, `store migrate`,
+//! `store copy` from an embedded home, and `nodes`.
+
+mod support;
+
+use serde_json::json;
+use support::{FreshDatabase, TestHome};
+
+const STAMP: &str = r#"{"name": "stamp", "begin": {"next": "s"},
+  "blocks": {"s": {"type": "update", "set": {"stamped": "<<today>>"}}}}"#;
+
+#[test]
+fn an_embedded_home_moves_to_postgresql_whole_and_a_second_copy_is_refused() {
+    let old = TestHome::new();
+    old.import(&json!([{"email": "ann@acme.test"}, {"email": "bob@acme.test"}]));
+    let wf = old.file("stamp.json", STAMP);
+    let ran = old.roster(&["--now", "2027-01-04", "run", wf.to_str().unwrap(), "--user", "ann@acme.test", "--json"]);
+    let run_id = ran.ok().json()["run_id"].as_str().unwrap().to_string();
+
+    let database = FreshDatabase::new();
+    let url = database.url();
+    let copied = old.roster(&["store", "copy", "--from", old.path().to_str().unwrap(), "--to", &url]).ok();
+    assert!(copied.stdout.contains("copied 2 records"), "{}", copied.all());
+    assert!(copied.stdout.contains("both hold the same"), "{}", copied.all());
+
+    // A node's home on the database sees the people, their provenance and the run.
+    let node = TestHome::new();
+    let master_key = std::fs::read(old.path().join("master.key")).unwrap();
+    std::fs::write(node.path().join("master.key"), master_key).unwrap();
+    node.roster(&["--store", &url, "init"]).ok();
+    assert!(node.path().join("store.url").exists());
+    let ann = node.roster(&["records", "show", "ann@acme.test", "--json"]).ok().json();
+    assert_eq!(ann["fields"]["stamped"], "2027-01-04", "{ann}");
+    let shown = node.roster(&["runs", "show", &run_id, "--json"]).ok().json();
+    assert_eq!(shown["state"], "succeeded", "{shown}");
+    assert_eq!(shown["steps"].as_array().unwrap().len(), 1);
+    assert!(node.roster(&["nodes"]).ok().stdout.contains("no node has run `roster serve`"));
+    assert!(node.roster(&["store", "migrate"]).ok().stdout.contains("migrated"));
+
+    let again = old.roster(&["store", "copy", "--from", old.path().to_str().unwrap(), "--to", &url]);
+    assert_ne!(again.code, 0);
+    assert!(again.all().contains("copy only into an empty store"), "{}", again.all());
+}
+
+#[test]
+fn a_store_url_that_is_not_postgres_or_cannot_be_reached_says_what_to_do() {
+    let home = TestHome::new();
+    let wrong = home.roster(&["--store", "mysql://root@127.0.0.1/x", "records", "list"]);
+    assert_eq!(wrong.code, 2);
+    assert!(wrong.all().contains("postgres://USER@HOST:PORT/DATABASE"), "{}", wrong.all());
+    let unreachable = home.roster(&["--store", "postgres://roster:s3cret-pass@127.0.0.1:1/roster", "records", "list"]);
+    assert_eq!(unreachable.code, 2);
+    assert!(unreachable.all().contains("127.0.0.1:1"), "{}", unreachable.all());
+    assert!(!unreachable.all().contains("s3cret-pass"), "the password never shows: {}", unreachable.all());
+}
