@@ -393,21 +393,34 @@ impl Service {
                 (None, Some((done, at))) if at <= now => done,
                 _ => continue,
             };
-            let outcome = self.sync(integration).await;
-            if let Some(due) = &fire {
-                self.advance(&mark, due.previous.as_deref(), Some(&rfc3339(due.at))).await?;
+            // One node syncs each fire and each retry: it moves the marks first, by
+            // compare-and-set, and a node that finds them moved leaves the sync to the one
+            // that moved them. The retry mark already names the retry after this one, so a
+            // node that dies mid-sync leaves that retry for any node to take.
+            let next_fire =
+                || cron.find_next_occurrence(&now.to_zoned(zone.clone()), false).ok().map(|t| t.timestamp());
+            let scheduler = &self.engine.store.scheduler;
+            if let Some(due) = &fire
+                && !scheduler.set_mark(&mark, due.previous.as_deref(), Some(&rfc3339(due.at))).await?
+            {
+                tracing::debug!("sync {}: this fire was taken by another node", integration.name);
+                continue;
             }
+            let fallback = retry_plan(retry_number, now, next_fire()).map(|(n, at)| format!("{n} {}", rfc3339(at)));
+            if !scheduler.set_mark(&retry_mark, retry_text.as_deref(), fallback.as_deref()).await? {
+                tracing::debug!("sync {}: this retry was taken by another node", integration.name);
+                continue;
+            }
+            let outcome = self.sync(integration).await;
             let failure = match &outcome {
                 Ok(session) if session.state == SyncState::Succeeded => None,
                 Ok(session) => Some(session.error.clone().unwrap_or_else(|| format!("the sync {}", session.state))),
                 Err(e) => Some(e.to_string()),
             };
-            let next_fire =
-                || cron.find_next_occurrence(&now.to_zoned(zone.clone()), false).ok().map(|t| t.timestamp());
             match failure {
-                None => self.advance(&retry_mark, retry_text.as_deref(), None).await?,
+                None => self.advance(&retry_mark, fallback.as_deref(), None).await?,
                 Some(why) => {
-                    let retry = SyncRetry { mark: &retry_mark, previous: retry_text.as_deref(), number: retry_number };
+                    let retry = SyncRetry { mark: &retry_mark, previous: fallback.as_deref(), number: retry_number };
                     self.plan_sync_retry(integration, retry, now, next_fire(), &why).await?
                 }
             }
@@ -429,11 +442,7 @@ impl Service {
         why: &str,
     ) -> Result<()> {
         let retry_number = retry.number;
-        let retry_at = SYNC_RETRY_DELAYS
-            .get(retry_number)
-            .and_then(|delay| now.checked_add(*delay).ok())
-            .filter(|at| next_fire.is_none_or(|next| *at < next));
-        let Some(at) = retry_at else {
+        let Some((_, at)) = retry_plan(retry_number, now, next_fire) else {
             let next = next_fire.map(rfc3339).unwrap_or_else(|| "never".into());
             tracing::warn!(
                 "scheduled sync {} failed: {why}; no retry is left before its next scheduled time ({next})",
@@ -906,6 +915,13 @@ const SYNC_RETRY_DELAYS: [jiff::SignedDuration; 5] = [
 ];
 
 /// A retry mark, `"<number of the next retry> <when it is due>"`; empty when none waits.
+/// The retry that follows retry `number` (0: the scheduled sync) of a sync that fails at
+/// `now`: its number and time, unless none is left before the next scheduled time.
+fn retry_plan(number: usize, now: Timestamp, next_fire: Option<Timestamp>) -> Option<(usize, Timestamp)> {
+    let at = SYNC_RETRY_DELAYS.get(number).and_then(|delay| now.checked_add(*delay).ok())?;
+    next_fire.is_none_or(|next| at < next).then_some((number + 1, at))
+}
+
 fn parse_retry(text: &str) -> Option<(usize, Timestamp)> {
     let (done, at) = text.split_once(' ')?;
     Some((done.parse().ok()?, at.parse().ok()?))
