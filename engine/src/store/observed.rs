@@ -25,6 +25,8 @@ pub enum StoreCall {
     SaveStep { run: Uuid, finished: bool },
     /// Taking a run off the queue (`QueueStore::claim`).
     Claim,
+    /// A node's heartbeat (`beat`, `renew_leases`): it writes, but no run's state.
+    Heartbeat,
     /// Any other call that writes.
     Write,
     /// Any other call that only reads.
@@ -33,7 +35,7 @@ pub enum StoreCall {
 
 impl StoreCall {
     pub fn writes(self) -> bool {
-        matches!(self, StoreCall::SaveStep { .. } | StoreCall::Claim | StoreCall::Write)
+        matches!(self, StoreCall::SaveStep { .. } | StoreCall::Claim | StoreCall::Heartbeat | StoreCall::Write)
     }
 }
 
@@ -142,13 +144,13 @@ impl<O: StoreObserver> QueueStore for Watched<dyn QueueStore, O> {
         out
     }
     async fn renew_leases(&self, owner: &str, until: Timestamp) -> StoreResult<usize> {
-        self.around(StoreCall::Write, self.inner.renew_leases(owner, until)).await
+        self.around(StoreCall::Heartbeat, self.inner.renew_leases(owner, until)).await
     }
     async fn wait_for_work(&self, within: std::time::Duration) {
         self.inner.wait_for_work(within).await
     }
     async fn beat(&self, node: &str, at: Timestamp) -> StoreResult<()> {
-        self.around(StoreCall::Write, self.inner.beat(node, at)).await
+        self.around(StoreCall::Heartbeat, self.inner.beat(node, at)).await
     }
     async fn nodes(&self) -> StoreResult<Vec<NodeBeat>> {
         self.around(StoreCall::Read, self.inner.nodes()).await
