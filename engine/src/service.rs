@@ -614,6 +614,7 @@ impl Service {
     pub async fn work(self: &Arc<Self>, concurrency: usize, until_idle: bool) -> Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
         let heartbeat = tokio::spawn(self.clone().heartbeat());
+        let poll = tokio::spawn(self.clone().poll());
         for _ in 0..concurrency.max(1) {
             let me = self.clone();
             tasks.spawn(async move { me.worker(until_idle).await });
@@ -633,7 +634,9 @@ impl Service {
         // Awaited after the abort so the heartbeat's hold on the store ends before this
         // returns (a sled folder can be opened again only once every handle is gone).
         heartbeat.abort();
+        poll.abort();
         let _ = heartbeat.await;
+        let _ = poll.await;
         first_error.map_or(Ok(()), Err)
     }
 
@@ -672,6 +675,19 @@ impl Service {
         }
     }
 
+    /// Wakes one idle worker every [`POLL`] to look for work nobody announces: timers that
+    /// came due, leases that expired with their node. One per node, not one per worker, so
+    /// idle nodes cost the store a claim each per poll whatever their concurrency; a worker
+    /// that finds something wakes the next.
+    async fn poll(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => self.wake.notify_one(),
+                _ = self.engine.stopped() => return,
+            }
+        }
+    }
+
     async fn worker(self: Arc<Self>, until_idle: bool) -> Result<()> {
         loop {
             if self.engine.is_stopping() {
@@ -680,7 +696,12 @@ impl Service {
             self.busy.fetch_add(1, Ordering::SeqCst);
             let claimed = self.engine.store.queue.claim(&self.claim_request()).await;
             let run = match claimed {
-                Ok(Some(run)) => run,
+                Ok(Some(run)) => {
+                    // There may be more: an idle worker looks too, and wakes the next if it
+                    // finds one (a store's notification wakes one worker, not all).
+                    self.wake.notify_one();
+                    run
+                }
                 Ok(None) => {
                     let others_busy = self.busy.fetch_sub(1, Ordering::SeqCst) > 1;
                     if until_idle && !others_busy && self.queue_empty().await? {
@@ -688,11 +709,11 @@ impl Service {
                         return Ok(());
                     }
                     // Woken by this process queueing a run, by another node's (a backend
-                    // several nodes share tells), or after a short poll for due timers and
-                    // expired leases.
+                    // several nodes share tells), by a worker that claimed one, or by the
+                    // node's poll for due timers and expired leases (`poll`).
                     tokio::select! {
                         _ = self.wake.notified() => {}
-                        _ = self.engine.store.queue.wait_for_work(Duration::from_millis(200)) => {}
+                        _ = self.engine.store.queue.wait_for_work(IDLE_WAIT) => {}
                     }
                     continue;
                 }
@@ -870,6 +891,13 @@ pub struct NodeStatus {
 
 /// How long a claimed run stays this node's without a heartbeat.
 pub const LEASE: Duration = Duration::from_secs(30);
+
+/// How often a node with idle workers looks for due timers and expired leases.
+const POLL: Duration = Duration::from_millis(200);
+
+/// The longest an idle worker waits without being woken: only a lost wake-up makes it
+/// matter.
+const IDLE_WAIT: Duration = Duration::from_secs(5);
 
 /// This process's name in leases: host, process id and a random part, so a restarted
 /// process never passes for the one before it.
