@@ -12,8 +12,9 @@ use roster_engine::store::{
 };
 use serde_json::json;
 
-/// Makes every write fail with ENOSPC while `full` is set; `fills_after` counts writes
-/// down to the one at which the disk fills by itself (negative: never).
+/// Makes every write fail with ENOSPC while `full` is set; `fills_after` counts claims and
+/// steps down to the one at which the disk fills by itself (negative: never). The node's
+/// heartbeat writes too, at times of its own, so it is not counted.
 struct FullDisk {
     full: Arc<AtomicBool>,
     fills_after: std::sync::atomic::AtomicIsize,
@@ -24,7 +25,8 @@ impl StoreObserver for FullDisk {
         if !call.writes() {
             return Ok(());
         }
-        if self.fills_after.fetch_sub(1, Ordering::SeqCst) == 0 {
+        let counted = matches!(call, StoreCall::Claim | StoreCall::SaveStep { .. });
+        if counted && self.fills_after.fetch_sub(1, Ordering::SeqCst) == 0 {
             self.full.store(true, Ordering::SeqCst);
         }
         if self.full.load(Ordering::SeqCst) {
