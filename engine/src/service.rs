@@ -689,6 +689,7 @@ impl Service {
     }
 
     async fn worker(self: Arc<Self>, until_idle: bool) -> Result<()> {
+        let mut claim_wait = CLAIM_RETRY_FIRST;
         loop {
             if self.engine.is_stopping() {
                 return Ok(());
@@ -697,6 +698,7 @@ impl Service {
             let claimed = self.engine.store.queue.claim(&self.claim_request()).await;
             let run = match claimed {
                 Ok(Some(run)) => {
+                    claim_wait = CLAIM_RETRY_FIRST;
                     // There may be more: an idle worker looks too, and wakes the next if it
                     // finds one (a store's notification wakes one worker, not all).
                     self.wake.notify_one();
@@ -719,14 +721,26 @@ impl Service {
                 }
                 Err(e) => {
                     self.busy.fetch_sub(1, Ordering::SeqCst);
-                    return Err(e.into());
+                    if until_idle {
+                        return Err(e.into());
+                    }
+                    // A serve worker outlives a store that is away for a while (a database
+                    // restart, a full disk): ending would leave the node alive, beating,
+                    // and running nothing.
+                    tracing::error!("cannot claim a run: {e}; trying again in {claim_wait:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(claim_wait) => {}
+                        _ = self.engine.stopped() => {}
+                    }
+                    claim_wait = (claim_wait * 2).min(CLAIM_RETRY_MAX);
+                    continue;
                 }
             };
-            let (id, outcome) = (run.id, self.execute(run).await);
-            if let Err(e) = outcome {
+            let (id, held) = (run.id, run.lease.as_ref().map(|l| l.token));
+            if let Err(e) = self.execute(run).await {
                 tracing::error!("run {id}: {e}");
                 if e.is_retryable() {
-                    self.pause(id).await;
+                    self.pause(id, held).await;
                 }
             }
             // Busy until a paused run is back in the queue, so idle workers do not leave early.
@@ -735,14 +749,21 @@ impl Service {
     }
 
     /// A store write failed (a full disk, say): the run keeps its last durable step and
-    /// goes back to the queue once the store accepts writes again.
-    async fn pause(&self, id: uuid::Uuid) {
+    /// goes back to the queue once the store accepts writes again, unless another claim
+    /// took it meanwhile (this node's lease, `held`, ran out while the store was away):
+    /// that claimer has it now, and putting it back on the queue would let a third start
+    /// it beside them.
+    async fn pause(&self, id: uuid::Uuid, held: Option<Uuid>) {
         let mut wait = Duration::from_millis(200);
         loop {
             if self.engine.is_stopping() {
                 return;
             }
             let requeued = match self.engine.store.runs.run(id).await {
+                Ok(Some(run)) if run.state == RunState::Running && run.lease.as_ref().map(|l| l.token) != held => {
+                    tracing::warn!("run {id} was taken over by {} while the store was away", lease_owner(&run));
+                    return;
+                }
                 Ok(Some(mut run)) if !run.state.is_finished() => {
                     run.state = RunState::Queued;
                     self.engine.store.runs.save_step(&run, None, None).await.map(|_| ())
@@ -894,6 +915,16 @@ pub const LEASE: Duration = Duration::from_secs(30);
 
 /// How often a node with idle workers looks for due timers and expired leases.
 const POLL: Duration = Duration::from_millis(200);
+
+/// How long a serve worker waits to claim again after a claim failed, doubling with each
+/// failure in a row up to `CLAIM_RETRY_MAX`.
+const CLAIM_RETRY_FIRST: Duration = Duration::from_millis(200);
+const CLAIM_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Who holds a run's lease, for messages.
+fn lease_owner(run: &Run) -> &str {
+    run.lease.as_ref().map_or("another claimer", |l| l.owner.as_str())
+}
 
 /// The longest an idle worker waits without being woken: only a lost wake-up makes it
 /// matter.
