@@ -131,13 +131,14 @@ impl Database {
     }
 
     fn journal(&self, run: uuid::Uuid) -> Vec<Value> {
-        let texts: Vec<String> = self
-            .runtime
-            .block_on(
-                sqlx::query_scalar("SELECT entry::text FROM journal WHERE run_id = $1 ORDER BY seq")
-                    .bind(run)
-                    .fetch_all(&self.pool),
-            )
+        self.runtime.block_on(self.journal_async(run))
+    }
+
+    async fn journal_async(&self, run: uuid::Uuid) -> Vec<Value> {
+        let texts: Vec<String> = sqlx::query_scalar("SELECT entry::text FROM journal WHERE run_id = $1 ORDER BY seq")
+            .bind(run)
+            .fetch_all(&self.pool)
+            .await
             .expect("read a journal");
         texts.iter().map(|t| serde_json::from_str(t).unwrap()).collect()
     }
@@ -178,8 +179,9 @@ impl Drop for Database {
 struct Node {
     home: TestHome,
     process: Option<Child>,
-    /// Set once the process answers and its heartbeat is in the store.
+    /// Where the process listens, once it wrote it.
     url: Option<String>,
+    /// The process's node id, once it answers and its heartbeat is in the store.
     id: Option<String>,
     started_at: Instant,
     restart_at: Option<Instant>,
@@ -711,15 +713,4 @@ async fn queue_to_start(
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     out
-}
-
-impl Database {
-    async fn journal_async(&self, run: uuid::Uuid) -> Vec<Value> {
-        let texts: Vec<String> = sqlx::query_scalar("SELECT entry::text FROM journal WHERE run_id = $1 ORDER BY seq")
-            .bind(run)
-            .fetch_all(&self.pool)
-            .await
-            .expect("read a journal");
-        texts.iter().map(|t| serde_json::from_str(t).unwrap()).collect()
-    }
 }
