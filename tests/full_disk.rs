@@ -12,20 +12,29 @@ use roster_engine::store::{
 };
 use serde_json::json;
 
-/// Makes every write fail with ENOSPC while `full` is set; `fills_after` counts writes
-/// down to the one at which the disk fills by itself (negative: never).
+/// Makes every write fail with ENOSPC while `full` is set; `fills_after` counts claims and
+/// steps down to the one at which the disk fills by itself (negative: never). The node's
+/// heartbeat writes too, at times of its own, so it is not counted.
 struct FullDisk {
     full: Arc<AtomicBool>,
     fills_after: std::sync::atomic::AtomicIsize,
+    /// Claims get through while the disk is full (another node's claim, on its own disk).
+    claims_pass: AtomicBool,
+    /// Calls that only read, counted.
+    reads: std::sync::atomic::AtomicUsize,
 }
 
 impl StoreObserver for FullDisk {
     fn before(&self, call: StoreCall) -> StoreResult<()> {
         if !call.writes() {
+            self.reads.fetch_add(1, Ordering::SeqCst);
             return Ok(());
         }
-        // Heartbeats come when they come; only the runs' own writes count towards the fill.
-        if !matches!(call, StoreCall::Heartbeat) && self.fills_after.fetch_sub(1, Ordering::SeqCst) == 0 {
+        if call == StoreCall::Claim && self.claims_pass.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let counted = matches!(call, StoreCall::Claim | StoreCall::SaveStep { .. });
+        if counted && self.fills_after.fetch_sub(1, Ordering::SeqCst) == 0 {
             self.full.store(true, Ordering::SeqCst);
         }
         if self.full.load(Ordering::SeqCst) {
@@ -50,7 +59,12 @@ struct Setup {
 
 async fn setup(workflow: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let disk = Arc::new(FullDisk { full: Arc::new(AtomicBool::new(false)), fills_after: (-1).into() });
+    let disk = Arc::new(FullDisk {
+        full: Arc::new(AtomicBool::new(false)),
+        fills_after: (-1).into(),
+        claims_pass: AtomicBool::new(false),
+        reads: Default::default(),
+    });
     let store = Observed::wrap(Store::new(Arc::new(SledStore::open(dir.path()).unwrap())), disk.clone());
     let presets = roster_engine::presets::built_in();
     let cx = CompileContext { presets: &presets, credentials: None };
@@ -135,4 +149,76 @@ async fn a_worker_whose_write_fails_pauses_the_run_and_picks_it_up_again() {
     assert_eq!((fields["a"].clone(), fields["b"].clone(), fields["c"].clone()), (json!(1), json!(2), json!(3)));
     let blocks: Vec<String> = store.runs.journal(run.id).await.unwrap().into_iter().map(|e| e.block).collect();
     assert_eq!(blocks, ["a", "b", "c"], "step a was not repeated after the pause");
+}
+
+/// Waits (up to 10 s) until `done` says yes.
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serve_worker_whose_claims_fail_claims_again_once_the_store_is_back() {
+    let Setup { disk, store, record, wf, engine, service, _dir } =
+        setup(r#"{"name": "one", "begin": {"next": "a"}, "blocks": {"a": {"type": "update", "set": {"a": 1}}}}"#).await;
+    let run = engine.create_run(&wf, &record, roster_engine::model::RunTrigger::Manual).await.unwrap();
+    disk.full.store(true, Ordering::SeqCst);
+    let workers = {
+        let service = service.clone();
+        tokio::spawn(async move { service.work(1, false).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!workers.is_finished(), "a serve worker does not end when a claim fails");
+    disk.full.store(false, Ordering::SeqCst);
+    eventually("the run", async || store.runs.run(run.id).await.unwrap().unwrap().state == RunState::Succeeded).await;
+    engine.stop();
+    service.wake();
+    workers.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_run_that_another_node_took_over_meanwhile_is_left_to_it() {
+    let Setup { disk, store, record, wf, engine, service, _dir } = setup(
+        r#"{"name": "two", "begin": {"next": "a"}, "blocks": {
+            "a": {"type": "update", "set": {"a": 1}, "next": "b"},
+            "b": {"type": "update", "set": {"b": 2}}}}"#,
+    )
+    .await;
+    let run = engine.create_run(&wf, &record, roster_engine::model::RunTrigger::Manual).await.unwrap();
+    // This node's disk is full from its claim on: step a cannot be written, nor can the
+    // heartbeat renew the lease, so the run pauses and its one-second lease runs out.
+    service.set_lease(std::time::Duration::from_secs(1));
+    disk.claims_pass.store(true, Ordering::SeqCst);
+    disk.full.store(true, Ordering::SeqCst);
+    let workers = {
+        let service = service.clone();
+        tokio::spawn(async move { service.work(1, false).await })
+    };
+    eventually("the claim", async || store.runs.run(run.id).await.unwrap().unwrap().state == RunState::Running).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    // Another node takes the run over, and this node's store comes back.
+    let other = ClaimRequest {
+        owner: "other-node".into(),
+        now: jiff::Timestamp::now(),
+        lease: std::time::Duration::from_secs(60),
+        limits: Default::default(),
+        trigger: None,
+    };
+    let taken = store.queue.claim(&other).await.unwrap().expect("the expired lease is taken over");
+    assert_eq!(taken.id, run.id);
+    disk.full.store(false, Ordering::SeqCst);
+    // The paused worker looks at the run again (a read) and leaves it to the other node.
+    let reads = disk.reads.load(Ordering::SeqCst);
+    eventually("the paused worker's next look", async || disk.reads.load(Ordering::SeqCst) > reads).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let stored = store.runs.run(run.id).await.unwrap().unwrap();
+    assert_eq!(stored.state, RunState::Running, "not put back on the queue under the other node: {stored:?}");
+    assert_eq!(stored.lease.map(|l| l.owner).as_deref(), Some("other-node"));
+    assert!(store.runs.journal(run.id).await.unwrap().is_empty(), "this node wrote no step of it");
+    engine.stop();
+    service.wake();
+    workers.await.unwrap().unwrap();
 }

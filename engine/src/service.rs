@@ -623,6 +623,7 @@ impl Service {
     pub async fn work(self: &Arc<Self>, concurrency: usize, until_idle: bool) -> Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
         let heartbeat = tokio::spawn(self.clone().heartbeat());
+        let poll = tokio::spawn(self.clone().poll());
         for _ in 0..concurrency.max(1) {
             let me = self.clone();
             tasks.spawn(async move { me.worker(until_idle).await });
@@ -642,7 +643,9 @@ impl Service {
         // Awaited after the abort so the heartbeat's hold on the store ends before this
         // returns (a sled folder can be opened again only once every handle is gone).
         heartbeat.abort();
+        poll.abort();
         let _ = heartbeat.await;
+        let _ = poll.await;
         first_error.map_or(Ok(()), Err)
     }
 
@@ -681,7 +684,21 @@ impl Service {
         }
     }
 
+    /// Wakes one idle worker every [`POLL`] to look for work nobody announces: timers that
+    /// came due, leases that expired with their node. One per node, not one per worker, so
+    /// idle nodes cost the store a claim each per poll whatever their concurrency; a worker
+    /// that finds something wakes the next.
+    async fn poll(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => self.wake.notify_one(),
+                _ = self.engine.stopped() => return,
+            }
+        }
+    }
+
     async fn worker(self: Arc<Self>, until_idle: bool) -> Result<()> {
+        let mut claim_wait = CLAIM_RETRY_FIRST;
         loop {
             if self.engine.is_stopping() {
                 return Ok(());
@@ -689,7 +706,13 @@ impl Service {
             self.busy.fetch_add(1, Ordering::SeqCst);
             let claimed = self.engine.store.queue.claim(&self.claim_request()).await;
             let run = match claimed {
-                Ok(Some(run)) => run,
+                Ok(Some(run)) => {
+                    claim_wait = CLAIM_RETRY_FIRST;
+                    // There may be more: an idle worker looks too, and wakes the next if it
+                    // finds one (a store's notification wakes one worker, not all).
+                    self.wake.notify_one();
+                    run
+                }
                 Ok(None) => {
                     let others_busy = self.busy.fetch_sub(1, Ordering::SeqCst) > 1;
                     if until_idle && !others_busy && self.queue_empty().await? {
@@ -697,24 +720,36 @@ impl Service {
                         return Ok(());
                     }
                     // Woken by this process queueing a run, by another node's (a backend
-                    // several nodes share tells), or after a short poll for due timers and
-                    // expired leases.
+                    // several nodes share tells), by a worker that claimed one, or by the
+                    // node's poll for due timers and expired leases (`poll`).
                     tokio::select! {
                         _ = self.wake.notified() => {}
-                        _ = self.engine.store.queue.wait_for_work(Duration::from_millis(200)) => {}
+                        _ = self.engine.store.queue.wait_for_work(IDLE_WAIT) => {}
                     }
                     continue;
                 }
                 Err(e) => {
                     self.busy.fetch_sub(1, Ordering::SeqCst);
-                    return Err(e.into());
+                    if until_idle {
+                        return Err(e.into());
+                    }
+                    // A serve worker outlives a store that is away for a while (a database
+                    // restart, a full disk): ending would leave the node alive, beating,
+                    // and running nothing.
+                    tracing::error!("cannot claim a run: {e}; trying again in {claim_wait:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(claim_wait) => {}
+                        _ = self.engine.stopped() => {}
+                    }
+                    claim_wait = (claim_wait * 2).min(CLAIM_RETRY_MAX);
+                    continue;
                 }
             };
-            let (id, outcome) = (run.id, self.execute(run).await);
-            if let Err(e) = outcome {
+            let (id, held) = (run.id, run.lease.as_ref().map(|l| l.token));
+            if let Err(e) = self.execute(run).await {
                 tracing::error!("run {id}: {e}");
                 if e.is_retryable() {
-                    self.pause(id).await;
+                    self.pause(id, held).await;
                 }
             }
             // Busy until a paused run is back in the queue, so idle workers do not leave early.
@@ -723,14 +758,21 @@ impl Service {
     }
 
     /// A store write failed (a full disk, say): the run keeps its last durable step and
-    /// goes back to the queue once the store accepts writes again.
-    async fn pause(&self, id: uuid::Uuid) {
+    /// goes back to the queue once the store accepts writes again, unless another claim
+    /// took it meanwhile (this node's lease, `held`, ran out while the store was away):
+    /// that claimer has it now, and putting it back on the queue would let a third start
+    /// it beside them.
+    async fn pause(&self, id: uuid::Uuid, held: Option<Uuid>) {
         let mut wait = Duration::from_millis(200);
         loop {
             if self.engine.is_stopping() {
                 return;
             }
             let requeued = match self.engine.store.runs.run(id).await {
+                Ok(Some(run)) if run.state == RunState::Running && run.lease.as_ref().map(|l| l.token) != held => {
+                    tracing::warn!("run {id} was taken over by {} while the store was away", lease_owner(&run));
+                    return;
+                }
                 Ok(Some(mut run)) if !run.state.is_finished() => {
                     run.state = RunState::Queued;
                     self.engine.store.runs.save_step(&run, None, None).await.map(|_| ())
@@ -879,6 +921,23 @@ pub struct NodeStatus {
 
 /// How long a claimed run stays this node's without a heartbeat.
 pub const LEASE: Duration = Duration::from_secs(30);
+
+/// How often a node with idle workers looks for due timers and expired leases.
+const POLL: Duration = Duration::from_millis(200);
+
+/// How long a serve worker waits to claim again after a claim failed, doubling with each
+/// failure in a row up to `CLAIM_RETRY_MAX`.
+const CLAIM_RETRY_FIRST: Duration = Duration::from_millis(200);
+const CLAIM_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Who holds a run's lease, for messages.
+fn lease_owner(run: &Run) -> &str {
+    run.lease.as_ref().map_or("another claimer", |l| l.owner.as_str())
+}
+
+/// The longest an idle worker waits without being woken: only a lost wake-up makes it
+/// matter.
+const IDLE_WAIT: Duration = Duration::from_secs(5);
 
 /// This process's name in leases: host, process id and a random part, so a restarted
 /// process never passes for the one before it.

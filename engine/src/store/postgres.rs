@@ -275,7 +275,8 @@ pub struct PostgresStore {
     /// Fields known to be indexed. A field stays indexed once it is, so this only grows;
     /// a field not in it is looked up in the database (another node may have indexed it).
     indexed: RwLock<BTreeSet<String>>,
-    /// Woken by another node's NOTIFY of a queued run (the listener starts on first wait).
+    /// Woken by a NOTIFY of a queued run, one waiter per notification (the listener starts
+    /// on first wait).
     work: std::sync::Arc<tokio::sync::Notify>,
     listener: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
 }
@@ -356,7 +357,11 @@ impl PostgresStore {
                     listener.listen(&format!("roster_work_{schema}")).await?;
                     loop {
                         listener.recv().await?;
-                        work.notify_waiters();
+                        // One idle worker per queued run (each run's commit notifies once):
+                        // waking them all would have every worker of every node race to
+                        // claim the one run. A worker that claims wakes the next
+                        // (`Service::worker`), so a burst still reaches every idle worker.
+                        work.notify_one();
                     }
                     #[allow(unreachable_code)]
                     Ok::<(), sqlx::Error>(())
