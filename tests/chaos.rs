@@ -27,23 +27,6 @@ impl Lcg {
     }
 }
 
-const WORKFLOW: &str = r#"{
-  "name": "chaos",
-  "description": "Give each active person a card, then deactivate them.",
-  "begin": { "rules": [ { "field": "brex_status", "op": "equals", "value": "ACTIVE" } ], "next": "card" },
-  "blocks": {
-    "card": { "type": "api", "credential": "brex", "preset": "brex.create_user_card",
-              "with": { "card_name": "Chaos card <<email>>", "card_type": "VIRTUAL", "limit_type": "CARD",
-                        "spend_controls": { "spend_limit": { "amount": 5000, "currency": "USD" }, "spend_duration": "ONE_TIME" } },
-              "retry": { "initial": "50ms", "max_delay": "1s", "max_attempts": 10 },
-              "next": "deactivate" },
-    "deactivate": { "type": "api", "credential": "brex", "preset": "brex.deactivate_user",
-                    "retry": { "initial": "50ms", "max_delay": "1s", "max_attempts": 10 },
-                    "next": "stamp" },
-    "stamp": { "type": "update", "set": { "chaos_done_at": "<<now>>" } }
-  }
-}"#;
-
 #[test]
 fn kill_9_at_random_never_loses_a_run_or_repeats_a_side_effect() {
     let runs_wanted = env_number("ROSTER_CHAOS_RUNS", 200);
@@ -62,7 +45,7 @@ fn kill_9_at_random_never_loses_a_run_or_repeats_a_side_effect() {
     let integration =
         home.file("brex.json", r#"{"name": "brex", "connector": "brex", "credential": "brex", "sync_key": "email"}"#);
     home.roster(&["sync", integration.to_str().unwrap()]).ok();
-    let wf = home.file("chaos.json", WORKFLOW);
+    let wf = home.file("chaos.json", &support::cards_workflow("chaos", "Chaos card"));
     let wf = wf.to_str().unwrap();
 
     sandbox.set_faults(Faults {

@@ -31,23 +31,6 @@ const LEASE: Duration = Duration::from_secs(3);
 /// How long past its lease a dead node's run may stay its own.
 const TAKEOVER_GRACE: Duration = Duration::from_secs(10);
 
-/// The batch: a card for each active person, then their deactivation.
-const CARDS: &str = r#"{
-  "name": "cards",
-  "begin": { "rules": [ { "field": "brex_status", "op": "equals", "value": "ACTIVE" } ], "next": "card" },
-  "blocks": {
-    "card": { "type": "api", "credential": "brex", "preset": "brex.create_user_card",
-              "with": { "card_name": "Multinode card <<email>>", "card_type": "VIRTUAL", "limit_type": "CARD",
-                        "spend_controls": { "spend_limit": { "amount": 5000, "currency": "USD" }, "spend_duration": "ONE_TIME" } },
-              "retry": { "initial": "50ms", "max_delay": "1s", "max_attempts": 10 },
-              "next": "deactivate" },
-    "deactivate": { "type": "api", "credential": "brex", "preset": "brex.deactivate_user",
-                    "retry": { "initial": "50ms", "max_delay": "1s", "max_attempts": 10 },
-                    "next": "stamp" },
-    "stamp": { "type": "update", "set": { "cards_done_at": "<<now>>" } }
-  }
-}"#;
-
 /// Every minute, for the people whose email starts with `a`: read their Brex user, stamp.
 const TICK: &str = r#"{
   "name": "tick",
@@ -290,7 +273,9 @@ fn homes(db: &Database) -> Vec<TestHome> {
             std::fs::copy(homes[0].path().join("master.key"), home.path().join("master.key")).unwrap();
         }
         home.roster(&["init", "--store", &db.url]).ok();
-        for (name, text) in [("cards", CARDS), ("tick", TICK), ("stamp", STAMP)] {
+        for (name, text) in
+            [("cards", support::cards_workflow("cards", "Multinode card").as_str()), ("tick", TICK), ("stamp", STAMP)]
+        {
             std::fs::write(home.path().join(format!("workflows/{name}.json")), text).unwrap();
         }
     }

@@ -572,3 +572,26 @@ pub fn paged_listing(
 pub fn block<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime").block_on(future)
 }
+
+/// The chaos workflows' batch (`name`): a card named `<card> <email>` for each active
+/// person, then their deactivation, then `<name>_done_at` stamped on the record.
+pub fn cards_workflow(name: &str, card: &str) -> String {
+    format!(
+        r#"{{
+  "name": "{name}",
+  "description": "Give each active person a card, then deactivate them.",
+  "begin": {{ "rules": [ {{ "field": "brex_status", "op": "equals", "value": "ACTIVE" }} ], "next": "card" }},
+  "blocks": {{
+    "card": {{ "type": "api", "credential": "brex", "preset": "brex.create_user_card",
+              "with": {{ "card_name": "{card} <<email>>", "card_type": "VIRTUAL", "limit_type": "CARD",
+                        "spend_controls": {{ "spend_limit": {{ "amount": 5000, "currency": "USD" }}, "spend_duration": "ONE_TIME" }} }},
+              "retry": {{ "initial": "50ms", "max_delay": "1s", "max_attempts": 10 }},
+              "next": "deactivate" }},
+    "deactivate": {{ "type": "api", "credential": "brex", "preset": "brex.deactivate_user",
+                    "retry": {{ "initial": "50ms", "max_delay": "1s", "max_attempts": 10 }},
+                    "next": "stamp" }},
+    "stamp": {{ "type": "update", "set": {{ "{name}_done_at": "<<now>>" }} }}
+  }}
+}}"#
+    )
+}

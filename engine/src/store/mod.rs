@@ -310,6 +310,69 @@ impl Store {
     }
 }
 
+/// An indexed field's key of one record, moved by a write: the backend's index drops `old`
+/// and adds `new`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyMove {
+    pub field: String,
+    pub record: Uuid,
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+/// What a record write does to a record, the same in every backend: each changed field
+/// gets its provenance, the record a new version, and the write a change event with
+/// `event_id`. A write that changes nothing leaves the record as it was and makes no event.
+/// A new record (`existing` is `None`) gets `new_id`. The keys of `indexed` fields it moves
+/// come back for the backend's index.
+pub(crate) fn merge_write(
+    existing: Option<Record>,
+    write: &RecordWrite,
+    new_id: Uuid,
+    event_id: Uuid,
+    indexed: &std::collections::BTreeSet<String>,
+) -> (RecordWritten, Vec<KeyMove>) {
+    use crate::model::{EventKind, FieldChange, Provenance};
+    let created = existing.is_none();
+    let mut record = existing.unwrap_or_else(|| Record {
+        id: new_id,
+        fields: Default::default(),
+        provenance: BTreeMap::new(),
+        version: 0,
+        created_at: write.at.clone(),
+        updated_at: write.at.clone(),
+    });
+    let mut changes = BTreeMap::new();
+    let mut moves = Vec::new();
+    for (field, after) in &write.changes {
+        let before = record.fields.get(field).cloned().unwrap_or(Value::Null);
+        if record.fields.contains_key(field) && before == *after {
+            continue;
+        }
+        if indexed.contains(field) {
+            let (old, new) = (key_text(&before), key_text(after));
+            moves.push(KeyMove { field: field.clone(), record: record.id, old, new });
+        }
+        record.fields.insert(field.clone(), after.clone());
+        record.provenance.insert(field.clone(), Provenance { source: write.source.clone(), at: write.at.clone() });
+        changes.insert(field.clone(), FieldChange { before, after: after.clone() });
+    }
+    if changes.is_empty() && !created {
+        return (RecordWritten { record, event: None }, moves);
+    }
+    record.version += 1;
+    record.updated_at = write.at.clone();
+    let event = ChangeEvent {
+        id: event_id,
+        record_id: record.id,
+        kind: if created { EventKind::Created } else { EventKind::Updated },
+        source: write.source.clone(),
+        changes,
+        at: write.at.clone(),
+    };
+    (RecordWritten { record, event: Some(event) }, moves)
+}
+
 /// How a key value is compared: emails ignore case and surrounding space.
 pub fn normalize_key(value: &str) -> String {
     let v = value.trim();

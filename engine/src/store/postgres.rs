@@ -42,15 +42,12 @@ use uuid::Uuid;
 
 use super::transfer::check_cursor;
 use super::{
-    ClaimRequest, CredentialStore, EventStore, ItemKind, Mark, NodeBeat, QueueStore, RecordStore, RecordWrite,
+    ClaimRequest, CredentialStore, EventStore, ItemKind, KeyMove, Mark, NodeBeat, QueueStore, RecordStore, RecordWrite,
     RecordWritten, RunFilter, RunStore, SchedulerStore, StoreCounts, StoreError, StoreErrorKind, StoreResult,
-    StoredItem, SyncStore, TransferStore, WorkflowStore, key_text, normalize_key,
+    StoredItem, SyncStore, TransferStore, WorkflowStore, key_text, merge_write, normalize_key,
 };
 use crate::clock::rfc3339_millis;
-use crate::model::{
-    ChangeEvent, EventKind, FieldChange, JournalEntry, Lease, Provenance, Record, Run, RunState, StoredCredential,
-    SyncSession,
-};
+use crate::model::{ChangeEvent, JournalEntry, Lease, Record, Run, RunState, StoredCredential, SyncSession};
 
 /// Connections one store keeps open at most.
 const POOL_SIZE: u32 = 10;
@@ -771,56 +768,24 @@ impl KeyChanges {
     }
 }
 
-/// One record write, as the embedded store applies it: each changed field gets its
-/// provenance, the record a new version, and the write a change event (its id is given
-/// when the event is appended). A write that changes nothing leaves the record as it was.
+/// One record write ([`merge_write`]), its key moves noted for `record_keys`; the event's id
+/// is given when the event is appended.
 fn apply_write(
     existing: Option<Record>,
     write: &RecordWrite,
     indexed: &BTreeSet<String>,
     keys: &mut KeyChanges,
 ) -> RecordWritten {
-    let created = existing.is_none();
-    let mut record = existing.unwrap_or_else(|| Record {
-        id: Uuid::now_v7(),
-        fields: Default::default(),
-        provenance: BTreeMap::new(),
-        version: 0,
-        created_at: write.at.clone(),
-        updated_at: write.at.clone(),
-    });
-    let mut changes = BTreeMap::new();
-    for (field, after) in &write.changes {
-        let before = record.fields.get(field).cloned().unwrap_or(serde_json::Value::Null);
-        if record.fields.contains_key(field) && before == *after {
-            continue;
+    let (written, moves) = merge_write(existing, write, Uuid::now_v7(), Uuid::nil(), indexed);
+    for KeyMove { field, record, old, new } in moves {
+        if let Some(old) = old {
+            keys.remove(&field, &old, record);
         }
-        if indexed.contains(field) {
-            if let Some(old) = key_text(&before) {
-                keys.remove(field, &old, record.id);
-            }
-            if let Some(new) = key_text(after) {
-                keys.add(field, &new, record.id);
-            }
+        if let Some(new) = new {
+            keys.add(&field, &new, record);
         }
-        record.fields.insert(field.clone(), after.clone());
-        record.provenance.insert(field.clone(), Provenance { source: write.source.clone(), at: write.at.clone() });
-        changes.insert(field.clone(), FieldChange { before, after: after.clone() });
     }
-    if changes.is_empty() && !created {
-        return RecordWritten { record, event: None };
-    }
-    record.version += 1;
-    record.updated_at = write.at.clone();
-    let event = ChangeEvent {
-        id: Uuid::nil(),
-        record_id: record.id,
-        kind: if created { EventKind::Created } else { EventKind::Updated },
-        source: write.source.clone(),
-        changes,
-        at: write.at.clone(),
-    };
-    RecordWritten { record, event: Some(event) }
+    written
 }
 
 /// Applies record writes and appends their change events, inside the caller's transaction.

@@ -24,15 +24,13 @@ use uuid::Uuid;
 
 use super::transfer::check_cursor;
 use super::{
-    ClaimRequest, CredentialStore, EventStore, ItemKind, Mark, NodeBeat, QueueStore, RecordStore, RecordWrite,
+    ClaimRequest, CredentialStore, EventStore, ItemKind, KeyMove, Mark, NodeBeat, QueueStore, RecordStore, RecordWrite,
     RecordWritten, RunFilter, RunStore, SchedulerStore, StoreCounts, StoreError, StoreResult, StoredItem, SyncStore,
-    TransferStore, WorkflowStore, key_text, normalize_key,
+    TransferStore, WorkflowStore, key_text, merge_write, normalize_key,
 };
 use crate::clock::rfc3339_millis;
 use crate::error::Error;
-use crate::model::{
-    ChangeEvent, FieldChange, JournalEntry, Lease, Provenance, Record, Run, RunState, StoredCredential, SyncSession,
-};
+use crate::model::{ChangeEvent, JournalEntry, Lease, Record, Run, RunState, StoredCredential, SyncSession};
 
 // The store's own entries in the `meta` tree, beside the scheduler marks.
 const INDEX_FIELDS_KEY: &[u8] = b"index_fields";
@@ -568,50 +566,20 @@ fn apply_write(
         },
         None => None,
     };
-    let created = existing.is_none();
-    let mut record = existing.unwrap_or_else(|| Record {
-        id: new_id,
-        fields: Default::default(),
-        provenance: BTreeMap::new(),
-        version: 0,
-        created_at: write.at.clone(),
-        updated_at: write.at.clone(),
-    });
-    let mut changes = BTreeMap::new();
-    for (field, after) in &write.changes {
-        let before = record.fields.get(field).cloned().unwrap_or(serde_json::Value::Null);
-        let unchanged = record.fields.contains_key(field) && before == *after;
-        if unchanged {
-            continue;
+    let (written, moves) = merge_write(existing, write, new_id, event_id, fields);
+    for KeyMove { field, record, old, new } in moves {
+        if let Some(old) = old {
+            index.remove(index_key(&field, &old, record))?;
         }
-        if fields.contains(field) {
-            if let Some(old) = key_text(&before) {
-                index.remove(index_key(field, &old, record.id))?;
-            }
-            if let Some(new) = key_text(after) {
-                index.insert(index_key(field, &new, record.id), &[])?;
-            }
+        if let Some(new) = new {
+            index.insert(index_key(&field, &new, record), &[])?;
         }
-        record.fields.insert(field.clone(), after.clone());
-        record.provenance.insert(field.clone(), Provenance { source: write.source.clone(), at: write.at.clone() });
-        changes.insert(field.clone(), FieldChange { before, after: after.clone() });
     }
-    if changes.is_empty() && !created {
-        return Ok(RecordWritten { record, event: None });
+    if let Some(event) = &written.event {
+        records.insert(written.record.id.as_bytes(), tx_encode(&written.record)?)?;
+        events.insert(event.id.as_bytes(), tx_encode(event)?)?;
     }
-    record.version += 1;
-    record.updated_at = write.at.clone();
-    records.insert(record.id.as_bytes(), tx_encode(&record)?)?;
-    let event = ChangeEvent {
-        id: event_id,
-        record_id: record.id,
-        kind: if created { crate::model::EventKind::Created } else { crate::model::EventKind::Updated },
-        source: write.source.clone(),
-        changes,
-        at: write.at.clone(),
-    };
-    events.insert(event.id.as_bytes(), tx_encode(&event)?)?;
-    Ok(RecordWritten { record, event: Some(event) })
+    Ok(written)
 }
 
 #[async_trait]
