@@ -12,20 +12,7 @@ use std::time::{Duration, Instant};
 
 use roster_sandbox::{Faults, RateLimit, Sandbox, SandboxConfig};
 use serde_json::{Value, json};
-use support::TestHome;
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// A small, seedable generator so a failing run can be repeated with ROSTER_CHAOS_SEED.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) % below.max(1)
-    }
-}
+use support::{Lcg, TestHome, env_number};
 
 #[test]
 fn kill_9_at_random_never_loses_a_run_or_repeats_a_side_effect() {

@@ -23,7 +23,7 @@ use roster_sandbox::{Faults, RateLimit, SandboxConfig};
 use serde_json::{Value, json};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool};
-use support::{SandboxHandle, TestHome, http};
+use support::{Lcg, SandboxHandle, TestHome, env_number, http};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const NODES: usize = 3;
@@ -45,19 +45,6 @@ const TICK: &str = r#"{
 
 /// One step, no vendor: how long a queued run waits before a node starts it.
 const STAMP: &str = r#"{"name": "stamp", "begin": {"next": "s"}, "blocks": {"s": {"type": "update", "set": {"stamped_at": "<<now>>"}}}}"#;
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// A small, seedable generator so a failing run can be repeated with ROSTER_MULTINODE_SEED.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (self.0 >> 33) % below.max(1)
-    }
-}
 
 /// A database of its own on the test server, dropped (with whatever is still connected)
 /// at the end.

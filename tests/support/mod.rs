@@ -595,3 +595,18 @@ pub fn cards_workflow(name: &str, card: &str) -> String {
 }}"#
     )
 }
+
+/// A number from the environment (a test's size, its seed), or `default`.
+pub fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A small, seedable generator, so a failing chaos run can be repeated with its seed.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self, below: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below.max(1)
+    }
+}
