@@ -145,6 +145,25 @@ const PUT_RUN: &str = "INSERT INTO runs (id, workflow, record_id, state, trigger
         lease_token = excluded.lease_token, lease_until = excluded.lease_until, wake_at = excluded.wake_at,
         run = excluded.run";
 const LOCK_RUN_LEASE: &str = "SELECT lease_owner, lease_token FROM runs WHERE id = $1 FOR UPDATE";
+/// A step of a stored run in one statement (one round trip, its own transaction unless
+/// inside one): the new head unless another claim holds the run (the row lock the UPDATE
+/// takes makes that check and the write one), the journal entry ($14, $15; none when
+/// null), and the wake-up of idle nodes when the run is queued. `saved` is 0 when the run
+/// is not stored yet or another claim holds it; `put_run` and `check_lease` tell which.
+const SAVE_HEAD: &str = "WITH head AS (
+        UPDATE runs SET workflow = $2, record_id = $3, state = $4, trigger = $5, created_at = $6::timestamptz,
+            finished = $7, finished_at = $8::timestamptz, lease_owner = $9, lease_token = $10,
+            lease_until = $11::timestamptz, wake_at = $12::timestamptz, run = $13::json
+        WHERE id = $1 AND (lease_token IS NULL OR lease_token = '00000000-0000-0000-0000-000000000000'::uuid
+            OR lease_token = $16)
+        RETURNING id
+    ), step AS (
+        INSERT INTO journal (run_id, seq, entry) SELECT id, $14, $15::json FROM head WHERE $15::text IS NOT NULL
+        ON CONFLICT (run_id, seq) DO UPDATE SET entry = excluded.entry
+    ), woken AS MATERIALIZED (
+        SELECT pg_notify('roster_work_' || current_schema(), '') FROM head WHERE $4 = 'queued'
+    )
+    SELECT (SELECT count(*) FROM head) AS saved, (SELECT count(*) FROM woken) AS woken";
 const PUT_JOURNAL_ENTRY: &str = "INSERT INTO journal (run_id, seq, entry) VALUES ($1, $2, $3::json)
     ON CONFLICT (run_id, seq) DO UPDATE SET entry = excluded.entry";
 const JOURNAL: &str = "SELECT entry::text FROM journal WHERE run_id = $1 ORDER BY seq";
@@ -164,18 +183,21 @@ const LIVE_LEASES_OF_WORKFLOW: &str =
 /// Waiting runs whose timer is due, soonest first, for claims to put on the queue.
 const DUE_TIMERS: &str = "SELECT run::text FROM runs WHERE wake_at <= $1::timestamptz AND state = 'waiting'
     ORDER BY wake_at, id LIMIT $2 FOR UPDATE SKIP LOCKED";
-// The two kinds of claimable run, in the order claims take them. Each takes $1 (now),
-// $2 (the trigger asked for, if any) and $3 (workflows passed over).
-/// A run whose claimer stopped renewing its lease.
-const CLAIMABLE_EXPIRED: &str = "SELECT run::text FROM runs
-    WHERE lease_token IS NOT NULL AND (lease_until IS NULL OR lease_until <= $1::timestamptz)
-        AND ($2::text IS NULL OR trigger = $2) AND workflow <> ALL($3)
-    ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED";
-/// The oldest queued run (ids are UUID v7), due timers included once released.
-const CLAIMABLE_QUEUED: &str = "SELECT run::text FROM runs
-    WHERE state = 'queued'
-        AND ($2::text IS NULL OR trigger = $2) AND workflow <> ALL($3)
-    ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED";
+const ANY_TIMER_DUE: &str = "SELECT EXISTS (SELECT 1 FROM runs WHERE wake_at <= $1::timestamptz AND state = 'waiting')";
+/// The next claimable run, locked: a run whose claimer stopped renewing its lease, else the
+/// oldest queued run (ids are UUID v7; due timers count once released). Takes $1 (now), $2
+/// (the trigger asked for, if any) and $3 (workflows passed over). The second branch runs
+/// only when the first finds nothing (a query reads a `WITH` part only as far as it needs),
+/// so it locks one row.
+const NEXT_CLAIMABLE: &str = "WITH expired AS (SELECT run::text FROM runs
+        WHERE lease_token IS NOT NULL AND (lease_until IS NULL OR lease_until <= $1::timestamptz)
+            AND ($2::text IS NULL OR trigger = $2) AND workflow <> ALL($3)
+        ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
+    ), queued AS (SELECT run::text FROM runs
+        WHERE state = 'queued' AND ($2::text IS NULL OR trigger = $2) AND workflow <> ALL($3)
+        ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED
+    )
+    SELECT * FROM expired UNION ALL SELECT * FROM queued LIMIT 1";
 const LEASES_OF_OWNER: &str =
     "SELECT run::text FROM runs WHERE lease_owner = $1 AND lease_token IS NOT NULL ORDER BY id FOR UPDATE";
 const QUEUED_COUNT: &str = "SELECT count(*) FROM runs WHERE state = 'queued'";
@@ -665,30 +687,62 @@ async fn take_shared_lock(tx: &mut PgConnection, name: &str) -> Result<(), Fault
 /// lease, timer and finished indexes: a lease only while running, a timer only while
 /// waiting, a finish time only once finished.
 async fn put_run(tx: &mut PgConnection, run: &Run) -> Result<(), Fault> {
-    let lease = run.lease.as_ref().filter(|_| run.state == RunState::Running);
-    let finished_at = run.finished_at.as_deref().filter(|_| run.state.is_finished()).and_then(millis);
-    let wake_at = run.wake_at.as_deref().filter(|_| run.state == RunState::Waiting).and_then(millis);
-    sqlx::query(PUT_RUN)
-        .bind(run.id)
-        .bind(&run.workflow)
-        .bind(run.record_id)
-        .bind(run.state.as_str())
-        .bind(run.trigger.to_string())
-        .bind(millis(&run.created_at))
-        .bind(run.state.is_finished())
-        .bind(finished_at)
-        .bind(lease.map(|l| l.owner.as_str()))
-        .bind(lease.map(|l| l.token))
-        .bind(lease.and_then(|l| millis(&l.until)))
-        .bind(wake_at)
-        .bind(encode(run)?)
-        .execute(&mut *tx)
-        .await?;
+    bind_run(sqlx::query(PUT_RUN), run)?.execute(&mut *tx).await?;
     if run.state == RunState::Queued {
         // Delivered at commit to every node listening, so an idle one claims at once.
         sqlx::query(NOTIFY_WORK).execute(&mut *tx).await?;
     }
     Ok(())
+}
+
+/// Writes a step of a stored run with [`SAVE_HEAD`]; `false` when the run is not stored
+/// yet or another claim holds it (nothing is written then).
+async fn save_head(conn: &mut PgConnection, run: &Run, entry: Option<&JournalEntry>) -> Result<bool, Fault> {
+    let (saved, _woken): (i64, i64) = bind_run(sqlx::query_as(SAVE_HEAD), run)?
+        .bind(entry.map(|e| i64::from(e.seq)))
+        .bind(entry.map(encode).transpose()?)
+        .bind(run.lease.as_ref().map(|l| l.token))
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(saved == 1)
+}
+
+/// Binds a run's columns and its text as `$1`–`$13`, in `runs`' order.
+fn bind_run<'q, Q: BindRun<'q>>(query: Q, run: &'q Run) -> Result<Q, Fault> {
+    let lease = run.lease.as_ref().filter(|_| run.state == RunState::Running);
+    let finished_at = run.finished_at.as_deref().filter(|_| run.state.is_finished()).and_then(millis);
+    let wake_at = run.wake_at.as_deref().filter(|_| run.state == RunState::Waiting).and_then(millis);
+    Ok(query
+        .bind_value(run.id)
+        .bind_value(run.workflow.as_str())
+        .bind_value(run.record_id)
+        .bind_value(run.state.as_str())
+        .bind_value(run.trigger.to_string())
+        .bind_value(millis(&run.created_at))
+        .bind_value(run.state.is_finished())
+        .bind_value(finished_at)
+        .bind_value(lease.map(|l| l.owner.as_str()))
+        .bind_value(lease.map(|l| l.token))
+        .bind_value(lease.and_then(|l| millis(&l.until)))
+        .bind_value(wake_at)
+        .bind_value(encode(run)?))
+}
+
+/// `bind` for both kinds of sqlx query, so one function binds a run to either.
+trait BindRun<'q>: Sized {
+    fn bind_value<T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send>(self, value: T) -> Self;
+}
+
+impl<'q> BindRun<'q> for sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    fn bind_value<T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send>(self, value: T) -> Self {
+        self.bind(value)
+    }
+}
+
+impl<'q, O> BindRun<'q> for sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
+    fn bind_value<T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send>(self, value: T) -> Self {
+        self.bind(value)
+    }
 }
 
 /// Locks the stored run and refuses a write from a claimer whose lease was taken over.
@@ -707,21 +761,16 @@ async fn check_lease(tx: &mut PgConnection, run: &Run) -> Result<(), Fault> {
     .into())
 }
 
-/// The first claimable run, locked: an expired lease, else the oldest queued run.
+/// The first claimable run, locked ([`NEXT_CLAIMABLE`]).
 async fn next_claimable(
     tx: &mut PgConnection,
     now: &str,
     trigger: Option<&str>,
     passed_over: &[String],
 ) -> Result<Option<Run>, Fault> {
-    for query in [CLAIMABLE_EXPIRED, CLAIMABLE_QUEUED] {
-        let found: Option<String> =
-            sqlx::query_scalar(query).bind(now).bind(trigger).bind(passed_over).fetch_optional(&mut *tx).await?;
-        if let Some(text) = found {
-            return Ok(Some(decode("a run", &text)?));
-        }
-    }
-    Ok(None)
+    let found: Option<String> =
+        sqlx::query_scalar(NEXT_CLAIMABLE).bind(now).bind(trigger).bind(passed_over).fetch_optional(&mut *tx).await?;
+    Ok(found.map(|text| decode("a run", &text)).transpose()?)
 }
 
 // --- records --------------------------------------------------------------------------
@@ -913,16 +962,26 @@ impl PostgresStore {
         entry: Option<&JournalEntry>,
         record: Option<&RecordWrite>,
     ) -> Result<Option<RecordWritten>, Fault> {
+        if record.is_none() {
+            // The usual step: one statement, one round trip.
+            let mut conn = self.pool.acquire().await?;
+            if save_head(&mut conn, run, entry).await? {
+                return Ok(None);
+            }
+        }
         let mut tx = self.pool.begin().await?;
-        check_lease(&mut tx, run).await?;
-        put_run(&mut tx, run).await?;
-        if let Some(entry) = entry {
-            sqlx::query(PUT_JOURNAL_ENTRY)
-                .bind(run.id)
-                .bind(i64::from(entry.seq))
-                .bind(encode(entry)?)
-                .execute(&mut *tx)
-                .await?;
+        if !save_head(&mut tx, run, entry).await? {
+            // Not stored yet, or held by another claim (which `check_lease` refuses).
+            check_lease(&mut tx, run).await?;
+            put_run(&mut tx, run).await?;
+            if let Some(entry) = entry {
+                sqlx::query(PUT_JOURNAL_ENTRY)
+                    .bind(run.id)
+                    .bind(i64::from(entry.seq))
+                    .bind(encode(entry)?)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         let written = match record {
             Some(write) => apply_writes(&mut tx, std::slice::from_ref(write)).await?.into_iter().next(),
@@ -1000,6 +1059,10 @@ impl PostgresStore {
     /// Puts waiting runs whose timer is due on the queue, as the embedded store does at
     /// every claim: from then on they are queued runs like any other, taken oldest first.
     async fn release_due_timers(&self, now: &str) -> Result<(), Fault> {
+        // Mostly none is due: one read says so without opening a transaction.
+        if !sqlx::query_scalar::<_, bool>(ANY_TIMER_DUE).bind(now).fetch_one(&self.pool).await? {
+            return Ok(());
+        }
         loop {
             let mut tx = self.pool.begin().await?;
             let due: Vec<String> =
