@@ -13,6 +13,7 @@ pub mod run;
 pub mod service;
 pub mod store;
 pub mod sync;
+pub mod sync_lease;
 pub mod vault;
 pub mod workflow;
 

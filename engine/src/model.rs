@@ -249,6 +249,10 @@ pub struct SyncSession {
     pub state: SyncState,
     /// A test run writes nothing.
     pub test: bool,
+    /// The node that runs it (its sync lease names it too); none in sessions written
+    /// before nodes were recorded, and for a sync run outside a service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     pub started_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
@@ -411,7 +415,8 @@ named_enum!(
 
 named_enum!(
     /// Where a sync session is: it never stays `Running` once it stopped (a session a crash
-    /// interrupted is marked failed on the next start).
+    /// interrupted is marked failed once its sync lease is gone: on the next start of a
+    /// store one process owns, after the lease time on a shared one).
     SyncState, "sync state", { Running => "running", Succeeded => "succeeded", Failed => "failed" }
 );
 

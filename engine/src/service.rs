@@ -25,6 +25,7 @@ use crate::model::{ChangeEvent, EventKind, Record, Run, RunState, RunTrigger, Sy
 use crate::run::{Engine, Quiet};
 use crate::store::{ClaimRequest, ConcurrencyLimits, Mark, Store};
 use crate::sync::Integration;
+use crate::sync_lease::{HeldLease, SyncHolder, Taken};
 use crate::workflow::Workflow;
 
 /// Every workflow and integration a service runs, validated together.
@@ -119,6 +120,8 @@ pub struct Service {
     node: String,
     /// How long a claim holds without a heartbeat.
     lease: std::sync::OnceLock<Duration>,
+    /// Per integration, the last sync seen holding its lease when a scheduled one was due.
+    busy_syncs: Mutex<HashMap<String, Uuid>>,
     /// When set, workers take only runs with this trigger (a CLI batch leaves runs that
     /// other processes left unfinished to their own settling).
     only_trigger: std::sync::OnceLock<RunTrigger>,
@@ -135,6 +138,7 @@ impl Service {
             busy: AtomicUsize::new(0),
             node: node_id(),
             lease: std::sync::OnceLock::new(),
+            busy_syncs: Mutex::new(HashMap::new()),
             only_trigger: std::sync::OnceLock::new(),
         })
     }
@@ -175,21 +179,17 @@ impl Service {
 
     /// At start, after a crash: runs left `running` are resumed at the step they were on
     /// once their claim's lease has expired (a sled folder's leases expire as it opens),
-    /// so nothing needs moving here; this says how many there are. Returns how many.
+    /// so nothing needs moving here; this says how many there are. Returns how many. Sync
+    /// sessions left `running` whose sync lease is gone are marked interrupted.
     pub async fn recover(&self) -> Result<usize> {
         let unfinished = self.engine.store.runs.unfinished_runs().await?;
         let n = unfinished.iter().filter(|r| r.state == RunState::Running).count();
         if n > 0 {
             tracing::info!("{n} unfinished runs will resume where they stopped");
         }
-        // A sync cut off by a crash is over: say so instead of listing it as running.
-        for mut session in self.engine.store.syncs.sessions(None, 100).await? {
-            if session.state == SyncState::Running {
-                session.state = SyncState::Failed;
-                session.error = Some("interrupted: the process stopped before the sync finished".into());
-                self.engine.store.syncs.put_session(&session).await?;
-            }
-        }
+        // A sync cut off by a crash is over: say so instead of listing it as running. A sync
+        // another live node runs is left alone (its lease names it).
+        crate::sync_lease::interrupt_abandoned(&self.engine.store, 100).await?;
         Ok(n)
     }
 
@@ -393,25 +393,42 @@ impl Service {
                 (None, Some((done, at))) if at <= now => done,
                 _ => continue,
             };
-            // One node syncs each fire and each retry: it moves the marks first, by
+            // One node syncs an integration at a time: it takes the integration's sync lease
+            // first, and a node that finds it held leaves this fire or retry due, for
+            // whichever node holds the lease next.
+            let session = crate::sync::new_session(integration, Some(&self.node), false, &self.engine.clock);
+            let lease = match self.take_sync_lease(&integration.name, session.id).await? {
+                Taken::Held(lease) => lease,
+                Taken::Busy(holder) => {
+                    self.note_busy(&integration.name, &holder);
+                    continue;
+                }
+            };
+            // One node syncs each fire and each retry: it moves the marks by
             // compare-and-set, and a node that finds them moved leaves the sync to the one
             // that moved them. The retry mark already names the retry after this one, so a
             // node that dies mid-sync leaves that retry for any node to take.
             let next_fire =
                 || cron.find_next_occurrence(&now.to_zoned(zone.clone()), false).ok().map(|t| t.timestamp());
-            let scheduler = &self.engine.store.scheduler;
-            if let Some(due) = &fire
-                && !scheduler.set_mark(&mark, due.previous.as_deref(), Some(&rfc3339(due.at))).await?
-            {
-                tracing::debug!("sync {}: this fire was taken by another node", integration.name);
-                continue;
-            }
             let fallback = retry_plan(retry_number, now, next_fire()).map(|(n, at)| format!("{n} {}", rfc3339(at)));
-            if !scheduler.set_mark(&retry_mark, retry_text.as_deref(), fallback.as_deref()).await? {
-                tracing::debug!("sync {}: this retry was taken by another node", integration.name);
-                continue;
+            let claimed =
+                self.claim_sync_marks(&mark, fire.as_ref(), &retry_mark, retry_text.as_deref(), fallback.as_deref());
+            match claimed.await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!("sync {}: this fire or retry was taken by another node", integration.name);
+                    lease.release(&self.engine.store).await?;
+                    continue;
+                }
+                Err(e) => {
+                    lease.release(&self.engine.store).await?;
+                    return Err(e);
+                }
             }
-            let outcome = self.sync(integration).await;
+            let outcome = self.sync_held(integration, session, lease, &mut crate::sync::NoProgress).await;
+            if let Ok(session) = &outcome {
+                log_session(integration, session);
+            }
             let failure = match &outcome {
                 Ok(session) if session.state == SyncState::Succeeded => None,
                 Ok(session) => Some(session.error.clone().unwrap_or_else(|| format!("the sync {}", session.state))),
@@ -462,6 +479,25 @@ impl Service {
         Ok(())
     }
 
+    /// Moves a due fire's mark and the retry mark on from what this node read; `false`
+    /// when another node moved one first (that node syncs it).
+    async fn claim_sync_marks(
+        &self,
+        mark: &Mark,
+        fire: Option<&Due>,
+        retry_mark: &Mark,
+        retry_read: Option<&str>,
+        fallback: Option<&str>,
+    ) -> Result<bool> {
+        let scheduler = &self.engine.store.scheduler;
+        if let Some(due) = fire
+            && !scheduler.set_mark(mark, due.previous.as_deref(), Some(&rfc3339(due.at))).await?
+        {
+            return Ok(false);
+        }
+        Ok(scheduler.set_mark(retry_mark, retry_read, fallback).await?)
+    }
+
     /// Runs one integration now.
     pub async fn sync(&self, integration: &Integration) -> Result<SyncSession> {
         self.sync_with(integration, false).await
@@ -469,30 +505,88 @@ impl Service {
 
     /// Runs one integration now; with `test`, fetches and previews but writes no record.
     pub async fn sync_with(&self, integration: &Integration, test: bool) -> Result<SyncSession> {
-        let credential = self.engine.credential(&integration.credential).await?;
-        let session = crate::sync::run(
-            &self.engine.store,
-            integration,
-            &credential,
-            self.engine.rate_limiter(&integration.credential),
-            &self.engine.clock,
-            test,
-            &mut crate::sync::NoProgress,
-        )
-        .await?;
-        tracing::info!(
-            "sync {}: {} fetched, {} created, {} updated, {} failed{}",
-            integration.name,
-            session.counts.fetched,
-            session.counts.created,
-            session.counts.updated,
-            session.counts.failed,
-            session.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
-        );
-        for note in &session.notes {
-            tracing::warn!("sync {}: {note}", integration.name);
-        }
+        let session = self.sync_observed(integration, test, &mut crate::sync::NoProgress).await?;
+        log_session(integration, &session);
         Ok(session)
+    }
+
+    /// Runs one integration now under its sync lease, telling `observer` of each page (and
+    /// logging nothing: `roster sync` prints the session itself). While another sync of it
+    /// runs (on any node), refuses, naming that node and its session.
+    pub async fn sync_observed(
+        &self,
+        integration: &Integration,
+        test: bool,
+        observer: &mut dyn crate::sync::SyncObserver,
+    ) -> Result<SyncSession> {
+        let session = crate::sync::new_session(integration, Some(&self.node), test, &self.engine.clock);
+        match self.take_sync_lease(&integration.name, session.id).await? {
+            Taken::Held(lease) => self.sync_held(integration, session, lease, observer).await,
+            Taken::Busy(holder) => Err(Error::Refused(format!(
+                "sync {} refused: node {} is running session {} of it (its lease runs to {}); try again once that session has finished (`roster sync show {}`)",
+                integration.name,
+                holder.node,
+                holder.session,
+                rfc3339(holder.until),
+                holder.session
+            ))),
+        }
+    }
+
+    async fn take_sync_lease(&self, integration: &str, session: Uuid) -> Result<Taken> {
+        crate::sync_lease::take(&self.engine.store, integration, &self.node, session, self.lease()).await
+    }
+
+    /// A scheduled sync left to the sync that holds the lease: said once per session held.
+    fn note_busy(&self, integration: &str, holder: &SyncHolder) {
+        let mut seen = self.busy_syncs.lock().expect("busy syncs");
+        if seen.insert(integration.to_string(), holder.session) != Some(holder.session) {
+            tracing::info!(
+                "sync {integration}: due, but node {} is running session {} of it; left until that one ends",
+                holder.node,
+                holder.session
+            );
+        }
+    }
+
+    /// Runs `session` while this node holds `lease`, renewing it a third of a lease apart
+    /// and releasing it at the end. If the lease is lost (it ran out: this node was not
+    /// heard from in time, and another took it over), the sync stops there, so two never
+    /// run side by side, and the session says why.
+    async fn sync_held(
+        &self,
+        integration: &Integration,
+        session: SyncSession,
+        mut lease: HeldLease,
+        observer: &mut dyn crate::sync::SyncObserver,
+    ) -> Result<SyncSession> {
+        let store = &self.engine.store;
+        let id = session.id;
+        let mut sync = Box::pin(async {
+            let credential = self.engine.credential(&integration.credential).await?;
+            let rate = self.engine.rate_limiter(&integration.credential);
+            crate::sync::run_session(store, integration, &credential, rate, &self.engine.clock, session, observer).await
+        });
+        let lost = loop {
+            tokio::select! {
+                outcome = &mut sync => {
+                    if let Err(e) = lease.release(store).await {
+                        tracing::warn!("sync {}: its sync lease was not given up ({e}); it runs out by itself", integration.name);
+                    }
+                    return outcome;
+                }
+                _ = tokio::time::sleep(self.lease() / 3) => match lease.renew(store, self.lease()).await {
+                    Ok(true) => {}
+                    Ok(false) => break "its sync lease ran out and was taken over".to_string(),
+                    Err(e) if lease.expired(Timestamp::now()) => break format!("its sync lease could not be renewed ({e}) and ran out"),
+                    Err(e) => tracing::warn!("sync {}: could not renew its sync lease: {e}", integration.name),
+                },
+            }
+        };
+        drop(sync);
+        let why = format!("stopped on node {}: {lost}", self.node);
+        crate::sync_lease::interrupt(store, id, &why).await?;
+        Err(Error::Refused(format!("sync {} {why}", integration.name)))
     }
 
     /// The latest fire time at or before now if it has not fired yet, with how many
@@ -666,7 +760,8 @@ impl Service {
     }
 
     /// Renews this node's leases until the engine stops, a third of a lease apart, so a
-    /// run this node is working on is never taken for abandoned.
+    /// run this node is working on is never taken for abandoned; marks the sessions of
+    /// syncs that stopped with their node interrupted.
     async fn heartbeat(self: Arc<Self>) {
         let queue = &self.engine.store.queue;
         loop {
@@ -676,6 +771,11 @@ impl Service {
             }
             if let Err(e) = queue.renew_leases(&self.node, now + self.lease()).await {
                 tracing::warn!("could not renew this node's run leases: {e}");
+            }
+            // Sessions of syncs whose node died are over; a live node's are not touched. A
+            // dead node's session is among the newest: it is found within a lease.
+            if let Err(e) = crate::sync_lease::interrupt_abandoned(&self.engine.store, 20).await {
+                tracing::warn!("could not look for interrupted syncs: {e}");
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.lease() / 3) => {}
@@ -929,6 +1029,22 @@ const POLL: Duration = Duration::from_millis(200);
 /// failure in a row up to `CLAIM_RETRY_MAX`.
 const CLAIM_RETRY_FIRST: Duration = Duration::from_millis(200);
 const CLAIM_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// A finished sync in the log: its counts, its error and notes (secrets were scrubbed).
+fn log_session(integration: &Integration, session: &SyncSession) {
+    tracing::info!(
+        "sync {}: {} fetched, {} created, {} updated, {} failed{}",
+        integration.name,
+        session.counts.fetched,
+        session.counts.created,
+        session.counts.updated,
+        session.counts.failed,
+        session.error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default()
+    );
+    for note in &session.notes {
+        tracing::warn!("sync {}: {note}", integration.name);
+    }
+}
 
 /// Who holds a run's lease, for messages.
 fn lease_owner(run: &Run) -> &str {

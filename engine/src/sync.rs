@@ -252,7 +252,8 @@ impl SyncObserver for NoProgress {}
 
 /// Runs one integration now. With `test`, fetches and reports what would change and
 /// writes nothing but the session log. `rate` is the credential's limiter, shared with the
-/// runs that use it (`Engine::rate_limiter`).
+/// runs that use it (`Engine::rate_limiter`). No sync lease is taken: this is for a store
+/// nothing else syncs (benchmarks); `Service::sync` takes one first.
 pub async fn run(
     store: &Store,
     integration: &Integration,
@@ -262,14 +263,20 @@ pub async fn run(
     test: bool,
     observer: &mut dyn SyncObserver,
 ) -> Result<SyncSession> {
-    let started = rfc3339_millis(clock.now());
-    let mut session = SyncSession {
+    let session = new_session(integration, None, test, clock);
+    run_session(store, integration, credential, rate, clock, session, observer).await
+}
+
+/// A session of `integration` starting now, run by `node`.
+pub fn new_session(integration: &Integration, node: Option<&str>, test: bool, clock: &Clock) -> SyncSession {
+    SyncSession {
         id: Uuid::now_v7(),
         integration: integration.name.clone(),
         connector: integration.connector.clone(),
         state: SyncState::Running,
         test,
-        started_at: started.clone(),
+        node: node.map(str::to_string),
+        started_at: rfc3339_millis(clock.now()),
         finished_at: None,
         counts: SyncCounts::default(),
         failures: Vec::new(),
@@ -278,7 +285,20 @@ pub async fn run(
         samples: Vec::new(),
         preview: Vec::new(),
         skips: Vec::new(),
-    };
+    }
+}
+
+/// Runs `session` (from [`new_session`]) to its end, keeping it in the store as it goes.
+pub async fn run_session(
+    store: &Store,
+    integration: &Integration,
+    credential: &Credential,
+    rate: Option<Arc<RateLimiter>>,
+    clock: &Clock,
+    mut session: SyncSession,
+    observer: &mut dyn SyncObserver,
+) -> Result<SyncSession> {
+    let test = session.test;
     store.syncs.put_session(&session).await?;
     match sync_pages(store, integration, credential, rate, test, observer, &mut session).await {
         Ok(()) => {

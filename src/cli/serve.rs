@@ -150,7 +150,8 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
                     tracing::error!("event dispatcher: {e}");
                 }
                 // A stop does not wait for a long sync: the session is marked interrupted
-                // on the next start, and every record it wrote so far stays written.
+                // once its sync lease is gone (at the next start of a sled store), and
+                // every record it wrote so far stays written.
                 tokio::select! {
                     synced = service.sync_due() => if let Err(e) = synced {
                         tracing::error!("sync: {e}");

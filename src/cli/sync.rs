@@ -2,10 +2,12 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use roster_engine::model::{SyncCounts, SyncSession, SyncState};
-use roster_engine::sync::{self, Integration, SyncObserver};
+use roster_engine::service::{Catalog, Service};
+use roster_engine::sync::{Integration, SyncObserver};
 
 use super::remote::{self, Remote};
 use super::{Context, Outcome, output, workflows};
@@ -135,18 +137,11 @@ pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
             let path = resolve(cx, &file)?;
             let creds = workflows::known_credentials(Some(&engine.store)).await;
             let integration = Integration::load(&path, creds.as_ref())?;
-            let credential = engine.credential(&integration.credential).await?;
+            // Through a service of its own, so it takes the integration's sync lease as
+            // `serve` does: on a shared store, a sync another node runs refuses this one.
+            let service = Service::new(Arc::new(engine), Catalog::default(), roster_engine::presets::built_in());
             let mut progress = Progress { terminal: !args.json && std::io::stderr().is_terminal() };
-            let session = sync::run(
-                &engine.store,
-                &integration,
-                &credential,
-                engine.rate_limiter(&integration.credential),
-                &engine.clock,
-                args.test,
-                &mut progress,
-            )
-            .await?;
+            let session = service.sync_observed(&integration, args.test, &mut progress).await?;
             if progress.terminal {
                 eprintln!();
             }

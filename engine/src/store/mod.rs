@@ -114,6 +114,9 @@ pub struct NodeBeat {
     pub runs_held: usize,
 }
 
+/// How every [`Mark::SyncLease`] key starts (a store one process owns drops them at open).
+pub(crate) const SYNC_LEASE_PREFIX: &str = "sync-lease:";
+
 /// A piece of scheduler state, changed only by compare-and-set so two schedulers (or two
 /// nodes) never both act on one fire.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -124,6 +127,9 @@ pub enum Mark {
     SyncFired { integration: String },
     /// A failed scheduled sync's retry plan (`<attempt> <time>`).
     SyncRetry { integration: String },
+    /// Who syncs an integration now (`<until> <session> <node>`, see `sync_lease`): one
+    /// sync of it at a time, across every node.
+    SyncLease { integration: String },
     /// The id of the last change event the dispatcher handed to triggers.
     EventCursor,
     /// The open `run --all` batch of a workflow (its id), until it is settled.
@@ -137,6 +143,7 @@ impl Mark {
             Mark::ScheduleFired { workflow } => format!("schedule:{workflow}"),
             Mark::SyncFired { integration } => format!("sync:{integration}"),
             Mark::SyncRetry { integration } => format!("sync-retry:{integration}"),
+            Mark::SyncLease { integration } => format!("{SYNC_LEASE_PREFIX}{integration}"),
             Mark::EventCursor => "dispatch_cursor".into(),
             Mark::Batch { workflow } => format!("batch:{workflow}"),
         }

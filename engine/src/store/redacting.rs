@@ -159,6 +159,7 @@ mod tests {
             connector: "brex".into(),
             state: crate::model::SyncState::Failed,
             test: false,
+            node: None,
             started_at: "2027-01-01T00:00:00Z".into(),
             finished_at: None,
             counts: Default::default(),

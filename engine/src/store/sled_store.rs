@@ -25,8 +25,8 @@ use uuid::Uuid;
 use super::transfer::check_cursor;
 use super::{
     ClaimRequest, CredentialStore, EventStore, ItemKind, KeyMove, Mark, NodeBeat, QueueStore, RecordStore, RecordWrite,
-    RecordWritten, RunFilter, RunStore, SchedulerStore, StoreCounts, StoreError, StoreResult, StoredItem, SyncStore,
-    TransferStore, WorkflowStore, key_text, merge_write, normalize_key,
+    RecordWritten, RunFilter, RunStore, SYNC_LEASE_PREFIX, SchedulerStore, StoreCounts, StoreError, StoreResult,
+    StoredItem, SyncStore, TransferStore, WorkflowStore, key_text, merge_write, normalize_key,
 };
 use crate::clock::rfc3339_millis;
 use crate::error::Error;
@@ -201,8 +201,14 @@ impl SledStore {
     }
 
     /// sled has one owner at a time, so the leases in the folder are all dead: expire them,
-    /// and give runs left `running` without a lease (older stores) an expired one too.
+    /// and give runs left `running` without a lease (older stores) an expired one too. Sync
+    /// leases go: the syncs they named stopped with their process.
     fn expire_leases_of_earlier_processes(&self) -> StoreResult<()> {
+        let mut syncs = sled::Batch::default();
+        for entry in self.meta.scan_prefix(SYNC_LEASE_PREFIX) {
+            syncs.remove(entry.map_err(sled_error)?.0);
+        }
+        self.meta.apply_batch(syncs).map_err(sled_error)?;
         let mut batch = sled::Batch::default();
         for entry in self.leases.iter() {
             let (key, bytes) = entry.map_err(sled_error)?;
