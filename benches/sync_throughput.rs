@@ -1,16 +1,16 @@
 //! Benchmark 2: sync throughput and memory.
 //!
 //! 100,000 Brex users (1,000 per page) synced by `roster_engine::sync::run` into an empty
-//! durable sled store, then again with nothing changed, then again after 10 % of the users
+//! durable store (sled, then PostgreSQL), then again with nothing changed, then again after 10 % of the users
 //! changed in the sandbox (their status flipped with `PUT /v2/users/{id}`, as an admin
 //! would). The raw baseline fetches and parses the same pages with bare reqwest and
 //! serde_json, in the same process.
 //!
-//! The sandbox lives in the parent process; the phases run in one child process, the first
-//! sync first so that its peak RSS (VmHWM) is its own; before each later phase the peak is
+//! The sandbox lives in the parent process; the phases of each backend run in a child
+//! process of their own, the first sync first so that its peak RSS (VmHWM) is its own; before each later phase the peak is
 //! reset (`5` > /proc/self/clear_refs).
 //!
-//!     cargo bench --bench sync_throughput [-- --users=100000 --full]
+//!     cargo bench --bench sync_throughput [-- --users=100000 --backends=sled,postgres --full]
 
 mod common;
 
@@ -37,12 +37,29 @@ fn main() {
 
 fn parent(opts: &Opts) {
     let users = opts.usize("users", opts.or_smoke(100_000, 2_000), 300_000);
-    println!("sync_throughput: {users} Brex users, 1,000 per page");
+    let backends = opts.get("backends").unwrap_or_else(|| "sled,postgres".into());
+    println!("sync_throughput: {users} Brex users, 1,000 per page, on {backends}");
     let host = SandboxHost::start(people_for_brex_users(users));
-    let mut args = host.args();
-    args.push(format!("--users={users}"));
-    let results = child("sync", &args);
+    let mut rows = Vec::new();
+    for backend in backends.split(',') {
+        let mut args = host.args();
+        args.extend([format!("--users={users}"), format!("--backend={backend}")]);
+        let results = child("sync", &args);
+        if results.is_empty() {
+            continue;
+        }
+        rows.extend(backend_rows(backend, &results));
+    }
     host.stop();
+    print_table(
+        "Sync throughput",
+        &format!("cargo bench --bench sync_throughput -- --users={users} --backends={backends}"),
+        &rows,
+    );
+}
+
+/// The table rows of one backend's child: its phases beside the baseline it measured.
+fn backend_rows(backend: &str, results: &[Value]) -> Vec<Row> {
     let get = |name: &str| results.iter().find(|r| r["phase"] == name).unwrap_or_else(|| panic!("no {name}"));
     let base = get("baseline");
     let b_rps = f(base, "records") / f(base, "elapsed_s");
@@ -54,8 +71,9 @@ fn parent(opts: &Opts) {
     ] {
         let p = get(phase);
         let rps = f(p, "records") / f(p, "elapsed_s");
-        let mut row =
-            Row::new(format!("{label}: records/s"), fmt_rate(rps)).baseline(fmt_rate(b_rps)).ratio(rps / b_rps);
+        let mut row = Row::new(format!("{backend}, {label}: records/s"), fmt_rate(rps))
+            .baseline(fmt_rate(b_rps))
+            .ratio(rps / b_rps);
         if let Some(t) = target {
             row = row.target(format!("≥ {t} of baseline"), rps / b_rps >= t);
         }
@@ -65,7 +83,7 @@ fn parent(opts: &Opts) {
         let p = get(phase);
         let peak = f(p, "peak_rss_mib");
         let mut row = Row::new(
-            format!("{label}: peak RSS of the process (growth during the phase)"),
+            format!("{backend}, {label}: peak RSS of the process (growth during the phase)"),
             format!("{peak:.0} MiB (+{:.0})", peak - f(p, "rss_before_mib")),
         )
         .baseline(format!("(+{:.0})", f(base, "peak_rss_mib") - f(base, "rss_before_mib")));
@@ -77,25 +95,28 @@ fn parent(opts: &Opts) {
     let first = get("first");
     rows.push(
         Row::new(
-            "first sync: client CPU per record",
+            format!("{backend}, first sync: client CPU per record"),
             format!("{:.1} µs", f(first, "cpu_s") / f(first, "records") * 1e6),
         )
         .baseline(format!("{:.1} µs", f(base, "cpu_s") / f(base, "records") * 1e6)),
     );
     let per_person = f(first, "store_mib") * 1048576.0 / f(first, "records") / 1024.0;
     rows.push(
-        Row::new("first sync: store on disk per synced person", format!("{per_person:.2} KB"))
+        Row::new(format!("{backend}, first sync: store per synced person"), format!("{per_person:.2} KB"))
             .target("≤ 1.5 KB", per_person <= 1.5),
     );
-    rows.push(Row::new("store on disk after the three syncs", format!("{:.0} MiB", f(get("changed"), "store_mib"))));
+    rows.push(Row::new(
+        format!("{backend}, store after the three syncs"),
+        format!("{:.0} MiB", f(get("changed"), "store_mib")),
+    ));
     for phase in ["first", "unchanged", "changed"] {
         let p = get(phase);
         rows.push(Row::new(
-            format!("{phase}: created / updated / unchanged"),
+            format!("{backend}, {phase}: created / updated / unchanged"),
             format!("{} / {} / {}", p["created"], p["updated"], p["unchanged"]),
         ));
     }
-    print_table("Sync throughput", &format!("cargo bench --bench sync_throughput -- --users={users}"), &rows);
+    rows
 }
 
 // --- the measured phases (child process) -------------------------------------------------
@@ -105,7 +126,21 @@ async fn child_sync(opts: &Opts) {
     let token = opts.string("token");
     let users = opts.usize("users", 100_000, 100_000);
     let dir = tempfile::Builder::new().prefix("roster-bench-sync-").tempdir().expect("temp dir");
-    let store = open_store(dir.path());
+    let backend = opts.get("backend").unwrap_or_else(|| "sled".into());
+    let schema = format!("bench_sync_{}", std::process::id());
+    let (store, postgres) = match backend.as_str() {
+        "sled" => (open_store(dir.path()), None),
+        "postgres" => match postgres_store(&schema).await {
+            Some((store, pg)) => (store, Some(pg)),
+            None => return,
+        },
+        other => panic!("--backend={other}: use sled or postgres"),
+    };
+    // What the store takes on disk: the sled folder, or the PostgreSQL schema's tables.
+    let store_mib = async || match &postgres {
+        Some(pg) => pg.size_bytes().await.expect("the schema's size") as f64 / 1048576.0,
+        None => dir_bytes(dir.path()) as f64 / 1048576.0,
+    };
     let (vault, _) = vaults();
     let stored = brex_credential(&store, &vault, &base, &token).await;
     let credential = credentials::open(&vault, &stored).expect("open the credential");
@@ -137,7 +172,7 @@ async fn child_sync(opts: &Opts) {
             "phase": name, "records": c.fetched, "elapsed_s": elapsed, "cpu_s": cpu,
             "created": c.created, "updated": c.updated, "unchanged": c.unchanged, "failed": c.failed,
             "peak_rss_mib": peak_rss_mib(), "rss_before_mib": rss_before, "rss_after_mib": rss_mib(),
-            "store_mib": dir_bytes(dir.path()) as f64 / 1048576.0,
+            "store_mib": store_mib().await,
         })
     };
 
@@ -160,6 +195,10 @@ async fn child_sync(opts: &Opts) {
     assert_eq!(third["updated"], changed, "the changed users are updated");
     emit(third);
     drop(store);
+    drop(postgres);
+    if backend == "postgres" {
+        drop_postgres_schema(&schema);
+    }
 
     // 4. The raw baseline: the same pages with bare reqwest + serde_json.
     reset_peak_rss();
