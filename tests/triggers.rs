@@ -291,6 +291,11 @@ fn serve_runs_the_api_behind_its_token_and_the_cli_goes_through_it() {
     assert_eq!(ann["fields"]["stamped"], runs[0]["run_id"]);
     let imported = home.file("more.json", r#"[{"email": "cid@acme.test"}]"#);
     home.roster(&["records", "import", imported.to_str().unwrap()]).ok();
+    // A killed serve holds nothing any more: the CLI runs on the store itself again.
+    drop(serving);
+    home.roster(&["run", "stamp", "--user", "ann@acme.test"]).ok();
+    let runs = home.roster(&["runs", "list", "--json"]).ok().json();
+    assert_eq!(runs[0]["trigger"], "manual", "{runs}");
 }
 
 #[test]
