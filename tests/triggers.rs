@@ -360,8 +360,10 @@ fn an_interrupted_batch_resumes_instead_of_starting_over() {
                        "stamp": {"type": "update", "set": {"pinged_at": "<<now>>"}}}}"#,
     );
     let wf = wf.to_str().unwrap();
+    // A short lease: on PostgreSQL the run the killed process held is resumed once it expires.
     let mut child = home
         .command(&["run", wf, "--all", "--concurrency", "1"])
+        .env("ROSTER_LEASE", "2s")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -381,6 +383,47 @@ fn an_interrupted_batch_resumes_instead_of_starting_over() {
     // Finished batches are not resumed: a new one finds nobody left to ping.
     let again = home.roster(&["run", wf, "--all", "--json"]).ok().json();
     assert_eq!(again["runs"], 0, "{again}");
+}
+
+#[test]
+fn a_batch_on_a_shared_store_waits_for_the_runs_a_serve_node_took() {
+    // The first people's calls fail twice before they succeed, so their runs sit in retry
+    // backoff for a second; the serve node claims those as the batch queues them, and the
+    // CLI is through the rest long before.
+    fn slow(uri: &str) -> bool {
+        ["/ping/p0%40acme.test", "/ping/p1%40acme.test", "/ping/p2%40acme.test", "/ping/p3%40acme.test"].contains(&uri)
+    }
+    let calls = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<String, usize>::new()));
+    let seen = calls.clone();
+    let server = support::Recorder::start(move |s| {
+        let mut calls = seen.lock().unwrap();
+        let n = calls.entry(s.uri.clone()).or_default();
+        *n += 1;
+        if slow(&s.uri) && *n <= 2 { (500, json!({"error": "busy"})) } else { (200, json!({"ok": true})) }
+    });
+    // Two homes on one database with one master key: the CLI's, and a serve node's.
+    let database = support::FreshDatabase::new();
+    let (cli, node) = (TestHome::uninitialised(), TestHome::uninitialised());
+    cli.roster(&["init", "--store", &database.url()]).ok();
+    std::fs::copy(cli.path().join("master.key"), node.path().join("master.key")).unwrap();
+    node.roster(&["init", "--store", &database.url()]).ok();
+    cli.add_bearer("api", &server.url(), "shared-batch-secret");
+    let people: Vec<Value> = (0..12).map(|i| json!({"email": format!("p{i}@acme.test")})).collect();
+    cli.import(&Value::Array(people));
+    let wf = cli.file(
+        "ping.json",
+        r#"{"name": "ping", "begin": {"next": "call"},
+            "blocks": {"call": {"type": "api", "credential": "api", "request": {"method": "GET", "url": "/ping/<<email>>"},
+                                "retry": {"initial": "500ms", "max_attempts": 3}}}}"#,
+    );
+    let serving = support::serve_with(&node, &["-v"]);
+    let out = cli.roster(&["run", wf.to_str().unwrap(), "--all", "--concurrency", "1", "--json"]).ok().json();
+    assert_eq!(out["states"], json!({"succeeded": 12}), "every run of the batch, wherever it ran: {out}");
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 12);
+    assert!(calls.iter().all(|(uri, n)| *n == if slow(uri) { 3 } else { 1 }), "{calls:?}");
+    let taken = serving.output().matches("run started (batch:").count();
+    assert!(taken > 0, "the serve node took some of the batch:\n{}", serving.output());
 }
 
 #[tokio::test]
