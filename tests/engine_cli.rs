@@ -265,13 +265,14 @@ fn the_secret_never_appears_in_the_home_folder_or_any_output() {
     }
     let hits = files_containing(home.path(), SECRET.as_bytes());
     assert!(hits.is_empty(), "secret in plaintext in {hits:?}");
-    let stored = support::store_contents(&home.path().join("store"));
+    let stored = home.store_contents();
     assert!(!support::contains(&stored, SECRET.as_bytes()), "secret in a key or value of the store");
 }
 
 #[test]
 fn a_second_process_gets_a_plain_message_when_the_store_is_in_use() {
-    let home = TestHome::new();
+    // sled's folder lock; a PostgreSQL store is shared by design.
+    let home = TestHome::sled();
     let _held = roster_engine::store::SledStore::open(&home.path().join("store")).expect("open store");
     let out = home.roster(&["records", "list"]).code(2);
     assert!(out.stderr.contains("is in use by another roster process"), "{}", out.stderr);

@@ -11,12 +11,10 @@ use roster_blocks::kinds::CompileContext;
 use roster_engine::Result;
 use roster_engine::model::{Record, Run, RunState, RunTrigger};
 use roster_engine::run::{Engine, Quiet};
-use roster_engine::store::{
-    Observed, RecordWrite, SledStore, Store, StoreCall, StoreError, StoreObserver, StoreResult,
-};
+use roster_engine::store::{Observed, RecordWrite, Store, StoreCall, StoreError, StoreObserver, StoreResult};
 use roster_engine::workflow::Workflow;
 use serde_json::{Value, json};
-use support::{Recorder, TestHome};
+use support::{Recorder, TestHome, block};
 
 const SECRET: &str = "executor-test-secret";
 
@@ -52,11 +50,6 @@ struct Setup {
     record: Record,
 }
 
-/// Runs a future to its end on a runtime of its own (the recording server has another).
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
-}
-
 /// A home with a bearer credential `brex` on a recording server and one record; its
 /// store opened here with a counting observer around it.
 fn setup(respond: impl Fn(&support::Seen) -> (u16, Value) + Send + Sync + 'static, fields: Value) -> Setup {
@@ -64,8 +57,7 @@ fn setup(respond: impl Fn(&support::Seen) -> (u16, Value) + Send + Sync + 'stati
     let home = TestHome::new();
     home.add_bearer("brex", &server.url(), SECRET);
     let counts = Arc::new(Counting::default());
-    let sled = SledStore::open(&home.path().join("store")).unwrap();
-    let store = Observed::wrap(Store::new(Arc::new(sled)), counts.clone());
+    let store = Observed::wrap(home.store(), counts.clone());
     let vault = roster_engine::home::Home::new(home.path()).vault().unwrap();
     let engine = Engine::new(store.clone(), Some(vault), roster_engine::clock::Clock::system());
     let changes = fields.as_object().unwrap().clone();

@@ -25,8 +25,7 @@ fn single(url_path: &str, method: &str) -> String {
 
 /// Leaves a run as a crash would: its POST journaled as started, no answer recorded.
 fn crash_mid_request(home: &TestHome, workflow: &str) -> String {
-    let sled = roster_engine::store::SledStore::open(&home.path().join("store")).unwrap();
-    let store = roster_engine::store::Store::new(Arc::new(sled));
+    let store = home.store();
     let presets = roster_engine::presets::built_in();
     let cx = roster_blocks::kinds::CompileContext { presets: &presets, credentials: None };
     let wf = roster_engine::workflow::Workflow::compile(workflow, "single.json", &cx).unwrap();
@@ -178,7 +177,8 @@ fn runs_retry_reruns_the_failed_step_with_a_fresh_idempotency_key() {
 
 #[test]
 fn a_damaged_store_is_a_clear_error_naming_the_folder() {
-    let home = TestHome::new();
+    // Damages sled's files.
+    let home = TestHome::sled();
     home.import(&json!([{"email": "ann@acme.test"}]));
     let store = home.path().join("store");
     for entry in std::fs::read_dir(&store).unwrap() {
@@ -284,8 +284,7 @@ fn a_call_whose_answer_was_saved_is_not_sent_again_after_a_crash() {
     // The crash came after the answer was journaled, before the run moved on (a store
     // written before run heads were small kept the answer in the head's `steps` too).
     let id = {
-        let sled = roster_engine::store::SledStore::open(&home.path().join("store")).unwrap();
-        let store = roster_engine::store::Store::new(Arc::new(sled));
+        let store = home.store();
         let presets = roster_engine::presets::built_in();
         let cx = roster_blocks::kinds::CompileContext { presets: &presets, credentials: None };
         let compiled = roster_engine::workflow::Workflow::compile(&wf, "single.json", &cx).unwrap();

@@ -253,8 +253,7 @@ struct Kill {
 /// Makes homes 1.. from home 0: the same store (recorded by `init --store`), the same
 /// master key, each with its own API token; every home loads the same workflow files.
 fn homes(db: &Database) -> Vec<TestHome> {
-    let homes: Vec<TestHome> =
-        (0..NODES).map(|_| TestHome { dir: tempfile::tempdir().expect("temp dir"), now: None }).collect();
+    let homes: Vec<TestHome> = (0..NODES).map(|_| TestHome::uninitialised()).collect();
     for (i, home) in homes.iter().enumerate() {
         if i > 0 {
             std::fs::copy(homes[0].path().join("master.key"), home.path().join("master.key")).unwrap();

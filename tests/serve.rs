@@ -388,8 +388,8 @@ fn failing_sync_service(store: roster_engine::store::Store, now: &str) -> Arc<ro
 
 #[tokio::test]
 async fn a_failed_scheduled_sync_is_retried_with_backoff_before_the_next_day_even_across_restarts() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = roster_engine::store::Store::new(Arc::new(roster_engine::store::SledStore::open(dir.path()).unwrap()));
+    let test_store = support::TestStore::new();
+    let store = test_store.open().await;
     let retry = roster_engine::store::Mark::SyncRetry { integration: "hr".into() };
     let mark = async || store.scheduler.mark(&retry).await.unwrap().unwrap_or_default();
     failing_sync_service(store.clone(), "2027-03-01T06:30:00Z").sync_due().await.unwrap();

@@ -11,7 +11,7 @@ const STAMP: &str = r#"{"name": "stamp", "begin": {"next": "s"},
 
 #[test]
 fn an_embedded_home_moves_to_postgresql_whole_and_a_second_copy_is_refused() {
-    let old = TestHome::new();
+    let old = TestHome::sled();
     old.import(&json!([{"email": "ann@acme.test"}, {"email": "bob@acme.test"}]));
     let wf = old.file("stamp.json", STAMP);
     let ran = old.roster(&["--now", "2027-01-04", "run", wf.to_str().unwrap(), "--user", "ann@acme.test", "--json"]);
@@ -24,7 +24,7 @@ fn an_embedded_home_moves_to_postgresql_whole_and_a_second_copy_is_refused() {
     assert!(copied.stdout.contains("both hold the same"), "{}", copied.all());
 
     // A node's home on the database sees the people, their provenance and the run.
-    let node = TestHome::new();
+    let node = TestHome::sled();
     let master_key = std::fs::read(old.path().join("master.key")).unwrap();
     std::fs::write(node.path().join("master.key"), master_key).unwrap();
     node.roster(&["--store", &url, "init"]).ok();

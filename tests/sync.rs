@@ -550,9 +550,8 @@ fn sage_tokens_that_expire_between_pages_are_refreshed() {
     use roster_blocks::credential::{Auth, Credential, Secret};
 
     let sb = SandboxHandle::start(SandboxConfig { page_size_sage: 10, ..SandboxHandle::config(25) });
-    let dir = tempfile::tempdir().unwrap();
-    let sled = roster_engine::store::SledStore::open(&dir.path().join("store")).unwrap();
-    let store = roster_engine::store::Store::new(std::sync::Arc::new(sled));
+    let test_store = support::TestStore::new();
+    let store = sb.block_on(test_store.open());
     let c = sb.sandbox.config();
     let credential = Credential {
         name: "sage".into(),
@@ -681,7 +680,7 @@ fn one_key_twice_and_a_malformed_person_fail_alone_while_the_rest_sync() {
     assert!(failures[0]["reason"].as_str().unwrap().contains("the first one was kept"));
     let hits = files_containing(home.path(), ECHO_TOKEN.as_bytes());
     assert!(hits.is_empty(), "the echoed secret is stored in {hits:?}");
-    let stored = support::store_contents(&home.path().join("store"));
+    let stored = home.store_contents();
     assert!(!support::contains(&stored, ECHO_TOKEN.as_bytes()), "the echoed secret is in the store");
 }
 

@@ -10,10 +10,10 @@ use roster_engine::clock::Clock;
 use roster_engine::model::RunState;
 use roster_engine::run::Engine;
 use roster_engine::service::{Catalog, Service};
-use roster_engine::store::{RecordWrite, RunFilter, SledStore, Store};
+use roster_engine::store::{RecordWrite, RunFilter, Store};
 use roster_engine::workflow::Workflow;
 use serde_json::{Map, Value, json};
-use support::{Serving, TestHome, http, serve};
+use support::{Serving, TestHome, TestStore, http, serve};
 
 fn workflow(text: &str) -> Arc<Workflow> {
     let presets = roster_engine::presets::built_in();
@@ -54,8 +54,8 @@ const ON_ANY_UPDATE: &str = r#"{"name": "audit", "begin": {"trigger": {"on": "up
 
 #[tokio::test]
 async fn record_events_start_the_workflows_listening_for_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    let test_store = TestStore::new();
+    let store = test_store.open().await;
     let (welcome, leaver, audit) = (workflow(ON_CREATED), workflow(ON_END_DATE), workflow(ON_ANY_UPDATE));
     put(&store, None, json!({"email": "old@acme.test"})).await;
     let svc = service(store.clone(), Clock::parse("2027-03-01").unwrap(), &[&welcome, &leaver, &audit]);
@@ -117,10 +117,10 @@ async fn company(store: &Store) {
 
 #[tokio::test]
 async fn a_schedule_fires_at_its_time_for_exactly_the_matching_records_and_once() {
-    let dir = tempfile::tempdir().unwrap();
+    let test_store = TestStore::new();
     let wf = workflow(ONBOARD);
     {
-        let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+        let store = test_store.open().await;
         company(&store).await;
         // 08:59: today's 09:00 has not come; yesterday's did and fires (a first start catches up once).
         let early = service(store.clone(), Clock::parse("2027-03-01T08:59:00Z").unwrap(), &[&wf]);
@@ -149,7 +149,7 @@ async fn a_schedule_fires_at_its_time_for_exactly_the_matching_records_and_once(
         assert!(skipped[0].error.as_deref().unwrap().contains("onboarded_at is_empty"));
     }
     // A restart at the same moment fires nothing again.
-    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    let store = test_store.open().await;
     let again = service(store.clone(), Clock::parse("2027-03-01T09:00:30Z").unwrap(), &[&wf]);
     assert!(again.fire_schedules().await.unwrap().is_empty());
     assert_eq!(runs_of(&store, "onboard").await.len(), 3);
@@ -157,8 +157,8 @@ async fn a_schedule_fires_at_its_time_for_exactly_the_matching_records_and_once(
 
 #[tokio::test]
 async fn racing_triggers_start_one_run_per_record_and_fire_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    let test_store = TestStore::new();
+    let store = test_store.open().await;
     company(&store).await;
     let wf = workflow(ONBOARD);
     let clock = Clock::parse("2027-03-01T09:00:00Z").unwrap();
@@ -177,8 +177,8 @@ async fn racing_triggers_start_one_run_per_record_and_fire_time() {
 
 #[tokio::test]
 async fn after_downtime_a_schedule_fires_once_not_once_per_missed_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    let test_store = TestStore::new();
+    let store = test_store.open().await;
     company(&store).await;
     let wf = workflow(ONBOARD);
     force_fire_mark(&store, "onboard", "2027-02-25T09:00:00Z").await;
@@ -193,8 +193,8 @@ async fn after_downtime_a_schedule_fires_once_not_once_per_missed_time() {
 
 #[tokio::test]
 async fn a_run_finishes_on_the_workflow_version_it_started_with() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    let test_store = TestStore::new();
+    let store = test_store.open().await;
     let id = put(&store, None, json!({"email": "ann@acme.test"})).await;
     let v1 = workflow(
         r#"{"name": "w", "begin": {"next": "s"}, "blocks": {"s": {"type": "update", "set": {"version": "one"}}}}"#,
@@ -222,8 +222,8 @@ async fn a_run_finishes_on_the_workflow_version_it_started_with() {
 
 #[tokio::test]
 async fn stopping_leaves_queued_runs_queued_for_the_next_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    let test_store = TestStore::new();
+    let store = test_store.open().await;
     company(&store).await;
     let wf = workflow(ONBOARD);
     let svc = service(store.clone(), Clock::parse("2027-03-01T09:00:00Z").unwrap(), &[&wf]);
@@ -291,6 +291,11 @@ fn serve_runs_the_api_behind_its_token_and_the_cli_goes_through_it() {
     assert_eq!(ann["fields"]["stamped"], runs[0]["run_id"]);
     let imported = home.file("more.json", r#"[{"email": "cid@acme.test"}]"#);
     home.roster(&["records", "import", imported.to_str().unwrap()]).ok();
+    // A killed serve holds nothing any more: the CLI runs on the store itself again.
+    drop(serving);
+    home.roster(&["run", "stamp", "--user", "ann@acme.test"]).ok();
+    let runs = home.roster(&["runs", "list", "--json"]).ok().json();
+    assert_eq!(runs[0]["trigger"], "manual", "{runs}");
 }
 
 #[test]
@@ -355,8 +360,10 @@ fn an_interrupted_batch_resumes_instead_of_starting_over() {
                        "stamp": {"type": "update", "set": {"pinged_at": "<<now>>"}}}}"#,
     );
     let wf = wf.to_str().unwrap();
+    // A short lease: on PostgreSQL the run the killed process held is resumed once it expires.
     let mut child = home
         .command(&["run", wf, "--all", "--concurrency", "1"])
+        .env("ROSTER_LEASE", "2s")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -378,10 +385,51 @@ fn an_interrupted_batch_resumes_instead_of_starting_over() {
     assert_eq!(again["runs"], 0, "{again}");
 }
 
+#[test]
+fn a_batch_on_a_shared_store_waits_for_the_runs_a_serve_node_took() {
+    // The first people's calls fail twice before they succeed, so their runs sit in retry
+    // backoff for a second; the serve node claims those as the batch queues them, and the
+    // CLI is through the rest long before.
+    fn slow(uri: &str) -> bool {
+        ["/ping/p0%40acme.test", "/ping/p1%40acme.test", "/ping/p2%40acme.test", "/ping/p3%40acme.test"].contains(&uri)
+    }
+    let calls = Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<String, usize>::new()));
+    let seen = calls.clone();
+    let server = support::Recorder::start(move |s| {
+        let mut calls = seen.lock().unwrap();
+        let n = calls.entry(s.uri.clone()).or_default();
+        *n += 1;
+        if slow(&s.uri) && *n <= 2 { (500, json!({"error": "busy"})) } else { (200, json!({"ok": true})) }
+    });
+    // Two homes on one database with one master key: the CLI's, and a serve node's.
+    let database = support::FreshDatabase::new();
+    let (cli, node) = (TestHome::uninitialised(), TestHome::uninitialised());
+    cli.roster(&["init", "--store", &database.url()]).ok();
+    std::fs::copy(cli.path().join("master.key"), node.path().join("master.key")).unwrap();
+    node.roster(&["init", "--store", &database.url()]).ok();
+    cli.add_bearer("api", &server.url(), "shared-batch-secret");
+    let people: Vec<Value> = (0..12).map(|i| json!({"email": format!("p{i}@acme.test")})).collect();
+    cli.import(&Value::Array(people));
+    let wf = cli.file(
+        "ping.json",
+        r#"{"name": "ping", "begin": {"next": "call"},
+            "blocks": {"call": {"type": "api", "credential": "api", "request": {"method": "GET", "url": "/ping/<<email>>"},
+                                "retry": {"initial": "500ms", "max_attempts": 3}}}}"#,
+    );
+    let serving = support::serve_with(&node, &["-v"]);
+    let out = cli.roster(&["run", wf.to_str().unwrap(), "--all", "--concurrency", "1", "--json"]).ok().json();
+    assert_eq!(out["states"], json!({"succeeded": 12}), "every run of the batch, wherever it ran: {out}");
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 12);
+    assert!(calls.iter().all(|(uri, n)| *n == if slow(uri) { 3 } else { 1 }), "{calls:?}");
+    let taken = serving.output().matches("run started (batch:").count();
+    assert!(taken > 0, "the serve node took some of the batch:\n{}", serving.output());
+}
+
 #[tokio::test]
 async fn an_equality_rule_selects_through_the_field_index_with_the_same_result() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    let test_store = TestStore::new();
+    let store = test_store.open().await;
     company(&store).await;
     put(&store, None, json!({"email": "done@acme.test", "start_date": "2027-03-01", "onboarded_at": "x"})).await;
     let wf = workflow(
@@ -418,8 +466,8 @@ async fn starters(store: &Store) -> (uuid::Uuid, uuid::Uuid) {
 
 #[tokio::test]
 async fn a_los_angeles_schedule_sees_its_local_date_as_today_from_selection_to_the_last_step() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    let test_store = TestStore::new();
+    let store = test_store.open().await;
     let (feb, mar) = starters(&store).await;
     let wf = invite_starters(r#"{"daily": "17:00", "timezone": "America/Los_Angeles"}"#);
     // 01:00 UTC on the 1st is 17:00 on the 28th in Los Angeles.
@@ -444,8 +492,8 @@ async fn a_los_angeles_schedule_sees_its_local_date_as_today_from_selection_to_t
 
 #[tokio::test]
 async fn a_catch_up_fire_and_the_days_regular_fire_invite_each_person_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    let test_store = TestStore::new();
+    let store = test_store.open().await;
     let (feb, mar) = starters(&store).await;
     let daily = invite_starters(r#"{"daily": "09:00"}"#);
     // Down since the 26th; started at 08:00 on the 1st: the 28th's fire is caught up.
@@ -475,8 +523,8 @@ async fn a_catch_up_fire_and_the_days_regular_fire_invite_each_person_once() {
 
 #[tokio::test]
 async fn an_hourly_schedule_runs_once_per_fire_not_once_per_day() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    let test_store = TestStore::new();
+    let store = test_store.open().await;
     let (_, mar) = starters(&store).await;
     let hourly = invite_starters(r#""hourly""#);
     for (now, fires) in [("2027-03-01T09:00:00Z", 1), ("2027-03-01T09:30:00Z", 0), ("2027-03-01T10:00:00Z", 1)] {
@@ -594,8 +642,8 @@ fn serve_reloads_unicode_templates_and_refuses_bad_files_without_stopping() {
 
 #[tokio::test]
 async fn a_workflow_that_cannot_start_never_keeps_the_others_from_starting() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    let test_store = TestStore::new();
+    let store = test_store.open().await;
     // Its rules read a variable no record has, so they cannot be evaluated at all.
     let broken = |trigger: &str| {
         workflow(&format!(
@@ -617,8 +665,8 @@ async fn a_workflow_that_cannot_start_never_keeps_the_others_from_starting() {
     assert_eq!(fired.len(), 1, "{fired:?}");
     assert_eq!((fired[0].workflow.as_str(), fired[0].queued), ("b-fine", 1));
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    let test_store = TestStore::new();
+    let store = test_store.open().await;
     let (a, b) = (broken(r#"{"on": "created"}"#), fine(r#"{"on": "created"}"#));
     let svc = service(store.clone(), Clock::parse("2027-03-01").unwrap(), &[&a, &b]);
     assert_eq!(svc.dispatch_events().await.unwrap(), 0);

@@ -6,6 +6,7 @@
 //!   store.url       the PostgreSQL store's URL, mode 0600, when `init --store URL` chose one
 //!   master.key      vault key, mode 0600 (or ROSTER_MASTER_KEY)
 //!   api.token       bearer token for `roster serve`'s HTTP API, mode 0600
+//!   serve.lock      locked while `roster serve` runs on this home
 //!   presets/        preset overrides and additions
 //!   workflows/      workflow files `serve` loads
 //!   integrations/   integration files `serve` loads
@@ -36,6 +37,18 @@ pub enum StoreLocation {
 
 /// The file in a home that records its PostgreSQL store's URL.
 const STORE_URL_FILE: &str = "store.url";
+
+/// The file `serve` keeps locked while it runs. A sled store's folder lock already keeps
+/// every other command of the home out (they go through serve's API instead); a PostgreSQL
+/// store takes any number of processes, so this lock is what says that serve runs here.
+const SERVE_LOCK_FILE: &str = "serve.lock";
+
+/// Held by a running `serve` (see [`Home::hold_for_serve`]); the lock ends with the process,
+/// however it ends.
+#[derive(Debug)]
+pub struct ServeLock {
+    _file: std::fs::File,
+}
 
 impl Home {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
@@ -126,10 +139,16 @@ impl Home {
 
     async fn open(&self, migrate: bool) -> Result<Store> {
         let location = self.store_location()?;
-        if let StoreLocation::Postgres(_) = location
-            && !self.dir.exists()
-        {
-            return Err(Error::NoHome { dir: self.dir.clone() });
+        if let StoreLocation::Postgres(_) = location {
+            if !self.dir.exists() {
+                return Err(Error::NoHome { dir: self.dir.clone() });
+            }
+            // As on sled, a command of a home whose serve runs goes through serve (the same
+            // output, one process's rate limits, no run claimed beside serve's workers);
+            // `init`, `serve` and `store migrate` (the migrating opens) work on the store itself.
+            if !migrate && self.serve_runs() {
+                return Err(Error::StoreLocked { dir: self.dir.clone() });
+            }
         }
         let backend = match location {
             StoreLocation::Embedded(_) => Store::new(Arc::new(self.open_sled()?)),
@@ -143,6 +162,30 @@ impl Home {
             }
         }
         Ok(store)
+    }
+
+    /// Marks the home as served by this process until the lock drops; fails with
+    /// [`Error::StoreLocked`] when another `serve` runs on it.
+    pub fn hold_for_serve(&self) -> Result<ServeLock> {
+        if !self.dir.exists() {
+            return Err(Error::NoHome { dir: self.dir.clone() });
+        }
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(self.serve_lock())?;
+        match file.try_lock() {
+            Ok(()) => Ok(ServeLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::StoreLocked { dir: self.dir.clone() }),
+            Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+        }
+    }
+
+    /// Whether a `serve` holds this home (a lock left by a killed one is gone with it).
+    fn serve_runs(&self) -> bool {
+        let Ok(file) = std::fs::File::open(self.serve_lock()) else { return false };
+        matches!(file.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
+    }
+
+    fn serve_lock(&self) -> PathBuf {
+        self.dir.join(SERVE_LOCK_FILE)
     }
 
     pub fn open_sled(&self) -> Result<SledStore> {

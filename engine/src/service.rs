@@ -157,20 +157,26 @@ impl Service {
         let _ = self.only_trigger.set(trigger.clone());
     }
 
-    /// Whether nothing is left in the queue for these workers.
+    /// Whether nothing is left in the queue for these workers. A batch's workers also wait
+    /// for its runs another claimer holds: on a store several processes share, a serve node
+    /// may have taken some, and a run whose claimer died is theirs once its lease expires
+    /// (on sled that is at once, so they are simply claimed).
     async fn queue_empty(&self) -> Result<bool> {
-        match self.only_trigger.get() {
-            None => Ok(self.engine.store.queue.queued_count().await? == 0),
-            Some(trigger) => {
-                let filter = crate::store::RunFilter {
-                    trigger: Some(trigger.clone()),
-                    state: Some(RunState::Queued),
-                    limit: Some(1),
-                    ..Default::default()
-                };
-                Ok(self.engine.store.runs.runs(&filter).await?.is_empty())
+        let Some(trigger) = self.only_trigger.get() else {
+            return Ok(self.engine.store.queue.queued_count().await? == 0);
+        };
+        for state in [RunState::Queued, RunState::Running] {
+            let filter = crate::store::RunFilter {
+                trigger: Some(trigger.clone()),
+                state: Some(state),
+                limit: Some(1),
+                ..Default::default()
+            };
+            if !self.engine.store.runs.runs(&filter).await?.is_empty() {
+                return Ok(false);
             }
         }
+        Ok(true)
     }
 
     pub fn wake(&self) {

@@ -52,6 +52,8 @@ pub async fn run(args: ServeArgs, cx: &Context) -> anyhow::Result<Outcome> {
     // Nodes starting together migrate one at a time (an advisory lock); the rest find
     // nothing to do.
     let store = cx.home.open_store_migrated().await?;
+    // Held until serve exits: the home's other commands go through its API meanwhile.
+    let _serving = cx.home.hold_for_serve()?;
     let engine = Arc::new(roster_engine::run::Engine::new(store, cx.home.vault().ok(), cx.clock));
     let workflows_dir = args.workflows.clone().unwrap_or_else(|| cx.home.workflows_dir());
     let integrations_dir = args.integrations.clone().unwrap_or_else(|| cx.home.integrations_dir());

@@ -21,6 +21,27 @@ use serde_json::Value;
 pub struct TestHome {
     pub dir: tempfile::TempDir,
     pub now: Option<String>,
+    /// The database the home's store is in, when it is on PostgreSQL; dropped with the home.
+    pub database: Option<FreshDatabase>,
+}
+
+/// The store the end-to-end tests give their homes: sled unless `ROSTER_TEST_BACKEND` says
+/// `postgres` (each home then gets a fresh database of its own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sled,
+    Postgres,
+}
+
+impl Backend {
+    pub fn chosen() -> Backend {
+        match std::env::var_os("ROSTER_TEST_BACKEND") {
+            None => Backend::Sled,
+            Some(v) if v.is_empty() || v == "sled" => Backend::Sled,
+            Some(v) if v == "postgres" => Backend::Postgres,
+            Some(v) => panic!("ROSTER_TEST_BACKEND is {v:?}; it reads `sled` (the default) or `postgres`"),
+        }
+    }
 }
 
 /// A fresh PostgreSQL database on the test server (`ROSTER_TEST_SERVER_URL`, default
@@ -43,6 +64,26 @@ impl FreshDatabase {
     /// The URL a store uses.
     pub fn url(&self) -> String {
         format!("{}/{}", self.server, self.name)
+    }
+
+    /// Every value of every row of every table, as the database holds it (psql's unaligned
+    /// output prints text and json unescaped, and reads compressed values whole), so a
+    /// search of it sees what a search of the raw store would.
+    pub fn contents(&self) -> Vec<u8> {
+        use std::io::Write;
+        let mut child = Command::new("psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", &self.url(), "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("psql cannot be started ({e}); install the PostgreSQL client"));
+        let every_table = "SELECT format('SELECT * FROM %I.%I', schemaname, tablename) FROM pg_tables \
+             WHERE schemaname NOT IN ('pg_catalog', 'information_schema') \\gexec\n";
+        child.stdin.take().unwrap().write_all(every_table.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "reading {} failed: {}", self.name, String::from_utf8_lossy(&out.stderr));
+        out.stdout
     }
 
     fn psql(&self, sql: &str) {
@@ -103,18 +144,50 @@ impl Ran {
 }
 
 impl TestHome {
+    /// A home on the store `ROSTER_TEST_BACKEND` chooses.
     pub fn new() -> Self {
-        let home = TestHome { dir: tempfile::tempdir().expect("temp dir"), now: None };
-        home.roster(&["init"]).ok();
+        Self::on(Backend::chosen())
+    }
+
+    /// A home on the embedded store whatever `ROSTER_TEST_BACKEND` says, for tests about
+    /// sled itself (its folder, its lock, its files).
+    pub fn sled() -> Self {
+        Self::on(Backend::Sled)
+    }
+
+    pub fn on(backend: Backend) -> Self {
+        let mut home = Self::uninitialised();
+        match backend {
+            Backend::Sled => home.roster(&["init"]).ok(),
+            Backend::Postgres => {
+                let database = FreshDatabase::new();
+                let ran = home.roster(&["init", "--store", &database.url()]).ok();
+                home.database = Some(database);
+                ran
+            }
+        };
         home
     }
 
-    /// A home whose store keeps its pages compressed (`ROSTER_STORE_COMPRESSION=zstd` when
-    /// it is created).
+    /// An empty temporary folder for a home that the test initialises itself.
+    pub fn uninitialised() -> Self {
+        TestHome { dir: tempfile::tempdir().expect("temp dir"), now: None, database: None }
+    }
+
+    /// A sled home whose store keeps its pages compressed (`ROSTER_STORE_COMPRESSION=zstd`
+    /// when it is created).
     pub fn new_compressed() -> Self {
-        let home = TestHome { dir: tempfile::tempdir().expect("temp dir"), now: None };
+        let home = Self::uninitialised();
         ran(home.command(&["init"]).env("ROSTER_STORE_COMPRESSION", "zstd").output().expect("run roster")).ok();
         home
+    }
+
+    /// Every key and value the home's store holds, whichever backend it is on.
+    pub fn store_contents(&self) -> Vec<u8> {
+        match &self.database {
+            None => sled_contents(&self.path().join("store")),
+            Some(database) => database.contents(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -263,11 +336,10 @@ async fn handle(
     (status, [("content-type", content_type)], reply).into_response()
 }
 
-/// Every file below `dir`, read as bytes, searched for `needle`; returns the paths that hold it.
-/// Every key and value of every tree of the store, decompressed (a store made with
-/// `ROSTER_STORE_COMPRESSION=zstd` holds compressed pages, which a search of the raw bytes
-/// could not see into).
-pub fn store_contents(dir: &Path) -> Vec<u8> {
+/// Every key and value of every tree of the sled store in `dir`, decompressed (a store made
+/// with `ROSTER_STORE_COMPRESSION=zstd` holds compressed pages, which a search of the raw
+/// bytes could not see into).
+fn sled_contents(dir: &Path) -> Vec<u8> {
     let conf = std::fs::read(dir.join("conf")).unwrap_or_default();
     let compressed = contains(&conf, b"use_compression: true");
     let db = sled::Config::new().path(dir).use_compression(compressed).open().expect("open the store to read it");
@@ -288,6 +360,7 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Every file below `dir`, read as bytes, searched for `needle`; returns the paths that hold it.
 pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     let mut hits = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -441,10 +514,11 @@ impl TestHome {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
 
-    /// Opens the home's store from the test process (no `roster` command may run meanwhile).
+    /// Opens the home's store, sled or PostgreSQL, from the test process (on sled no
+    /// `roster` command may run meanwhile). Call it outside any runtime; use it with [`block`].
     pub fn store(&self) -> roster_engine::store::Store {
-        let sled = roster_engine::store::SledStore::open(&self.path().join("store")).expect("open the store");
-        roster_engine::store::Store::new(std::sync::Arc::new(sled))
+        let location = roster_engine::home::Home::new(self.path()).store_location().expect("the home's store");
+        block(roster_engine::home::open_location(&location, false)).expect("open the store")
     }
 
     /// `records list --json`, as a list of records.
@@ -568,9 +642,40 @@ pub fn paged_listing(
 }
 
 /// Waits for a store call from a test that is not async (the sandbox and recorders run on
-/// runtimes of their own, which an async test could not hold).
+/// runtimes of their own, which an async test could not hold). One runtime for the whole
+/// test binary: a PostgreSQL store's connections belong to the runtime that opened them.
 pub fn block<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime").block_on(future)
+    static RUNTIME: std::sync::LazyLock<tokio::runtime::Runtime> = std::sync::LazyLock::new(|| {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("a runtime")
+    });
+    RUNTIME.block_on(future)
+}
+
+/// A store for tests that drive the engine without a home: sled in a temporary folder, or a
+/// fresh PostgreSQL database under `ROSTER_TEST_BACKEND=postgres`.
+pub struct TestStore {
+    location: roster_engine::home::StoreLocation,
+    _dir: tempfile::TempDir,
+    _database: Option<FreshDatabase>,
+}
+
+impl TestStore {
+    pub fn new() -> TestStore {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (location, database) = match Backend::chosen() {
+            Backend::Sled => (roster_engine::home::StoreLocation::Embedded(dir.path().to_path_buf()), None),
+            Backend::Postgres => {
+                let database = FreshDatabase::new();
+                (roster_engine::home::StoreLocation::Postgres(database.url()), Some(database))
+            }
+        };
+        TestStore { location, _dir: dir, _database: database }
+    }
+
+    /// Opens it (again, after a simulated restart: on sled the last one must be dropped).
+    pub async fn open(&self) -> roster_engine::store::Store {
+        roster_engine::home::open_location(&self.location, true).await.expect("open the test store")
+    }
 }
 
 /// The chaos workflows' batch (`name`): a card named `<card> <email>` for each active
