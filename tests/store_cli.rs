@@ -53,3 +53,45 @@ fn a_store_url_that_is_not_postgres_or_cannot_be_reached_says_what_to_do() {
     assert!(unreachable.all().contains("127.0.0.1:1"), "{}", unreachable.all());
     assert!(!unreachable.all().contains("s3cret-pass"), "the password never shows: {}", unreachable.all());
 }
+
+/// `roster run --user` from one home while another home's `serve` works on the same
+/// database: the run is this process's from its creation, so no serve worker takes it, and
+/// every person gets exactly one card.
+#[test]
+fn a_run_by_hand_beside_a_serve_node_on_the_same_database_is_not_taken_by_it() {
+    let db = FreshDatabase::new();
+    let (node, admin) = (TestHome::uninitialised(), TestHome::uninitialised());
+    node.roster(&["init", "--store", &db.url()]).ok();
+    std::fs::copy(node.path().join("master.key"), admin.path().join("master.key")).unwrap();
+    admin.roster(&["init", "--store", &db.url()]).ok();
+    let sandbox = support::SandboxHandle::start(support::SandboxHandle::config(8));
+    admin.add_sandbox_brex(&sandbox);
+    let integration =
+        admin.file("brex.json", r#"{"name": "brex", "connector": "brex", "credential": "brex", "sync_key": "email"}"#);
+    admin.roster(&["sync", integration.to_str().unwrap()]).ok();
+    let workflow = support::cards_workflow("cards", "By hand");
+    std::fs::write(node.path().join("workflows/cards.json"), &workflow).unwrap();
+    let file = admin.file("cards.json", &workflow);
+    let mut serving = support::serve(&node);
+
+    let people: Vec<String> = admin
+        .records()
+        .iter()
+        .filter(|r| r["fields"]["brex_status"] == "ACTIVE")
+        .filter_map(|r| r["fields"]["email"].as_str().map(str::to_string))
+        .collect();
+    assert!(people.len() >= 4, "the sandbox has active people: {people:?}");
+    for email in &people {
+        let ran = admin.roster(&["run", file.to_str().unwrap(), "--user", email, "--json"]);
+        assert_eq!(ran.code, 0, "the run for {email} is this process's to the end\n{}", ran.all());
+        assert_eq!(ran.json()["state"], "succeeded", "{}", ran.stdout);
+        assert!(ran.json()["trigger"].as_str().is_some_and(|t| t == "manual"), "{}", ran.stdout);
+    }
+    serving.terminate();
+    for user in sandbox.brex_users().iter().filter(|u| people.contains(&u["email"].as_str().unwrap().to_string())) {
+        let email = user["email"].as_str().unwrap();
+        let cards = sandbox.brex_cards(user["id"].as_str().unwrap());
+        let ours = cards.iter().filter(|c| c["card_name"] == format!("By hand {email}")).count();
+        assert_eq!(ours, 1, "one card from the runs for {email}: {cards:?}");
+    }
+}

@@ -159,6 +159,14 @@ pub struct Lease {
     pub until: String,
 }
 
+impl Lease {
+    /// Whether the claimer may still be working on the run at `now` (a time that cannot be
+    /// read counts as expired, as the stores count it).
+    pub fn is_live(&self, now: jiff::Timestamp) -> bool {
+        self.until.parse::<jiff::Timestamp>().is_ok_and(|until| until > now)
+    }
+}
+
 /// The request a run is waiting on.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Pending {

@@ -1028,6 +1028,19 @@ pub struct NodeStatus {
 /// How long a claimed run stays this node's without a heartbeat.
 pub const LEASE: Duration = Duration::from_secs(30);
 
+/// Renews every lease `owner` holds, a third of `lease` apart, until the returned task is
+/// aborted: what keeps a run a process drives itself (`roster run --user`) its own.
+pub fn hold_leases(store: Store, owner: String, lease: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            if let Err(e) = store.queue.renew_leases(&owner, Timestamp::now() + lease).await {
+                tracing::warn!("could not renew this process's run leases: {e}");
+            }
+        }
+    })
+}
+
 /// How often a node with idle workers looks for due timers and expired leases.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -1063,7 +1076,7 @@ const IDLE_WAIT: Duration = Duration::from_secs(5);
 
 /// This process's name in leases: host, process id and a random part, so a restarted
 /// process never passes for the one before it.
-fn node_id() -> String {
+pub fn node_id() -> String {
     let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "local".into());
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     format!("{host}-{}-{}", std::process::id(), &nonce[..8])

@@ -32,9 +32,7 @@ pub async fn run_all(
     let service = Service::new(engine.clone(), catalog, cx.presets()?);
     // Its claims are leases like a serve node's: if this process dies, whoever resumes the
     // batch on a shared store waits this long for them.
-    if let Ok(lease) = std::env::var("ROSTER_LEASE") {
-        service.set_lease(super::store::parse_lease(&lease).map_err(|e| anyhow::anyhow!("ROSTER_LEASE: {e}"))?);
-    }
+    service.set_lease(super::runs::lease_from_env()?);
     service.prepare_indexes().await?;
     service.recover().await?;
     let store = engine.store.clone();

@@ -200,6 +200,17 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
     }
     let started = Instant::now();
     if let Some(leftover) = leftovers(&engine.store, &wf, &record).await? {
+        if let Some(lease) = leftover.lease.as_ref().filter(|l| l.is_live(jiff::Timestamp::now())) {
+            // On a shared store another process is on it: a second run would repeat its work.
+            anyhow::bail!(
+                "run {} of {} for {} is being run by {} right now; follow it with `roster runs show {}`",
+                leftover.id,
+                leftover.workflow,
+                leftover.record_label,
+                lease.owner,
+                leftover.id
+            );
+        }
         if !args.json {
             println!(
                 "resuming run {} of {} for {}, which an earlier process left {} (instead of starting a second)",
@@ -215,11 +226,25 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
     if let Some(why) = engine.rules_refuse(&wf, &record)? {
         return print_refused(&answers::refused(&wf, &record, &why), args.json);
     }
-    let run = engine.create_run(&wf, &record, RunTrigger::Manual).await?;
+    // Claimed by this process from the start, so no serve node sharing the store takes it
+    // while it runs here.
+    let (owner, lease) = (roster_engine::service::node_id(), lease_from_env()?);
+    let run = engine.create_run_held(&wf, &record, RunTrigger::Manual, &owner, lease).await?;
+    let holding = roster_engine::service::hold_leases(engine.store.clone(), owner, lease);
     if !args.json {
         println!("run {} of {} for {}", run.id, wf.name, record.label());
     }
-    follow_run(&engine, &wf, run, args.json, started).await
+    let outcome = follow_run(&engine, &wf, run, args.json, started).await;
+    holding.abort();
+    outcome
+}
+
+/// The lease this process's claims take: `ROSTER_LEASE`, as `serve` reads it, or the default.
+pub(super) fn lease_from_env() -> anyhow::Result<std::time::Duration> {
+    match std::env::var("ROSTER_LEASE") {
+        Ok(lease) => super::store::parse_lease(&lease).map_err(|e| anyhow::anyhow!("ROSTER_LEASE: {e}")),
+        Err(_) => Ok(roster_engine::service::LEASE),
+    }
 }
 
 /// Drives a run in this process, a line per step, then how it ended.
@@ -310,6 +335,10 @@ async fn leftovers(store: &Store, wf: &Workflow, record: &roster_engine::model::
     for run in store.runs.unfinished_runs().await? {
         if same.is_none() && run.workflow == wf.name && run.record_id == record.id {
             same = Some(run);
+            continue;
+        }
+        // A run another process holds right now was not left behind.
+        if run.lease.as_ref().is_some_and(|l| l.is_live(jiff::Timestamp::now())) {
             continue;
         }
         name_leftover(&run);

@@ -229,6 +229,28 @@ impl Engine {
         Ok(run)
     }
 
+    /// Creates a run already claimed by `owner` for `lease` (renewed by [`crate::service::hold_leases`]),
+    /// for a process that drives it itself: no worker of any node sharing the store takes it.
+    pub async fn create_run_held(
+        &self,
+        wf: &Workflow,
+        record: &Record,
+        trigger: RunTrigger,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Run> {
+        let mut run = self.new_run(wf, record, trigger, self.clock.today()).await?;
+        run.state = RunState::Running;
+        run.lease = Some(crate::model::Lease {
+            owner: owner.to_string(),
+            token: Uuid::new_v4(),
+            // Leases are judged by the real clock, whatever `--now` says.
+            until: rfc3339_millis(jiff::Timestamp::now() + lease),
+        });
+        self.store.runs.save_step(&run, None, None).await?;
+        Ok(run)
+    }
+
     /// Creates a queued run for which `<<today>>` is `today`, unless one with the same
     /// dedupe key already exists.
     pub async fn create_run_once(

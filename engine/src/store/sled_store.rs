@@ -36,6 +36,8 @@ use crate::model::{ChangeEvent, JournalEntry, Lease, Record, Run, RunState, Stor
 const INDEX_FIELDS_KEY: &[u8] = b"index_fields";
 const ACTIVE_BACKFILLED: &[u8] = b"active_backfilled";
 const FINISHED_BACKFILLED: &[u8] = b"finished_backfilled";
+/// The `until` of a lease whose process is gone.
+const EXPIRED_LEASE: &str = "1970-01-01T00:00:00.000Z";
 const OWN_META_KEYS: [&[u8]; 3] = [INDEX_FIELDS_KEY, ACTIVE_BACKFILLED, FINISHED_BACKFILLED];
 
 pub struct SledStore {
@@ -209,13 +211,22 @@ impl SledStore {
             syncs.remove(entry.map_err(sled_error)?.0);
         }
         self.meta.apply_batch(syncs).map_err(sled_error)?;
-        let mut batch = sled::Batch::default();
+        let (mut batch, mut runs) = (sled::Batch::default(), sled::Batch::default());
         for entry in self.leases.iter() {
             let (key, bytes) = entry.map_err(sled_error)?;
             let mut row: LeaseRow = decode(&bytes)?;
             row.until_ms = i64::MIN;
-            batch.insert(key, encode(&row)?);
+            batch.insert(key.clone(), encode(&row)?);
+            // The run as read says so too, so nobody takes it for one a live process holds.
+            if let Some(bytes) = self.runs.get(&key).map_err(sled_error)? {
+                let mut run: Run = decode(&bytes)?;
+                if let Some(lease) = run.lease.as_mut() {
+                    lease.until = EXPIRED_LEASE.into();
+                    runs.insert(key, encode(&run)?);
+                }
+            }
         }
+        self.runs.apply_batch(runs).map_err(sled_error)?;
         for entry in self.active.iter() {
             let (key, _) = entry.map_err(sled_error)?;
             if self.leases.contains_key(&key).map_err(sled_error)? {
