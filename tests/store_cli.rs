@@ -81,12 +81,42 @@ fn a_run_by_hand_beside_a_serve_node_on_the_same_database_is_not_taken_by_it() {
         .filter_map(|r| r["fields"]["email"].as_str().map(str::to_string))
         .collect();
     assert!(people.len() >= 4, "the sandbox has active people: {people:?}");
-    for email in &people {
+    let (held, others) = people.split_first().unwrap();
+    for email in others {
         let ran = admin.roster(&["run", file.to_str().unwrap(), "--user", email, "--json"]);
         assert_eq!(ran.code, 0, "the run for {email} is this process's to the end\n{}", ran.all());
         assert_eq!(ran.json()["state"], "succeeded", "{}", ran.stdout);
         assert!(ran.json()["trigger"].as_str().is_some_and(|t| t == "manual"), "{}", ran.stdout);
     }
+
+    // While one process drives a person's run (Brex answers slowly now), a second
+    // `run --user` for that person is refused, naming the holder, and sends nothing.
+    sandbox.sandbox.set_faults(roster_sandbox::Faults {
+        slow: 1.0,
+        slow_for: std::time::Duration::from_millis(1500),
+        ..Default::default()
+    });
+    let driving = admin
+        .command(&["run", file.to_str().unwrap(), "--user", held])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let driving = std::thread::spawn(move || driving.wait_with_output());
+    loop {
+        let runs = admin.roster(&["runs", "list", "--json"]).ok().json();
+        if runs.as_array().unwrap().iter().any(|r| r["state"] == "running") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the first run never started: {runs}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let again = admin.roster(&["run", file.to_str().unwrap(), "--user", held]).code(2);
+    assert!(again.stderr.contains("is being run by"), "{}", again.all());
+    let first = driving.join().unwrap().unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    sandbox.sandbox.set_faults(roster_sandbox::Faults::default());
     serving.terminate();
     for user in sandbox.brex_users().iter().filter(|u| people.contains(&u["email"].as_str().unwrap().to_string())) {
         let email = user["email"].as_str().unwrap();
