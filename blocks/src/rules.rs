@@ -637,6 +637,35 @@ impl Rule {
     }
 }
 
+/// Every value a field can hold and still `equals` `want`, when they are few: a text
+/// that reads as neither a number nor a boolean equals only itself; one that reads as a
+/// boolean equals that boolean too. `None` for the rest (a number equals endless texts).
+pub fn equal_values(want: &Value) -> Option<Vec<Value>> {
+    let Value::String(s) = want else { return None };
+    if parse_number(s).is_some() {
+        return None;
+    }
+    Some(match parse_bool(s) {
+        Some(b) => vec![want.clone(), Value::Bool(b)],
+        None => vec![want.clone()],
+    })
+}
+
+/// The text `starts_with`, `ends_with` and `contains` compare a value as: a string, or a
+/// number as JSON writes it.
+pub fn compared_text(v: &Value) -> Option<Cow<'_, str>> {
+    text_of(v, false)
+}
+
+/// The UTC day the date ops (`before`, `on_or_after`, ...) read `v` as; `None` when it is
+/// neither a date nor a timestamp. Whatever they compare, a field they accept lies on the
+/// accepting side of this day or on it. Every text they read starts with its date as
+/// written (`2027-03-01`, `20270301`, or a signed six-digit year: `+002027-03-01`), and a
+/// timestamp's UTC day is within two days of that date (offsets are under 26 hours).
+pub fn day_of(v: &Value) -> Option<Date> {
+    moment_of(v).map(Moment::day)
+}
+
 /// Equality as a user means it: `"5"` equals `5`, `"true"` equals `true`, 1 equals 1.0.
 fn loose_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {

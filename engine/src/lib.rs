@@ -10,6 +10,7 @@ pub mod presets;
 pub mod records;
 pub mod retention;
 pub mod run;
+pub mod select;
 pub mod service;
 pub mod store;
 pub mod sync;

@@ -12,9 +12,7 @@ use jiff::Timestamp;
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use roster_blocks::kinds::{CompileContext, Schedule, Trigger};
-use roster_blocks::path::Segment;
 use roster_blocks::preset::PresetCatalog;
-use roster_blocks::rules::{Condition, Op};
 use serde_json::Value;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -241,15 +239,17 @@ impl Service {
         Ok(wf)
     }
 
-    /// Indexes every field a workflow's rules require to equal a value, so a schedule
-    /// fire or a batch reads only the candidates. The first build reads the whole store once; after
-    /// that, every write keeps the index current.
+    /// Indexes every field a workflow's rules may be looked up by ([`crate::select`]), so a
+    /// schedule fire or a batch reads only the candidates. The first build reads the whole
+    /// store once; after that, every write keeps the index current.
     pub async fn prepare_indexes(&self) -> Result<Vec<String>> {
         let mut fields = Vec::new();
         for wf in self.catalog().workflows.values() {
-            if let Some(field) = wf.begin.rules.as_ref().and_then(equality_field) {
-                self.engine.store.records.index_field(&field).await?;
-                fields.push(field);
+            for field in wf.begin.rules.as_ref().map(crate::select::lookup_fields).unwrap_or_default() {
+                if !fields.contains(&field) {
+                    self.engine.store.records.index_field(&field).await?;
+                    fields.push(field);
+                }
             }
         }
         Ok(fields)
@@ -260,15 +260,16 @@ impl Service {
         self.select_on(wf, self.engine.clock.today()).await
     }
 
-    /// Every record the workflow's begin rules accept with `today` as the date. When the
-    /// rules require a field to equal a text value (`start_date equals <<today>>`), only
-    /// the records the field index holds for that value are read; otherwise every record is.
+    /// Every record the workflow's begin rules accept with `today` as the date, in id order.
+    /// When the rules narrow a field to values the field index can look up
+    /// (`start_date equals <<today>>`, `end_date on_or_before <<today>>`: see
+    /// [`crate::select`]), only those candidates are read; otherwise every record is.
     pub async fn select_on(&self, wf: &Workflow, today: Date) -> Result<Vec<Record>> {
         let now = Value::String(rfc3339(self.engine.clock.now()));
         let mut out = Vec::new();
         let mut failure = None;
         let time = serde_json::json!({"now": now, "today": today.to_string()});
-        let narrowed = wf.begin.rules.as_ref().and_then(|r| equality_key(r, &time));
+        let narrowed = wf.begin.rules.as_ref().and_then(|r| crate::select::candidates(r, &time));
         // Rules see exactly what they see when the run starts (`Engine::scope`).
         let mut check = self.engine.rule_checker(wf, today);
         let mut visit = |record: Record| {
@@ -284,8 +285,8 @@ impl Service {
             true
         };
         match narrowed {
-            Some((field, value)) => {
-                for record in self.engine.store.records.records_by_field(&field, &value).await? {
+            Some(queries) => {
+                for record in self.engine.store.records.records_by_keys(&queries).await? {
                     if !visit(record) {
                         break;
                     }
@@ -1137,36 +1138,6 @@ fn fires_again_that_day(cron: &croner::Cron, fire: &jiff::Zoned) -> bool {
     let Ok(start) = fire.date().to_zoned(fire.time_zone().clone()) else { return false };
     let Ok(first) = cron.find_next_occurrence(&start, true) else { return false };
     cron.find_next_occurrence(&first, false).is_ok_and(|second| second.date() == fire.date())
-}
-
-/// A top-level rule (or one of a top-level `all`) `field equals VALUE` on a plain field:
-/// every record the rules accept has that value there.
-fn equality_rule(rules: &Condition) -> Option<(&str, &roster_blocks::rules::Rule)> {
-    let candidates: Vec<&Condition> = match rules {
-        Condition::All(list) => list.iter().collect(),
-        other => vec![other],
-    };
-    candidates.into_iter().find_map(|c| match c {
-        Condition::Rule(rule) if rule.op == Op::Equals => match rule.field.segments() {
-            [Segment::Key(field)] => Some((field.as_str(), rule.as_ref())),
-            _ => None,
-        },
-        _ => None,
-    })
-}
-
-/// The field of an equality rule and the text it must equal now, unless that text looks
-/// like a number (numbers compare by value, which an exact index lookup would not honour).
-pub fn equality_key(rules: &Condition, time: &Value) -> Option<(String, String)> {
-    let (field, rule) = equality_rule(rules)?;
-    let value = rule.value.as_ref()?.render(time).ok()?;
-    let text = value.as_str()?.trim();
-    (!text.is_empty() && text.parse::<f64>().is_err()).then(|| (field.to_string(), text.to_string()))
-}
-
-/// The field of an equality rule, whatever its value renders to later.
-fn equality_field(rules: &Condition) -> Option<String> {
-    equality_rule(rules).map(|(field, _)| field.to_string())
 }
 
 /// Whether `wf`'s trigger listens to `event`. A workflow never triggers itself.

@@ -355,3 +355,41 @@ fn op_names() {
     assert_eq!(Op::from_name("is-not-empty"), Some(Op::IsNotEmpty));
     assert_eq!(Op::from_name("equls"), None);
 }
+
+/// What the field index's date lookups rely on (engine/src/select.rs): each text the date
+/// ops read starts with its written date, and its UTC day is within two days of it.
+#[test]
+fn a_date_text_starts_with_its_written_date_and_its_utc_day_is_near_it() {
+    let cases = [
+        ("2027-03-01", "2027-03-01"),
+        (" 2027-03-01 ", "2027-03-01"),
+        ("20270301", "2027-03-01"),
+        ("2027-03-01T10:00:00Z", "2027-03-01"),
+        ("20270301T100000Z", "2027-03-01"),
+        ("2027-03-01t23:30:00-05:00", "2027-03-02"),
+        ("2027-03-01T00:00:00+25:59", "2027-02-27"),
+        ("2027-03-01T23:59:59-25:59", "2027-03-03"),
+        ("2027-03-01 10:00", "2027-03-01"),
+        ("2027-03-01T10:00:00[America/New_York]", "2027-03-01"),
+        ("+002027-03-01", "2027-03-01"),
+        ("-000044-03-15", "-000044-03-15"),
+    ];
+    for (text, day) in cases {
+        assert_eq!(day_of(&json!(text)).map(|d| d.to_string()).as_deref(), Some(day), "{text}");
+    }
+    for text in
+        ["03/01/2027", "1 March 2027", "2027-3-1", "2027-060", "2027-W09-1", "@1700000000", "\u{2212}002027-03-01"]
+    {
+        assert_eq!(day_of(&json!(text)), None, "{text} is not read as a date");
+    }
+    assert_eq!(day_of(&json!(20270301)), None, "numbers are not dates");
+}
+
+#[test]
+fn equal_values_lists_what_can_equal_a_text() {
+    assert_eq!(equal_values(&json!("ACTIVE")), Some(vec![json!("ACTIVE")]));
+    assert_eq!(equal_values(&json!("True")), Some(vec![json!("True"), json!(true)]));
+    assert_eq!(equal_values(&json!(" 5 ")), None, "a number has endless spellings");
+    assert_eq!(equal_values(&json!(5)), None);
+    assert_eq!(equal_values(&json!(true)), None, "`TRUE`, ` true ` ... all equal it");
+}

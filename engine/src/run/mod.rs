@@ -398,6 +398,18 @@ impl Engine {
 
 /// What templates and rules see: the record's fields at the top level (and under
 /// `record`), then the run's context, which wins over same-named fields.
+/// The record field `path` reads in a run's scope (built by [`scope_with`]), when it reads
+/// one directly: `x`, unless a name of the run's own shadows it, or `record.x`.
+pub fn record_field(path: &roster_blocks::path::Path) -> Option<&str> {
+    use roster_blocks::path::Segment;
+    const SHADOWING: [&str; 5] = ["record", "run", "steps", "now", "today"];
+    match path.segments() {
+        [Segment::Key(field)] if !SHADOWING.contains(&field.as_str()) => Some(field),
+        [Segment::Key(record), Segment::Key(field)] if record == "record" => Some(field),
+        _ => None,
+    }
+}
+
 fn scope_with(record: &Record, context: &[(&'static str, Value)]) -> Value {
     let mut m = record.fields.clone();
     m.insert("record".into(), Value::Object(record.fields.clone()));

@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use super::{
-    ClaimRequest, ConcurrencyLimits, ItemKind, Mark, RecordWrite, RunFilter, Store, StoreCounts, StoreErrorKind,
-    StoredItem, copy_store,
+    ClaimRequest, ConcurrencyLimits, ItemKind, KeyMatch, KeyQuery, Mark, RecordWrite, RunFilter, Store, StoreCounts,
+    StoreErrorKind, StoredItem, copy_store,
 };
 use crate::clock::rfc3339_millis;
 use crate::model::{CredentialKind, JournalEntry, Record, Run, RunState, StoredCredential, SyncSession};
@@ -41,6 +41,7 @@ macro_rules! conformance_suite {
             a_waiting_run_is_claimable_once_its_timer_is_due,
             pruning_removes_old_finished_runs_and_their_journals_only,
             records_are_found_by_field_with_or_without_an_index,
+            records_are_found_by_key_queries_alike_with_or_without_an_index,
             runs_are_listed_by_filter_newest_first,
             nodes_are_listed_with_their_last_heartbeat_and_the_runs_they_hold,
         );
@@ -436,6 +437,144 @@ pub async fn records_are_found_by_field_with_or_without_an_index(store: Store) {
     assert_eq!(scanned, indexed, "an index changes nothing but speed");
     assert_eq!(indexed.len(), 1);
     assert_eq!(store.records.count_records().await.unwrap(), 2);
+}
+
+pub async fn records_are_found_by_key_queries_alike_with_or_without_an_index(store: Store) {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    let long = "L".repeat(600);
+    let values: Vec<(&str, Value)> = vec![
+        ("d1", json!("2027-03-01")),
+        ("d2", json!("2027-03-02")),
+        ("d3", json!("2027-03-03")),
+        ("basic", json!("20270302")),
+        ("stamp", json!("2027-03-02T10:00:00Z")),
+        ("pct", json!("100%")),
+        ("under", json!("100_")),
+        ("pct-under-slash", json!("100%_off\\")),
+        ("slash", json!("100\\")),
+        ("x", json!("100x")),
+        ("digits", json!("1000")),
+        ("E-acute", json!("École")),
+        ("e-acute", json!("école")),
+        ("nihon", json!("日本")),
+        ("nihongo", json!("日本語")),
+        ("last-char", json!("\u{10FFFF}x")),
+        ("ann", json!("Ann@Acme.test")),
+        ("padded", json!("  padded ")),
+        ("long", json!(long)),
+        ("long-email", json!(format!("{long}@X.test"))),
+        ("nul", json!("nul\u{0}byte")),
+        ("number", json!(42)),
+        ("bool", json!(true)),
+        ("null", json!(null)),
+        ("list", json!(["2027-03-01"])),
+        ("blank", json!("   ")),
+    ];
+    let mut ids = HashMap::new();
+    for (name, value) in &values {
+        let mut changes = Map::new();
+        changes.insert("name".into(), json!(name));
+        changes.insert("code".into(), value.clone());
+        changes.insert("team".into(), json!(if ["d1", "d2", "nihon"].contains(name) { "eng" } else { "ops" }));
+        let write = RecordWrite { id: None, changes, source: "import".into(), at: "t".into() };
+        ids.insert(store.records.write_record(write).await.unwrap().record.id, *name);
+    }
+    let mut unnamed = Map::new();
+    unnamed.insert("name".into(), json!("missing"));
+    store
+        .records
+        .write_record(RecordWrite { id: None, changes: unnamed, source: "i".into(), at: "t".into() })
+        .await
+        .unwrap();
+
+    let code = |matches: KeyMatch| KeyQuery { field: "code".into(), matches };
+    let range = |lower, upper| code(KeyMatch::Range { lower, upper });
+    let s = |t: &str| t.to_string();
+    let cases: Vec<(Vec<KeyQuery>, Vec<&str>)> = vec![
+        (vec![code(KeyMatch::Equals(s(" ANN@acme.TEST ")))], vec!["ann"]),
+        (vec![code(KeyMatch::Equals(s("padded")))], vec!["padded"]),
+        (vec![code(KeyMatch::Equals(s("42")))], vec!["number"]),
+        (vec![code(KeyMatch::Equals(s("true")))], vec!["bool"]),
+        (vec![code(KeyMatch::Equals(long.clone()))], vec!["long"]),
+        (vec![code(KeyMatch::OneOf(vec![s("100%"), s("日本"), s("nope"), s("100%")]))], vec!["pct", "nihon"]),
+        (vec![code(KeyMatch::OneOf(vec![]))], vec![]),
+        // LIKE's metacharacters are plain text in a prefix.
+        (vec![code(KeyMatch::StartsWith(s("100%")))], vec!["pct", "pct-under-slash"]),
+        (vec![code(KeyMatch::StartsWith(s("100_")))], vec!["under"]),
+        (vec![code(KeyMatch::StartsWith(s("100\\")))], vec!["slash"]),
+        (vec![code(KeyMatch::StartsWith(s("日本")))], vec!["nihon", "nihongo"]),
+        (vec![code(KeyMatch::StartsWith(s("\u{10FFFF}")))], vec!["last-char"]),
+        // Long values and values with NUL, which a backend may keep hashed, are found too.
+        (vec![code(KeyMatch::StartsWith(s("LLLL")))], vec!["long"]),
+        (vec![code(KeyMatch::StartsWith(format!("{}@x", long.to_lowercase())))], vec!["long-email"]),
+        (vec![code(KeyMatch::StartsWith(s("nul")))], vec!["nul"]),
+        (vec![range(Included(s("nul\u{0}")), Excluded(s("nul\u{1}")))], vec!["nul"]),
+        (vec![range(Included(s("2027-03-01")), Included(s("2027-03-02")))], vec!["d1", "d2"]),
+        (vec![range(Excluded(s("2027-03-01")), Excluded(s("2027-03-03")))], vec!["d2", "stamp"]),
+        // Below "1000" only what has a byte below '0' after "100" ('%'; not '_', '\\', 'x').
+        (
+            vec![range(Excluded(s("2027-03-02")), Unbounded), range(Unbounded, Excluded(s("1000")))],
+            vec![
+                "d3",
+                "basic",
+                "stamp",
+                "pct",
+                "pct-under-slash",
+                "E-acute",
+                "e-acute",
+                "nihon",
+                "nihongo",
+                "last-char",
+                "ann",
+                "padded",
+                "long",
+                "long-email",
+                "nul",
+                "number",
+                "bool",
+            ],
+        ),
+        // Byte order: `É` (U+00C9) sorts before `é` (U+00E9), both after ASCII.
+        (vec![range(Included(s("é")), Unbounded)], vec!["e-acute", "nihon", "nihongo", "last-char"]),
+        (vec![range(Included(s("2027-03-03")), Excluded(s("2027-03-01")))], vec![]),
+        // A union finds each record once, whichever fields it is found by.
+        (
+            vec![
+                code(KeyMatch::StartsWith(s("2027-03"))),
+                KeyQuery { field: "team".into(), matches: KeyMatch::Equals(s("eng")) },
+            ],
+            vec!["d1", "d2", "d3", "stamp", "nihon"],
+        ),
+        (vec![], vec![]),
+    ];
+    let check = |found: Vec<Record>, queries: &[KeyQuery], expected: &[&str], how: &str| {
+        let names: BTreeSet<&str> = found.iter().map(|r| ids[&r.id]).collect();
+        assert_eq!(names, expected.iter().copied().collect(), "{how}: {queries:?}");
+        assert_eq!(found.len(), names.len(), "{how}: each record once: {queries:?}");
+        assert!(found.windows(2).all(|w| w[0].id < w[1].id), "{how}: in id order: {queries:?}");
+    };
+    for (queries, expected) in &cases {
+        check(store.records.records_by_keys(queries).await.unwrap(), queries, expected, "scanned");
+    }
+    store.records.index_field("code").await.unwrap();
+    store.records.index_field("team").await.unwrap();
+    for (queries, expected) in &cases {
+        check(store.records.records_by_keys(queries).await.unwrap(), queries, expected, "indexed");
+    }
+
+    // A write moves a record from one range to another.
+    let d1 = *ids.iter().find(|(_, n)| **n == "d1").unwrap().0;
+    let mut changes = Map::new();
+    changes.insert("code".into(), json!("2027-04-01"));
+    store
+        .records
+        .write_record(RecordWrite { id: Some(d1), changes, source: "i".into(), at: "t".into() })
+        .await
+        .unwrap();
+    let march = [range(Included(s("2027-03-01")), Excluded(s("2027-03-04")))];
+    check(store.records.records_by_keys(&march).await.unwrap(), &march, &["d2", "d3", "stamp"], "after a write");
+    let april = [code(KeyMatch::StartsWith(s("2027-04")))];
+    check(store.records.records_by_keys(&april).await.unwrap(), &april, &["d1"], "after a write");
 }
 
 pub async fn runs_are_listed_by_filter_newest_first(store: Store) {

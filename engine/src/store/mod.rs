@@ -22,6 +22,7 @@ mod sled_store;
 mod transfer;
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +62,133 @@ pub struct RecordWritten {
     pub record: Record,
     /// `None` when nothing changed (no event is written then).
     pub event: Option<ChangeEvent>,
+}
+
+/// Records whose `field` has a key text ([`key_text`]) that `matches` accepts: what
+/// [`RecordStore::records_by_keys`] looks up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyQuery {
+    pub field: String,
+    pub matches: KeyMatch,
+}
+
+/// Which key texts a [`KeyQuery`] accepts. `Equals` and `OneOf` take values as a lookup by
+/// value does ([`normalize_key`]: emails ignore case and surrounding space); `StartsWith`
+/// and `Range` compare key texts as they are, in byte (code point) order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyMatch {
+    Equals(String),
+    OneOf(Vec<String>),
+    StartsWith(String),
+    Range { lower: Bound<String>, upper: Bound<String> },
+}
+
+impl KeyQuery {
+    pub fn equals(field: &str, value: &str) -> KeyQuery {
+        KeyQuery { field: field.to_string(), matches: KeyMatch::Equals(value.to_string()) }
+    }
+
+    /// Whether `record` is one the query asks for.
+    pub fn accepts(&self, record: &Record) -> bool {
+        record.fields.get(&self.field).and_then(key_text).is_some_and(|key| self.matches.accepts(&key))
+    }
+}
+
+impl KeyMatch {
+    pub fn accepts(&self, key: &str) -> bool {
+        self.read().accepts(key)
+    }
+
+    /// What a backend reads from its index for this match.
+    pub(crate) fn read(&self) -> KeyRead {
+        match self {
+            KeyMatch::Equals(value) => KeyRead::Exact(vec![normalize_key(value)]),
+            KeyMatch::OneOf(values) => {
+                let keys: std::collections::BTreeSet<String> = values.iter().map(|v| normalize_key(v)).collect();
+                KeyRead::Exact(keys.into_iter().collect())
+            }
+            KeyMatch::StartsWith(prefix) => KeyRead::Range(
+                Bound::Included(prefix.clone()),
+                prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded),
+            ),
+            KeyMatch::Range { lower, upper } => KeyRead::Range(lower.clone(), upper.clone()),
+        }
+    }
+}
+
+/// A [`KeyMatch`] as an index read: these exact keys, or the keys in a range.
+pub(crate) enum KeyRead {
+    Exact(Vec<String>),
+    Range(Bound<String>, Bound<String>),
+}
+
+impl KeyRead {
+    fn accepts(&self, key: &str) -> bool {
+        match self {
+            KeyRead::Exact(keys) => keys.iter().any(|k| k == key),
+            KeyRead::Range(lower, upper) => {
+                let above = match lower {
+                    Bound::Included(l) => key >= l.as_str(),
+                    Bound::Excluded(l) => key > l.as_str(),
+                    Bound::Unbounded => true,
+                };
+                let below = match upper {
+                    Bound::Included(u) => key <= u.as_str(),
+                    Bound::Excluded(u) => key < u.as_str(),
+                    Bound::Unbounded => true,
+                };
+                above && below
+            }
+        }
+    }
+}
+
+/// Queries as their index reads, made once per lookup: what a backend reads, and what it
+/// checks each record it found against (so an index entry that maps several values alike,
+/// or sorts a value oddly, never lets a record through that the query does not accept).
+pub(crate) struct KeyReads(pub Vec<(String, KeyRead)>);
+
+impl KeyReads {
+    pub fn new(queries: &[KeyQuery]) -> KeyReads {
+        KeyReads(queries.iter().map(|q| (q.field.clone(), q.matches.read())).collect())
+    }
+
+    pub fn fields(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(field, _)| field.as_str())
+    }
+
+    pub fn accepts(&self, record: &Record) -> bool {
+        self.0.iter().any(|(field, read)| record.fields.get(field).and_then(key_text).is_some_and(|k| read.accepts(&k)))
+    }
+}
+
+/// The least text above every text that starts with `prefix` (its last character that can
+/// grow, grown by one), or `None` when there is none.
+pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// The records any of `queries` accepts, by reading every record: what a backend answers
+/// [`RecordStore::records_by_keys`] with when a field is not indexed.
+pub(crate) async fn records_by_scan(store: &dyn RecordStore, reads: &KeyReads) -> StoreResult<Vec<Record>> {
+    let mut out = Vec::new();
+    store
+        .scan_records(&mut |record| {
+            if reads.accepts(&record) {
+                out.push(record);
+            }
+            true
+        })
+        .await?;
+    Ok(out)
 }
 
 /// Which runs to list.
@@ -155,10 +283,15 @@ impl Mark {
 #[async_trait]
 pub trait RecordStore: Send + Sync {
     async fn record(&self, id: Uuid) -> StoreResult<Option<Record>>;
+    /// The records any of `queries` matches, each once, in id order: read from the field
+    /// index when every queried field is indexed, by one scan of every record otherwise.
+    async fn records_by_keys(&self, queries: &[KeyQuery]) -> StoreResult<Vec<Record>>;
     /// Records whose `field` equals `value` (emails ignore case and surrounding space).
-    async fn records_by_field(&self, field: &str, value: &str) -> StoreResult<Vec<Record>>;
+    async fn records_by_field(&self, field: &str, value: &str) -> StoreResult<Vec<Record>> {
+        self.records_by_keys(&[KeyQuery::equals(field, value)]).await
+    }
     /// Says that `field` is looked up by value often (a sync key, a rule's field), so the
-    /// backend should answer [`RecordStore::records_by_field`] on it without a scan. Results
+    /// backend should answer [`RecordStore::records_by_keys`] on it without a scan. Results
     /// never depend on it.
     async fn index_field(&self, field: &str) -> StoreResult<()>;
     /// Visits every record in id order until `visit` returns `false`.
@@ -384,6 +517,18 @@ pub(crate) fn merge_write(
 pub fn normalize_key(value: &str) -> String {
     let v = value.trim();
     if v.contains('@') { v.to_lowercase() } else { v.to_string() }
+}
+
+/// Prefixes, one of which starts the key text of every text that starts with `prefix`;
+/// `None` when no such list is known. [`normalize_key`] trims, which could cut into a
+/// prefix that begins or ends with space, and lowercases emails, which maps each character
+/// alone except `Σ` (its lowercase depends on what follows).
+pub fn key_prefixes(prefix: &str) -> Option<Vec<String>> {
+    if prefix.is_empty() || prefix.trim() != prefix || prefix.contains('Σ') {
+        return None;
+    }
+    let lower = prefix.to_lowercase();
+    Some(if lower == prefix { vec![lower] } else { vec![prefix.to_string(), lower] })
 }
 
 /// Text form of a field value for indexing (`None` for null, objects and arrays).

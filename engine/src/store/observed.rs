@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use uuid::Uuid;
 
 use super::{
-    ClaimRequest, Mark, NodeBeat, QueueStore, RecordStore, RecordWrite, RecordWritten, RunFilter, RunStore,
+    ClaimRequest, KeyQuery, Mark, NodeBeat, QueueStore, RecordStore, RecordWrite, RecordWritten, RunFilter, RunStore,
     SchedulerStore, Store, StoreResult, SyncStore,
 };
 use crate::model::{JournalEntry, Record, Run, SyncSession};
@@ -85,8 +85,8 @@ impl<O: StoreObserver> RecordStore for Watched<dyn RecordStore, O> {
     async fn record(&self, id: Uuid) -> StoreResult<Option<Record>> {
         self.around(StoreCall::RecordRead, self.inner.record(id)).await
     }
-    async fn records_by_field(&self, field: &str, value: &str) -> StoreResult<Vec<Record>> {
-        self.around(StoreCall::Read, self.inner.records_by_field(field, value)).await
+    async fn records_by_keys(&self, queries: &[KeyQuery]) -> StoreResult<Vec<Record>> {
+        self.around(StoreCall::Read, self.inner.records_by_keys(queries)).await
     }
     async fn index_field(&self, field: &str) -> StoreResult<()> {
         self.around(StoreCall::Write, self.inner.index_field(field)).await

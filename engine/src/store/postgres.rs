@@ -26,6 +26,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::future::Future;
+use std::ops::Bound;
 use std::str::FromStr;
 use std::sync::RwLock;
 use std::time::Duration;
@@ -44,8 +45,9 @@ use super::transfer::check_cursor;
 use super::{
     ClaimRequest, CredentialStore, EventStore, ItemKind, KeyMove, Mark, NodeBeat, QueueStore, RecordStore, RecordWrite,
     RecordWritten, RunFilter, RunStore, SchedulerStore, StoreCounts, StoreError, StoreErrorKind, StoreResult,
-    StoredItem, SyncStore, TransferStore, WorkflowStore, key_text, merge_write, normalize_key,
+    StoredItem, SyncStore, TransferStore, WorkflowStore, key_text, merge_write,
 };
+use super::{KeyQuery, KeyRead, KeyReads, prefix_end, records_by_scan};
 use crate::clock::rfc3339_millis;
 use crate::model::{ChangeEvent, JournalEntry, Lease, Record, Run, RunState, StoredCredential, SyncSession};
 
@@ -106,8 +108,9 @@ const PUT_RECORDS: &str = "INSERT INTO records (id, record)
 const INDEXED_FIELDS: &str = "SELECT field FROM indexed_fields";
 const IS_INDEXED: &str = "SELECT EXISTS (SELECT 1 FROM indexed_fields WHERE field = $1)";
 const ADD_INDEXED_FIELD: &str = "INSERT INTO indexed_fields (field) VALUES ($1) ON CONFLICT DO NOTHING";
-const RECORDS_BY_KEY: &str = "SELECT r.record::text FROM record_keys k JOIN records r ON r.id = k.record_id
-    WHERE k.field = $1 AND k.value = $2 ORDER BY k.record_id";
+/// Followed by one condition per query on `record_keys k` ([`key_conditions`]), joined by OR.
+const RECORDS_BY_KEYS: &str =
+    "SELECT r.record::text FROM records r WHERE r.id IN (SELECT k.record_id FROM record_keys k WHERE ";
 const ADD_RECORD_KEYS: &str = "INSERT INTO record_keys (field, value, record_id)
     SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[]) ON CONFLICT DO NOTHING";
 const REMOVE_RECORD_KEYS: &str = "DELETE FROM record_keys k
@@ -783,7 +786,52 @@ fn stored_key(value: &str) -> String {
     if value.len() <= MAX_KEY_BYTES && !value.contains('\0') {
         return value.to_string();
     }
-    format!("\u{1}sha256:{}", hex::encode(Sha256::digest(value.as_bytes())))
+    format!("{HASHED_KEY}{}", hex::encode(Sha256::digest(value.as_bytes())))
+}
+
+/// How a hashed key begins: a range read takes these too, since a hash keeps no order.
+const HASHED_KEY: &str = "\u{1}sha256:";
+
+/// The conditions on `record_keys k` (joined by OR) that hold every key `reads` wants.
+/// Ranges compare by the `value` column's collation "C", byte order, which the primary
+/// key's index is in. A bound that holds `\0` (which PostgreSQL text cannot) is left
+/// open: the records found are checked against the queries anyway.
+fn key_conditions(query: &mut QueryBuilder<'_, Postgres>, reads: &KeyReads) {
+    let open_if_nul = |b: &Bound<String>| match b {
+        Bound::Included(t) | Bound::Excluded(t) if t.contains('\0') => Bound::Unbounded,
+        other => other.clone(),
+    };
+    let mut hashed_fields = BTreeSet::new();
+    for (n, (field, read)) in reads.0.iter().enumerate() {
+        if n > 0 {
+            query.push(" OR ");
+        }
+        query.push("(k.field = ").push_bind(field.clone());
+        match read {
+            KeyRead::Exact(keys) => {
+                query.push(" AND k.value = ANY(").push_bind(keys.iter().map(|k| stored_key(k)).collect::<Vec<_>>());
+                query.push(")");
+            }
+            KeyRead::Range(lower, upper) => {
+                match open_if_nul(lower) {
+                    Bound::Included(t) => query.push(" AND k.value >= ").push_bind(t),
+                    Bound::Excluded(t) => query.push(" AND k.value > ").push_bind(t),
+                    Bound::Unbounded => query,
+                };
+                match open_if_nul(upper) {
+                    Bound::Included(t) => query.push(" AND k.value <= ").push_bind(t),
+                    Bound::Excluded(t) => query.push(" AND k.value < ").push_bind(t),
+                    Bound::Unbounded => query,
+                };
+                hashed_fields.insert(field.clone());
+            }
+        }
+        query.push(")");
+    }
+    for field in hashed_fields {
+        query.push(" OR (k.field = ").push_bind(field).push(" AND k.value >= ").push_bind(HASHED_KEY);
+        query.push(" AND k.value < ").push_bind(prefix_end(HASHED_KEY).expect("the prefix can grow")).push(")");
+    }
 }
 
 /// Changes to `record_keys` within one unit of work. The last change to a key wins, so a
@@ -1142,28 +1190,23 @@ impl RecordStore for PostgresStore {
         text.map(|t| decode("a record", &t)).transpose()
     }
 
-    async fn records_by_field(&self, field: &str, value: &str) -> StoreResult<Vec<Record>> {
-        let wanted = normalize_key(value);
-        let matches = |r: &Record| r.fields.get(field).and_then(key_text).is_some_and(|v| v == wanted);
-        if self.is_indexed(field).await? {
-            let texts: Vec<String> = sqlx::query_scalar(RECORDS_BY_KEY)
-                .bind(field)
-                .bind(stored_key(&wanted))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(failed("looking records up by a field"))?;
-            let found: Vec<Record> = decode_all("a record", texts)?;
-            return Ok(found.into_iter().filter(|r| matches(r)).collect());
+    async fn records_by_keys(&self, queries: &[KeyQuery]) -> StoreResult<Vec<Record>> {
+        let reads = KeyReads::new(queries);
+        if reads.0.is_empty() {
+            return Ok(Vec::new());
         }
-        let mut out = Vec::new();
-        self.scan_records(&mut |r| {
-            if matches(&r) {
-                out.push(r);
+        for field in reads.fields() {
+            if !self.is_indexed(field).await? {
+                return records_by_scan(self, &reads).await;
             }
-            true
-        })
-        .await?;
-        Ok(out)
+        }
+        let mut query = QueryBuilder::<Postgres>::new(RECORDS_BY_KEYS);
+        key_conditions(&mut query, &reads);
+        query.push(") ORDER BY r.id");
+        let texts: Vec<String> =
+            query.build_query_scalar().fetch_all(&self.pool).await.map_err(failed("looking records up by a field"))?;
+        let found: Vec<Record> = decode_all("a record", texts)?;
+        Ok(found.into_iter().filter(|r| reads.accepts(r)).collect())
     }
 
     async fn index_field(&self, field: &str) -> StoreResult<()> {

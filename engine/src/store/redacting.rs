@@ -15,8 +15,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
-    Mark, RecordStore, RecordWrite, RecordWritten, RunFilter, RunStore, SchedulerStore, Store, StoreError, StoreResult,
-    SyncStore,
+    KeyQuery, Mark, RecordStore, RecordWrite, RecordWritten, RunFilter, RunStore, SchedulerStore, Store, StoreError,
+    StoreResult, SyncStore,
 };
 use crate::model::{JournalEntry, Record, Run, SyncSession};
 
@@ -62,8 +62,8 @@ impl RecordStore for Scrubbed<dyn RecordStore> {
     async fn record(&self, id: Uuid) -> StoreResult<Option<Record>> {
         self.0.record(id).await
     }
-    async fn records_by_field(&self, field: &str, value: &str) -> StoreResult<Vec<Record>> {
-        self.0.records_by_field(field, value).await
+    async fn records_by_keys(&self, queries: &[KeyQuery]) -> StoreResult<Vec<Record>> {
+        self.0.records_by_keys(queries).await
     }
     async fn index_field(&self, field: &str) -> StoreResult<()> {
         self.0.index_field(field).await

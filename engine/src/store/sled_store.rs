@@ -11,6 +11,7 @@
 //! held are reclaimed at once instead of after their lease time.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
@@ -26,8 +27,9 @@ use super::transfer::check_cursor;
 use super::{
     ClaimRequest, CredentialStore, EventStore, ItemKind, KeyMove, Mark, NodeBeat, QueueStore, RecordStore, RecordWrite,
     RecordWritten, RunFilter, RunStore, SYNC_LEASE_PREFIX, SchedulerStore, StoreCounts, StoreError, StoreResult,
-    StoredItem, SyncStore, TransferStore, WorkflowStore, key_text, merge_write, normalize_key,
+    StoredItem, SyncStore, TransferStore, WorkflowStore, key_text, merge_write,
 };
+use super::{KeyQuery, KeyRead, KeyReads, records_by_scan};
 use crate::clock::rfc3339_millis;
 use crate::error::Error;
 use crate::model::{ChangeEvent, JournalEntry, Lease, Record, Run, RunState, StoredCredential, SyncSession};
@@ -443,6 +445,45 @@ fn index_key(field: &str, value: &str, id: Uuid) -> Vec<u8> {
     k
 }
 
+/// The `[start, end)` spans of the index that hold every entry `read` wants on `field`
+/// (and perhaps a few more, checked against the records). Entries sort by value, since
+/// the `\0` after it sorts below any byte a value without `\0` continues with; a bound that
+/// itself holds `\0` reads the whole field.
+fn index_ranges(field: &str, read: &KeyRead) -> Vec<(Vec<u8>, Vec<u8>)> {
+    // `field \0 text` and then `last`: `\0` starts a value's entries, `\1` ends them.
+    let at = |text: &str, last: u8| {
+        let mut k = index_prefix(field, text);
+        *k.last_mut().expect("a separator") = last;
+        k
+    };
+    let field_only = |last: u8| {
+        let mut k = field.as_bytes().to_vec();
+        k.push(last);
+        k
+    };
+    let spans = match read {
+        KeyRead::Exact(keys) => keys.iter().map(|k| (at(k, 0), at(k, 1))).collect(),
+        KeyRead::Range(lower, upper) => {
+            let nul = |b: &Bound<String>| matches!(b, Bound::Included(t) | Bound::Excluded(t) if t.contains('\0'));
+            if nul(lower) || nul(upper) {
+                vec![(field_only(0), field_only(1))]
+            } else {
+                let start = match lower {
+                    Bound::Included(t) | Bound::Excluded(t) => at(t, 0),
+                    Bound::Unbounded => field_only(0),
+                };
+                let end = match upper {
+                    Bound::Included(t) => at(t, 1),
+                    Bound::Excluded(t) => at(t, 0),
+                    Bound::Unbounded => field_only(1),
+                };
+                vec![(start, end)]
+            }
+        }
+    };
+    spans.into_iter().filter(|(start, end)| start < end).collect()
+}
+
 fn index_prefix(field: &str, value: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(field.len() + value.len() + 18);
     k.extend_from_slice(field.as_bytes());
@@ -605,27 +646,31 @@ impl RecordStore for SledStore {
         self.records.get(id.as_bytes()).map_err(sled_error)?.map(|b| decode(&b)).transpose()
     }
 
-    async fn records_by_field(&self, field: &str, value: &str) -> StoreResult<Vec<Record>> {
-        let wanted = normalize_key(value);
-        if self.fields().contains(field) {
-            let prefix = index_prefix(field, &wanted);
-            let mut out = Vec::new();
-            for entry in self.index.scan_prefix(&prefix) {
-                let (key, _) = entry.map_err(sled_error)?;
-                if let Some(r) = self.record(id_of(&key[prefix.len()..])?).await? {
-                    out.push(r);
+    async fn records_by_keys(&self, queries: &[KeyQuery]) -> StoreResult<Vec<Record>> {
+        let reads = KeyReads::new(queries);
+        let indexed = self.fields();
+        if !reads.fields().all(|f| indexed.contains(f)) {
+            return records_by_scan(self, &reads).await;
+        }
+        let mut ids = BTreeSet::new();
+        for (field, read) in &reads.0 {
+            for (start, end) in index_ranges(field, read) {
+                for entry in self.index.range(start..end) {
+                    let (key, _) = entry.map_err(sled_error)?;
+                    // The id is the key's last 16 bytes, whatever the value holds.
+                    let id = key.len().checked_sub(16).map(|at| &key[at..]).unwrap_or_default();
+                    ids.insert(id_of(id)?);
                 }
             }
-            return Ok(out);
         }
-        let mut out = Vec::new();
-        self.scan_records(&mut |r| {
-            if r.fields.get(field).and_then(key_text).is_some_and(|v| v == wanted) {
-                out.push(r);
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(record) = self.record(id).await?
+                && reads.accepts(&record)
+            {
+                out.push(record);
             }
-            true
-        })
-        .await?;
+        }
         Ok(out)
     }
 
