@@ -5,7 +5,7 @@
 //! preference, marking people who left the source, and the session log. Pages are
 //! written as they arrive, so memory stays flat however many people the source holds.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -23,8 +23,8 @@ use uuid::Uuid;
 
 use crate::clock::{Clock, rfc3339_millis};
 use crate::error::{Error, Result};
-use crate::model::{CredentialKind, EventKind, SyncCounts, SyncFailure, SyncSession, SyncState};
-use crate::store::{RecordWrite, Store, key_text};
+use crate::model::{CredentialKind, EventKind, Record, SyncCounts, SyncFailure, SyncSession, SyncState};
+use crate::store::{KeyMatch, KeyQuery, RecordWrite, Store, key_text};
 
 /// How many per-person failures a session keeps, and how many samples and previews.
 const MAX_FAILURES: usize = 200;
@@ -319,6 +319,76 @@ pub async fn run_session(
     }
 }
 
+/// One source person, read and mapped, before the store is asked about the page.
+enum Prepared {
+    /// Not written, and counted as failed, with why.
+    Failed {
+        who: String,
+        reason: String,
+    },
+    /// Left out by the filters; its key, if it maps to one, keeps a known person present.
+    Filtered {
+        key: Option<String>,
+    },
+    Mapped {
+        who: String,
+        fields: Map<String, Value>,
+        key: String,
+    },
+}
+
+/// Reads one source item: filters, mapping and sync key, and a key already seen in this
+/// sync (`keys`) refused as a second person. `number` names an item with nothing else to
+/// name it by.
+fn prepare(
+    integration: &Integration,
+    mut record: Value,
+    started: &str,
+    number: u64,
+    keys: &mut HashSet<String>,
+) -> Prepared {
+    // The first of these that has a value (a null email falls through to the id).
+    let who = ["email", "emailAddress", "id"]
+        .iter()
+        .find_map(|k| record.get(k).and_then(key_text))
+        .unwrap_or_else(|| format!("record #{number}"));
+    let Some(obj) = record.as_object_mut() else {
+        return Prepared::Failed { who, reason: "the source sent something that is not a JSON object".into() };
+    };
+    // Mappings may use the session's start time, which the source does not hold.
+    obj.insert("connector_sync_time".into(), Value::String(started.to_string()));
+    if let Some(filters) = &integration.filters {
+        match filters.evaluate(&record) {
+            Ok(true) => {}
+            Ok(false) => {
+                let key = integration.map(&record).ok().and_then(|f| f.get(&integration.sync_key).and_then(key_text));
+                return Prepared::Filtered { key };
+            }
+            Err(e) => return Prepared::Failed { who, reason: format!("filters: {e}") },
+        }
+    }
+    let fields = match integration.map(&record) {
+        Ok(f) => f,
+        Err(e) => return Prepared::Failed { who, reason: format!("mapping: {e}") },
+    };
+    let Some(key) = fields.get(&integration.sync_key).and_then(key_text) else {
+        return Prepared::Failed { who, reason: format!("no `{}` value (the sync key)", integration.sync_key) };
+    };
+    if !keys.insert(key.clone()) {
+        let reason = format!("a second person with {} {key}: refused; the first one was kept", integration.sync_key);
+        return Prepared::Failed { who, reason };
+    }
+    Prepared::Mapped { who, fields, key }
+}
+
+/// Counts a person the sync could not write, keeping the first few with why.
+fn record_failure(session: &mut SyncSession, who: String, reason: String) {
+    session.counts.failed += 1;
+    if session.failures.len() < MAX_FAILURES {
+        session.failures.push(SyncFailure { who, reason });
+    }
+}
+
 /// Fetches every page and writes it; per-person problems go into the session, a failed
 /// page ends the listing (as incomplete), and store errors return.
 async fn sync_pages(
@@ -368,70 +438,55 @@ async fn sync_pages(
         {
             session.samples.push(raw);
         }
-        let mut writes = Vec::new();
-        for record in page.records {
-            session.counts.fetched += 1;
-            // The first of these that has a value (a null email falls through to the id).
-            let who = ["email", "emailAddress", "id"]
-                .iter()
-                .find_map(|k| record.get(k).and_then(key_text))
-                .unwrap_or_else(|| format!("record #{}", session.counts.fetched));
-            let fail = |session: &mut SyncSession, reason: String| {
-                session.counts.failed += 1;
-                if session.failures.len() < MAX_FAILURES {
-                    session.failures.push(SyncFailure { who: who.clone(), reason });
-                }
-            };
-            let mut record = record;
-            let Some(obj) = record.as_object_mut() else {
-                fail(session, "the source sent something that is not a JSON object".into());
-                continue;
-            };
-            // Mappings may use the session's start time, which the source does not hold.
-            obj.insert("connector_sync_time".into(), Value::String(started.clone()));
-            if let Some(filters) = &integration.filters {
-                match filters.evaluate(&record) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        session.counts.filtered += 1;
-                        // Filtered out is not gone: a known person stays present.
-                        let known =
-                            integration.map(&record).ok().and_then(|f| f.get(&integration.sync_key).and_then(key_text));
-                        if let Some(key) = known {
-                            seen.extend(
-                                store.records.records_by_field(&integration.sync_key, &key).await?.iter().map(|r| r.id),
-                            );
-                        }
-                        continue;
-                    }
-                    Err(e) => {
-                        fail(session, format!("filters: {e}"));
-                        continue;
-                    }
+        // Every person of the page is read and mapped first, so the page's keys are looked
+        // up in the store at once (one query, not one per person).
+        let prepared: Vec<Prepared> = page
+            .records
+            .into_iter()
+            .map(|record| {
+                session.counts.fetched += 1;
+                prepare(integration, record, &started, session.counts.fetched, &mut keys)
+            })
+            .collect();
+        let wanted: Vec<String> = prepared
+            .iter()
+            .filter_map(|p| match p {
+                Prepared::Filtered { key } => key.clone(),
+                Prepared::Mapped { key, .. } => Some(key.clone()),
+                Prepared::Failed { .. } => None,
+            })
+            .collect();
+        let mut stored: HashMap<String, Vec<Record>> = HashMap::new();
+        if !wanted.is_empty() {
+            let query = KeyQuery { field: integration.sync_key.clone(), matches: KeyMatch::OneOf(wanted) };
+            for record in store.records.records_by_keys(&[query]).await? {
+                if let Some(key) = record.fields.get(&integration.sync_key).and_then(key_text) {
+                    stored.entry(key).or_default().push(record);
                 }
             }
-            let mut fields = match integration.map(&record) {
-                Ok(f) => f,
-                Err(e) => {
-                    fail(session, format!("mapping: {e}"));
+        }
+        let mut writes = Vec::new();
+        for person in prepared {
+            let (who, mut fields, key) = match person {
+                Prepared::Failed { who, reason } => {
+                    record_failure(session, who, reason);
                     continue;
                 }
+                Prepared::Filtered { key } => {
+                    session.counts.filtered += 1;
+                    // Filtered out is not gone: a known person stays present.
+                    if let Some(known) = key.and_then(|k| stored.get(&k)) {
+                        seen.extend(known.iter().map(|r| r.id));
+                    }
+                    continue;
+                }
+                Prepared::Mapped { who, fields, key } => (who, fields, key),
             };
-            let Some(key) = fields.get(&integration.sync_key).and_then(key_text) else {
-                fail(session, format!("no `{}` value (the sync key)", integration.sync_key));
-                continue;
-            };
-            if !keys.insert(key.clone()) {
-                fail(
-                    session,
-                    format!("a second person with {} {key}: refused; the first one was kept", integration.sync_key),
-                );
-                continue;
-            }
-            let existing = store.records.records_by_field(&integration.sync_key, &key).await?;
+            let existing = stored.remove(&key).unwrap_or_default();
             if existing.len() > 1 {
-                fail(
+                record_failure(
                     session,
+                    who,
                     format!("{} records share {} {key}; fix them first", existing.len(), integration.sync_key),
                 );
                 continue;
