@@ -108,9 +108,8 @@ const PUT_RECORDS: &str = "INSERT INTO records (id, record)
 const INDEXED_FIELDS: &str = "SELECT field FROM indexed_fields";
 const IS_INDEXED: &str = "SELECT EXISTS (SELECT 1 FROM indexed_fields WHERE field = $1)";
 const ADD_INDEXED_FIELD: &str = "INSERT INTO indexed_fields (field) VALUES ($1) ON CONFLICT DO NOTHING";
-/// Followed by one condition per query on `record_keys k` ([`key_conditions`]), joined by OR.
-const RECORDS_BY_KEYS: &str =
-    "SELECT r.record::text FROM records r WHERE r.id IN (SELECT k.record_id FROM record_keys k WHERE ";
+/// Followed by one `SELECT` of record ids per query ([`key_reads`]), joined by `UNION`.
+const RECORDS_BY_KEYS: &str = "SELECT r.record::text FROM records r WHERE r.id IN (";
 const ADD_RECORD_KEYS: &str = "INSERT INTO record_keys (field, value, record_id)
     SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[]) ON CONFLICT DO NOTHING";
 const REMOVE_RECORD_KEYS: &str = "DELETE FROM record_keys k
@@ -792,11 +791,11 @@ fn stored_key(value: &str) -> String {
 /// How a hashed key begins: a range read takes these too, since a hash keeps no order.
 const HASHED_KEY: &str = "\u{1}sha256:";
 
-/// The conditions on `record_keys k` (joined by OR) that hold every key `reads` wants.
+/// The record ids (one `SELECT` per query, joined by `UNION`) of every key `reads` wants.
 /// Ranges compare by the `value` column's collation "C", byte order, which the primary
 /// key's index is in. A bound that holds `\0` (which PostgreSQL text cannot) is left
 /// open: the records found are checked against the queries anyway.
-fn key_conditions(query: &mut QueryBuilder<'_, Postgres>, reads: &KeyReads) {
+fn key_reads(query: &mut QueryBuilder<'_, Postgres>, reads: &KeyReads) {
     let open_if_nul = |b: &Bound<String>| match b {
         Bound::Included(t) | Bound::Excluded(t) if t.contains('\0') => Bound::Unbounded,
         other => other.clone(),
@@ -804,15 +803,20 @@ fn key_conditions(query: &mut QueryBuilder<'_, Postgres>, reads: &KeyReads) {
     let mut hashed_fields = BTreeSet::new();
     for (n, (field, read)) in reads.0.iter().enumerate() {
         if n > 0 {
-            query.push(" OR ");
+            query.push(" UNION ");
         }
-        query.push("(k.field = ").push_bind(field.clone());
         match read {
             KeyRead::Exact(keys) => {
-                query.push(" AND k.value = ANY(").push_bind(keys.iter().map(|k| stored_key(k)).collect::<Vec<_>>());
-                query.push(")");
+                // One index probe per value, whatever plan a prepared statement keeps: a
+                // filter `value = ANY($n)` would compare every key of the field with
+                // every value.
+                query.push("SELECT k.record_id FROM unnest(");
+                query.push_bind(keys.iter().map(|k| stored_key(k)).collect::<Vec<_>>());
+                query.push("::text[]) AS wanted (value) JOIN record_keys k ON k.field = ").push_bind(field.clone());
+                query.push(" AND k.value = wanted.value COLLATE \"C\"");
             }
             KeyRead::Range(lower, upper) => {
+                query.push("SELECT k.record_id FROM record_keys k WHERE k.field = ").push_bind(field.clone());
                 match open_if_nul(lower) {
                     Bound::Included(t) => query.push(" AND k.value >= ").push_bind(t),
                     Bound::Excluded(t) => query.push(" AND k.value > ").push_bind(t),
@@ -826,11 +830,11 @@ fn key_conditions(query: &mut QueryBuilder<'_, Postgres>, reads: &KeyReads) {
                 hashed_fields.insert(field.clone());
             }
         }
-        query.push(")");
     }
     for field in hashed_fields {
-        query.push(" OR (k.field = ").push_bind(field).push(" AND k.value >= ").push_bind(HASHED_KEY);
-        query.push(" AND k.value < ").push_bind(prefix_end(HASHED_KEY).expect("the prefix can grow")).push(")");
+        query.push(" UNION SELECT k.record_id FROM record_keys k WHERE k.field = ").push_bind(field);
+        query.push(" AND k.value >= ").push_bind(HASHED_KEY);
+        query.push(" AND k.value < ").push_bind(prefix_end(HASHED_KEY).expect("the prefix can grow"));
     }
 }
 
@@ -1201,7 +1205,7 @@ impl RecordStore for PostgresStore {
             }
         }
         let mut query = QueryBuilder::<Postgres>::new(RECORDS_BY_KEYS);
-        key_conditions(&mut query, &reads);
+        key_reads(&mut query, &reads);
         query.push(") ORDER BY r.id");
         let texts: Vec<String> =
             query.build_query_scalar().fetch_all(&self.pool).await.map_err(failed("looking records up by a field"))?;
