@@ -60,10 +60,7 @@ fn a_store_url_that_is_not_postgres_or_cannot_be_reached_says_what_to_do() {
 #[test]
 fn a_run_by_hand_beside_a_serve_node_on_the_same_database_is_not_taken_by_it() {
     let db = FreshDatabase::new();
-    let (node, admin) = (TestHome::uninitialised(), TestHome::uninitialised());
-    node.roster(&["init", "--store", &db.url()]).ok();
-    std::fs::copy(node.path().join("master.key"), admin.path().join("master.key")).unwrap();
-    admin.roster(&["init", "--store", &db.url()]).ok();
+    let [node, admin]: [TestHome; 2] = TestHome::sharing(&db, 2).try_into().ok().unwrap();
     let sandbox = support::SandboxHandle::start(support::SandboxHandle::config(8));
     admin.add_sandbox_brex(&sandbox);
     let integration =

@@ -78,10 +78,7 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn two_nodes_on_one_postgres_database_sync_an_integration_one_at_a_time_and_take_over_from_a_dead_one() {
     let db = FreshDatabase::new();
-    let (home_a, home_b) = (TestHome::uninitialised(), TestHome::uninitialised());
-    home_a.roster(&["init", "--store", &db.url()]).ok();
-    std::fs::copy(home_a.path().join("master.key"), home_b.path().join("master.key")).unwrap();
-    home_b.roster(&["init", "--store", &db.url()]).ok();
+    let [home_a, home_b]: [TestHome; 2] = TestHome::sharing(&db, 2).try_into().ok().unwrap();
     let sandbox = SandboxHandle::start(SandboxHandle::config(12));
     let people = sandbox.brex_users().len() as u64;
     home_a.add_sandbox_brex(&sandbox);

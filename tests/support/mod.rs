@@ -174,6 +174,18 @@ impl TestHome {
         TestHome { dir: tempfile::tempdir().expect("temp dir"), now: None, database: None }
     }
 
+    /// `n` homes of one deployment on `db`: one master key, each its own API token.
+    pub fn sharing(db: &FreshDatabase, n: usize) -> Vec<TestHome> {
+        let homes: Vec<TestHome> = (0..n).map(|_| TestHome::uninitialised()).collect();
+        for (i, home) in homes.iter().enumerate() {
+            if i > 0 {
+                std::fs::copy(homes[0].path().join("master.key"), home.path().join("master.key")).unwrap();
+            }
+            home.roster(&["init", "--store", &db.url()]).ok();
+        }
+        homes
+    }
+
     /// A sled home whose store keeps its pages compressed (`ROSTER_STORE_COMPRESSION=zstd`
     /// when it is created).
     pub fn new_compressed() -> Self {
