@@ -155,6 +155,46 @@ async fn a_schedule_fires_at_its_time_for_exactly_the_matching_records_and_once(
     assert_eq!(runs_of(&store, "onboard").await.len(), 3);
 }
 
+/// Four dispatchers (four nodes' services) sharing one store, racing while records keep
+/// changing: every event starts each listening workflow exactly once.
+#[tokio::test]
+async fn racing_dispatchers_start_one_run_per_event_and_workflow() {
+    let test_store = TestStore::new();
+    let store = test_store.open().await;
+    let (welcome, audit) = (workflow(ON_CREATED), workflow(ON_ANY_UPDATE));
+    let clock = Clock::parse("2027-03-01").unwrap();
+    let services: Vec<_> = (0..4).map(|_| service(store.clone(), clock, &[&welcome, &audit])).collect();
+    // The first dispatch only sets the cursor; from then on every event counts.
+    services[0].dispatch_events().await.unwrap();
+    let dispatchers: Vec<_> = services
+        .into_iter()
+        .map(|s| {
+            tokio::spawn(async move {
+                let mut started = 0;
+                for _ in 0..40 {
+                    started += s.dispatch_events().await.unwrap();
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                started
+            })
+        })
+        .collect();
+    let people = 12;
+    for n in 0..people {
+        let id = put(&store, None, json!({"email": format!("p{n}@acme.test")})).await;
+        put(&store, Some(id), json!({"title": "Engineer"})).await;
+    }
+    let mut started = 0;
+    for dispatcher in dispatchers {
+        started += dispatcher.await.unwrap();
+    }
+    let check = service(store.clone(), clock, &[&welcome, &audit]);
+    started += check.dispatch_events().await.unwrap();
+    assert_eq!(started, 2 * people, "each creation starts welcome once and each update audit once");
+    assert_eq!(runs_of(&store, "welcome").await.len(), people);
+    assert_eq!(runs_of(&store, "audit").await.len(), people);
+}
+
 #[tokio::test]
 async fn racing_triggers_start_one_run_per_record_and_fire_time() {
     let test_store = TestStore::new();
