@@ -159,6 +159,16 @@ pub struct Lease {
     pub until: String,
 }
 
+impl Run {
+    /// Puts the run under a new claim of `owner`, running, until `until` unless renewed:
+    /// the one way every claimer (a store's claim, a process driving its own run) takes it.
+    pub fn claim(&mut self, owner: &str, until: jiff::Timestamp) {
+        self.state = RunState::Running;
+        self.lease =
+            Some(Lease { owner: owner.to_string(), token: Uuid::new_v4(), until: crate::clock::rfc3339_millis(until) });
+    }
+}
+
 impl Lease {
     /// Whether the claimer may still be working on the run at `now` (a time that cannot be
     /// read counts as expired, as the stores count it).

@@ -32,7 +32,7 @@ pub async fn run_all(
     let service = Service::new(engine.clone(), catalog, cx.presets()?);
     // Its claims are leases like a serve node's: if this process dies, whoever resumes the
     // batch on a shared store waits this long for them.
-    service.set_lease(super::runs::lease_from_env()?);
+    service.set_lease(super::store::lease_from_env()?);
     service.prepare_indexes().await?;
     service.recover().await?;
     let store = engine.store.clone();

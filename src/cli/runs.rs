@@ -228,7 +228,7 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
     }
     // Claimed by this process from the start, so no serve node sharing the store takes it
     // while it runs here.
-    let (owner, lease) = (roster_engine::service::node_id(), lease_from_env()?);
+    let (owner, lease) = (roster_engine::service::node_id(), super::store::lease_from_env()?);
     let run = engine.create_run_held(&wf, &record, RunTrigger::Manual, &owner, lease).await?;
     let holding = roster_engine::service::hold_leases(engine.store.clone(), owner, lease);
     if !args.json {
@@ -237,14 +237,6 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
     let outcome = follow_run(&engine, &wf, run, args.json, started).await;
     holding.abort();
     outcome
-}
-
-/// The lease this process's claims take: `ROSTER_LEASE`, as `serve` reads it, or the default.
-pub(super) fn lease_from_env() -> anyhow::Result<std::time::Duration> {
-    match std::env::var("ROSTER_LEASE") {
-        Ok(lease) => super::store::parse_lease(&lease).map_err(|e| anyhow::anyhow!("ROSTER_LEASE: {e}")),
-        Err(_) => Ok(roster_engine::service::LEASE),
-    }
 }
 
 /// Drives a run in this process, a line per step, then how it ended.

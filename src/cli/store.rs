@@ -44,6 +44,14 @@ pub struct NodesArgs {
     json: bool,
 }
 
+/// The lease this process's claims take: `ROSTER_LEASE`, as `serve` reads it, or the default.
+pub fn lease_from_env() -> anyhow::Result<std::time::Duration> {
+    match std::env::var("ROSTER_LEASE") {
+        Ok(lease) => parse_lease(&lease).map_err(|e| anyhow::anyhow!("ROSTER_LEASE: {e}")),
+        Err(_) => Ok(roster_engine::service::LEASE),
+    }
+}
+
 /// A lease length: `30s`, `2m`, or plain seconds.
 pub fn parse_lease(text: &str) -> Result<Duration, String> {
     let text = text.trim();

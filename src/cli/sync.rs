@@ -140,7 +140,7 @@ pub async fn run(args: SyncArgs, cx: &Context) -> anyhow::Result<Outcome> {
             // Through a service of its own, so it takes the integration's sync lease as
             // `serve` does: on a shared store, a sync another node runs refuses this one.
             let service = Service::new(Arc::new(engine), Catalog::default(), roster_engine::presets::built_in());
-            service.set_lease(super::runs::lease_from_env()?);
+            service.set_lease(super::store::lease_from_env()?);
             let mut progress = Progress { terminal: !args.json && std::io::stderr().is_terminal() };
             let session = service.sync_observed(&integration, args.test, &mut progress).await?;
             if progress.terminal {

@@ -240,13 +240,8 @@ impl Engine {
         lease: Duration,
     ) -> Result<Run> {
         let mut run = self.new_run(wf, record, trigger, self.clock.today()).await?;
-        run.state = RunState::Running;
-        run.lease = Some(crate::model::Lease {
-            owner: owner.to_string(),
-            token: Uuid::new_v4(),
-            // Leases are judged by the real clock, whatever `--now` says.
-            until: rfc3339_millis(jiff::Timestamp::now() + lease),
-        });
+        // Leases are judged by the real clock, whatever `--now` says.
+        run.claim(owner, jiff::Timestamp::now() + lease);
         self.store.runs.save_step(&run, None, None).await?;
         Ok(run)
     }

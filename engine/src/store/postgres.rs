@@ -38,7 +38,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Connection, Executor, Postgres, QueryBuilder};
+use sqlx::{Connection, Executor, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::transfer::check_cursor;
@@ -49,7 +49,7 @@ use super::{
 };
 use super::{KeyQuery, KeyRead, KeyReads, prefix_end, records_by_scan};
 use crate::clock::rfc3339_millis;
-use crate::model::{ChangeEvent, JournalEntry, Lease, Record, Run, RunState, StoredCredential, SyncSession};
+use crate::model::{ChangeEvent, JournalEntry, Record, Run, RunState, StoredCredential, SyncSession};
 
 /// Connections one store keeps open at most.
 const POOL_SIZE: u32 = 10;
@@ -700,52 +700,37 @@ async fn put_run(tx: &mut PgConnection, run: &Run) -> Result<(), Fault> {
 /// Writes a step of a stored run with [`SAVE_HEAD`]; `false` when the run is not stored
 /// yet or another claim holds it (nothing is written then).
 async fn save_head(conn: &mut PgConnection, run: &Run, entry: Option<&JournalEntry>) -> Result<bool, Fault> {
-    let (saved, _woken): (i64, i64) = bind_run(sqlx::query_as(SAVE_HEAD), run)?
+    let row = bind_run(sqlx::query(SAVE_HEAD), run)?
         .bind(entry.map(|e| i64::from(e.seq)))
         .bind(entry.map(encode).transpose()?)
         .bind(run.lease.as_ref().map(|l| l.token))
         .fetch_one(&mut *conn)
         .await?;
-    Ok(saved == 1)
+    Ok(row.try_get::<i64, _>("saved")? == 1)
 }
 
-/// Binds a run's columns and its text as `$1`–`$13`, in `runs`' order.
-fn bind_run<'q, Q: BindRun<'q>>(query: Q, run: &'q Run) -> Result<Q, Fault> {
+/// A query with a run's columns and its text bound as `$1`–`$13`, in `runs`' order.
+fn bind_run<'q>(query: PgQuery<'q>, run: &'q Run) -> Result<PgQuery<'q>, Fault> {
     let lease = run.lease.as_ref().filter(|_| run.state == RunState::Running);
     let finished_at = run.finished_at.as_deref().filter(|_| run.state.is_finished()).and_then(millis);
     let wake_at = run.wake_at.as_deref().filter(|_| run.state == RunState::Waiting).and_then(millis);
     Ok(query
-        .bind_value(run.id)
-        .bind_value(run.workflow.as_str())
-        .bind_value(run.record_id)
-        .bind_value(run.state.as_str())
-        .bind_value(run.trigger.to_string())
-        .bind_value(millis(&run.created_at))
-        .bind_value(run.state.is_finished())
-        .bind_value(finished_at)
-        .bind_value(lease.map(|l| l.owner.as_str()))
-        .bind_value(lease.map(|l| l.token))
-        .bind_value(lease.and_then(|l| millis(&l.until)))
-        .bind_value(wake_at)
-        .bind_value(encode(run)?))
+        .bind(run.id)
+        .bind(run.workflow.as_str())
+        .bind(run.record_id)
+        .bind(run.state.as_str())
+        .bind(run.trigger.to_string())
+        .bind(millis(&run.created_at))
+        .bind(run.state.is_finished())
+        .bind(finished_at)
+        .bind(lease.map(|l| l.owner.as_str()))
+        .bind(lease.map(|l| l.token))
+        .bind(lease.and_then(|l| millis(&l.until)))
+        .bind(wake_at)
+        .bind(encode(run)?))
 }
 
-/// `bind` for both kinds of sqlx query, so one function binds a run to either.
-trait BindRun<'q>: Sized {
-    fn bind_value<T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send>(self, value: T) -> Self;
-}
-
-impl<'q> BindRun<'q> for sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
-    fn bind_value<T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send>(self, value: T) -> Self {
-        self.bind(value)
-    }
-}
-
-impl<'q, O> BindRun<'q> for sqlx::query::QueryAs<'q, Postgres, O, sqlx::postgres::PgArguments> {
-    fn bind_value<T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send>(self, value: T) -> Self {
-        self.bind(value)
-    }
-}
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 
 /// Locks the stored run and refuses a write from a claimer whose lease was taken over.
 async fn check_lease(tx: &mut PgConnection, run: &Run) -> Result<(), Fault> {
@@ -1096,12 +1081,7 @@ impl PostgresStore {
                     continue;
                 }
             }
-            run.state = RunState::Running;
-            run.lease = Some(Lease {
-                owner: request.owner.clone(),
-                token: Uuid::new_v4(),
-                until: rfc3339_millis(request.now + request.lease),
-            });
+            run.claim(&request.owner, request.now + request.lease);
             put_run(&mut tx, &run).await?;
             tx.commit().await?;
             return Ok(Some(run));

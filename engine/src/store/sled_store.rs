@@ -32,7 +32,7 @@ use super::{
 use super::{KeyQuery, KeyRead, KeyReads, records_by_scan};
 use crate::clock::rfc3339_millis;
 use crate::error::Error;
-use crate::model::{ChangeEvent, JournalEntry, Lease, Record, Run, RunState, StoredCredential, SyncSession};
+use crate::model::{ChangeEvent, JournalEntry, Record, Run, RunState, StoredCredential, SyncSession};
 
 // The store's own entries in the `meta` tree, beside the scheduler marks.
 const INDEX_FIELDS_KEY: &[u8] = b"index_fields";
@@ -875,10 +875,7 @@ impl QueueStore for SledStore {
                 if limit.is_some_and(|l| live.get(&run.workflow).copied().unwrap_or(0) >= *l) {
                     continue;
                 }
-                let until = request.now + request.lease;
-                run.state = RunState::Running;
-                run.lease =
-                    Some(Lease { owner: request.owner.clone(), token: Uuid::new_v4(), until: rfc3339_millis(until) });
+                run.claim(&request.owner, request.now + request.lease);
                 let trees = (&self.runs, &self.queue, &self.active, &self.leases, &self.timers, &self.finished);
                 let result = trees.transaction(|(runs, queue, active, leases, timers, finished)| {
                     put_run(&Trees { runs, queue, active, leases, timers, finished }, &run)
