@@ -95,10 +95,11 @@ async fn a_run_pauses_while_the_disk_is_full_and_resumes_when_space_returns() {
     let run = engine.create_run(&wf, &record, roster_engine::model::RunTrigger::Manual).await.unwrap();
 
     // The disk fills as a worker picks the run up: its first step cannot be written. (The
-    // claim's lease is over at once, as if that worker had died with the disk full.)
+    // claim's lease is over already, as if that worker had died with the disk full; it
+    // ended a second ago, so the later claim finds it expired even if the clock steps back.)
     let request = ClaimRequest {
         owner: "worker".into(),
-        now: jiff::Timestamp::now(),
+        now: jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1),
         lease: std::time::Duration::ZERO,
         limits: Default::default(),
         trigger: None,
