@@ -13,12 +13,15 @@
 //!     cargo bench --bench memory_runs [-- --checkpoints=10000,50000,100000 --full]
 
 mod common;
+#[path = "common/floor.rs"]
+mod floor;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use common::*;
+use floor::{DurableFloor, FloorKind};
 use roster_blocks::kinds::CompileContext;
 use roster_engine::model::RunState;
 use roster_engine::service::{Catalog, Service};
@@ -44,6 +47,7 @@ fn main() {
     let opts = Opts::parse();
     match opts.phase.as_deref() {
         Some("memory") => runtime().block_on(child_memory(&opts)),
+        Some("floor") => runtime().block_on(child_floor(&opts)),
         Some(other) => panic!("unknown phase {other}"),
         None => parent(&opts),
     }
@@ -59,6 +63,7 @@ fn parent(opts: &Opts) {
     println!("memory_runs: checkpoints {}", list.join(", "));
     let results = child("memory", &[format!("--checkpoints={}", list.join(","))]);
     let points: Vec<_> = results.iter().filter(|r| r["kind"] == "checkpoint").collect();
+    let floor = child("floor", &[format!("--checkpoints={}", list.join(","))]);
     let scans = results.iter().find(|r| r["kind"] == "scans").expect("scan timings");
     let first = f(points[0], "rss_mib");
     let mut rows = vec![Row::new("RSS before any run", format!("{:.0} MiB", f(scans, "rss_start_mib")))];
@@ -79,6 +84,14 @@ fn parent(opts: &Opts) {
         rows.push(Row::new(
             "… runs/s for that batch / store on disk",
             format!("{} / {:.0} MiB", fmt_rate(f(p, "batch_runs") / f(p, "batch_s")), f(p, "store_mib")),
+        ));
+    }
+    let floor_first = f(&floor[0], "rss_mib");
+    for p in &floor {
+        let rss = f(p, "rss_mib");
+        rows.push(Row::new(
+            format!("floor: the same writes on bare sled, RSS after {} runs", group(f(p, "runs") as u64)),
+            format!("{rss:.0} MiB ({:+.0} %), store {:.0} MiB", (rss / floor_first - 1.0) * 100.0, f(p, "store_mib")),
         ));
     }
     let n = group(f(scans, "runs") as u64);
@@ -184,4 +197,52 @@ async fn child_memory(opts: &Opts) {
         "kind": "scans", "runs": done, "rss_start_mib": rss_start, "unfinished_s": unfinished_s,
         "filtered_list_s": filtered_list_s, "newest_list_s": newest_list_s,
     }));
+}
+
+/// The durable floor: what each run of the workflow writes, on bare sled (the run's
+/// creation; the update step: head, journal entry, the record and its change event; the
+/// end step: head and journal entry), 64 runs at a time, RSS read at each checkpoint.
+async fn child_floor(opts: &Opts) {
+    let checkpoints = opts.sizes("checkpoints", &[10_000], &[10_000]);
+    let dir = tempfile::Builder::new().prefix("roster-bench-floor-").tempdir().expect("temp dir");
+    let floor = Arc::new(DurableFloor::open(FloorKind::Sled, dir.path()));
+    let (head, entry, record, event) = ([b'h'; 650], [b'j'; 300], [b'r'; 300], [b'e'; 250]);
+    let mut done = 0;
+    for &target in &checkpoints {
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(done));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..64 {
+            let (floor, next) = (floor.clone(), next.clone());
+            tasks.spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= target {
+                        break;
+                    }
+                    let run = (i as u64).to_be_bytes();
+                    let person = ((i % PEOPLE) as u64).to_be_bytes();
+                    let key = |tag: &[u8], id: &[u8], seq: u8| [tag, id, &[seq]].concat();
+                    floor.write(&[(&key(b"h", &run, 0), &head)]).await;
+                    floor
+                        .write(&[
+                            (&key(b"h", &run, 0), &head),
+                            (&key(b"j", &run, 0), &entry),
+                            (&key(b"r", &person, 0), &record),
+                            (&key(b"e", &run, 0), &event),
+                        ])
+                        .await;
+                    floor.write(&[(&key(b"h", &run, 0), &head), (&key(b"j", &run, 1), &entry)]).await;
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("a floor task");
+        }
+        done = target;
+        let rss = rss_mib();
+        progress(format!("floor: {done} runs written; RSS {rss:.0} MiB"));
+        emit(json!({
+            "kind": "floor", "runs": done, "rss_mib": rss, "store_mib": dir_bytes(dir.path()) as f64 / 1048576.0,
+        }));
+    }
 }

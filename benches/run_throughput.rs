@@ -13,6 +13,8 @@
 //!     cargo bench --bench run_throughput [-- --runs=10000 --concurrency=64 --scaling-concurrency=8 --full]
 
 mod common;
+#[path = "common/floor.rs"]
+mod floor;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
+use floor::{DurableFloor, FloorKind};
 use roster_blocks::kinds::{ApiBlock, CompileContext};
 use roster_engine::model::{RunState, RunTrigger};
 use roster_engine::service::{Catalog, Service};
@@ -51,16 +54,20 @@ fn parent(opts: &Opts) {
     // Workers per node for the node-scaling pass: few enough that one node is bound by its
     // workers waiting on the vendor, not by the two cores all the nodes here share.
     let scaling_concurrency = opts.usize("scaling-concurrency", 8, 8);
-    // Distinct active users for every pass: baseline before and after, engine on disk and
-    // on tmpfs; then baseline and engine again with vendor latency.
-    // on tmpfs, on PostgreSQL with one node and with three; then baseline and engine again
-    // (sled, PostgreSQL with one and three nodes) with vendor latency.
-    // The node-scaling pass adds PostgreSQL with one node and with three, again with latency.
-    let wanted = (6 * (runs + warmup) + 6 * (latency_runs + latency_warmup)) * 102 / 100 + 100;
+    // Distinct active users for every pass: baseline before and after, the two durable
+    // floors, the engine on disk, on tmpfs, on PostgreSQL with one node and with three; then
+    // baseline and engine again (sled, PostgreSQL with one and three nodes) with vendor
+    // latency. The node-scaling pass adds PostgreSQL with one node and with three, again
+    // with latency.
+    let wanted = (8 * (runs + warmup) + 6 * (latency_runs + latency_warmup)) * 102 / 100 + 100;
     println!("run_throughput: {runs} runs per variant, concurrency {concurrency}, {warmup} warm-up runs each");
     let host = SandboxHost::start(people_for_brex_users(wanted));
     let mut args = host.args();
     args.extend([format!("--runs={runs}"), format!("--concurrency={concurrency}"), format!("--warmup={warmup}")]);
+    // `--variants=baseline,engine,baseline-after` measures sled alone (the loopback pass).
+    if let Some(variants) = opts.get("variants") {
+        args.push(format!("--variants={variants}"));
+    }
     let results = child("runs", &args);
     let (mut latency_results, mut scaling_results) = (Vec::new(), Vec::new());
     if latency_ms > 0 && latency_runs > 0 {
@@ -144,6 +151,33 @@ fn parent(opts: &Opts) {
     }
     let store_kb = |r: &Value| f(r, "store_bytes") / f(r, "runs").max(1.0) / 1024.0;
     rows.push(Row::new("store per finished run (whole store ÷ runs, sled)", format!("{:.2} KB", store_kb(e))));
+    rows.push(
+        Row::new(
+            "a finished run's head and journal as stored values (sled, before its own overhead)",
+            format!("{:.2} KB", f(e, "stored_bytes") / f(e, "runs").max(1.0) / 1024.0),
+        )
+        .baseline(format!("{:.2} KB as JSON", f(e, "logical_bytes") / f(e, "runs").max(1.0) / 1024.0))
+        .target("≤ 1.5 KB", f(e, "stored_bytes") / f(e, "runs").max(1.0) <= 1.5 * 1024.0),
+    );
+    for (variant, what) in
+        [("floor-sled", "sled (one tree, one batch per write)"), ("floor-log", "an append-only file (fdatasync)")]
+    {
+        let Some(fl) = results.iter().find(|r| r["variant"] == variant) else { continue };
+        let fl_rps = f(fl, "runs") / f(fl, "elapsed_s");
+        rows.push(
+            Row::new(format!("floor: bare reqwest + 4 durable writes per run on {what}, runs/s"), fmt_rate(fl_rps))
+                .baseline(fmt_rate(b_rps))
+                .ratio(fl_rps / b_rps),
+        );
+        rows.push(
+            Row::new(
+                format!("floor: client CPU per run on {what}"),
+                format!("{:.0} µs", f(fl, "cpu_s") / f(fl, "runs") * 1e6),
+            )
+            .baseline(format!("{:.0} µs", f(b, "cpu_s") / n * 1e6)),
+        );
+        rows.push(Row::new(format!("floor: store per run on {what}"), format!("{:.2} KB", store_kb(fl))));
+    }
     for (variant, what) in [("engine-postgres", "PostgreSQL, 1 node"), ("engine-postgres-3", "PostgreSQL, 3 nodes")] {
         if let Some(p) = results.iter().find(|r| r["variant"] == variant) {
             let p_rps = f(p, "runs") / f(p, "elapsed_s");
@@ -228,9 +262,9 @@ async fn child_runs(opts: &Opts) {
     let runs = opts.usize("runs", 10_000, 10_000);
     let concurrency = opts.usize("concurrency", 64, 64);
     let warmup = opts.usize("warmup", 500, 500);
-    let variants = opts
-        .get("variants")
-        .unwrap_or_else(|| "baseline,engine,engine-tmpfs,engine-postgres,engine-postgres-3,baseline-after".into());
+    let variants = opts.get("variants").unwrap_or_else(|| {
+        "baseline,floor-sled,floor-log,engine,engine-tmpfs,engine-postgres,engine-postgres-3,baseline-after".into()
+    });
     let variants: Vec<&str> = variants.split(',').collect();
     let client = bare_client();
     // Users a previous pass deactivated are DISABLED now, so each pass gets fresh ones.
@@ -245,13 +279,29 @@ async fn child_runs(opts: &Opts) {
         let users = &users[i * per..(i + 1) * per];
         let result = match *variant {
             "baseline" | "baseline-after" => {
-                baseline(variant, &client, &base, &token, users, warmup, concurrency).await
+                baseline(variant, &client, &base, &token, users, Pass { warmup, concurrency, floor: None }).await
+            }
+            "floor-sled" | "floor-log" => {
+                let dir = tempfile::Builder::new().prefix("roster-bench-floor-").tempdir().expect("temp dir");
+                let kind = if *variant == "floor-sled" { FloorKind::Sled } else { FloorKind::Log };
+                let floor = Arc::new(DurableFloor::open(kind, dir.path()));
+                let pass = Pass { warmup, concurrency, floor: Some(floor) };
+                let mut out = baseline(variant, &client, &base, &token, users, pass).await;
+                out["store_bytes"] = json!(dir_bytes(dir.path()));
+                out
             }
             "engine" => {
                 let dir = tempfile::Builder::new().prefix("roster-bench-runs-").tempdir().expect("temp dir");
-                let store = open_store(dir.path());
+                let (store, sled) = open_sled(dir.path());
                 let mut out = engine_phase(variant, vec![store], users, warmup, concurrency, &base, &token).await;
                 out["store_bytes"] = json!(dir_bytes(dir.path()));
+                let ids = out["run_ids"].as_array().cloned().unwrap_or_default();
+                let stored: u64 = ids
+                    .iter()
+                    .filter_map(|id| id.as_str()?.parse().ok())
+                    .map(|id| sled.stored_bytes_of_run(id).expect("a run's stored bytes"))
+                    .sum();
+                out["stored_bytes"] = json!(stored);
                 out
             }
             "engine-postgres" | "engine-postgres-3" => {
@@ -281,6 +331,10 @@ async fn child_runs(opts: &Opts) {
             }
             other => panic!("unknown variant {other}"),
         };
+        let mut result = result;
+        if let Some(o) = result.as_object_mut() {
+            o.remove("run_ids");
+        }
         emit(result);
     }
 }
@@ -298,11 +352,21 @@ fn card_body(user: &Value) -> Value {
 
 /// One run by hand: GET the user; if ACTIVE, POST a card and PUT the status. Returns the
 /// number of requests.
-async fn bare_run(client: &reqwest::Client, base: &str, token: &str, user: &Value) -> u32 {
+async fn bare_run(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    user: &Value,
+    floor: Option<&DurableFloor>,
+) -> u32 {
     let id = user["id"].as_str().expect("user id");
+    let step = Step { floor, run: id };
+    step.save(0, b"").await;
     let resp = client.get(format!("{base}/v2/users/{id}")).bearer_auth(token).send().await.expect("GET user");
     assert_eq!(resp.status().as_u16(), 200);
-    let got: Value = serde_json::from_slice(&resp.bytes().await.expect("body")).expect("JSON");
+    let answer = resp.bytes().await.expect("body");
+    step.save(1, &answer).await;
+    let got: Value = serde_json::from_slice(&answer).expect("JSON");
     if got["status"] != "ACTIVE" {
         return 1;
     }
@@ -317,7 +381,9 @@ async fn bare_run(client: &reqwest::Client, base: &str, token: &str, user: &Valu
         .await
         .expect("POST card");
     assert_eq!(resp.status().as_u16(), 200, "create card");
-    let _: Value = serde_json::from_slice(&resp.bytes().await.expect("body")).expect("JSON");
+    let answer = resp.bytes().await.expect("body");
+    step.save(2, &answer).await;
+    let _: Value = serde_json::from_slice(&answer).expect("JSON");
     let resp = client
         .put(format!("{base}/v2/users/{id}"))
         .bearer_auth(token)
@@ -328,8 +394,44 @@ async fn bare_run(client: &reqwest::Client, base: &str, token: &str, user: &Valu
         .await
         .expect("PUT user");
     assert_eq!(resp.status().as_u16(), 200, "deactivate");
-    let _: Value = serde_json::from_slice(&resp.bytes().await.expect("body")).expect("JSON");
+    let answer = resp.bytes().await.expect("body");
+    step.save(3, &answer).await;
+    let _: Value = serde_json::from_slice(&answer).expect("JSON");
     3
+}
+
+/// What a run by hand writes to a durable floor: the run's creation, then after each
+/// call one atomic write of the run's head and a journal entry holding the answer — the
+/// fewest durable writes the issue allows (one per resend-safe call).
+struct Step<'a> {
+    floor: Option<&'a DurableFloor>,
+    run: &'a str,
+}
+
+/// About what Roster's run head and a journal entry's own fields take as JSON.
+const HEAD: [u8; 700] = [b'h'; 700];
+const ENTRY_FIELDS: [u8; 250] = [b'j'; 250];
+
+impl Step<'_> {
+    async fn save(&self, seq: u8, answer: &[u8]) {
+        let Some(floor) = self.floor else { return };
+        let head_key = [self.run.as_bytes(), b"/h"].concat();
+        if seq == 0 {
+            floor.write(&[(&head_key, &HEAD)]).await;
+            return;
+        }
+        let entry = [&ENTRY_FIELDS[..], answer].concat();
+        let entry_key = [self.run.as_bytes(), b"/j", &[seq]].concat();
+        floor.write(&[(&head_key, &HEAD), (&entry_key, &entry)]).await;
+    }
+}
+
+/// How a baseline pass runs: `concurrency` runs at a time after `warmup` of them, each
+/// writing to `floor` when one is given.
+struct Pass {
+    warmup: usize,
+    concurrency: usize,
+    floor: Option<Arc<DurableFloor>>,
 }
 
 async fn baseline(
@@ -338,18 +440,17 @@ async fn baseline(
     base: &str,
     token: &str,
     users: &[Value],
-    warmup: usize,
-    concurrency: usize,
+    Pass { warmup, concurrency, floor }: Pass,
 ) -> Value {
     let pass = |users: Vec<Value>| {
-        let (client, base, token) = (client.clone(), base.to_string(), token.to_string());
+        let (client, base, token, floor) = (client.clone(), base.to_string(), token.to_string(), floor.clone());
         async move {
             let users = Arc::new(users);
             let next = Arc::new(AtomicUsize::new(0));
             let mut tasks = tokio::task::JoinSet::new();
             for _ in 0..concurrency {
-                let (client, base, token, users, next) =
-                    (client.clone(), base.clone(), token.clone(), users.clone(), next.clone());
+                let (client, base, token, users, next, floor) =
+                    (client.clone(), base.clone(), token.clone(), users.clone(), next.clone(), floor.clone());
                 tasks.spawn(async move {
                     let mut lat = Vec::new();
                     let mut requests = 0u64;
@@ -357,7 +458,7 @@ async fn baseline(
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(user) = users.get(i) else { break };
                         let t = Instant::now();
-                        requests += u64::from(bare_run(&client, &base, &token, user).await);
+                        requests += u64::from(bare_run(&client, &base, &token, user, floor.as_deref()).await);
                         lat.push(t.elapsed().as_secs_f64());
                     }
                     (lat, requests)
@@ -471,6 +572,14 @@ async fn engine_phase(
         runs.iter().find(|r| r.state != RunState::Succeeded)
     );
     assert_eq!(requests as f64, measured.len() as f64 * API_CALLS_PER_RUN, "three requests per run");
+    // What the finished runs hold in the store as values, before the backend's own overhead.
+    let mut logical_bytes = 0;
+    for run in &runs {
+        logical_bytes += serde_json::to_vec(run).expect("a run head").len();
+        for entry in store.runs.journal(run.id).await.expect("a run's journal") {
+            logical_bytes += serde_json::to_vec(&entry).expect("a journal entry").len();
+        }
+    }
     let mut lat = times.latencies.lock().unwrap().clone();
     progress(format!(
         "{variant}: {} runs in {elapsed:.2} s ({:.0} runs/s)",
@@ -480,7 +589,8 @@ async fn engine_phase(
     let mut out = json!({
         "variant": variant, "runs": measured.len(), "elapsed_s": elapsed, "requests": requests, "cpu_s": cpu,
         "create_s": create_s, "p50_s": percentile(&mut lat, 50.0), "p99_s": percentile(&mut lat, 99.0),
-        "latencies": lat.len(),
+        "latencies": lat.len(), "logical_bytes": logical_bytes,
+        "run_ids": runs.iter().map(|r| r.id.to_string()).collect::<Vec<_>>(),
     });
     if let (Value::Object(o), Value::Object(t)) = (&mut out, times.snapshot()) {
         o.extend(t);

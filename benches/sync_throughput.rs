@@ -13,17 +13,26 @@
 //!     cargo bench --bench sync_throughput [-- --users=100000 --backends=sled,postgres --full]
 
 mod common;
+#[path = "common/floor.rs"]
+mod floor;
 
 use std::time::Instant;
 
 use common::*;
+use floor::{DurableFloor, FloorKind};
 use roster_engine::clock::Clock;
 use roster_engine::credentials;
 use roster_engine::store::Store;
 use roster_engine::sync::{self, Integration, NoProgress};
 use serde_json::{Value, json};
 
-const INTEGRATION: &str = r#"{"name":"brex","connector":"brex","credential":"brex","sync_key":"email"}"#;
+/// The integration synced, allowed to list `users` people (past 100,000 a listing is
+/// stopped unless `max_items` says more).
+fn integration(users: usize) -> String {
+    json!({"name": "brex", "connector": "brex", "credential": "brex", "sync_key": "email",
+           "options": {"max_items": users.max(100_000)}})
+    .to_string()
+}
 const PEAK_RSS_TARGET_MIB: f64 = 200.0;
 
 fn main() {
@@ -116,6 +125,30 @@ fn backend_rows(backend: &str, results: &[Value]) -> Vec<Row> {
             format!("{} / {} / {}", p["created"], p["updated"], p["unchanged"]),
         ));
     }
+    for (phase, what) in [("floor-sled", "sled (one batch per page)"), ("floor-log", "an append-only file (fdatasync)")]
+    {
+        let Some(p) = results.iter().find(|r| r["phase"] == phase) else { continue };
+        let rps = f(p, "records") / f(p, "elapsed_s");
+        rows.push(
+            Row::new(
+                format!("floor: fetch + parse + each page's people (record, key, event) durable on {what}, records/s"),
+                fmt_rate(rps),
+            )
+            .baseline(fmt_rate(b_rps))
+            .ratio(rps / b_rps),
+        );
+        rows.push(
+            Row::new(
+                format!("floor: client CPU per record on {what}"),
+                format!("{:.1} µs", f(p, "cpu_s") / f(p, "records") * 1e6),
+            )
+            .baseline(format!("{:.1} µs", f(base, "cpu_s") / f(base, "records") * 1e6)),
+        );
+        rows.push(Row::new(
+            format!("floor: store per person on {what}"),
+            format!("{:.2} KB", f(p, "store_mib") * 1048576.0 / f(p, "records") / 1024.0),
+        ));
+    }
     rows
 }
 
@@ -144,7 +177,8 @@ async fn child_sync(opts: &Opts) {
     let (vault, _) = vaults();
     let stored = brex_credential(&store, &vault, &base, &token).await;
     let credential = credentials::open(&vault, &stored).expect("open the credential");
-    let integration = Integration::compile(INTEGRATION, "bench brex.json", None).expect("the integration compiles");
+    let integration =
+        Integration::compile(&integration(users), "bench brex.json", None).expect("the integration compiles");
     let clock = Clock::system();
 
     let phase = async |name: &str| {
@@ -202,7 +236,22 @@ async fn child_sync(opts: &Opts) {
 
     // 4. The raw baseline: the same pages with bare reqwest + serde_json.
     reset_peak_rss();
-    emit(baseline(&client, &base, &token).await);
+    emit(baseline(&client, &base, &token, None).await);
+
+    // 5. The durable floors: the baseline, and each page's people written under their sync
+    // key in one atomic write, durable before the next page is read.
+    if backend == "sled" {
+        for (name, kind) in [("floor-sled", FloorKind::Sled), ("floor-log", FloorKind::Log)] {
+            let dir = tempfile::Builder::new().prefix("roster-bench-floor-").tempdir().expect("temp dir");
+            let floor = DurableFloor::open(kind, dir.path());
+            reset_peak_rss();
+            let mut out = baseline(&client, &base, &token, Some(&floor)).await;
+            drop(floor);
+            out["phase"] = json!(name);
+            out["store_mib"] = json!(dir_bytes(dir.path()) as f64 / 1048576.0);
+            emit(out);
+        }
+    }
 }
 
 /// Flips the status of every tenth user (ACTIVE ⇄ DISABLED) with `PUT /v2/users/{id}`,
@@ -255,7 +304,7 @@ async fn change_tenth(client: &reqwest::Client, base: &str, token: &str) -> usiz
     n
 }
 
-async fn baseline(client: &reqwest::Client, base: &str, token: &str) -> Value {
+async fn baseline(client: &reqwest::Client, base: &str, token: &str, floor: Option<&DurableFloor>) -> Value {
     let rss_before = rss_mib();
     let cpu0 = cpu_seconds();
     let t = Instant::now();
@@ -269,8 +318,25 @@ async fn baseline(client: &reqwest::Client, base: &str, token: &str) -> Value {
         let resp = req.send().await.expect("list users");
         assert!(resp.status().is_success());
         let page: Value = serde_json::from_slice(&resp.bytes().await.expect("body")).expect("JSON page");
-        records +=
-            page["items"].as_array().map_or(0, |items| items.iter().filter(|u| u["email"].is_string()).count()) as u64;
+        let people: Vec<&Value> = page["items"]
+            .as_array()
+            .map_or(Vec::new(), |items| items.iter().filter(|u| u["email"].is_string()).collect());
+        records += people.len() as u64;
+        if let Some(floor) = floor {
+            // What a first sync must keep per person, at the least: the record, its sync key
+            // in an index, and a change event for triggers (its fields, as they became).
+            let mut owned = Vec::with_capacity(people.len() * 3);
+            for (i, u) in people.iter().enumerate() {
+                let id = (records as usize - people.len() + i) as u64;
+                let value = serde_json::to_vec(u).expect("a person");
+                let email = u["email"].as_str().unwrap_or("");
+                owned.push(([b"r/", &id.to_be_bytes()[..]].concat(), value.clone()));
+                owned.push(([b"k/", email.as_bytes(), b"/", &id.to_be_bytes()[..]].concat(), Vec::new()));
+                owned.push(([b"e/", &id.to_be_bytes()[..]].concat(), value));
+            }
+            let writes: Vec<(&[u8], &[u8])> = owned.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+            floor.write(&writes).await;
+        }
         cursor = page["next_cursor"].as_str().map(str::to_string);
         if cursor.is_none() {
             break;

@@ -539,7 +539,13 @@ pub fn drop_postgres_schema(schema: &str) {
 
 /// The store as `roster` opens it: sled behind the wrapper that scrubs secrets from writes.
 pub fn open_store(dir: &Path) -> Store {
-    Redacting::wrap(Store::new(Arc::new(SledStore::open(dir).expect("open the sled store"))))
+    open_sled(dir).0
+}
+
+/// [`open_store`], with the sled backend itself for what only it can tell.
+pub fn open_sled(dir: &Path) -> (Store, Arc<SledStore>) {
+    let sled = Arc::new(SledStore::open(dir).expect("open the sled store"));
+    (Redacting::wrap(Store::new(sled.clone())), sled)
 }
 
 pub fn engine(store: Store, vault: Vault) -> Arc<Engine> {

@@ -75,3 +75,51 @@ async fn events_imported_out_of_id_order_are_refused() {
     assert!(err.to_string().contains("keeps events in id order"), "{err}");
     assert!(to.events.events(None, 10).await.unwrap().is_empty(), "none was taken");
 }
+
+/// A finished run is kept compact: its journal becomes one packed value and its head is
+/// packed, each far smaller than the JSON it holds, and both read back as they were.
+#[tokio::test]
+async fn a_finished_runs_journal_and_head_are_packed_and_read_back_whole() {
+    use roster_engine::model::{JournalEntry, RunState};
+    let dir = tempfile::tempdir().unwrap();
+    let (run, entries) = {
+        let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+        let mut run = roster_engine::store::conformance::queued_for_tests(&store).await;
+        let mut entries = Vec::new();
+        for seq in 0..3u32 {
+            let entry: JournalEntry = serde_json::from_value(serde_json::json!({
+                "seq": seq, "block": format!("call{seq}"), "kind": "api", "phase": "finished", "attempt": 1,
+                "request": {"method": "GET", "url": format!("/v2/users/cuuser_{seq:026}")},
+                "status": 200,
+                "response": {"status": 200, "body": {"id": format!("cuuser_{seq:026}"), "first_name": "Ann",
+                    "last_name": "Lee", "email": "ann@acme.test", "status": "ACTIVE",
+                    "manager_id": "cuuser_k5zm0m0746u5ua0fcx6j6m76i", "department_id": "cudept_aq5c1f62whm4gdm7lft6tkw0p"},
+                    "trace_id": "9569c78207d4a2b9920e625335c2f768", "elapsed_ms": 2, "pages": 1},
+                "started_at": "2026-12-02T15:29:08.212Z", "finished_at": "2026-12-02T15:29:08.214Z", "duration_ms": 2,
+            }))
+            .unwrap();
+            run.next_seq = seq + 1;
+            if seq == 2 {
+                run.state = RunState::Succeeded;
+                run.current = None;
+                run.finished_at = Some("2026-12-02T15:29:08.214Z".into());
+            }
+            store.runs.save_step(&run, Some(&entry), None).await.unwrap();
+            entries.push(entry);
+        }
+        assert_eq!(store.runs.journal(run.id).await.unwrap(), entries);
+        (store.runs.run(run.id).await.unwrap().expect("stored"), entries)
+    };
+    let db = sled::open(dir.path()).unwrap();
+    let journal: Vec<_> = db.open_tree("journal").unwrap().scan_prefix(run.id.as_bytes()).collect();
+    assert_eq!(journal.len(), 1, "one value for the finished run's journal");
+    let plain: usize = entries.iter().map(|e| serde_json::to_vec(e).unwrap().len()).sum();
+    let packed = journal[0].as_ref().unwrap().1.len();
+    assert!(packed * 2 < plain, "packed journal {packed} bytes against {plain} bytes of entries");
+    let head = db.open_tree("runs").unwrap().get(run.id.as_bytes()).unwrap().expect("the head");
+    assert!(head.len() < serde_json::to_vec(&run).unwrap().len(), "the finished head is packed");
+    drop(db);
+    let store = Store::new(Arc::new(SledStore::open(dir.path()).unwrap()));
+    assert_eq!(store.runs.run(run.id).await.unwrap().as_ref(), Some(&run));
+    assert_eq!(store.runs.journal(run.id).await.unwrap(), entries);
+}

@@ -40,6 +40,7 @@ macro_rules! conformance_suite {
             events_come_in_order_after_a_cursor,
             a_waiting_run_is_claimable_once_its_timer_is_due,
             pruning_removes_old_finished_runs_and_their_journals_only,
+            a_finished_runs_journal_reads_back_whole_after_a_retry_and_in_pages,
             records_are_found_by_field_with_or_without_an_index,
             records_are_found_by_key_queries_alike_with_or_without_an_index,
             runs_are_listed_by_filter_newest_first,
@@ -419,6 +420,47 @@ pub async fn pruning_removes_old_finished_runs_and_their_journals_only(store: St
     assert!(store.runs.run(open.id).await.unwrap().is_some());
     assert_eq!(store.runs.prune_finished(cutoff, 100).await.unwrap(), 0, "nothing more to prune");
     assert!(!store.runs.create_once(&queued("w", &ann), "w:ann:old").await.unwrap(), "a pruned run never fires again");
+}
+
+/// A backend may keep a finished run's journal differently (sled packs it into one value):
+/// it still reads back whole and in order, also after the run is retried and finishes
+/// again, is exported in pages of any size once per entry, counted, and pruned.
+pub async fn a_finished_runs_journal_reads_back_whole_after_a_retry_and_in_pages(store: Store) {
+    let ann = person(&store, "ann@acme.test").await;
+    let mut run = queued("w", &ann);
+    store.runs.create_once(&run, "w:ann:journal").await.unwrap();
+    let step = async |run: &mut Run, seq: u32, state: RunState| {
+        run.state = state;
+        run.next_seq = seq + 1;
+        run.finished_at = state.is_finished().then(|| rfc3339_millis(Timestamp::now()));
+        store.runs.save_step(run, Some(&entry(seq, &format!("b{seq}"))), None).await.unwrap();
+    };
+    let seqs = async |run: Uuid| store.runs.journal(run).await.unwrap().iter().map(|e| e.seq).collect::<Vec<_>>();
+    step(&mut run, 0, RunState::Running).await;
+    step(&mut run, 1, RunState::Running).await;
+    step(&mut run, 2, RunState::Failed).await;
+    assert_eq!(seqs(run.id).await, [0, 1, 2]);
+    // `runs retry`: the run goes on from its failed block, and fails again.
+    step(&mut run, 3, RunState::Running).await;
+    assert_eq!(seqs(run.id).await, [0, 1, 2, 3], "a retried run's new entries come after its finished journal");
+    step(&mut run, 4, RunState::Failed).await;
+    let journal = store.runs.journal(run.id).await.unwrap();
+    assert_eq!(journal.iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+    assert_eq!(journal[3].block, "b3");
+    let mut other = queued("w", &ann);
+    step(&mut other, 0, RunState::Running).await;
+    step(&mut other, 1, RunState::Succeeded).await;
+
+    let whole = store.transfer.export(ItemKind::JournalEntries, None, 100).await.unwrap();
+    assert_eq!(whole.len(), 7, "{whole:#?}");
+    for page in 1..=4 {
+        assert_eq!(everything(&store, ItemKind::JournalEntries, page).await, whole, "in pages of {page}");
+    }
+    assert_eq!(store.transfer.counts().await.unwrap().journal_entries, 7);
+    let later = at(Timestamp::now(), 60);
+    assert_eq!(store.runs.prune_finished(later, 100).await.unwrap(), 2);
+    assert!(store.runs.journal(run.id).await.unwrap().is_empty());
+    assert_eq!(store.transfer.counts().await.unwrap().journal_entries, 0);
 }
 
 pub async fn records_are_found_by_field_with_or_without_an_index(store: Store) {

@@ -16,6 +16,7 @@ pub mod conformance;
 mod copy;
 mod error;
 mod observed;
+mod packed;
 mod postgres;
 mod redacting;
 mod sled_store;

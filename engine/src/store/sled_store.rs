@@ -21,6 +21,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+
+use super::packed;
 use uuid::Uuid;
 
 use super::transfer::check_cursor;
@@ -262,6 +264,37 @@ impl SledStore {
         self.durability.wait(self.durability.request()).await
     }
 
+    /// The bytes a run's head and journal take as stored values (before sled's own
+    /// overhead), for benchmarks and diagnostics.
+    pub fn stored_bytes_of_run(&self, run: Uuid) -> crate::Result<u64> {
+        let head = self.runs.get(run.as_bytes()).map_err(sled_error)?.map_or(0, |v| v.len());
+        let mut total = head as u64;
+        for item in self.journal.scan_prefix(run.as_bytes()) {
+            total += item.map_err(sled_error)?.1.len() as u64;
+        }
+        Ok(total)
+    }
+
+    /// The run's journal so far and its last `entry`, packed into one value.
+    fn pack_journal(&self, run: Uuid, entry: &JournalEntry) -> StoreResult<JournalPacking> {
+        let (mut loose, mut before, mut texts) = (Vec::new(), None, Vec::new());
+        for item in self.journal.scan_prefix(run.as_bytes()) {
+            let (key, value) = item.map_err(sled_error)?;
+            if packed::is_journal(&value) {
+                for earlier in journal_values(&value)? {
+                    texts.push(encode(&earlier)?);
+                }
+                before = Some(value);
+            } else {
+                texts.push(packed::unpack(&value)?.into_owned());
+                loose.push((key, value));
+            }
+        }
+        texts.push(encode(entry)?);
+        let packed = packed::pack_journal(&texts.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
+        Ok(JournalPacking { loose, before, packed })
+    }
+
     fn get_run(&self, id: Uuid) -> StoreResult<Option<Run>> {
         self.runs.get(id.as_bytes()).map_err(sled_error)?.map(|b| decode(&b)).transpose()
     }
@@ -431,8 +464,61 @@ fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
     serde_json::to_vec(value).map_err(|e| StoreError::corrupt("a value cannot be encoded").with_source(e))
 }
 
+/// A stored value, plain JSON or packed (a finished run's head).
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt("a stored value cannot be read").with_source(e))
+    serde_json::from_slice(&packed::unpack(bytes)?)
+        .map_err(|e| StoreError::corrupt("a stored value cannot be read").with_source(e))
+}
+
+/// A run head as stored: packed once the run is finished, since it is then written once
+/// and rarely read.
+fn encode_head(run: &Run) -> StoreResult<Vec<u8>> {
+    let json = encode(run)?;
+    if run.state.is_finished() { packed::pack(&json) } else { Ok(json) }
+}
+
+/// A finished run's journal is kept as one packed value under the run's id alone, which
+/// sorts before the run's loose entries (`journal_key`): a run retried after it finished
+/// adds loose entries after it, and finishing again packs them all.
+fn packed_journal_key(run: Uuid) -> Vec<u8> {
+    run.as_bytes().to_vec()
+}
+
+/// The entries one stored journal value holds: a loose entry, or a packed journal.
+/// A finished run's journal packed, and what it replaces.
+struct JournalPacking {
+    /// The keys of the loose entries read, with their values.
+    loose: Vec<(sled::IVec, sled::IVec)>,
+    /// The packed journal read (a run finished before and retried), if any.
+    before: Option<sled::IVec>,
+    packed: Vec<u8>,
+}
+
+impl JournalPacking {
+    /// Replaces what was read with the packed value, or refuses if it changed since.
+    fn apply(&self, journal: &TransactionalTree, run: Uuid) -> Abortable<()> {
+        let key = packed_journal_key(run);
+        let moved = journal.get(&key)? != self.before;
+        for (k, v) in &self.loose {
+            if moved || journal.get(k)?.as_ref() != Some(v) {
+                return abort(StoreError::conflict(format!(
+                    "run {run}'s journal changed while its last step was written; write the step again"
+                )));
+            }
+            journal.remove(k)?;
+        }
+        journal.insert(key, self.packed.as_slice())?;
+        Ok(())
+    }
+}
+
+fn journal_values(value: &[u8]) -> StoreResult<Vec<JournalEntry>> {
+    if packed::is_journal(value) {
+        serde_json::from_slice(&packed::unpack_journal(value)?)
+            .map_err(|e| StoreError::corrupt("a packed journal cannot be read").with_source(e))
+    } else {
+        Ok(vec![decode(value)?])
+    }
 }
 
 fn id_of(key: &[u8]) -> StoreResult<Uuid> {
@@ -557,7 +643,7 @@ fn put_run(t: &Trees, run: &Run) -> Abortable<()> {
     if let Some(key) = finished_key(run) {
         t.finished.insert(key, &[])?;
     }
-    t.runs.insert(key, tx_encode(run)?)?;
+    t.runs.insert(key, encode_head(run).or_else(abort)?)?;
     if run.state == RunState::Queued {
         t.queue.insert(key, &[])?;
     } else {
@@ -745,7 +831,11 @@ impl RunStore for SledStore {
     }
 
     async fn journal(&self, run: Uuid) -> StoreResult<Vec<JournalEntry>> {
-        self.journal.scan_prefix(run.as_bytes()).map(|e| decode(&e.map_err(sled_error)?.1)).collect()
+        let mut entries = Vec::new();
+        for entry in self.journal.scan_prefix(run.as_bytes()) {
+            entries.extend(journal_values(&entry.map_err(sled_error)?.1)?);
+        }
+        Ok(entries)
     }
 
     async fn save_step(
@@ -756,6 +846,12 @@ impl RunStore for SledStore {
     ) -> StoreResult<Option<RecordWritten>> {
         let fields = self.fields();
         let (new_id, event_id) = (Uuid::now_v7(), Uuid::now_v7());
+        // The step that finishes a run packs its whole journal into one value. Only the
+        // run's claimer writes its journal; the transaction checks nothing moved meanwhile.
+        let packing = match (run.state.is_finished(), entry) {
+            (true, Some(entry)) => Some(self.pack_journal(run.id, entry)?),
+            _ => None,
+        };
         let trees = (
             &self.runs,
             &self.journal,
@@ -772,8 +868,12 @@ impl RunStore for SledStore {
             trees.transaction(|(runs, journal, records, index, events, queue, active, leases, timers, finished)| {
                 check_lease(leases, run)?;
                 put_run(&Trees { runs, queue, active, leases, timers, finished }, run)?;
-                if let Some(entry) = entry {
-                    journal.insert(journal_key(run.id, entry.seq), tx_encode(entry)?)?;
+                match (&packing, entry) {
+                    (Some(packing), _) => packing.apply(journal, run.id)?,
+                    (None, Some(entry)) => {
+                        journal.insert(journal_key(run.id, entry.seq), tx_encode(entry)?)?;
+                    }
+                    (None, None) => {}
                 }
                 match &record {
                     Some(w) => Ok(Some(apply_write(records, index, events, &fields, w, new_id, event_id)?)),
@@ -1078,6 +1178,16 @@ impl SledStore {
         })
     }
 
+    /// Journal entries, counting those inside packed journals.
+    fn journal_len(&self) -> StoreResult<u64> {
+        let mut n = 0;
+        for value in self.journal.iter().values() {
+            let value = value.map_err(sled_error)?;
+            n += if packed::is_journal(&value) { u64::from(packed::journal_len(&value)?) } else { 1 };
+        }
+        Ok(n)
+    }
+
     fn marks_len(&self) -> StoreResult<usize> {
         let mut n = 0;
         for key in self.meta.iter().keys() {
@@ -1166,25 +1276,26 @@ fn item_key(item: &StoredItem) -> Vec<u8> {
     }
 }
 
-/// A tree's entry as an item of `kind`; `None` for the store's own entries in `meta`.
-fn stored_item(kind: ItemKind, key: &[u8], value: &[u8]) -> StoreResult<Option<StoredItem>> {
+/// A tree's entry as items of `kind`: one, several for a packed journal, none for the
+/// store's own entries in `meta`.
+fn stored_items(kind: ItemKind, key: &[u8], value: &[u8]) -> StoreResult<Vec<StoredItem>> {
     let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    Ok(Some(match kind {
+    Ok(vec![match kind {
         ItemKind::IndexedFields => StoredItem::IndexedField(text(key)),
         ItemKind::Records => StoredItem::Record(decode(value)?),
         ItemKind::Events => StoredItem::Event(decode(value)?),
         ItemKind::Runs => StoredItem::Run(decode(value)?),
         ItemKind::JournalEntries => {
-            let run = key.get(..16).ok_or_else(|| StoreError::corrupt("a journal key is too short"))?;
-            StoredItem::Journal { run: id_of(run)?, entry: decode(value)? }
+            let run = id_of(key.get(..16).ok_or_else(|| StoreError::corrupt("a journal key is too short"))?)?;
+            return Ok(journal_values(value)?.into_iter().map(|entry| StoredItem::Journal { run, entry }).collect());
         }
         ItemKind::DedupeKeys => StoredItem::DedupeKey { key: text(key), run: id_of(value)? },
-        ItemKind::Marks if OWN_META_KEYS.contains(&key) => return Ok(None),
+        ItemKind::Marks if OWN_META_KEYS.contains(&key) => return Ok(Vec::new()),
         ItemKind::Marks => StoredItem::Mark { key: text(key), value: text(value) },
         ItemKind::Sessions => StoredItem::Session(decode(value)?),
         ItemKind::Credentials => StoredItem::Credential(decode(value)?),
         ItemKind::WorkflowSources => StoredItem::WorkflowSource { hash: text(key), source: text(value) },
-    }))
+    }])
 }
 
 #[async_trait]
@@ -1196,17 +1307,27 @@ impl TransferStore for SledStore {
             let fields = self.fields().into_iter().filter(|f| start.as_ref().is_none_or(|s| f.as_bytes() > &s[..]));
             return Ok(fields.take(limit).map(StoredItem::IndexedField).collect());
         };
+        let mut page = Vec::new();
+        // A page that ended inside a packed journal goes on with its later entries: the
+        // packed value's key sorts before the entry the page ended at.
+        if let Some(StoredItem::Journal { run, entry }) = after
+            && let Some(value) = self.journal.get(packed_journal_key(*run)).map_err(sled_error)?
+        {
+            let rest = journal_values(&value)?.into_iter().filter(|e| e.seq > entry.seq);
+            page.extend(rest.map(|entry| StoredItem::Journal { run: *run, entry }).take(limit));
+        }
         let entries = match start {
             Some(key) => tree.range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded)),
             None => tree.iter(),
         };
-        let mut page = Vec::new();
         for entry in entries {
             if page.len() >= limit {
                 break;
             }
             let (key, value) = entry.map_err(sled_error)?;
-            page.extend(stored_item(kind, &key, &value)?);
+            let items = stored_items(kind, &key, &value)?;
+            let room = limit - page.len();
+            page.extend(items.into_iter().take(room));
         }
         Ok(page)
     }
@@ -1267,7 +1388,7 @@ impl TransferStore for SledStore {
             records: n(self.records.len()),
             events: n(self.events.len()),
             runs: n(self.runs.len()),
-            journal_entries: n(self.journal.len()),
+            journal_entries: self.journal_len()?,
             dedupe_keys: n(self.run_keys.len()),
             marks: n(self.marks_len()?),
             sessions: n(self.sync_sessions.len()),
