@@ -8,6 +8,9 @@
 //! are timed (`unfinished_runs`, which `Service::recover` calls at every start, and a
 //! filtered `runs` listing).
 //!
+//! A second child makes the same writes per run on bare sled (the durable floor), so the
+//! growth sled itself brings is measured beside Roster's.
+//!
 //! Runs in a child process of its own.
 //!
 //!     cargo bench --bench memory_runs [-- --checkpoints=10000,50000,100000 --full]
