@@ -253,6 +253,10 @@ fn parent(opts: &Opts) {
             .baseline(format!("{} / {}", ms(f(lb, "p50_s")), ms(f(lb, "p99_s")))),
         );
         rows.push(Row::new(
+            format!("mean save_step time with {latency_ms} ms vendor latency"),
+            format!("{:.0} µs", f(le, "save_step_s") / f(le, "save_steps") * 1e6),
+        ));
+        rows.push(Row::new(
             format!("added latency per block with {latency_ms} ms vendor latency (p50 difference / 5 blocks)"),
             format!("{:.0} µs", (f(le, "p50_s") - f(lb, "p50_s")) / BLOCKS_PER_RUN * 1e6),
         ));
