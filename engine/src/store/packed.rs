@@ -7,6 +7,7 @@
 //! packed with, and a changed dictionary needs a new tag (old values keep decoding).
 
 use std::cell::RefCell;
+use std::sync::LazyLock;
 
 use crate::store::{StoreError, StoreResult};
 
@@ -28,18 +29,35 @@ const DICTIONARY_V1: &[u8] = br#"{"seq":0,"block":"","kind":"api","phase":"finis
 {"id":"","workflow":"","workflow_hash":"","record_id":"","record_label":"","trigger":"manual","state":"succeeded","current":null,"next_seq":0,"pending":null,"error":null,"created_at":"","updated_at":"","finished_at":"","retries":0,"retry_block":null,"today":"2026-01-01","lease":{"owner":"local-","token":"","until":""},"wake_at":null}
 "state":"failed" "state":"cancelled" "trigger":"schedule:" "trigger":"event:" "trigger":"batch:" "kind":"for_each" "kind":"wait" "method":"POST" "method":"PUT" "method":"PATCH" "method":"DELETE" "status":"DISABLED""#;
 
+/// The dictionary prepared once (compression level included), so every value is packed
+/// with the same parameters: a context's working memory keeps one size instead of being
+/// reallocated as values of other sizes come, which showed as RSS growth over many runs.
+static ENCODER: LazyLock<zstd::dict::EncoderDictionary<'static>> =
+    LazyLock::new(|| zstd::dict::EncoderDictionary::copy(DICTIONARY_V1, LEVEL));
+static DECODER: LazyLock<zstd::dict::DecoderDictionary<'static>> =
+    LazyLock::new(|| zstd::dict::DecoderDictionary::copy(DICTIONARY_V1));
+
 thread_local! {
-    static COMPRESSOR: RefCell<zstd::block::Compressor> = RefCell::new(zstd::block::Compressor::with_dict(DICTIONARY_V1.to_vec()));
-    static DECOMPRESSOR: RefCell<zstd::block::Decompressor> =
-        RefCell::new(zstd::block::Decompressor::with_dict(DICTIONARY_V1.to_vec()));
+    /// A context and an output buffer per thread, reused for every value.
+    static PACKER: RefCell<(zstd::zstd_safe::CCtx<'static>, Vec<u8>)> =
+        RefCell::new((zstd::zstd_safe::create_cctx(), Vec::new()));
+    static UNPACKER: RefCell<zstd::zstd_safe::DCtx<'static>> = RefCell::new(zstd::zstd_safe::create_dctx());
 }
 
 /// The most a packed value may unpack to: far above any journal, and a bound on what a
 /// damaged header can make the store allocate.
 const MAX_UNPACKED: u64 = 256 * 1024 * 1024;
 
-fn compress(json: &[u8]) -> StoreResult<Vec<u8>> {
-    COMPRESSOR.with(|c| c.borrow_mut().compress(json, LEVEL)).map_err(io_corrupt)
+/// Appends `json`, compressed, to `out`.
+fn compress_onto(out: &mut Vec<u8>, json: &[u8]) -> StoreResult<()> {
+    PACKER.with(|cell| {
+        let (cctx, buffer) = &mut *cell.borrow_mut();
+        buffer.clear();
+        buffer.reserve(zstd::zstd_safe::compress_bound(json.len()));
+        cctx.compress_using_cdict(buffer, json, ENCODER.as_cdict()).map_err(zstd_error)?;
+        out.extend_from_slice(buffer);
+        Ok(())
+    })
 }
 
 fn decompress(frame: &[u8]) -> StoreResult<Vec<u8>> {
@@ -48,17 +66,21 @@ fn decompress(frame: &[u8]) -> StoreResult<Vec<u8>> {
     if size > MAX_UNPACKED {
         return Err(StoreError::corrupt("a packed value does not say how large it is, or says too much"));
     }
-    DECOMPRESSOR.with(|d| d.borrow_mut().decompress(frame, size as usize)).map_err(io_corrupt)
+    let mut out = Vec::with_capacity(size as usize);
+    UNPACKER
+        .with(|d| d.borrow_mut().decompress_using_ddict(&mut out, frame, DECODER.as_ddict()))
+        .map_err(zstd_error)?;
+    Ok(out)
 }
 
-fn io_corrupt(e: std::io::Error) -> StoreError {
-    StoreError::corrupt("a packed value cannot be read or written").with_source(e)
+fn zstd_error(code: usize) -> StoreError {
+    StoreError::corrupt(format!("a packed value cannot be read or written: {}", zstd::zstd_safe::get_error_name(code)))
 }
 
 /// `json` packed.
 pub fn pack(json: &[u8]) -> StoreResult<Vec<u8>> {
     let mut out = vec![PACKED_V1];
-    out.extend(compress(json)?);
+    compress_onto(&mut out, json)?;
     Ok(out)
 }
 
@@ -83,7 +105,7 @@ pub fn pack_journal(entries: &[&[u8]]) -> StoreResult<Vec<u8>> {
     array.push(b']');
     let mut out = vec![JOURNAL_V1];
     out.extend((entries.len() as u32).to_le_bytes());
-    out.extend(compress(&array)?);
+    compress_onto(&mut out, &array)?;
     Ok(out)
 }
 
