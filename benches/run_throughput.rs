@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use floor::{DurableFloor, FloorKind};
+use floor::{DurableFloor, FLOORS, FloorKind, floor_rows};
 use roster_blocks::kinds::{ApiBlock, CompileContext};
 use roster_engine::model::{RunState, RunTrigger};
 use roster_engine::service::{Catalog, Service};
@@ -171,24 +171,10 @@ fn parent(opts: &Opts) {
         .baseline(format!("{:.2} KB as JSON", f(e, "logical_bytes") / f(e, "runs").max(1.0) / 1024.0))
         .target("≤ 1.5 KB", f(e, "stored_bytes") / f(e, "runs").max(1.0) <= 1.5 * 1024.0),
     );
-    for (variant, what) in
-        [("floor-sled", "sled (one tree, one batch per write)"), ("floor-log", "an append-only file (fdatasync)")]
-    {
-        let Some(fl) = results.iter().find(|r| r["variant"] == variant) else { continue };
-        let fl_rps = f(fl, "runs") / f(fl, "elapsed_s");
-        rows.push(
-            Row::new(format!("floor: bare reqwest + 4 durable writes per run on {what}, runs/s"), fmt_rate(fl_rps))
-                .baseline(fmt_rate(b_rps))
-                .ratio(fl_rps / b_rps),
-        );
-        rows.push(
-            Row::new(
-                format!("floor: client CPU per run on {what}"),
-                format!("{:.0} µs", f(fl, "cpu_s") / f(fl, "runs") * 1e6),
-            )
-            .baseline(format!("{:.0} µs", f(b, "cpu_s") / n * 1e6)),
-        );
-        rows.push(Row::new(format!("floor: store per run on {what}"), format!("{:.2} KB", store_kb(fl))));
+    for (variant, what) in FLOORS {
+        if let Some(fl) = results.iter().find(|r| r["variant"] == variant) {
+            rows.extend(floor_rows(what, "bare reqwest + 4 durable writes per run", "runs", fl, b));
+        }
     }
     for (variant, what) in [("engine-postgres", "PostgreSQL, 1 node"), ("engine-postgres-3", "PostgreSQL, 3 nodes")] {
         if let Some(p) = results.iter().find(|r| r["variant"] == variant) {

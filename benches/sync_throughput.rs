@@ -22,7 +22,7 @@ mod floor;
 use std::time::Instant;
 
 use common::*;
-use floor::{DurableFloor, FloorKind};
+use floor::{DurableFloor, FLOORS, FloorKind, floor_rows};
 use roster_engine::clock::Clock;
 use roster_engine::credentials;
 use roster_engine::store::Store;
@@ -130,29 +130,11 @@ fn backend_rows(backend: &str, results: &[Value]) -> Vec<Row> {
             format!("{} / {} / {}", p["created"], p["updated"], p["unchanged"]),
         ));
     }
-    for (phase, what) in [("floor-sled", "sled (one batch per page)"), ("floor-log", "an append-only file (fdatasync)")]
-    {
-        let Some(p) = results.iter().find(|r| r["phase"] == phase) else { continue };
-        let rps = f(p, "records") / f(p, "elapsed_s");
-        rows.push(
-            Row::new(
-                format!("floor: fetch + parse + each page's people (record, key, event) durable on {what}, records/s"),
-                fmt_rate(rps),
-            )
-            .baseline(fmt_rate(b_rps))
-            .ratio(rps / b_rps),
-        );
-        rows.push(
-            Row::new(
-                format!("floor: client CPU per record on {what}"),
-                format!("{:.1} µs", f(p, "cpu_s") / f(p, "records") * 1e6),
-            )
-            .baseline(format!("{:.1} µs", f(base, "cpu_s") / f(base, "records") * 1e6)),
-        );
-        rows.push(Row::new(
-            format!("floor: store per person on {what}"),
-            format!("{:.2} KB", f(p, "store_mib") * 1048576.0 / f(p, "records") / 1024.0),
-        ));
+    for (phase, what) in FLOORS {
+        if let Some(p) = results.iter().find(|r| r["phase"] == phase) {
+            let work = "fetch + parse + each page's people (record, key, event) durable";
+            rows.extend(floor_rows(what, work, "records", p, base));
+        }
     }
     rows
 }
@@ -253,7 +235,7 @@ async fn child_sync(opts: &Opts) {
             let mut out = baseline(&client, &base, &token, Some(&floor)).await;
             drop(floor);
             out["phase"] = json!(name);
-            out["store_mib"] = json!(dir_bytes(dir.path()) as f64 / 1048576.0);
+            out["store_bytes"] = json!(dir_bytes(dir.path()));
             emit(out);
         }
     }

@@ -13,7 +13,36 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 
+use serde_json::Value;
 use tokio::sync::watch;
+
+use crate::common::{Row, f, fmt_rate};
+
+/// The two floors a bench measures, each as the phase or variant name its results carry
+/// and the words its table rows use.
+#[allow(dead_code)] // memory_runs reads RSS, not these rows
+pub const FLOORS: [(&str, &str); 2] =
+    [("floor-sled", "sled (one batch per write)"), ("floor-log", "an append-only file (fdatasync)")];
+
+/// The table rows of one floor's result beside the baseline's: its rate, its client CPU
+/// and its store, each per `unit` (the key of the result counting them, e.g. `runs`).
+/// `work` says what the floor did, for the rate's row.
+#[allow(dead_code)] // memory_runs reads RSS, not these rows
+pub fn floor_rows(what: &str, work: &str, unit: &str, floor: &Value, baseline: &Value) -> Vec<Row> {
+    let per_s = |r: &Value| f(r, unit) / f(r, "elapsed_s");
+    let cpu = |r: &Value| format!("{:.1} µs", f(r, "cpu_s") / f(r, unit) * 1e6);
+    let noun = unit.trim_end_matches('s');
+    vec![
+        Row::new(format!("floor: {work} on {what}, {unit}/s"), fmt_rate(per_s(floor)))
+            .baseline(fmt_rate(per_s(baseline)))
+            .ratio(per_s(floor) / per_s(baseline)),
+        Row::new(format!("floor: client CPU per {noun} on {what}"), cpu(floor)).baseline(cpu(baseline)),
+        Row::new(
+            format!("floor: store per {noun} on {what}"),
+            format!("{:.2} KB", f(floor, "store_bytes") / f(floor, unit).max(1.0) / 1024.0),
+        ),
+    ]
+}
 
 #[allow(dead_code)] // each bench uses the kinds it measures
 pub enum FloorKind {

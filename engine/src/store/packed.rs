@@ -29,9 +29,8 @@ const DICTIONARY_V1: &[u8] = br#"{"seq":0,"block":"","kind":"api","phase":"finis
 {"id":"","workflow":"","workflow_hash":"","record_id":"","record_label":"","trigger":"manual","state":"succeeded","current":null,"next_seq":0,"pending":null,"error":null,"created_at":"","updated_at":"","finished_at":"","retries":0,"retry_block":null,"today":"2026-01-01","lease":{"owner":"local-","token":"","until":""},"wake_at":null}
 "state":"failed" "state":"cancelled" "trigger":"schedule:" "trigger":"event:" "trigger":"batch:" "kind":"for_each" "kind":"wait" "method":"POST" "method":"PUT" "method":"PATCH" "method":"DELETE" "status":"DISABLED""#;
 
-/// The dictionary prepared once (compression level included), so every value is packed
-/// with the same parameters: a context's working memory keeps one size instead of being
-/// reallocated as values of other sizes come, which showed as RSS growth over many runs.
+/// The dictionary prepared once (compression level included): it is digested once, not
+/// for every value, and every value is packed with the same parameters.
 static ENCODER: LazyLock<zstd::dict::EncoderDictionary<'static>> =
     LazyLock::new(|| zstd::dict::EncoderDictionary::copy(DICTIONARY_V1, LEVEL));
 static DECODER: LazyLock<zstd::dict::DecoderDictionary<'static>> =

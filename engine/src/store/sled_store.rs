@@ -21,10 +21,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-
-use super::packed;
 use uuid::Uuid;
 
+use super::packed;
 use super::transfer::check_cursor;
 use super::{
     ClaimRequest, CredentialStore, EventStore, ItemKind, KeyMove, Mark, NodeBeat, QueueStore, RecordStore, RecordWrite,
@@ -286,7 +285,8 @@ impl SledStore {
                 }
                 before = Some(value);
             } else {
-                texts.push(packed::unpack(&value)?.into_owned());
+                // A loose entry is its JSON text as it is.
+                texts.push(value.to_vec());
                 loose.push((key, value));
             }
         }
@@ -484,7 +484,6 @@ fn packed_journal_key(run: Uuid) -> Vec<u8> {
     run.as_bytes().to_vec()
 }
 
-/// The entries one stored journal value holds: a loose entry, or a packed journal.
 /// A finished run's journal packed, and what it replaces.
 struct JournalPacking {
     /// The keys of the loose entries read, with their values.
@@ -512,6 +511,7 @@ impl JournalPacking {
     }
 }
 
+/// The entries one stored journal value holds: a loose entry, or a packed journal.
 fn journal_values(value: &[u8]) -> StoreResult<Vec<JournalEntry>> {
     if packed::is_journal(value) {
         serde_json::from_slice(&packed::unpack_journal(value)?)
