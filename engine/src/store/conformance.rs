@@ -35,6 +35,8 @@ macro_rules! conformance_suite {
             sixteen_claimers_never_take_one_run_twice,
             an_expired_lease_is_reclaimed_and_the_old_claimer_refused,
             a_renewed_lease_is_not_reclaimed,
+            renewing_leases_never_undoes_a_step_saved_meanwhile,
+            a_reclaim_never_undoes_a_step_the_old_claimer_saved_meanwhile,
             workflow_concurrency_limits_hold_across_claimers,
             scheduler_marks_change_only_by_compare_and_set,
             events_come_in_order_after_a_cursor,
@@ -286,6 +288,96 @@ pub async fn a_renewed_lease_is_not_reclaimed(store: Store) {
     assert_eq!(store.queue.renew_leases("nobody", at(t0, 90)).await.unwrap(), 0);
     assert!(store.queue.claim(&claim_request("b", at(t0, 60), 30)).await.unwrap().is_none(), "renewed leases hold");
     assert!(store.queue.claim(&claim_request("b", at(t0, 91), 30)).await.unwrap().is_some(), "until they expire");
+}
+
+/// A heartbeat renewing leases while the claimer saves steps: every step and every finish
+/// stays as the claimer wrote it (a renewal from a copy read before a step would put the
+/// run back at that step, and a finished run back to running).
+pub async fn renewing_leases_never_undoes_a_step_saved_meanwhile(store: Store) {
+    let ann = person(&store, "ann@acme.test").await;
+    let mut runs = Vec::new();
+    for _ in 0..24 {
+        store.runs.save_step(&queued("w", &ann), None, None).await.unwrap();
+        runs.push(store.queue.claim(&claim_request("a", Timestamp::now(), 60)).await.unwrap().expect("a claims"));
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let renewer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                store.queue.renew_leases("a", at(Timestamp::now(), 60)).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut steppers = Vec::new();
+    for run in runs.clone() {
+        let store = store.clone();
+        steppers.push(tokio::spawn(async move {
+            let mut run = run;
+            for seq in 0..4 {
+                run.current = Some(format!("step-{}", seq + 1));
+                run.next_seq = seq + 1;
+                if seq == 3 {
+                    (run.current, run.state) = (None, RunState::Succeeded);
+                    run.finished_at = Some(rfc3339_millis(Timestamp::now()));
+                }
+                store.runs.save_step(&run, Some(&entry(seq, &format!("step-{seq}"))), None).await.unwrap();
+            }
+        }));
+    }
+    for stepper in steppers {
+        stepper.await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    renewer.await.unwrap();
+    for run in &runs {
+        let stored = store.runs.run(run.id).await.unwrap().unwrap();
+        assert_eq!((stored.state, stored.next_seq), (RunState::Succeeded, 4), "run {} was put back", run.id);
+    }
+    assert_eq!(
+        store.queue.renew_leases("a", at(Timestamp::now(), 60)).await.unwrap(),
+        0,
+        "finished runs hold no lease"
+    );
+    assert!(store.queue.claim(&claim_request("b", at(Timestamp::now(), 120), 30)).await.unwrap().is_none());
+}
+
+/// A claimer whose lease ran out keeps saving steps while another takes the run over: the
+/// new claimer gets the run at the last step the old one saved, never an older copy.
+pub async fn a_reclaim_never_undoes_a_step_the_old_claimer_saved_meanwhile(store: Store) {
+    let ann = person(&store, "ann@acme.test").await;
+    for _ in 0..12 {
+        let run = queued("w", &ann);
+        store.runs.save_step(&run, None, None).await.unwrap();
+        let past = at(Timestamp::now(), -1);
+        let request = ClaimRequest { lease: Duration::ZERO, ..claim_request("a", past, 0) };
+        let mut held = store.queue.claim(&request).await.unwrap().expect("a claims");
+        let old_claimer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut saved = 0;
+                for seq in 0..10_000 {
+                    held.current = Some(format!("step-{}", seq + 1));
+                    held.next_seq = seq + 1;
+                    match store.runs.save_step(&held, Some(&entry(seq, &format!("step-{seq}"))), None).await {
+                        Ok(_) => saved = seq + 1,
+                        Err(e) if e.kind == StoreErrorKind::Conflict => break,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                saved
+            })
+        };
+        let taken = loop {
+            if let Some(run) = store.queue.claim(&claim_request("b", Timestamp::now(), 60)).await.unwrap() {
+                break run;
+            }
+        };
+        let saved = old_claimer.await.unwrap();
+        assert_eq!(taken.next_seq, saved, "b got run {} at an older step than a saved", run.id);
+        assert_eq!(store.runs.journal(run.id).await.unwrap().len() as u32, saved);
+    }
 }
 
 pub async fn workflow_concurrency_limits_hold_across_claimers(store: Store) {

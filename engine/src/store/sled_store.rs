@@ -961,28 +961,39 @@ impl QueueStore for SledStore {
             let mut found = None;
             for id in expired.into_iter().map(Ok).chain(queued) {
                 let id = id?;
-                let Some(mut run) = self.get_run(id)? else {
-                    self.queue.remove(id.as_bytes()).map_err(sled_error)?;
-                    continue;
-                };
-                if !matches!(run.state, RunState::Queued | RunState::Running) {
-                    continue;
-                }
-                if request.trigger.as_ref().is_some_and(|t| *t != run.trigger) {
-                    continue;
-                }
-                let limit = request.limits.per_workflow.get(&run.workflow);
-                if limit.is_some_and(|l| live.get(&run.workflow).copied().unwrap_or(0) >= *l) {
-                    continue;
-                }
-                run.claim(&request.owner, request.now + request.lease);
+                // The run is read again inside the transaction: its claimer may have saved
+                // a step (or finished it) since the scan, and a claim from a stale copy
+                // would put the run back where it was.
                 let trees = (&self.runs, &self.queue, &self.active, &self.leases, &self.timers, &self.finished);
                 let result = trees.transaction(|(runs, queue, active, leases, timers, finished)| {
-                    put_run(&Trees { runs, queue, active, leases, timers, finished }, &run)
+                    let Some(bytes) = runs.get(id.as_bytes())? else {
+                        queue.remove(id.as_bytes())?;
+                        return Ok(None);
+                    };
+                    let mut run: Run = tx_decode(&bytes)?;
+                    let claimable = match run.state {
+                        RunState::Queued => true,
+                        RunState::Running => match leases.get(id.as_bytes())? {
+                            Some(row) => tx_decode::<LeaseRow>(&row)?.until_ms <= now_ms,
+                            None => true,
+                        },
+                        _ => false,
+                    };
+                    let limit = request.limits.per_workflow.get(&run.workflow);
+                    if !claimable
+                        || request.trigger.as_ref().is_some_and(|t| *t != run.trigger)
+                        || limit.is_some_and(|l| live.get(&run.workflow).copied().unwrap_or(0) >= *l)
+                    {
+                        return Ok(None);
+                    }
+                    run.claim(&request.owner, request.now + request.lease);
+                    put_run(&Trees { runs, queue, active, leases, timers, finished }, &run)?;
+                    Ok(Some(run))
                 });
-                settled(result)?;
-                found = Some(run);
-                break;
+                if let Some(run) = settled(result)? {
+                    found = Some(run);
+                    break;
+                }
             }
             found
         };
@@ -998,24 +1009,26 @@ impl QueueStore for SledStore {
             let _guard = self.claim.lock().expect("claim lock");
             for entry in self.leases.iter() {
                 let (key, bytes) = entry.map_err(sled_error)?;
-                let mut row: LeaseRow = decode(&bytes)?;
-                if row.owner != owner {
+                if decode::<LeaseRow>(&bytes)?.owner != owner {
                     continue;
                 }
-                row.until_ms = until.as_millisecond();
-                let Some(run_bytes) = self.runs.get(&key).map_err(sled_error)? else { continue };
-                let mut run: Run = decode(&run_bytes)?;
-                if let Some(lease) = run.lease.as_mut() {
-                    lease.until = until_text.clone();
-                }
-                let (row, run) = (encode(&row)?, encode(&run)?);
+                // Read again inside the transaction: a step saved (or the run finished)
+                // since the scan must not be overwritten by the copy the scan saw.
                 let result = (&self.runs, &self.leases).transaction(|(runs, leases)| {
-                    leases.insert(&*key, row.clone())?;
-                    runs.insert(&*key, run.clone())?;
-                    Ok(())
+                    let Some(row) = leases.get(&*key)? else { return Ok(false) };
+                    let mut row: LeaseRow = tx_decode(&row)?;
+                    let Some(run) = runs.get(&*key)? else { return Ok(false) };
+                    let mut run: Run = tx_decode(&run)?;
+                    let Some(lease) = run.lease.as_mut().filter(|l| row.owner == owner && l.token == row.token) else {
+                        return Ok(false);
+                    };
+                    lease.until = until_text.clone();
+                    row.until_ms = until.as_millisecond();
+                    leases.insert(&*key, tx_encode(&row)?)?;
+                    runs.insert(&*key, encode_head(&run).or_else(abort)?)?;
+                    Ok(true)
                 });
-                settled(result)?;
-                renewed += 1;
+                renewed += usize::from(settled(result)?);
             }
         }
         // Not waited on, like claims: leases in a sled folder die with its process.
