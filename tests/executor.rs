@@ -1,5 +1,6 @@
 //! The executor's write policy, watched at the store: a call that is safe to resend costs
-//! one durable write, the run head stays small however long the run, and a run killed
+//! one durable write, steps that change nothing outside the run wait for the next write
+//! that must be durable, the run head stays small however long the run, and a run killed
 //! after such a call went out sends it again, with the same key, when it resumes.
 
 mod support;
@@ -182,6 +183,73 @@ fn a_run_killed_after_a_safe_call_went_out_sends_it_again_with_the_same_key() {
     let entries = journal(&s, run.id);
     assert_eq!(entries.iter().map(|e| e.block.as_str()).collect::<Vec<_>>(), ["lock", "stamp"]);
     assert_eq!(block(s.store.records.record(s.record.id)).unwrap().unwrap().fields["locked"], true);
+}
+
+/// A read, a condition on what it mapped, an update, then a change at the vendor.
+const READ_DECIDE_CHANGE: &str = r#"{"name": "decide", "begin": {"next": "get"}, "blocks": {
+    "get": {"type": "api", "credential": "brex", "preset": "brex.get_user", "next": "active"},
+    "active": {"type": "condition", "when": {"field": "brex_status", "op": "equals", "value": "ACTIVE"},
+               "then": "stamp", "else": "done"},
+    "stamp": {"type": "update", "set": {"seen_active": true}, "next": "lock"},
+    "lock": {"type": "api", "credential": "brex", "preset": "brex.lock_card",
+             "with": {"brex_user_card_id": "c1", "reason": "OTHER"}, "next": "done"},
+    "done": {"type": "end"}}}"#;
+
+fn read_decide_change() -> Setup {
+    setup(
+        |seen| if seen.method == "GET" { (200, json!({"status": "ACTIVE"})) } else { (200, json!({"ok": true})) },
+        json!({"email": "ann@acme.test", "brex_user_id": "u1"}),
+    )
+}
+
+#[test]
+fn steps_that_change_nothing_outside_the_run_go_with_the_next_write_that_must_be_durable() {
+    let s = read_decide_change();
+    let wf = compile(READ_DECIDE_CHANGE);
+    let run = create(&s, &wf);
+    let before = s.counts.steps.load(Ordering::SeqCst);
+    let done = drive(&s.engine, &wf, run).unwrap();
+    assert_eq!(done.state, RunState::Succeeded, "{:?}", done.error);
+    // The read, the condition and the update are written before the lock goes out; the
+    // lock's answer goes with the end.
+    assert_eq!(s.counts.steps.load(Ordering::SeqCst) - before, 2);
+    let blocks: Vec<String> = journal(&s, done.id).into_iter().map(|e| e.block).collect();
+    assert_eq!(blocks, ["get", "active", "stamp", "lock", "done"]);
+    let fields = block(s.store.records.record(s.record.id)).unwrap().unwrap().fields;
+    assert_eq!((fields["brex_status"].clone(), fields["seen_active"].clone()), (json!("ACTIVE"), json!(true)));
+}
+
+#[test]
+fn a_change_is_not_sent_until_the_steps_that_led_to_it_are_written() {
+    let s = read_decide_change();
+    let wf = compile(READ_DECIDE_CHANGE);
+    let run = create(&s, &wf);
+
+    // The process dies at the write before the lock: the lock never went out, and nothing
+    // of the read, the condition or the update is stored.
+    s.counts.kill_steps.store(true, Ordering::SeqCst);
+    assert!(drive(&s.engine, &wf, run.clone()).is_err());
+    s.counts.kill_steps.store(false, Ordering::SeqCst);
+    let methods: Vec<String> = s.server.seen().iter().map(|r| r.method.clone()).collect();
+    assert_eq!(methods, ["GET"], "the lock was not sent");
+    let stored = block(s.store.runs.run(run.id)).unwrap().unwrap();
+    assert_eq!(stored.current.as_deref(), Some("get"), "{stored:?}");
+    assert!(journal(&s, run.id).is_empty());
+    assert!(block(s.store.records.record(s.record.id)).unwrap().unwrap().fields.get("seen_active").is_none());
+
+    // The next start reads again, decides again, and sends the lock once.
+    let restarted = Engine::new(
+        s.store.clone(),
+        Some(roster_engine::home::Home::new(s.home.path()).vault().unwrap()),
+        roster_engine::clock::Clock::system(),
+    );
+    let done = drive(&restarted, &wf, stored).unwrap();
+    assert_eq!(done.state, RunState::Succeeded, "{:?}", done.error);
+    let methods: Vec<String> = s.server.seen().iter().map(|r| r.method.clone()).collect();
+    assert_eq!(methods, ["GET", "GET", "POST"]);
+    let blocks: Vec<String> = journal(&s, run.id).into_iter().map(|e| e.block).collect();
+    assert_eq!(blocks, ["get", "active", "stamp", "lock", "done"], "each step journaled once");
+    assert_eq!(block(s.store.records.record(s.record.id)).unwrap().unwrap().fields["seen_active"], true);
 }
 
 fn journal(s: &Setup, run: uuid::Uuid) -> Vec<roster_engine::model::JournalEntry> {

@@ -16,7 +16,10 @@ use serde_json::{Map, Value};
 
 use super::credential_cache::Connection;
 use super::dry::DryStep;
-use super::journal_policy::{Persistence, bound_response, journal_before_sending};
+use super::journal_policy::{
+    Deferred, Durability, Persistence, answer_durability, bound_response, journal_before_sending,
+    write_deferred_before_sending,
+};
 use super::steps::{Steps, call_result};
 use super::transport::Transport;
 use super::{Engine, RunObserver, idempotency_key};
@@ -44,6 +47,8 @@ pub(crate) struct Driver<'a, T: Transport, P: Persistence> {
     pub observer: &'a mut dyn RunObserver,
     /// A dry run's steps as it shows them; `None` in a real run.
     pub dry: Option<Vec<DryStep>>,
+    /// Finished steps not yet written (see [`journal_policy`](super::journal_policy)).
+    pub deferred: Deferred,
 }
 
 impl<T: Transport, P: Persistence> Driver<'_, T, P> {
@@ -64,7 +69,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
                 self.run.error = Some(format!("the record no longer matches the rules: {why}"));
                 self.run.current = None;
                 self.run.finished_at = Some(self.engine.now());
-                return self.save(None, None).await;
+                return self.save(None).await;
             }
         }
         if let Some(pending) = self.run.pending.clone() {
@@ -91,7 +96,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
             let Some(block) = wf.block(&block_id) else {
                 return self.fail(format!("the workflow has no block `{block_id}`")).await;
             };
-            let record = record_of(self.persistence, &self.run).await?;
+            let record = record_of(self.persistence, &self.run, &self.deferred).await?;
             let scope = self.scope(&record);
             let run = &self.run;
             let plan = block.plan(&scope, &|item| idempotency_key(run, &block_id, item));
@@ -102,7 +107,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
                     self.steps.branch(&block_id, branch);
                     self.run.current = target;
                     self.show(|s| s.branch = Some(branch.to_string()), &block_id, block.kind());
-                    self.finish_step(entry, None).await?;
+                    self.finish_step(entry, None, Durability::Deferred).await?;
                 }
                 Plan::Write { changes, next } => {
                     let mut entry = self.entry(&block_id, block.kind(), None, 1);
@@ -111,7 +116,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
                     self.run.current = next;
                     self.show(|s| s.changes = changes.clone(), &block_id, block.kind());
                     let write = self.record_write(&record, changes);
-                    self.finish_step(entry, Some(write)).await?;
+                    self.finish_step(entry, Some(write), Durability::Deferred).await?;
                 }
                 Plan::End { failed, message } => {
                     let mut entry = self.entry(&block_id, block.kind(), None, 1);
@@ -122,7 +127,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
                         entry.error = self.run.error.clone();
                     }
                     self.show(|_| {}, &block_id, block.kind());
-                    self.finish_step(entry, None).await?;
+                    self.finish_step(entry, None, Durability::Deferred).await?;
                 }
                 Plan::Refuse(refusal) => self.refuse(block, &block_id, &record, refusal).await?,
                 Plan::Send(calls) => self.send(block, &block_id, calls).await?,
@@ -140,7 +145,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
                 self.run.state = RunState::Succeeded;
             }
             self.run.finished_at = Some(self.engine.now());
-            self.save(None, None).await?;
+            self.save(None).await?;
         }
         Ok(())
     }
@@ -161,7 +166,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
             Some(target) => self.run.current = Some(target),
             None => self.fail_here(entry.error.clone()),
         }
-        self.finish_step(entry, None).await
+        self.finish_step(entry, None, Durability::Deferred).await
     }
 
     /// Makes a block's calls in order (one, or one per `for_each` item), skipping those
@@ -220,7 +225,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
         }
         if !left {
             self.leave(exchange, block_id);
-            self.save(None, None).await?;
+            self.save(None).await?;
         }
         Ok(())
     }
@@ -235,7 +240,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
         refusal: &Refusal,
         last: bool,
     ) -> Result<()> {
-        let record = record_of(self.persistence, &self.run).await?;
+        let record = record_of(self.persistence, &self.run, &self.deferred).await?;
         if self.dry.is_some() {
             let message = self.word(refusal.in_dry_run, block_id, &record, &refusal.message);
             let steps = self.steps.clone();
@@ -258,7 +263,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
         if last {
             self.leave(exchange, block_id);
         }
-        self.finish_step(entry, None).await
+        self.finish_step(entry, None, Durability::Deferred).await
     }
 
     /// Sends one request, retrying transient failures, journaling as the policy says; the
@@ -286,6 +291,11 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
                 self.park().await?;
                 return Ok(CallOutcome::Parked);
             }
+            // The way here is written before anything but a read goes out (a call unsafe
+            // to resend takes it along with its own started entry, below).
+            if safe && write_deferred_before_sending(&request.method) && !self.deferred.is_empty() {
+                self.save(None).await?;
+            }
             let permit = match connection.and_then(|c| c.limits.rate.clone()) {
                 Some(rate) => tokio::select! {
                     permit = rate.acquire() => Some(permit),
@@ -307,7 +317,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
                     request: request.clone(),
                     started_at: entry.started_at.clone(),
                 });
-                self.save(Some(&entry), None).await?;
+                self.save(Some(&entry)).await?;
             }
             let sent = self.transport.send(connection, &request, exchange.paginate(), permit).await;
             self.run.pending = None;
@@ -319,7 +329,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
                 entry.error = Some(exchange.describe(&sent));
                 entry.response = sent.ok().map(bound_response);
                 entry.retried = true;
-                self.finish_step(entry, None).await?;
+                self.finish_step(entry, None, Durability::Now).await?;
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = self.engine.interruption(self.run.id) => {
@@ -346,7 +356,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
         mut entry: JournalEntry,
         sent: std::result::Result<HttpResponse, SendError>,
     ) -> Result<()> {
-        let record = record_of(self.persistence, &self.run).await?;
+        let record = record_of(self.persistence, &self.run, &self.deferred).await?;
         let mut write = None;
         let result = match sent {
             Ok(resp) => {
@@ -380,7 +390,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
         if last {
             self.leave(exchange, block_id);
         }
-        self.finish_step(entry, write).await
+        self.finish_step(entry, write, answer_durability(exchange.safe_to_resend())).await
     }
 
     /// After a crash: what to do with a request journaled as started.
@@ -396,7 +406,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
                  safe to repeat. Check the vendor, then `roster runs resume {}` to send it again or `roster runs cancel {}`",
                 pending.request.method, pending.request.url, pending.block, self.run.id, self.run.id
             ));
-            return self.save(None, None).await;
+            return self.save(None).await;
         }
         self.resend(&pending).await
     }
@@ -417,7 +427,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
             _ => None,
         };
         // The item's value, for the answer's scope, from the block's plan as it stands now.
-        let record = record_of(self.persistence, &self.run).await?;
+        let record = record_of(self.persistence, &self.run, &self.deferred).await?;
         let scope = self.scope(&record);
         let run = &self.run;
         let item = match block.plan(&scope, &|i| idempotency_key(run, &pending.block, i)) {
@@ -457,7 +467,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
 
     async fn fail(&mut self, error: String) -> Result<()> {
         self.fail_here(Some(error));
-        self.save(None, None).await
+        self.save(None).await
     }
 
     /// Whether the run must not start another step: a stop, or a cancel asked for it. A dry
@@ -477,7 +487,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
         } else {
             self.run.state = RunState::Queued;
         }
-        self.save(None, None).await
+        self.save(None).await
     }
 
     fn scope(&self, record: &Record) -> Value {
@@ -541,8 +551,14 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
         }
     }
 
-    /// Writes a finished step and tells the observer.
-    async fn finish_step(&mut self, mut entry: JournalEntry, write: Option<RecordWrite>) -> Result<()> {
+    /// Ends a step: written now, or (when `durability` allows and the run goes on) with
+    /// the next write.
+    async fn finish_step(
+        &mut self,
+        mut entry: JournalEntry,
+        write: Option<RecordWrite>,
+        durability: Durability,
+    ) -> Result<()> {
         entry.phase = StepPhase::Finished;
         entry.finished_at = Some(self.engine.now());
         // The vendor's own answer time when there is one; otherwise the step's, measured
@@ -551,14 +567,18 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
             Some(resp) => Some(resp.elapsed_ms),
             None => entry.started.map(|t| t.elapsed().as_millis() as u64),
         };
-        self.save(Some(&entry), write).await?;
-        self.observer.step(&entry);
+        self.deferred.push(entry, write);
+        let goes_on = self.run.state == RunState::Running && self.run.current.is_some() && self.run.pending.is_none();
+        if durability == Durability::Now || !goes_on || !self.deferred.has_room() {
+            self.save(None).await?;
+        }
         Ok(())
     }
 
-    /// Writes the head with one journal entry (and a record change) as one durable write;
-    /// a step that ends the run settles it in the same write.
-    async fn save(&mut self, entry: Option<&JournalEntry>, write: Option<RecordWrite>) -> Result<()> {
+    /// Writes the head with the deferred steps (and `started`, a call's entry before it
+    /// goes out) as one durable write, then tells the observer of the steps it wrote; a
+    /// step that ends the run settles it in the same write.
+    async fn save(&mut self, started: Option<&JournalEntry>) -> Result<()> {
         let run = &mut self.run;
         run.updated_at = self.engine.now();
         if run.current.is_none() && run.pending.is_none() && run.state == RunState::Running {
@@ -567,17 +587,26 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
         if run.state.is_finished() && run.finished_at.is_none() {
             run.finished_at = Some(self.engine.now());
         }
-        self.persistence.save_step(&self.run, entry, write).await
+        let (mut entries, write) = self.deferred.take();
+        let finished = entries.len();
+        entries.extend(started.cloned());
+        self.persistence.save_steps(&self.run, &entries, write).await?;
+        for entry in &entries[..finished] {
+            self.observer.step(entry);
+        }
+        Ok(())
     }
 }
 
-/// The record `run` is over. (Borrowing only these two, not the driver, keeps the
-/// driver's future `Send` while the read is awaited.)
-async fn record_of<P: Persistence>(persistence: &P, run: &Run) -> Result<Record> {
-    persistence
+/// The record `run` is over, with the changes of its deferred steps. (Borrowing only
+/// these, not the driver, keeps the driver's future `Send` while the read is awaited.)
+async fn record_of<P: Persistence>(persistence: &P, run: &Run, deferred: &Deferred) -> Result<Record> {
+    let mut record = persistence
         .record(run.record_id)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("record {} of run {} no longer exists", run.record_id, run.id)))
+        .ok_or_else(|| Error::NotFound(format!("record {} of run {} no longer exists", run.record_id, run.id)))?;
+    deferred.lay_over(&mut record);
+    Ok(record)
 }
 
 /// The record changes `changes` makes to `record`, field by field.

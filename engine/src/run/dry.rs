@@ -100,6 +100,7 @@ impl Engine {
             steps: Steps::default(),
             observer: &mut Quiet,
             dry: Some(Vec::new()),
+            deferred: Default::default(),
         };
         // Nothing in a dry run waits (no request, no write, no rate limit, no backoff), so
         // the driver finishes on its first poll.

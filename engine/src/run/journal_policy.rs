@@ -1,7 +1,16 @@
 //! Which writes are durable, and when: the one place that decides it.
 //!
-//! - Every step is one atomic, flushed write of its journal entry, the run's new (small)
-//!   head and the record change it makes ([`Store::save_step`]).
+//! - A write is atomic and flushed: journal entries, the run's new (small) head and the
+//!   record change they make ([`Store::save_steps`](crate::store::RunStore::save_steps)).
+//! - A step whose redoing changes nothing outside the run (a condition, an update, a
+//!   refusal, the answer to a call that is safe to resend) is not written on its own: it
+//!   waits, and goes with the next write that must be durable ([`Durability::Deferred`]).
+//!   That write comes before any call that is not a read (GET, HEAD) goes out, when the run
+//!   ends, parks, fails or retries, and after [`MOST_DEFERRED`] steps. A crash loses only
+//!   deferred steps: the head still points where they began, the resume does them again,
+//!   and every call it sends again is a read or safe to resend. So the path a run took to a
+//!   change at a vendor is always in the journal before the change is asked for. Later
+//!   steps read the record with the deferred changes laid over it.
 //! - A call whose resend is safe (`ApiBlock::safe_to_resend`: a GET or PUT, a preset
 //!   marked safe to repeat, or a request carrying an idempotency key derived from the
 //!   run) writes nothing before it goes out: after a
@@ -29,6 +38,31 @@ use crate::store::{RecordWrite, Store};
 /// The most of a response body the journal keeps.
 pub const JOURNAL_BODY_LIMIT: usize = 64 * 1024;
 
+/// The most finished steps that wait for a write: what a crash can make a run do again.
+pub const MOST_DEFERRED: usize = 16;
+
+/// Whether a finished step must be written before the run goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Written now (with any deferred steps before it).
+    Now,
+    /// May wait for the next write: doing the step again changes nothing outside the run.
+    Deferred,
+}
+
+/// How the answer to a call is written: an unsafe call's answer now, since its started
+/// entry is on the head and a crash before the answer is written would ask a person.
+pub(crate) fn answer_durability(safe_to_resend: bool) -> Durability {
+    if safe_to_resend { Durability::Deferred } else { Durability::Now }
+}
+
+/// Whether deferred steps must be written before a call with `method` goes out: before
+/// anything but a read, so a change at a vendor is never asked for on a path the journal
+/// does not hold.
+pub(crate) fn write_deferred_before_sending(method: &str) -> bool {
+    !(method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD"))
+}
+
 /// Whether a call is journaled as started (with `pending` on the head) before it goes out.
 pub(crate) fn journal_before_sending(safe_to_resend: bool) -> bool {
     !safe_to_resend
@@ -43,10 +77,53 @@ pub(crate) fn bound_response(mut resp: HttpResponse) -> HttpResponse {
     resp
 }
 
+/// Finished steps waiting for the next durable write, and the record change they make
+/// together.
+#[derive(Default)]
+pub(crate) struct Deferred {
+    entries: Vec<JournalEntry>,
+    write: Option<RecordWrite>,
+}
+
+impl Deferred {
+    pub fn push(&mut self, entry: JournalEntry, write: Option<RecordWrite>) {
+        self.entries.push(entry);
+        let Some(later) = write else { return };
+        match &mut self.write {
+            Some(earlier) => {
+                earlier.changes.extend(later.changes);
+                earlier.at = later.at;
+            }
+            None => self.write = Some(later),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether another step may still wait.
+    pub fn has_room(&self) -> bool {
+        self.entries.len() < MOST_DEFERRED
+    }
+
+    /// The record as the run's later steps see it: as stored, with the deferred changes.
+    pub fn lay_over(&self, record: &mut Record) {
+        if let Some(write) = &self.write {
+            record.fields.extend(write.changes.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+
+    /// Everything waiting, for the write that takes it; nothing waits afterwards.
+    pub fn take(&mut self) -> (Vec<JournalEntry>, Option<RecordWrite>) {
+        (std::mem::take(&mut self.entries), self.write.take())
+    }
+}
+
 /// What the driver reads and writes; the only store calls a run makes while it runs.
 pub(crate) trait Persistence: Sync {
-    /// Writes the head, one journal entry and a record change atomically and durably.
-    async fn save_step(&self, run: &Run, entry: Option<&JournalEntry>, write: Option<RecordWrite>) -> Result<()>;
+    /// Writes the head, journal entries and a record change atomically and durably.
+    async fn save_steps(&self, run: &Run, entries: &[JournalEntry], write: Option<RecordWrite>) -> Result<()>;
     async fn record(&self, id: Uuid) -> Result<Option<Record>>;
     async fn journal(&self, run: Uuid) -> Result<Vec<JournalEntry>>;
 }
@@ -56,8 +133,8 @@ pub(crate) trait Persistence: Sync {
 pub(crate) struct StorePersistence(pub Store);
 
 impl Persistence for StorePersistence {
-    async fn save_step(&self, run: &Run, entry: Option<&JournalEntry>, write: Option<RecordWrite>) -> Result<()> {
-        self.0.runs.save_step(run, entry, write).await?;
+    async fn save_steps(&self, run: &Run, entries: &[JournalEntry], write: Option<RecordWrite>) -> Result<()> {
+        self.0.runs.save_steps(run, entries, write).await?;
         Ok(())
     }
 
@@ -82,7 +159,7 @@ impl DryPersistence {
 }
 
 impl Persistence for DryPersistence {
-    async fn save_step(&self, _run: &Run, _entry: Option<&JournalEntry>, write: Option<RecordWrite>) -> Result<()> {
+    async fn save_steps(&self, _run: &Run, _entries: &[JournalEntry], write: Option<RecordWrite>) -> Result<()> {
         if let Some(write) = write {
             self.record.lock().expect("dry record").fields.extend(write.changes);
         }

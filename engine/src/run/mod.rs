@@ -312,6 +312,7 @@ impl Engine {
             steps,
             observer,
             dry: None,
+            deferred: Default::default(),
         })
     }
 

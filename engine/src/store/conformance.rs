@@ -30,6 +30,8 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@cases $fresh;
             an_export_in_small_pages_visits_every_item_once,
             a_step_is_written_whole_or_not_at_all,
+            several_steps_are_written_whole_or_not_at_all,
+            a_step_written_again_replaces_its_entry_when_the_run_finishes,
             a_failing_step_among_concurrent_ones_fails_alone,
             create_once_lets_one_of_many_racing_creators_win,
             sixteen_claimers_never_take_one_run_twice,
@@ -162,6 +164,62 @@ pub async fn a_step_is_written_whole_or_not_at_all(store: Store) {
     assert_eq!(after.current.as_deref(), Some("second"), "the run did not move");
     assert_eq!(store.runs.journal(run.id).await.unwrap().len(), 1, "no journal entry was added");
     assert!(store.records.record(missing).await.unwrap().is_none());
+}
+
+/// Several journal entries in one write (steps that waited for the next durable write)
+/// land with the head and the record change, in order, or none of them does.
+pub async fn several_steps_are_written_whole_or_not_at_all(store: Store) {
+    let ann = person(&store, "ann@acme.test").await;
+    let mut run = queued("w", &ann);
+    store.runs.save_step(&run, None, None).await.unwrap();
+    run.state = RunState::Running;
+    let changes = |v: &str| Map::from_iter([("title".to_string(), json!(v))]);
+    let write = |id, v| RecordWrite { id: Some(id), changes: changes(v), source: "workflow:w".into(), at: "t".into() };
+
+    // A write whose record change cannot apply (the record is gone) leaves nothing of it.
+    let mut failing = run.clone();
+    (failing.current, failing.next_seq) = (Some("fourth".into()), 3);
+    let entries = [entry(0, "first"), entry(1, "second"), entry(2, "third")];
+    let err = store.runs.save_steps(&failing, &entries, Some(write(Uuid::now_v7(), "x"))).await.unwrap_err();
+    assert_eq!(err.kind, StoreErrorKind::NotFound, "{err}");
+    assert_eq!(
+        store.runs.run(run.id).await.unwrap().unwrap().current.as_deref(),
+        Some("first"),
+        "the run did not move"
+    );
+    assert!(store.runs.journal(run.id).await.unwrap().is_empty(), "no entry of the three was added");
+
+    (run.current, run.next_seq) = (Some("fourth".into()), 3);
+    store.runs.save_steps(&run, &entries, Some(write(ann.id, "Engineer"))).await.unwrap();
+    let blocks: Vec<String> = store.runs.journal(run.id).await.unwrap().into_iter().map(|e| e.block).collect();
+    assert_eq!(blocks, ["first", "second", "third"]);
+    assert_eq!(store.records.record(ann.id).await.unwrap().unwrap().fields["title"], "Engineer");
+
+    // Finishing with several entries keeps every one, the earlier ones first.
+    (run.current, run.next_seq, run.state) = (None, 5, RunState::Succeeded);
+    run.finished_at = Some(rfc3339_millis(Timestamp::now()));
+    store.runs.save_steps(&run, &[entry(3, "fourth"), entry(4, "fifth")], None).await.unwrap();
+    let seqs: Vec<u32> = store.runs.journal(run.id).await.unwrap().into_iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [0, 1, 2, 3, 4]);
+    assert_eq!(store.runs.run(run.id).await.unwrap().unwrap().state, RunState::Succeeded);
+}
+
+/// A call unsafe to resend is journaled as started, then written again when answered; when
+/// that answer also ends the run, the journal holds the answer alone.
+pub async fn a_step_written_again_replaces_its_entry_when_the_run_finishes(store: Store) {
+    let ann = person(&store, "ann@acme.test").await;
+    let mut run = queued("w", &ann);
+    run.state = RunState::Running;
+    run.next_seq = 1;
+    let mut started = entry(0, "charge");
+    started.phase = crate::model::StepPhase::Started;
+    store.runs.save_step(&run, Some(&started), None).await.unwrap();
+    (run.current, run.state) = (None, RunState::Succeeded);
+    run.finished_at = Some(rfc3339_millis(Timestamp::now()));
+    store.runs.save_step(&run, Some(&entry(0, "charge")), None).await.unwrap();
+    let journal = store.runs.journal(run.id).await.unwrap();
+    let phases: Vec<_> = journal.iter().map(|e| (e.seq, e.phase)).collect();
+    assert_eq!(phases, [(0, crate::model::StepPhase::Finished)], "{journal:?}");
 }
 
 /// Steps written at the same moment (a backend may apply them together) stand or fall each

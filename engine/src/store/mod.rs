@@ -312,16 +312,26 @@ pub trait RunStore: Send + Sync {
     async fn run(&self, id: Uuid) -> StoreResult<Option<Run>>;
     async fn runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>>;
     async fn journal(&self, run: Uuid) -> StoreResult<Vec<JournalEntry>>;
-    /// One step, atomically: the run's new head, one journal entry and (optionally) a record
-    /// change. A run that is queued goes on the queue; one that is no longer running gives up
-    /// its lease. If the stored run is leased to another claim (its lease expired and someone
-    /// reclaimed it), nothing is written and the call fails with `Conflict`.
+    /// Steps, atomically: the run's new head, its journal entries (in `seq` order; an entry
+    /// whose `seq` is stored already replaces it) and (optionally) a record change. A run that
+    /// is queued goes on the queue; one that is no longer running gives up its lease. If the
+    /// stored run is leased to another claim (its lease expired and someone reclaimed it),
+    /// nothing is written and the call fails with `Conflict`.
+    async fn save_steps(
+        &self,
+        run: &Run,
+        entries: &[JournalEntry],
+        record: Option<RecordWrite>,
+    ) -> StoreResult<Option<RecordWritten>>;
+    /// [`RunStore::save_steps`] with at most one entry.
     async fn save_step(
         &self,
         run: &Run,
         entry: Option<&JournalEntry>,
         record: Option<RecordWrite>,
-    ) -> StoreResult<Option<RecordWritten>>;
+    ) -> StoreResult<Option<RecordWritten>> {
+        self.save_steps(run, entry.map_or(&[], std::slice::from_ref), record).await
+    }
     /// Creates the run unless a run with the same `dedupe` key was ever created, and says
     /// whether it did: "at most once per (workflow, record, event or fire)" rests on this.
     async fn create_once(&self, run: &Run, dedupe: &str) -> StoreResult<bool>;

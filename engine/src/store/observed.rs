@@ -21,7 +21,7 @@ use crate::model::{JournalEntry, Record, Run, SyncSession};
 pub enum StoreCall {
     /// Reading one record.
     RecordRead,
-    /// A run's step (`RunStore::save_step`); `finished` when the run is settled by it.
+    /// A run's steps (`RunStore::save_steps`); `finished` when the run is settled by them.
     SaveStep { run: Uuid, finished: bool },
     /// Taking a run off the queue (`QueueStore::claim`).
     Claim,
@@ -113,14 +113,14 @@ impl<O: StoreObserver> RunStore for Watched<dyn RunStore, O> {
     async fn journal(&self, run: Uuid) -> StoreResult<Vec<JournalEntry>> {
         self.around(StoreCall::Read, self.inner.journal(run)).await
     }
-    async fn save_step(
+    async fn save_steps(
         &self,
         run: &Run,
-        entry: Option<&JournalEntry>,
+        entries: &[JournalEntry],
         record: Option<RecordWrite>,
     ) -> StoreResult<Option<RecordWritten>> {
         let call = StoreCall::SaveStep { run: run.id, finished: run.state.is_finished() };
-        self.around(call, self.inner.save_step(run, entry, record)).await
+        self.around(call, self.inner.save_steps(run, entries, record)).await
     }
     async fn create_once(&self, run: &Run, dedupe: &str) -> StoreResult<bool> {
         self.around(StoreCall::Write, self.inner.create_once(run, dedupe)).await

@@ -160,7 +160,8 @@ const SAVE_HEAD: &str = "WITH head AS (
             OR lease_token = $16)
         RETURNING id
     ), step AS (
-        INSERT INTO journal (run_id, seq, entry) SELECT id, $14, $15::json FROM head WHERE $15::text IS NOT NULL
+        INSERT INTO journal (run_id, seq, entry)
+        SELECT head.id, e.seq, e.entry::json FROM head, unnest($14::bigint[], $15::text[]) AS e(seq, entry)
         ON CONFLICT (run_id, seq) DO UPDATE SET entry = excluded.entry
     ), woken AS MATERIALIZED (
         SELECT pg_notify('roster_work_' || current_schema(), '') FROM head WHERE $4 = 'queued'
@@ -699,10 +700,12 @@ async fn put_run(tx: &mut PgConnection, run: &Run) -> Result<(), Fault> {
 
 /// Writes a step of a stored run with [`SAVE_HEAD`]; `false` when the run is not stored
 /// yet or another claim holds it (nothing is written then).
-async fn save_head(conn: &mut PgConnection, run: &Run, entry: Option<&JournalEntry>) -> Result<bool, Fault> {
+async fn save_head(conn: &mut PgConnection, run: &Run, entries: &[JournalEntry]) -> Result<bool, Fault> {
+    let seqs: Vec<i64> = entries.iter().map(|e| i64::from(e.seq)).collect();
+    let texts = entries.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
     let row = bind_run(sqlx::query(SAVE_HEAD), run)?
-        .bind(entry.map(|e| i64::from(e.seq)))
-        .bind(entry.map(encode).transpose()?)
+        .bind(seqs)
+        .bind(texts)
         .bind(run.lease.as_ref().map(|l| l.token))
         .fetch_one(&mut *conn)
         .await?;
@@ -993,25 +996,25 @@ impl PostgresStore {
         Ok(())
     }
 
-    async fn save_step_once(
+    async fn save_steps_once(
         &self,
         run: &Run,
-        entry: Option<&JournalEntry>,
+        entries: &[JournalEntry],
         record: Option<&RecordWrite>,
     ) -> Result<Option<RecordWritten>, Fault> {
         if record.is_none() {
             // The usual step: one statement, one round trip.
             let mut conn = self.pool.acquire().await?;
-            if save_head(&mut conn, run, entry).await? {
+            if save_head(&mut conn, run, entries).await? {
                 return Ok(None);
             }
         }
         let mut tx = self.pool.begin().await?;
-        if !save_head(&mut tx, run, entry).await? {
+        if !save_head(&mut tx, run, entries).await? {
             // Not stored yet, or held by another claim (which `check_lease` refuses).
             check_lease(&mut tx, run).await?;
             put_run(&mut tx, run).await?;
-            if let Some(entry) = entry {
+            for entry in entries {
                 sqlx::query(PUT_JOURNAL_ENTRY)
                     .bind(run.id)
                     .bind(i64::from(entry.seq))
@@ -1272,13 +1275,13 @@ impl RunStore for PostgresStore {
         decode_all("a journal entry", texts)
     }
 
-    async fn save_step(
+    async fn save_steps(
         &self,
         run: &Run,
-        entry: Option<&JournalEntry>,
+        entries: &[JournalEntry],
         record: Option<RecordWrite>,
     ) -> StoreResult<Option<RecordWritten>> {
-        self.retrying("saving a run's step", || self.save_step_once(run, entry, record.as_ref())).await
+        self.retrying("saving a run's step", || self.save_steps_once(run, entries, record.as_ref())).await
     }
 
     async fn create_once(&self, run: &Run, dedupe: &str) -> StoreResult<bool> {

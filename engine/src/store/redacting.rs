@@ -90,14 +90,14 @@ impl RunStore for Scrubbed<dyn RunStore> {
     async fn journal(&self, run: Uuid) -> StoreResult<Vec<JournalEntry>> {
         self.0.journal(run).await
     }
-    async fn save_step(
+    async fn save_steps(
         &self,
         run: &Run,
-        entry: Option<&JournalEntry>,
+        entries: &[JournalEntry],
         record: Option<RecordWrite>,
     ) -> StoreResult<Option<RecordWritten>> {
-        let entry = entry.map(clean).transpose()?;
-        self.0.save_step(&*clean(run)?, entry.as_deref(), record.map(clean_write)).await
+        let entries = entries.iter().map(|e| clean(e).map(Cow::into_owned)).collect::<StoreResult<Vec<_>>>()?;
+        self.0.save_steps(&*clean(run)?, &entries, record.map(clean_write)).await
     }
     async fn create_once(&self, run: &Run, dedupe: &str) -> StoreResult<bool> {
         self.0.create_once(&*clean(run)?, dedupe).await

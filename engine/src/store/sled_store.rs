@@ -275,22 +275,30 @@ impl SledStore {
     }
 
     /// The run's journal so far and its last `entry`, packed into one value.
-    fn pack_journal(&self, run: Uuid, entry: &JournalEntry) -> StoreResult<JournalPacking> {
+    fn pack_journal(&self, run: Uuid, entries: &[JournalEntry]) -> StoreResult<JournalPacking> {
         let (mut loose, mut before, mut texts) = (Vec::new(), None, Vec::new());
+        // An entry written again (a call journaled as started, now finished) replaces the
+        // stored one.
+        let replaced = |seq: u32| entries.iter().any(|e| e.seq == seq);
         for item in self.journal.scan_prefix(run.as_bytes()) {
             let (key, value) = item.map_err(sled_error)?;
             if packed::is_journal(&value) {
-                for earlier in journal_values(&value)? {
+                for earlier in journal_values(&value)?.into_iter().filter(|e| !replaced(e.seq)) {
                     texts.push(encode(&earlier)?);
                 }
                 before = Some(value);
             } else {
-                // A loose entry is its JSON text as it is.
-                texts.push(value.to_vec());
+                // A loose entry is its JSON text as it is; its key ends in its seq.
+                let seq = key.get(16..20).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes);
+                if !seq.is_some_and(replaced) {
+                    texts.push(value.to_vec());
+                }
                 loose.push((key, value));
             }
         }
-        texts.push(encode(entry)?);
+        for entry in entries {
+            texts.push(encode(entry)?);
+        }
         let packed = packed::pack_journal(&texts.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
         Ok(JournalPacking { loose, before, packed })
     }
@@ -838,20 +846,22 @@ impl RunStore for SledStore {
         Ok(entries)
     }
 
-    async fn save_step(
+    async fn save_steps(
         &self,
         run: &Run,
-        entry: Option<&JournalEntry>,
+        entries: &[JournalEntry],
         record: Option<RecordWrite>,
     ) -> StoreResult<Option<RecordWritten>> {
         let fields = self.fields();
         let (new_id, event_id) = (Uuid::now_v7(), Uuid::now_v7());
-        // The step that finishes a run packs its whole journal into one value. Only the
+        // The write that finishes a run packs its whole journal into one value. Only the
         // run's claimer writes its journal; the transaction checks nothing moved meanwhile.
-        let packing = match (run.state.is_finished(), entry) {
-            (true, Some(entry)) => Some(self.pack_journal(run.id, entry)?),
-            _ => None,
+        let packing = match run.state.is_finished() && !entries.is_empty() {
+            true => Some(self.pack_journal(run.id, entries)?),
+            false => None,
         };
+        let loose =
+            entries.iter().map(|e| Ok((journal_key(run.id, e.seq), encode(e)?))).collect::<StoreResult<Vec<_>>>()?;
         let trees = (
             &self.runs,
             &self.journal,
@@ -868,12 +878,13 @@ impl RunStore for SledStore {
             trees.transaction(|(runs, journal, records, index, events, queue, active, leases, timers, finished)| {
                 check_lease(leases, run)?;
                 put_run(&Trees { runs, queue, active, leases, timers, finished }, run)?;
-                match (&packing, entry) {
-                    (Some(packing), _) => packing.apply(journal, run.id)?,
-                    (None, Some(entry)) => {
-                        journal.insert(journal_key(run.id, entry.seq), tx_encode(entry)?)?;
+                match &packing {
+                    Some(packing) => packing.apply(journal, run.id)?,
+                    None => {
+                        for (key, value) in &loose {
+                            journal.insert(key.as_slice(), value.as_slice())?;
+                        }
                     }
-                    (None, None) => {}
                 }
                 match &record {
                     Some(w) => Ok(Some(apply_write(records, index, events, &fields, w, new_id, event_id)?)),
