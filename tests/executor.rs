@@ -77,6 +77,12 @@ fn drive(engine: &Engine, wf: &Workflow, run: Run) -> Result<Run> {
     block(engine.drive(wf, run, &mut Quiet))
 }
 
+/// A new engine on the same store and vault, as the next process after a crash.
+fn restart(s: &Setup) -> Engine {
+    let vault = roster_engine::home::Home::new(s.home.path()).vault().unwrap();
+    Engine::new(s.store.clone(), Some(vault), roster_engine::clock::Clock::system())
+}
+
 fn create(s: &Setup, wf: &Workflow) -> Run {
     block(s.engine.create_run(wf, &s.record, RunTrigger::Manual)).unwrap()
 }
@@ -169,11 +175,7 @@ fn a_run_killed_after_a_safe_call_went_out_sends_it_again_with_the_same_key() {
     let stored: Run = serde_json::from_value(old_format).unwrap();
 
     // The next start (a new process) sends it again, with the same key, and finishes.
-    let restarted = Engine::new(
-        s.store.clone(),
-        Some(roster_engine::home::Home::new(s.home.path()).vault().unwrap()),
-        roster_engine::clock::Clock::system(),
-    );
+    let restarted = restart(&s);
     let done = drive(&restarted, &wf, stored).unwrap();
     assert_eq!(done.state, RunState::Succeeded, "{:?}", done.error);
     let keys: Vec<String> = s.server.seen().iter().map(|r| r.headers["idempotency-key"].clone()).collect();
@@ -238,11 +240,7 @@ fn a_change_is_not_sent_until_the_steps_that_led_to_it_are_written() {
     assert!(block(s.store.records.record(s.record.id)).unwrap().unwrap().fields.get("seen_active").is_none());
 
     // The next start reads again, decides again, and sends the lock once.
-    let restarted = Engine::new(
-        s.store.clone(),
-        Some(roster_engine::home::Home::new(s.home.path()).vault().unwrap()),
-        roster_engine::clock::Clock::system(),
-    );
+    let restarted = restart(&s);
     let done = drive(&restarted, &wf, stored).unwrap();
     assert_eq!(done.state, RunState::Succeeded, "{:?}", done.error);
     let methods: Vec<String> = s.server.seen().iter().map(|r| r.method.clone()).collect();
