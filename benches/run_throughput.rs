@@ -107,6 +107,16 @@ fn parent(opts: &Opts) {
     }
     host.stop();
 
+    // The report compares the engine with the baseline; a profile of one variant alone
+    // (`--variants=engine`) has its timings above and nothing to compare.
+    let left_out: Vec<&str> = ["baseline", "baseline-after", "engine"]
+        .into_iter()
+        .filter(|name| !results.iter().any(|r| r["variant"] == *name))
+        .collect();
+    if !left_out.is_empty() {
+        eprintln!("run_throughput: no report, --variants left out {} (the timings above stand)", left_out.join(", "));
+        return;
+    }
     let get = |name: &str| results.iter().find(|r| r["variant"] == name).unwrap_or_else(|| panic!("no {name}"));
     // The faster of the two baseline passes (before and after the engine), so the ratio
     // is not flattered by a slow baseline.
