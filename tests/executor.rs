@@ -135,8 +135,12 @@ fn the_run_head_stays_small_over_a_long_for_each_and_the_journal_holds_the_answe
             "count": {"type": "update", "set": {"last_card": "<<steps.card.items.199.response.card>>"}}}}"#,
     );
     let run = create(&s, &wf);
+    let before = s.counts.steps.load(Ordering::SeqCst);
     let done = drive(&s.engine, &wf, run).unwrap();
     assert_eq!(done.state, RunState::Succeeded, "{:?}", done.error);
+    // The reads wait for a write 16 at a time (12 writes for 192 of them); the last 8 and
+    // the update that ends the run make the 13th.
+    assert_eq!(s.counts.steps.load(Ordering::SeqCst) - before, 13);
     let head = serde_json::to_vec(&block(s.store.runs.run(done.id)).unwrap().unwrap()).unwrap();
     assert!(head.len() < 1024, "the stored head is {} bytes", head.len());
     let entries = journal(&s, done.id);
@@ -185,6 +189,33 @@ fn a_run_killed_after_a_safe_call_went_out_sends_it_again_with_the_same_key() {
     let entries = journal(&s, run.id);
     assert_eq!(entries.iter().map(|e| e.block.as_str()).collect::<Vec<_>>(), ["lock", "stamp"]);
     assert_eq!(block(s.store.records.record(s.record.id)).unwrap().unwrap().fields["locked"], true);
+}
+
+#[test]
+fn later_steps_see_the_changes_of_steps_not_yet_written() {
+    let s = setup(|_| (200, json!({"ok": true})), json!({"email": "ann@acme.test", "level": 0}));
+    let wf = compile(
+        r#"{"name": "levels", "begin": {"next": "one"}, "blocks": {
+            "one": {"type": "update", "set": {"level": 1}, "next": "two"},
+            "two": {"type": "update", "set": {"level": 2, "was": "<<level>>"}, "next": "high"},
+            "high": {"type": "condition", "when": {"field": "level", "op": "equals", "value": 2},
+                     "then": "mark", "else": "done"},
+            "mark": {"type": "update", "set": {"high": true}, "next": "done"},
+            "done": {"type": "end"}}}"#,
+    );
+    let run = create(&s, &wf);
+    let before = s.counts.steps.load(Ordering::SeqCst);
+    let done = drive(&s.engine, &wf, run).unwrap();
+    assert_eq!(done.state, RunState::Succeeded, "{:?}", done.error);
+    assert_eq!(s.counts.steps.load(Ordering::SeqCst) - before, 1, "five steps, one write");
+    let fields = block(s.store.records.record(s.record.id)).unwrap().unwrap().fields;
+    assert_eq!(
+        (fields["level"].clone(), fields["was"].clone(), fields["high"].clone()),
+        (json!(2), json!(1), json!(true))
+    );
+    let entries = journal(&s, done.id);
+    let two = &entries.iter().find(|e| e.block == "two").unwrap().changes["level"];
+    assert_eq!((two.before.clone(), two.after.clone()), (json!(1), json!(2)), "step two saw step one's change");
 }
 
 /// A read, a condition on what it mapped, an update, then a change at the vendor.
