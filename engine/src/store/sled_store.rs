@@ -970,17 +970,30 @@ impl QueueStore for SledStore {
             }
             let queued = self.queue.iter().keys().map(|k| id_of(&k.map_err(sled_error)?));
             let mut found = None;
+            // A run's workflow and trigger never change, so the scan's copy can tell them.
+            let wanted = |run: &Run| {
+                request.trigger.as_ref().is_none_or(|t| *t == run.trigger)
+                    && request
+                        .limits
+                        .per_workflow
+                        .get(&run.workflow)
+                        .is_none_or(|l| live.get(&run.workflow).copied().unwrap_or(0) < *l)
+            };
             for id in expired.into_iter().map(Ok).chain(queued) {
                 let id = id?;
-                // The run is read again inside the transaction: its claimer may have saved
-                // a step (or finished it) since the scan, and a claim from a stale copy
-                // would put the run back where it was.
+                let Some(scanned) = self.get_run(id)? else {
+                    self.queue.remove(id.as_bytes()).map_err(sled_error)?;
+                    continue;
+                };
+                if !matches!(scanned.state, RunState::Queued | RunState::Running) || !wanted(&scanned) {
+                    continue;
+                }
+                // Its state is read again inside the transaction: its claimer may have saved
+                // a step (or finished it) since the scan, and a claim from a stale copy would
+                // put the run back where it was.
                 let trees = (&self.runs, &self.queue, &self.active, &self.leases, &self.timers, &self.finished);
                 let result = trees.transaction(|(runs, queue, active, leases, timers, finished)| {
-                    let Some(bytes) = runs.get(id.as_bytes())? else {
-                        queue.remove(id.as_bytes())?;
-                        return Ok(None);
-                    };
+                    let Some(bytes) = runs.get(id.as_bytes())? else { return Ok(None) };
                     let mut run: Run = tx_decode(&bytes)?;
                     let claimable = match run.state {
                         RunState::Queued => true,
@@ -990,11 +1003,7 @@ impl QueueStore for SledStore {
                         },
                         _ => false,
                     };
-                    let limit = request.limits.per_workflow.get(&run.workflow);
-                    if !claimable
-                        || request.trigger.as_ref().is_some_and(|t| *t != run.trigger)
-                        || limit.is_some_and(|l| live.get(&run.workflow).copied().unwrap_or(0) >= *l)
-                    {
+                    if !claimable {
                         return Ok(None);
                     }
                     run.claim(&request.owner, request.now + request.lease);
