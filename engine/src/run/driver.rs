@@ -17,8 +17,7 @@ use serde_json::{Map, Value};
 use super::credential_cache::Connection;
 use super::dry::DryStep;
 use super::journal_policy::{
-    Deferred, Durability, Persistence, answer_durability, bound_response, journal_before_sending,
-    write_deferred_before_sending,
+    BeforeSending, Deferred, Durability, Persistence, answer_durability, before_sending, bound_response,
 };
 use super::steps::{Steps, call_result};
 use super::transport::Transport;
@@ -291,9 +290,10 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
                 self.park().await?;
                 return Ok(CallOutcome::Parked);
             }
-            // The way here is written before anything but a read goes out (a call unsafe
-            // to resend takes it along with its own started entry, below).
-            if safe && write_deferred_before_sending(&request.method) && !self.deferred.is_empty() {
+            // Deferred steps go before the entry is made, so the head written with them
+            // does not count it; a started call takes them along with its entry, below.
+            let before = before_sending(safe, &request.method);
+            if before == BeforeSending::Deferred && !self.deferred.is_empty() {
                 self.save(None).await?;
             }
             let permit = match connection.and_then(|c| c.limits.rate.clone()) {
@@ -308,7 +308,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
             };
             let mut entry = self.entry(block_id, block.kind(), call.index(), attempt);
             entry.request = Some(request.clone());
-            if journal_before_sending(safe) {
+            if before == BeforeSending::Started {
                 self.run.pending = Some(Pending {
                     seq: entry.seq,
                     block: block_id.to_string(),

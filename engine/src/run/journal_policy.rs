@@ -56,16 +56,26 @@ pub(crate) fn answer_durability(safe_to_resend: bool) -> Durability {
     if safe_to_resend { Durability::Deferred } else { Durability::Now }
 }
 
-/// Whether deferred steps must be written before a call with `method` goes out: before
-/// anything but a read, so a change at a vendor is never asked for on a path the journal
-/// does not hold.
-pub(crate) fn write_deferred_before_sending(method: &str) -> bool {
-    !(method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD"))
+/// What is written before a call goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BeforeSending {
+    /// Nothing: a read, after which deferred steps may go on waiting.
+    Nothing,
+    /// The deferred steps, if any: a change at a vendor is never asked for on a path the
+    /// journal does not hold.
+    Deferred,
+    /// The deferred steps and the call itself as started (with `pending` on the head): it
+    /// is unsafe to resend.
+    Started,
 }
 
-/// Whether a call is journaled as started (with `pending` on the head) before it goes out.
-pub(crate) fn journal_before_sending(safe_to_resend: bool) -> bool {
-    !safe_to_resend
+pub(crate) fn before_sending(safe_to_resend: bool, method: &str) -> BeforeSending {
+    let read = method.eq_ignore_ascii_case("GET") || method.eq_ignore_ascii_case("HEAD");
+    match (safe_to_resend, read) {
+        (false, _) => BeforeSending::Started,
+        (true, false) => BeforeSending::Deferred,
+        (true, true) => BeforeSending::Nothing,
+    }
 }
 
 /// A response as the journal keeps it: the body cut to [`JOURNAL_BODY_LIMIT`].

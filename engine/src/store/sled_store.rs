@@ -88,6 +88,13 @@ struct LeaseRow {
     until_ms: i64,
 }
 
+impl LeaseRow {
+    /// Whether the claimer may still be working on the run at `now_ms`.
+    fn is_live(&self, now_ms: i64) -> bool {
+        self.until_ms > now_ms
+    }
+}
+
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> crate::Result<Self> {
@@ -274,7 +281,7 @@ impl SledStore {
         Ok(total)
     }
 
-    /// The run's journal so far and its last `entry`, packed into one value.
+    /// The run's journal so far and its last `entries`, packed into one value.
     fn pack_journal(&self, run: Uuid, entries: &[JournalEntry]) -> StoreResult<JournalPacking> {
         let (mut loose, mut before, mut texts) = (Vec::new(), None, Vec::new());
         // An entry written again (a call journaled as started, now finished) replaces the
@@ -288,9 +295,8 @@ impl SledStore {
                 }
                 before = Some(value);
             } else {
-                // A loose entry is its JSON text as it is; its key ends in its seq.
-                let seq = key.get(16..20).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes);
-                if !seq.is_some_and(replaced) {
+                // A loose entry is its JSON text as it is.
+                if !journal_seq(&key).is_some_and(replaced) {
                     texts.push(value.to_vec());
                 }
                 loose.push((key, value));
@@ -492,6 +498,13 @@ fn packed_journal_key(run: Uuid) -> Vec<u8> {
     run.as_bytes().to_vec()
 }
 
+/// What a step write does to a run's journal: adds loose entries (keys and values), or,
+/// when it finishes the run, packs the whole journal.
+enum JournalWrite {
+    Loose(Vec<(Vec<u8>, Vec<u8>)>),
+    Packed(JournalPacking),
+}
+
 /// A finished run's journal packed, and what it replaces.
 struct JournalPacking {
     /// The keys of the loose entries read, with their values.
@@ -591,6 +604,11 @@ fn journal_key(run: Uuid, seq: u32) -> Vec<u8> {
     let mut k = run.as_bytes().to_vec();
     k.extend_from_slice(&seq.to_be_bytes());
     k
+}
+
+/// The seq a loose entry's key ends in (`None` for a packed journal's key).
+fn journal_seq(key: &[u8]) -> Option<u32> {
+    key.get(16..20).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes)
 }
 
 /// Milliseconds, offset so byte order is time order.
@@ -856,12 +874,12 @@ impl RunStore for SledStore {
         let (new_id, event_id) = (Uuid::now_v7(), Uuid::now_v7());
         // The write that finishes a run packs its whole journal into one value. Only the
         // run's claimer writes its journal; the transaction checks nothing moved meanwhile.
-        let packing = match run.state.is_finished() && !entries.is_empty() {
-            true => Some(self.pack_journal(run.id, entries)?),
-            false => None,
+        let journal_write = if run.state.is_finished() && !entries.is_empty() {
+            JournalWrite::Packed(self.pack_journal(run.id, entries)?)
+        } else {
+            let loose = entries.iter().map(|e| Ok((journal_key(run.id, e.seq), encode(e)?)));
+            JournalWrite::Loose(loose.collect::<StoreResult<_>>()?)
         };
-        let loose =
-            entries.iter().map(|e| Ok((journal_key(run.id, e.seq), encode(e)?))).collect::<StoreResult<Vec<_>>>()?;
         let trees = (
             &self.runs,
             &self.journal,
@@ -878,10 +896,10 @@ impl RunStore for SledStore {
             trees.transaction(|(runs, journal, records, index, events, queue, active, leases, timers, finished)| {
                 check_lease(leases, run)?;
                 put_run(&Trees { runs, queue, active, leases, timers, finished }, run)?;
-                match &packing {
-                    Some(packing) => packing.apply(journal, run.id)?,
-                    None => {
-                        for (key, value) in &loose {
+                match &journal_write {
+                    JournalWrite::Packed(packing) => packing.apply(journal, run.id)?,
+                    JournalWrite::Loose(loose) => {
+                        for (key, value) in loose {
                             journal.insert(key.as_slice(), value.as_slice())?;
                         }
                     }
@@ -962,7 +980,7 @@ impl QueueStore for SledStore {
             for entry in self.leases.iter() {
                 let (key, bytes) = entry.map_err(sled_error)?;
                 let row: LeaseRow = decode(&bytes)?;
-                if row.until_ms > now_ms {
+                if row.is_live(now_ms) {
                     *live.entry(row.workflow).or_default() += 1;
                 } else {
                     expired.push(id_of(&key)?);
@@ -998,7 +1016,7 @@ impl QueueStore for SledStore {
                     let claimable = match run.state {
                         RunState::Queued => true,
                         RunState::Running => match leases.get(id.as_bytes())? {
-                            Some(row) => tx_decode::<LeaseRow>(&row)?.until_ms <= now_ms,
+                            Some(row) => !tx_decode::<LeaseRow>(&row)?.is_live(now_ms),
                             None => true,
                         },
                         _ => false,
