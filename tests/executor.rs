@@ -281,6 +281,41 @@ fn a_change_is_not_sent_until_the_steps_that_led_to_it_are_written() {
     assert_eq!(block(s.store.records.record(s.record.id)).unwrap().unwrap().fields["seen_active"], true);
 }
 
+#[test]
+fn a_wait_is_one_durable_write_that_takes_the_steps_before_it_along_or_is_done_again() {
+    let s = setup(|_| (200, json!({"status": "ACTIVE"})), json!({"email": "ann@acme.test"}));
+    let wf = compile(
+        r#"{"name": "notice", "begin": {"next": "get"}, "blocks": {
+            "get": {"type": "api", "credential": "brex", "request": {"method": "GET", "url": "/users/<<email>>"},
+                    "next": "active"},
+            "active": {"type": "condition", "when": {"field": "steps.get.response.status", "op": "equals", "value": "ACTIVE"},
+                       "then": "pause"},
+            "pause": {"type": "wait", "for": "2d", "next": "lock"},
+            "lock": {"type": "api", "credential": "brex", "preset": "brex.lock_card",
+                     "with": {"brex_user_card_id": "c1", "reason": "OTHER"}}}}"#,
+    );
+    let run = create(&s, &wf);
+
+    // Killed at the wait's write: nothing of the read or the decision is stored, and the
+    // run still stands where it began.
+    s.counts.kill_steps.store(true, Ordering::SeqCst);
+    assert!(drive(&s.engine, &wf, run.clone()).is_err());
+    s.counts.kill_steps.store(false, Ordering::SeqCst);
+    let stored = block(s.store.runs.run(run.id)).unwrap().unwrap();
+    assert_eq!((stored.state, stored.current.as_deref()), (RunState::Queued, Some("get")));
+    assert!(journal(&s, run.id).is_empty());
+
+    // The next start reads and decides again; the wait is its one write.
+    let before = s.counts.steps.load(Ordering::SeqCst);
+    let waiting = drive(&restart(&s), &wf, stored).unwrap();
+    assert_eq!(waiting.state, RunState::Waiting, "{:?}", waiting.error);
+    assert_eq!(s.counts.steps.load(Ordering::SeqCst) - before, 1, "the read and the decision go with the wait");
+    let blocks: Vec<String> = journal(&s, run.id).into_iter().map(|e| e.block).collect();
+    assert_eq!(blocks, ["get", "active", "pause"]);
+    let methods: Vec<String> = s.server.seen().iter().map(|r| r.method.clone()).collect();
+    assert_eq!(methods, ["GET", "GET"], "only the read was made again; the lock waits");
+}
+
 fn journal(s: &Setup, run: uuid::Uuid) -> Vec<roster_engine::model::JournalEntry> {
     block(s.store.runs.journal(run)).unwrap()
 }

@@ -54,7 +54,14 @@ fn dot_output_renders_with_graphviz_and_shows_rules_and_for_each() {
     assert!(svg.contains("vip"), "{svg}");
     assert!(svg.contains("lock"), "{svg}");
 
-    for shipped in ["onboarding.json", "offboarding.json", "on-leave-change.json", "deactivate-leavers.json"] {
+    let shipped = [
+        "onboarding.json",
+        "offboarding.json",
+        "on-leave-change.json",
+        "deactivate-leavers.json",
+        "offboard-at-end-of-last-day.json",
+    ];
+    for shipped in shipped {
         let dot = home.roster(&["graph", &example(shipped)]).ok().stdout;
         render_dot(&dot);
     }

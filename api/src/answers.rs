@@ -103,6 +103,7 @@ pub fn run_summary(r: &Run) -> RunSummary {
         trigger: r.trigger.clone(),
         created_at: r.created_at.clone(),
         error: r.error.clone(),
+        wake_at: r.wakes_at().map(str::to_string),
     }
 }
 
@@ -124,6 +125,7 @@ pub async fn run_detail(store: &Store, run: &Run) -> Result<RunDetail> {
         error: run.error.clone(),
         created_at: run.created_at.clone(),
         finished_at: run.finished_at.clone(),
+        wake_at: run.wakes_at().map(str::to_string),
         steps: store.runs.journal(run.id).await?,
     })
 }

@@ -253,12 +253,16 @@ async fn retry_run(
 }
 
 /// `roster runs resume`: a `needs_attention` run sends its pending request again, by a
-/// person's decision; a queued run is simply left to the workers (202).
+/// person's decision; a waiting run's wait ends now; a queued run is simply left to the
+/// workers (202).
 async fn resume_run(
     State(api): State<ApiState>,
     Path(id): Path<String>,
 ) -> Answer<(StatusCode, Json<wire::RunSummary>)> {
-    let run = run_of(&api, &id).await?;
+    let mut run = run_of(&api, &id).await?;
+    if run.state == RunState::Waiting {
+        run = api.service.engine.wake_now(run).await?;
+    }
     let summary = answers::run_summary(&run);
     if run.state == RunState::NeedsAttention {
         let wf = api.service.workflow_version(&run.workflow_hash).await?;

@@ -180,6 +180,9 @@ pub struct RunSummary {
     pub trigger: RunTrigger,
     pub created_at: String,
     pub error: Option<String>,
+    /// A waiting run's timer: when it goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<String>,
 }
 
 /// A run with its journal, as `runs show --json` and `GET /v1/runs/{id}` print it.
@@ -196,6 +199,9 @@ pub struct RunDetail {
     pub error: Option<String>,
     pub created_at: String,
     pub finished_at: Option<String>,
+    /// A waiting run's timer: when it goes on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<String>,
     pub steps: Vec<JournalEntry>,
 }
 
@@ -343,6 +349,7 @@ mod tests {
             trigger: RunTrigger::ManualApi,
             created_at: "2027-03-01T09:00:00Z".into(),
             error: None,
+            wake_at: None,
         };
         let mut answer = CancelAnswer { run, cancelling: false };
         let plain = serde_json::to_value(&answer).unwrap();

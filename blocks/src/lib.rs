@@ -6,6 +6,7 @@
 
 pub mod credential;
 pub mod diag;
+pub mod duration;
 pub mod fields;
 pub mod http;
 pub mod kinds;

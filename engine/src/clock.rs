@@ -54,6 +54,17 @@ impl Clock {
         self.now().to_zoned(zone.clone()).date()
     }
 
+    /// The real instant at which this clock shows `at`. Timers, leases and heartbeats run
+    /// on the real clock (a process waits real time), so under a fixed clock (`--now`) a
+    /// wait keeps its length from the moment it began: `at` minus the fixed instant, from
+    /// the real now.
+    pub fn real_instant(&self, at: Timestamp) -> Timestamp {
+        match self.fixed {
+            None => at,
+            Some(fixed) => Timestamp::now().checked_add(at.duration_since(fixed)).unwrap_or(Timestamp::MAX),
+        }
+    }
+
     pub fn is_fixed(&self) -> bool {
         self.fixed.is_some()
     }

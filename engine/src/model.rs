@@ -85,6 +85,12 @@ impl RunState {
         matches!(self, RunState::Succeeded | RunState::Failed | RunState::Cancelled | RunState::Skipped)
     }
 
+    /// Whether driving the run has nothing to do now: it has finished, or it waits for a
+    /// person (`needs_attention`) or for its timer (`waiting`).
+    pub fn is_resting(self) -> bool {
+        self.is_finished() || matches!(self, RunState::NeedsAttention | RunState::Waiting)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunState::Queued => "queued",
@@ -162,6 +168,11 @@ pub struct Lease {
 impl Run {
     /// Puts the run under a new claim of `owner`, running, until `until` unless renewed:
     /// the one way every claimer (a store's claim, a process driving its own run) takes it.
+    /// When a waiting run goes on; `None` for a run that is not waiting.
+    pub fn wakes_at(&self) -> Option<&str> {
+        self.wake_at.as_deref().filter(|_| self.state == RunState::Waiting)
+    }
+
     pub fn claim(&mut self, owner: &str, until: jiff::Timestamp) {
         self.state = RunState::Running;
         self.lease =
@@ -220,6 +231,9 @@ pub struct JournalEntry {
     pub changes: BTreeMap<String, FieldChange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A wait step's end: when the run goes on (on the real clock, as timers run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_at: Option<String>,
     pub started_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,

@@ -13,26 +13,13 @@ const BATCH: usize = 500;
 /// `90d`, `12w`, `36h`: how old a finished run must be to go. At least an hour, so a typo
 /// like `90` (no unit) or `0d` never empties the history.
 pub fn parse_age(text: &str) -> Result<SignedDuration> {
-    let refuse = |why: &str| {
-        Error::Refused(format!("`{text}` is not an age to prune at: {why} (write it like 90d, 12w or 36h)"))
-    };
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| refuse("it has no unit"))?;
-    let (number, unit) = t.split_at(split);
-    let n: i64 = number.parse().map_err(|_| refuse("it does not start with a whole number"))?;
-    let hours = match unit {
-        "h" => n,
-        "d" => n.saturating_mul(24),
-        "w" => n.saturating_mul(24 * 7),
-        _ => return Err(refuse("the unit is not h, d or w")),
-    };
-    if hours < 1 {
-        return Err(refuse("it is shorter than an hour"));
+    let refuse = |why: String| Error::Refused(format!("{why}: not an age to prune at (write it like 90d, 12w or 36h)"));
+    let age =
+        roster_blocks::duration::parse(text, std::time::Duration::from_secs(100 * 365 * 86_400)).map_err(refuse)?;
+    if age < std::time::Duration::from_secs(3600) {
+        return Err(refuse(format!("`{text}` is shorter than an hour")));
     }
-    if hours > 24 * 365 * 100 {
-        return Err(refuse("it is longer than a hundred years"));
-    }
-    Ok(SignedDuration::from_hours(hours))
+    SignedDuration::try_from(age).map_err(|e| refuse(format!("`{text}`: {e}")))
 }
 
 /// What a prune did.
@@ -68,7 +55,8 @@ mod tests {
         assert_eq!(parse_age("90d").unwrap(), SignedDuration::from_hours(90 * 24));
         assert_eq!(parse_age("2w").unwrap(), SignedDuration::from_hours(14 * 24));
         assert_eq!(parse_age("36h").unwrap(), SignedDuration::from_hours(36));
-        for bad in ["90", "0d", "d", "1.5d", "-3d", "3y", "99999999999999999999d"] {
+        assert_eq!(parse_age("1.5d").unwrap(), SignedDuration::from_hours(36));
+        for bad in ["90", "0d", "30m", "d", "-3d", "3y", "99999999999999999999d"] {
             let e = parse_age(bad).unwrap_err().to_string();
             assert!(e.contains("90d"), "{bad}: {e}");
         }

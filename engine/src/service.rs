@@ -880,7 +880,8 @@ impl Service {
                     tracing::warn!("run {id} was taken over by {} while the store was away", lease_owner(&run));
                     return;
                 }
-                Ok(Some(mut run)) if !run.state.is_finished() => {
+                // A run that rests (waiting for its timer, say) is not put back early.
+                Ok(Some(mut run)) if !run.state.is_resting() => {
                     run.state = RunState::Queued;
                     self.engine.store.runs.save_step(&run, None, None).await.map(|_| ())
                 }

@@ -75,7 +75,7 @@ pub async fn run_all_remote(remote: &Remote, name: &str, sent: SentFile, json: b
     let terminal = !json && std::io::stderr().is_terminal();
     let runs = loop {
         let runs: Vec<RunSummary> = remote.get("/v1/runs", &query).await?;
-        if runs.iter().all(|r| !matches!(r.state, RunState::Queued | RunState::Running | RunState::Waiting)) {
+        if runs.iter().all(|r| r.state.is_resting()) {
             break runs;
         }
         if terminal {
@@ -108,9 +108,8 @@ fn print_start(start: &BatchStart, json: bool) {
 fn print_finished(start: &BatchStart, runs: &[RunSummary], started: Instant, json: bool) -> anyhow::Result<Outcome> {
     let counts = tally(runs);
     let failed = counts.get("failed").copied().unwrap_or(0) + counts.get("needs_attention").copied().unwrap_or(0);
-    let unfinished = counts.get("queued").copied().unwrap_or(0)
-        + counts.get("running").copied().unwrap_or(0)
-        + counts.get("waiting").copied().unwrap_or(0);
+    // A waiting run is not behind: it rests by design until its timer, which serve keeps.
+    let unfinished = counts.get("queued").copied().unwrap_or(0) + counts.get("running").copied().unwrap_or(0);
     let skipped = start.total_records.saturating_sub(start.selected);
     if json {
         output::json(
@@ -125,6 +124,13 @@ fn print_finished(start: &BatchStart, runs: &[RunSummary], started: Instant, jso
         );
         for r in runs.iter().filter(|r| r.state == RunState::Failed).take(20) {
             println!("  failed: {} ({}): {}", r.record, r.run_id, r.error.as_deref().unwrap_or("?"));
+        }
+        if let Some(first) = runs.iter().filter_map(|r| r.wake_at.as_deref()).min() {
+            println!(
+                "  {} run(s) wait, the first until {first}: `roster serve` carries them on when they are due \
+                 (`roster runs resume RUN` ends a wait now)",
+                counts.get("waiting").copied().unwrap_or(0)
+            );
         }
     }
     Ok(if failed == 0 && unfinished == 0 { Outcome::Ok } else { Outcome::Failed })
@@ -173,7 +179,7 @@ fn tally(runs: &[RunSummary]) -> BTreeMap<String, usize> {
 }
 
 fn progress_line(counts: &BTreeMap<String, usize>) -> String {
-    ["succeeded", "failed", "skipped", "needs_attention", "running", "queued"]
+    ["succeeded", "failed", "skipped", "needs_attention", "waiting", "running", "queued"]
         .iter()
         .map(|s| format!("{} {s}", counts.get(*s).copied().unwrap_or(0)))
         .collect::<Vec<_>>()

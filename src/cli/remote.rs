@@ -3,7 +3,6 @@
 //! answer with the same printer as when it reads the store itself.
 
 use roster_api::wire::{RunDetail, SentFile};
-use roster_engine::model::RunState;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -69,11 +68,12 @@ impl Remote {
         self.get(&format!("/v1/runs/{id}"), NO_QUERY).await
     }
 
-    /// Waits until run `id` is no longer queued, running or waiting; its detail then.
+    /// Waits until run `id` rests (finished, or waiting for a person or for its timer);
+    /// its detail then.
     pub async fn follow(&self, id: &str) -> anyhow::Result<RunDetail> {
         loop {
             let detail = self.run_detail(id).await?;
-            if !matches!(detail.state, RunState::Queued | RunState::Running | RunState::Waiting) {
+            if detail.state.is_resting() {
                 return Ok(detail);
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -102,7 +102,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Send a `needs_attention` run's pending request again and carry on.
+    /// Carry a run on: send a `needs_attention` run's pending request again, or end a
+    /// waiting run's wait now.
     Resume {
         /// The run's id (from `roster runs list`).
         run_id: String,
@@ -159,6 +160,9 @@ fn step_line(e: &JournalEntry) -> String {
     if let Some(b) = &e.branch {
         line.push_str(&format!("  → {b}"));
     }
+    if let Some(until) = &e.wake_at {
+        line.push_str(&format!("  waits until {until}"));
+    }
     if !e.changes.is_empty() {
         let fields: Vec<String> =
             e.changes.iter().map(|(k, c)| format!("{k}={}", output::cell(Some(&c.after), 40))).collect();
@@ -200,6 +204,22 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
     }
     let started = Instant::now();
     if let Some(leftover) = leftovers(&engine.store, &wf, &record).await? {
+        if leftover.state == RunState::Waiting {
+            // Its timer carries it on; a second run would do again what it already did.
+            if args.json {
+                output::json(&run_json(&engine.store, &leftover).await?)?;
+            } else {
+                println!(
+                    "run {} of {} for {} is already under way and waits until {}; a second is not started",
+                    leftover.id,
+                    leftover.workflow,
+                    leftover.record_label,
+                    leftover.wakes_at().unwrap_or("?")
+                );
+                print_waiting(&leftover);
+            }
+            return Ok(Outcome::Ok);
+        }
         if let Some(lease) = leftover.lease.as_ref().filter(|l| l.is_live(jiff::Timestamp::now())) {
             // On a shared store another process is on it: a second run would repeat its work.
             anyhow::bail!(
@@ -247,8 +267,25 @@ async fn follow_run(engine: &Engine, wf: &Workflow, run: Run, json: bool, starte
         output::json(&run_json(&engine.store, &run).await?)?;
     } else {
         print_finished(run.state.as_str(), run.error.as_deref(), started);
+        print_waiting(&run);
     }
-    Ok(if run.state == RunState::Succeeded { Outcome::Ok } else { Outcome::Failed })
+    Ok(outcome_of(run.state))
+}
+
+/// A run that ended well, or that waits by design, is a success; the rest is not.
+fn outcome_of(state: RunState) -> Outcome {
+    if matches!(state, RunState::Succeeded | RunState::Waiting) { Outcome::Ok } else { Outcome::Failed }
+}
+
+/// For a waiting run: until when, and what carries it on.
+fn print_waiting(run: &Run) {
+    if let Some(until) = run.wakes_at() {
+        println!(
+            "  waits until {until}: `roster serve` carries it on then; `roster runs resume {}` goes on now, \
+             `roster runs cancel {}` ends it",
+            run.id, run.id
+        );
+    }
 }
 
 /// The last line of `roster run`: how the run ended and how long it took.
@@ -307,6 +344,9 @@ pub(super) fn print_dry_steps(steps: &[DryStep]) -> anyhow::Result<()> {
         if let Some(b) = &s.branch {
             line.push_str(&format!("  → {b}"));
         }
+        if let Some(until) = &s.wait_until {
+            line.push_str(&format!("  would wait until {until}"));
+        }
         if !s.changes.is_empty() {
             line.push_str(&format!("  would set {}", serde_json::Value::Object(s.changes.clone())));
         }
@@ -338,8 +378,12 @@ async fn leftovers(store: &Store, wf: &Workflow, record: &roster_engine::model::
     Ok(same)
 }
 
-/// Names a run an earlier process left unfinished, on stderr, with how to settle it.
+/// Names a run an earlier process left unfinished, on stderr, with how to settle it. A
+/// waiting run was not left behind (it rests by design until its timer) and is not named.
 pub(super) fn name_leftover(run: &Run) {
+    if run.state == RunState::Waiting {
+        return;
+    }
     let id = run.id;
     eprintln!(
         "note: run {id} of {} for {} was left {} by an earlier process; settle it with `roster runs resume {id}` \
@@ -394,8 +438,11 @@ async fn run_remote(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
             println!("  {}", step_line(entry));
         }
         print_finished(detail.state.as_str(), detail.error.as_deref(), started_at);
+        if let Some(until) = &detail.wake_at {
+            println!("  waits until {until}: serve carries it on then; `roster runs resume {id}` goes on now");
+        }
     }
-    Ok(if detail.state == RunState::Succeeded { Outcome::Ok } else { Outcome::Failed })
+    Ok(outcome_of(detail.state))
 }
 
 /// `runs resume|retry` through serve: it settles the run, this prints each new step as
@@ -409,13 +456,14 @@ async fn settle_remote(cx: &Context, id: &str, action: &str) -> anyhow::Result<O
     for entry in detail.steps.iter().skip(seen) {
         println!("  {}", step_line(entry));
     }
-    print_settled(detail.state.as_str(), detail.error.as_deref())
+    print_settled(detail.state, detail.error.as_deref())
 }
 
-/// The last line of `runs resume|retry`: the state the run ended in (exit 0 on success).
-fn print_settled(state: &str, error: Option<&str>) -> anyhow::Result<Outcome> {
-    println!("{state}{}", error.map(|e| format!(": {e}")).unwrap_or_default());
-    Ok(if state == RunState::Succeeded.as_str() { Outcome::Ok } else { Outcome::Failed })
+/// The last line of `runs resume|retry`: the state the run ended in (exit 0 on success,
+/// or when it waits by design).
+fn print_settled(state: RunState, error: Option<&str>) -> anyhow::Result<Outcome> {
+    println!("{}{}", state.as_str(), error.map(|e| format!(": {e}")).unwrap_or_default());
+    Ok(outcome_of(state))
 }
 
 fn print_cancelled(run_id: uuid::Uuid) -> anyhow::Result<Outcome> {
@@ -441,6 +489,9 @@ fn print_run_detail(detail: &RunDetail, json: bool) -> anyhow::Result<Outcome> {
     println!("  started   {}", detail.created_at);
     if let Some(f) = &detail.finished_at {
         println!("  finished  {f}");
+    }
+    if let Some(w) = &detail.wake_at {
+        println!("  wakes at  {w}");
     }
     if let Some(e) = &detail.error {
         println!("  error     {e}");
@@ -485,7 +536,10 @@ fn print_run_list(list: &[RunSummary], json: bool) -> anyhow::Result<()> {
                 r.run_id.to_string(),
                 r.workflow.clone(),
                 r.record.clone(),
-                r.state.as_str().to_string(),
+                match &r.wake_at {
+                    Some(until) => format!("waiting until {until}"),
+                    None => r.state.as_str().to_string(),
+                },
                 r.created_at.clone(),
                 output::cell(Some(&error), 60),
             ]
@@ -545,12 +599,16 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             let run = find_run(&engine.store, &run_id).await?;
             let wf = workflow_of(cx, &engine.store, &run).await?;
             let mut printer = Printer { enabled: true };
-            let run = if run.state == RunState::NeedsAttention {
-                engine.resume_attention(&wf, run, &mut printer).await?
-            } else {
-                engine.drive(&wf, run, &mut printer).await?
+            let run = match run.state {
+                RunState::NeedsAttention => engine.resume_attention(&wf, run, &mut printer).await?,
+                RunState::Waiting => {
+                    let run = engine.wake_now(run).await?;
+                    engine.drive(&wf, run, &mut printer).await?
+                }
+                _ => engine.drive(&wf, run, &mut printer).await?,
             };
-            print_settled(run.state.as_str(), run.error.as_deref())
+            print_waiting(&run);
+            print_settled(run.state, run.error.as_deref())
         }
         Command::Retry { run_id } => {
             let engine = match engine(cx).await {
@@ -564,7 +622,7 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             let wf = workflow_of(cx, &engine.store, &run).await?;
             let mut printer = Printer { enabled: true };
             let run = engine.retry(&wf, run, &mut printer).await?;
-            print_settled(run.state.as_str(), run.error.as_deref())
+            print_settled(run.state, run.error.as_deref())
         }
         Command::Prune { older_than, json } => {
             let age = roster_engine::retention::parse_age(&older_than)?;

@@ -188,24 +188,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 
 /// Like [`parse_duration`], with the reason when `text` is not a duration we accept.
 pub fn check_duration(text: &str) -> Result<Duration, String> {
-    let not_one = || format!("`{text}` is not a duration; write it like \"500ms\", \"1s\", \"5m\" or \"1h\"");
-    let t = text.trim();
-    let (num, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).ok_or_else(not_one)?);
-    let n: f64 = num.trim().parse().map_err(|_| not_one())?;
-    if !(n.is_finite() && n >= 0.0) {
-        return Err(not_one());
-    }
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(not_one()),
-    };
-    if secs > MAX_DURATION.as_secs_f64() {
-        return Err(format!("`{text}` is longer than the maximum of 30 days (\"720h\")"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    crate::duration::parse(text, MAX_DURATION)
 }
 
 #[cfg(test)]

@@ -584,7 +584,7 @@ pub fn with_item(scope: &Value, item: &Value, index: usize) -> Value {
     s
 }
 
-fn compile_template(src: &str, path: &str, diags: &mut Diagnostics) -> Option<Template> {
+pub(crate) fn compile_template(src: &str, path: &str, diags: &mut Diagnostics) -> Option<Template> {
     match Template::compile(src) {
         Ok(t) => Some(t),
         Err(e) => {

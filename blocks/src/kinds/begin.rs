@@ -102,6 +102,20 @@ fn compile_trigger(value: &Value, path: &str, diags: &mut Diagnostics) -> Option
     }
 }
 
+/// The IANA time zone `name` (at `path`), or an error saying how to name one.
+pub(crate) fn compile_zone(name: &str, path: &str, diags: &mut Diagnostics) -> Option<jiff::tz::TimeZone> {
+    match jiff::tz::TimeZone::get(name) {
+        Ok(zone) => Some(zone),
+        Err(_) => {
+            diags.push(
+                ConfigError::new(path, format!("unknown time zone `{name}`"))
+                    .with_help("use an IANA name such as \"America/New_York\" or \"Europe/London\""),
+            );
+            None
+        }
+    }
+}
+
 /// Compiles a schedule: `"daily"`, `"hourly"`, a cron string, or `{cron|daily|hourly, timezone}`.
 pub fn compile_schedule(value: &Value, path: &str, diags: &mut Diagnostics) -> Option<Schedule> {
     let (cron, timezone) = match value {
@@ -143,16 +157,7 @@ pub fn compile_schedule(value: &Value, path: &str, diags: &mut Diagnostics) -> O
     }
     let zone = match &timezone {
         None => jiff::tz::TimeZone::UTC,
-        Some(tz) => match jiff::tz::TimeZone::get(tz) {
-            Ok(zone) => zone,
-            Err(_) => {
-                diags.push(
-                    ConfigError::new(crate::diag::join(path, "timezone"), format!("unknown time zone `{tz}`"))
-                        .with_help("use an IANA name such as \"America/New_York\" or \"Europe/London\""),
-                );
-                return None;
-            }
-        },
+        Some(tz) => compile_zone(tz, &crate::diag::join(path, "timezone"), diags)?,
     };
     // The scheduler parses the same text with the same parser, so what loads here fires.
     let parsed: croner::Cron = match cron.parse() {

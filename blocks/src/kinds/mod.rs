@@ -12,6 +12,7 @@ pub mod condition;
 pub mod end;
 pub mod plan;
 pub mod update;
+pub mod wait;
 
 use std::any::Any;
 use std::collections::BTreeSet;
@@ -30,6 +31,7 @@ pub use condition::ConditionBlock;
 pub use end::EndBlock;
 pub use plan::Plan;
 pub use update::UpdateBlock;
+pub use wait::WaitBlock;
 
 /// One block kind: its `type`, one line on what it does, its edge fields and its compiler.
 pub struct Registration {
@@ -41,7 +43,7 @@ pub struct Registration {
 }
 
 /// Every block `type` a workflow may use.
-pub const REGISTRY: &[Registration] = &[api::KIND, condition::KIND, update::KIND, end::KIND];
+pub const REGISTRY: &[Registration] = &[api::KIND, condition::KIND, update::KIND, wait::KIND, end::KIND];
 
 /// What a block compile can look up.
 pub struct CompileContext<'a> {

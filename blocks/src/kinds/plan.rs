@@ -19,10 +19,35 @@ pub enum Plan<'a> {
     Write { changes: Map<String, Value>, next: Option<String> },
     /// Send one request, or one per `for_each` item.
     Send(Calls<'a>),
+    /// Wait, then go on at `next` (none ends the run, succeeded, once the wait is over).
+    Wait { wake: Wake, next: Option<String> },
     /// End the run; `failed` ends it failed on purpose, with `message` when given.
     End { failed: bool, message: Option<String> },
     /// The step cannot go ahead (a missing variable, a bad value).
     Refuse(Refusal),
+}
+
+/// When a waiting run goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// This long after the step.
+    After(std::time::Duration),
+    /// At this instant (one already past does not wait).
+    At(jiff::Timestamp),
+}
+
+impl Wake {
+    /// The instant the wait ends, for a step taken at `now` (the far future when a
+    /// duration overflows the calendar, which the longest accepted never does).
+    pub fn instant(self, now: jiff::Timestamp) -> jiff::Timestamp {
+        match self {
+            Wake::At(at) => at,
+            Wake::After(d) => jiff::SignedDuration::try_from(d)
+                .ok()
+                .and_then(|d| now.checked_add(d).ok())
+                .unwrap_or(jiff::Timestamp::MAX),
+        }
+    }
 }
 
 /// Why a step (or one of its calls) cannot go ahead, and how each kind of run words it.

@@ -11,7 +11,7 @@ use std::time::Instant;
 use roster_blocks::http::{HttpResponse, SendError};
 use roster_blocks::kinds::Block;
 use roster_blocks::kinds::api::RenderedRequest;
-use roster_blocks::kinds::plan::{Calls, Exchange, Exit, Plan, PlannedCall, Refusal, Wording};
+use roster_blocks::kinds::plan::{Calls, Exchange, Exit, Plan, PlannedCall, Refusal, Wake, Wording};
 use serde_json::{Map, Value};
 
 use super::credential_cache::Connection;
@@ -22,6 +22,7 @@ use super::journal_policy::{
 use super::steps::{Steps, call_result};
 use super::transport::Transport;
 use super::{Engine, RunObserver, idempotency_key};
+use crate::clock::{rfc3339, rfc3339_millis};
 use crate::error::{Error, Result};
 use crate::model::{FieldChange, JournalEntry, Pending, Record, Run, RunState, StepPhase};
 use crate::store::RecordWrite;
@@ -54,7 +55,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
     /// Runs to the end (or to `needs_attention`, or until parked): the rules' second look
     /// for a run queued by a trigger, then a request left pending by a crash, then the blocks.
     pub async fn drive(&mut self) -> Result<()> {
-        if self.run.state.is_finished() || self.run.state == RunState::NeedsAttention {
+        if self.run.state.is_resting() {
             return Ok(());
         }
         self.run.state = RunState::Running;
@@ -130,13 +131,14 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
                 }
                 Plan::Refuse(refusal) => self.refuse(block, &block_id, &record, refusal).await?,
                 Plan::Send(calls) => self.send(block, &block_id, calls).await?,
+                Plan::Wait { wake, next } => self.wait(block, &block_id, wake, next).await?,
             }
             if self.run.state != RunState::Running {
                 break;
             }
         }
-        if matches!(self.run.state, RunState::Queued | RunState::Cancelled) {
-            return Ok(()); // parked by a stop or a cancel inside a block
+        if matches!(self.run.state, RunState::Queued | RunState::Cancelled | RunState::Waiting) {
+            return Ok(()); // parked by a stop or a cancel inside a block, or resting until a time
         }
         // Usually the last step's own write already settled the run; this covers the rest.
         if self.run.finished_at.is_none() {
@@ -147,6 +149,30 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
             self.save(None).await?;
         }
         Ok(())
+    }
+
+    /// A wait: the run rests, holding no worker, until `wake` and then goes on at `next`.
+    /// Its one write (flushing the steps that wait with it) journals the step, moves the
+    /// run on and sets its timer, so a crash either redoes the wait or finds it set; once
+    /// the store's timer is due a claim takes the run at `next`. A wait that is already
+    /// over, and a dry run's, go straight on.
+    async fn wait(&mut self, block: &Block, block_id: &str, wake: Wake, next: Option<String>) -> Result<()> {
+        let clock = self.engine.clock;
+        let now = clock.now();
+        let until = wake.instant(now);
+        let mut entry = self.entry(block_id, block.kind(), None, 1);
+        self.run.current = next;
+        self.show(|s| s.wait_until = Some(rfc3339(until)), block_id, block.kind());
+        if until <= now || self.dry.is_some() {
+            self.steps.waited(block_id, &rfc3339(until));
+            return self.finish_step(entry, None, Durability::Deferred).await;
+        }
+        let wake_at = rfc3339_millis(clock.real_instant(until));
+        self.steps.waited(block_id, &wake_at);
+        entry.wake_at = Some(wake_at.clone());
+        self.run.state = RunState::Waiting;
+        self.run.wake_at = Some(wake_at);
+        self.finish_step(entry, None, Durability::Now).await
     }
 
     /// A step that cannot go ahead: a real run fails (or takes `on_error`); a dry run
@@ -542,6 +568,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
             branch: None,
             changes: BTreeMap::new(),
             error: None,
+            wake_at: None,
             started_at: self.engine.now(),
             finished_at: None,
             duration_ms: None,

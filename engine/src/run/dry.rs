@@ -32,6 +32,9 @@ pub struct DryStep {
     pub branch: Option<String>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub changes: Map<String, Value>,
+    /// A wait's end, on Roster's clock: a real run would rest until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_until: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     /// The step needs what an earlier API block answers, which a dry run cannot know.
@@ -77,6 +80,7 @@ impl DryStep {
             request: None,
             branch: None,
             changes: Map::new(),
+            wait_until: None,
             note: None,
             depends_on: None,
             would_fail: false,

@@ -6,7 +6,7 @@
 //!   refusal, the answer to a call that is safe to resend) is not written on its own: it
 //!   waits, and goes with the next write that must be durable ([`Durability::Deferred`]).
 //!   That write comes before any call that is not a read (GET, HEAD) goes out, when the run
-//!   ends, parks, fails or retries, and after [`MOST_DEFERRED`] steps. A crash loses only
+//!   ends, parks, waits, fails or retries, and after [`MOST_DEFERRED`] steps. A crash loses only
 //!   deferred steps: the head still points where they began, the resume does them again,
 //!   and every call it sends again is a read or safe to resend. So the path a run took to a
 //!   change at a vendor is always in the journal before the change is asked for. Later

@@ -316,10 +316,11 @@ impl Engine {
         })
     }
 
-    /// Runs `run` to the end (or to `needs_attention`), journaling every step. A run that
-    /// was under way when the process stopped carries on where its journal ends.
+    /// Runs `run` to the end (or to `needs_attention`, or to a wait), journaling every step.
+    /// A run that was under way when the process stopped carries on where its journal ends;
+    /// a waiting run is left to its timer ([`Engine::wake_now`] cuts the wait short).
     pub async fn drive(&self, wf: &Workflow, run: Run, observer: &mut dyn RunObserver) -> Result<Run> {
-        if run.state.is_finished() || run.state == RunState::NeedsAttention {
+        if run.state.is_resting() {
             return Ok(run);
         }
         let mut driver = self.driver(wf, run, observer).await?;
@@ -378,12 +379,26 @@ impl Engine {
         Ok(run)
     }
 
+    /// Ends a waiting run's wait now, by a person's decision: it goes back on the queue at
+    /// the block after the wait (durably), for `drive` or a worker to carry on.
+    pub async fn wake_now(&self, mut run: Run) -> Result<Run> {
+        if run.state != RunState::Waiting {
+            return Err(Error::Refused(format!("run {} is {}, not waiting", run.id, run.state.as_str())));
+        }
+        run.state = RunState::Queued;
+        run.wake_at = None;
+        run.updated_at = self.now();
+        self.store.runs.save_step(&run, None, None).await?;
+        Ok(run)
+    }
+
     /// Marks a run cancelled, keeping its journal.
     pub async fn cancel(&self, mut run: Run) -> Result<Run> {
         if run.state.is_finished() {
             return Err(Error::Refused(format!("run {} is already {}", run.id, run.state.as_str())));
         }
         run.state = RunState::Cancelled;
+        run.wake_at = None;
         run.pending = None;
         run.finished_at = Some(self.now());
         run.updated_at = self.now();

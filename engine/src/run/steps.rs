@@ -24,6 +24,8 @@ impl Steps {
             }
             if let Some(branch) = &e.branch {
                 steps.branch(&e.block, branch);
+            } else if let Some(until) = &e.wake_at {
+                steps.waited(&e.block, until);
             } else if wf.block(&e.block).is_some_and(|b| b.exchange().is_some()) {
                 steps.call(&e.block, e.item, result_of(e));
             } else if e.error.is_none() {
@@ -45,6 +47,11 @@ impl Steps {
 
     pub fn branch(&mut self, block: &str, branch: &str) {
         self.0.insert(block.to_string(), json!({ "branch": branch }));
+    }
+
+    /// A wait's output: when it ended (`steps.NAME.until`).
+    pub fn waited(&mut self, block: &str, until: &str) {
+        self.0.insert(block.to_string(), json!({ "until": until }));
     }
 
     pub fn set(&mut self, block: &str, changes: Map<String, Value>) {
