@@ -98,17 +98,18 @@ async fn a_waiting_run_is_not_claimable_before_its_timer_and_finishes_after_it()
     assert!(store.queue.next_timer().await.unwrap().is_none(), "the timer is gone");
 }
 
+/// Wait until the record's `leave_at`, then mark the person as gone.
+const WAIT_UNTIL_LEAVE_AT: &str = r#"{"name": "leave", "begin": {"next": "pause"}, "blocks": {
+    "pause": {"type": "wait", "until": "<<leave_at>>", "next": "stamp"},
+    "stamp": {"type": "update", "set": {"left": true}}}}"#;
+
 #[tokio::test]
 async fn under_a_fixed_clock_a_wait_keeps_its_length_and_one_already_past_does_not_wait() {
     let test_store = TestStore::new();
     let store = test_store.open().await;
     let engine = Engine::new(store.clone(), None, Clock::fixed(instant("2027-03-01T09:00:00Z")));
     let ann = person(&store, json!({"email": "ann@acme.test", "leave_at": "2027-03-01T11:00:00Z"})).await;
-    let wf = workflow(
-        r#"{"name": "leave", "begin": {"next": "pause"}, "blocks": {
-        "pause": {"type": "wait", "until": "<<leave_at>>", "next": "stamp"},
-        "stamp": {"type": "update", "set": {"left": true}}}}"#,
-    );
+    let wf = workflow(WAIT_UNTIL_LEAVE_AT);
     let run = engine.create_run(&wf, &ann, RunTrigger::Manual).await.unwrap();
     let before = Timestamp::now();
     let waiting = engine.drive(&wf, run, &mut Quiet).await.unwrap();
@@ -131,12 +132,8 @@ async fn a_wait_that_cannot_read_its_instant_fails_the_run_naming_the_block() {
     let test_store = TestStore::new();
     let store = test_store.open().await;
     let engine = Engine::new(store.clone(), None, Clock::system());
-    let ann = person(&store, json!({"email": "ann@acme.test", "end_date": "soon"})).await;
-    let wf = workflow(
-        r#"{"name": "leave", "begin": {"next": "pause"}, "blocks": {
-        "pause": {"type": "wait", "until": "<<end_date>>", "next": "stamp"},
-        "stamp": {"type": "update", "set": {"left": true}}}}"#,
-    );
+    let ann = person(&store, json!({"email": "ann@acme.test", "leave_at": "soon"})).await;
+    let wf = workflow(WAIT_UNTIL_LEAVE_AT);
     let run = engine.create_run(&wf, &ann, RunTrigger::Manual).await.unwrap();
     let failed = engine.drive(&wf, run, &mut Quiet).await.unwrap();
     assert_eq!(failed.state, RunState::Failed);
