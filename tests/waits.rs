@@ -292,3 +292,57 @@ fn through_serve_a_run_by_hand_returns_at_its_wait_and_resume_carries_it_on() {
     assert!(resumed.trim_end().ends_with("succeeded"), "{resumed}");
     assert_eq!(server.seen().iter().map(|r| r.method.as_str()).collect::<Vec<_>>(), ["GET", "POST"]);
 }
+
+/// Polls `runs list` until `want` runs wait, and returns them, the first started first.
+fn waiting_runs(home: &TestHome, want: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let runs = home.roster(&["runs", "list", "--json"]).ok().json();
+        let mut waiting: Vec<Value> =
+            runs.as_array().unwrap().iter().filter(|r| r["state"] == "waiting").cloned().collect();
+        if waiting.len() >= want {
+            // Run ids are time-ordered (UUIDv7).
+            waiting.sort_by(|a, b| a["run_id"].as_str().cmp(&b["run_id"].as_str()));
+            return waiting;
+        }
+        assert!(std::time::Instant::now() < deadline, "{want} waiting run(s) expected: {runs}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn when_hr_moves_an_end_date_later_the_run_waiting_for_the_old_day_does_not_offboard() {
+    let server = Recorder::start(|_| (200, json!({"id": "u1", "status": "DISABLED"})));
+    let home = TestHome::new();
+    home.add_bearer("brex", &server.url(), "wait-test-secret");
+    std::fs::copy(support::example("offboard-at-end-of-last-day.json"), home.path().join("workflows/leave.json"))
+        .unwrap();
+    home.import(&json!([{"email": "ann@acme.test", "brex_status": "ACTIVE", "brex_user_id": "u1"}]));
+    let _serving = support::serve(&home);
+
+    // HR sets the end date: an update, so a run starts and waits for that evening.
+    home.import(&json!([{"email": "ann@acme.test", "end_date": "2027-01-15"}]));
+    let first = waiting_runs(&home, 1).remove(0);
+    assert_eq!(first["wake_at"], "2027-01-15T23:00:00.000Z", "{first}");
+    // HR moves it five days on: a second run waits for the new evening.
+    home.import(&json!([{"email": "ann@acme.test", "end_date": "2027-01-20"}]));
+    let runs = waiting_runs(&home, 2);
+    assert_eq!(runs[1]["wake_at"], "2027-01-20T23:00:00.000Z", "{runs:?}");
+
+    // The old evening comes (its timer, ended early here): the first run sees the moved
+    // date and ends without touching Brex.
+    let id = first["run_id"].as_str().unwrap();
+    let woke = home.roster(&["runs", "resume", id]).ok().all();
+    assert!(woke.contains("still_leaving") && woke.trim_end().ends_with("succeeded"), "{woke}");
+    assert!(!woke.contains("✓ deactivate"), "{woke}");
+    assert!(server.seen().is_empty(), "nothing went to Brex on the old day");
+
+    // The new evening comes: the second run offboards.
+    let id = runs[1]["run_id"].as_str().unwrap();
+    let woke = home.roster(&["runs", "resume", id]).ok().all();
+    assert!(woke.contains("✓ deactivate") && woke.trim_end().ends_with("succeeded"), "{woke}");
+    assert_eq!(server.seen().iter().map(|r| r.method.as_str()).collect::<Vec<_>>(), ["PUT"]);
+    let ann = home.roster(&["records", "show", "ann@acme.test", "--json"]).ok().json();
+    assert_eq!(ann["fields"]["brex_status"], "DISABLED");
+    assert_eq!(ann["fields"]["waited_until"], "2027-01-20T23:00:00.000Z");
+}
