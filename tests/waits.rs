@@ -346,3 +346,30 @@ fn when_hr_moves_an_end_date_later_the_run_waiting_for_the_old_day_does_not_offb
     assert_eq!(ann["fields"]["brex_status"], "DISABLED");
     assert_eq!(ann["fields"]["waited_until"], "2027-01-20T23:00:00.000Z");
 }
+
+#[test]
+fn without_serve_running_the_person_again_carries_a_due_wait_on_instead_of_starting_a_second_run() {
+    let server = Recorder::start(|_| (200, json!({"id": "u1", "status": "ACTIVE"})));
+    let home = TestHome::new();
+    home.add_bearer("brex", &server.url(), "wait-test-secret");
+    home.import(&json!([{"email": "ann@acme.test"}]));
+    let wf = home.file(
+        "short.json",
+        r#"{"name": "short", "begin": {"next": "pause"}, "blocks": {
+            "pause": {"type": "wait", "for": "300ms", "next": "lock"},
+            "lock": {"type": "api", "credential": "brex", "preset": "brex.lock_card",
+                     "with": {"brex_user_card_id": "c1", "reason": "OTHER"}}}}"#,
+    );
+    let wf = wf.to_str().unwrap();
+    let ran = home.roster(&["run", wf, "--user", "ann@acme.test"]).ok().all();
+    assert!(ran.contains("waits until ") && ran.contains("`roster run` for this person"), "{ran}");
+    let id = run_id_in(&ran);
+    std::thread::sleep(Duration::from_millis(400));
+
+    let again = home.roster(&["run", wf, "--user", "ann@acme.test"]).ok().all();
+    assert!(again.contains(&format!("run {id} of short for ann@acme.test waited until ")), "{again}");
+    assert!(again.contains("✓ lock") && again.trim_end().contains("succeeded in"), "{again}");
+    assert_eq!(server.seen().iter().map(|r| r.method.as_str()).collect::<Vec<_>>(), ["POST"]);
+    let runs = home.roster(&["runs", "list", "--json"]).ok().json();
+    assert_eq!(runs.as_array().unwrap().len(), 1, "no second run: {runs}");
+}

@@ -166,13 +166,19 @@ pub struct Lease {
 }
 
 impl Run {
-    /// Puts the run under a new claim of `owner`, running, until `until` unless renewed:
-    /// the one way every claimer (a store's claim, a process driving its own run) takes it.
     /// When a waiting run goes on; `None` for a run that is not waiting.
     pub fn wakes_at(&self) -> Option<&str> {
         self.wake_at.as_deref().filter(|_| self.state == RunState::Waiting)
     }
 
+    /// A waiting run whose timer is due at `now` (the real clock, as timers are). A timer
+    /// that cannot be read counts as due, so no run rests for ever on it.
+    pub fn wait_is_over(&self, now: jiff::Timestamp) -> bool {
+        self.wakes_at().is_some_and(|at| at.parse::<jiff::Timestamp>().map_or(true, |at| at <= now))
+    }
+
+    /// Puts the run under a new claim of `owner`, running, until `until` unless renewed:
+    /// the one way every claimer (a store's claim, a process driving its own run) takes it.
     pub fn claim(&mut self, owner: &str, until: jiff::Timestamp) {
         self.state = RunState::Running;
         self.lease =

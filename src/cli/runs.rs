@@ -204,6 +204,21 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
     }
     let started = Instant::now();
     if let Some(leftover) = leftovers(&engine.store, &wf, &record).await? {
+        if leftover.state == RunState::Waiting && leftover.wait_is_over(jiff::Timestamp::now()) {
+            // Its timer is due and no `serve` has carried it on: this process does.
+            if !args.json {
+                println!(
+                    "run {} of {} for {} waited until {}; it goes on now (instead of starting a second)",
+                    leftover.id,
+                    leftover.workflow,
+                    leftover.record_label,
+                    leftover.wakes_at().unwrap_or("?")
+                );
+            }
+            let version = workflow_of(cx, &engine.store, &leftover).await?;
+            let run = engine.wake_now(leftover).await?;
+            return follow_run(&engine, &version, run, args.json, started).await;
+        }
         if leftover.state == RunState::Waiting {
             // Its timer carries it on; a second run would do again what it already did.
             if args.json {
@@ -281,8 +296,8 @@ fn outcome_of(state: RunState) -> Outcome {
 fn print_waiting(run: &Run) {
     if let Some(until) = run.wakes_at() {
         println!(
-            "  waits until {until}: `roster serve` carries it on then; `roster runs resume {}` goes on now, \
-             `roster runs cancel {}` ends it",
+            "  waits until {until}: `roster serve` (or `roster run` for this person) carries it on then; \
+             `roster runs resume {}` goes on now, `roster runs cancel {}` ends it",
             run.id, run.id
         );
     }
