@@ -127,6 +127,47 @@ async fn under_a_fixed_clock_a_wait_keeps_its_length_and_one_already_past_does_n
     assert_eq!(store.records.record(bob.id).await.unwrap().unwrap().fields["left"], json!(true));
 }
 
+/// Wait three days, then stamp the day.
+const WAIT_THEN_STAMP_THE_DAY: &str = r#"{"name": "later", "begin": {"next": "pause"}, "blocks": {
+    "pause": {"type": "wait", "for": "3d", "next": "stamp"},
+    "stamp": {"type": "update", "set": {"stamped_on": "<<today>>"}}}}"#;
+
+#[tokio::test]
+async fn after_a_wait_today_is_the_day_it_ended_or_the_day_a_person_ended_it() {
+    let test_store = TestStore::new();
+    let store = test_store.open().await;
+    let engine = Engine::new(store.clone(), None, Clock::fixed(instant("2027-03-01T09:00:00Z")));
+    let wf = workflow(WAIT_THEN_STAMP_THE_DAY);
+    let day_of = |at: &str| instant(at).to_zoned(jiff::tz::TimeZone::system()).date().to_string();
+
+    // A dry run shows the steps after the wait as they would go on the day it ends.
+    let ann = person(&store, json!({"email": "ann@acme.test"})).await;
+    let dry = engine.dry_run(&wf, &ann).unwrap();
+    assert_eq!(dry[1].changes["stamped_on"], json!(day_of("2027-03-04T09:00:00Z")), "{dry:?}");
+
+    // Its timer ends it: the day it was to end.
+    let run = engine.create_run(&wf, &ann, RunTrigger::Manual).await.unwrap();
+    assert_eq!(run.today.as_deref(), Some(day_of("2027-03-01T09:00:00Z").as_str()));
+    let waiting = engine.drive(&wf, run, &mut Quiet).await.unwrap();
+    assert_eq!(waiting.state, RunState::Waiting);
+    let wake: Timestamp = waiting.wakes_at().unwrap().parse().unwrap();
+    let woke = store.queue.claim(&claim_at(wake)).await.unwrap().expect("due");
+    let done = engine.drive(&wf, woke, &mut Quiet).await.unwrap();
+    assert_eq!(done.state, RunState::Succeeded, "{:?}", done.error);
+    let fields = store.records.record(ann.id).await.unwrap().unwrap().fields;
+    assert_eq!(fields["stamped_on"], json!(day_of("2027-03-04T09:00:00Z")));
+
+    // A person ends it early: the day it went on.
+    let bob = person(&store, json!({"email": "bob@acme.test"})).await;
+    let run = engine.create_run(&wf, &bob, RunTrigger::Manual).await.unwrap();
+    let waiting = engine.drive(&wf, run, &mut Quiet).await.unwrap();
+    let woken = engine.wake_now(&wf, waiting).await.unwrap();
+    let done = engine.drive(&wf, woken, &mut Quiet).await.unwrap();
+    assert_eq!(done.state, RunState::Succeeded, "{:?}", done.error);
+    let fields = store.records.record(bob.id).await.unwrap().unwrap().fields;
+    assert_eq!(fields["stamped_on"], json!(day_of("2027-03-01T09:00:00Z")));
+}
+
 #[tokio::test]
 async fn a_wait_that_cannot_read_its_instant_fails_the_run_naming_the_block() {
     let test_store = TestStore::new();

@@ -261,7 +261,8 @@ async fn resume_run(
 ) -> Answer<(StatusCode, Json<wire::RunSummary>)> {
     let mut run = run_of(&api, &id).await?;
     if run.state == RunState::Waiting {
-        run = api.service.engine.wake_now(run).await?;
+        let wf = api.service.workflow_version(&run.workflow_hash).await?;
+        run = api.service.engine.wake_now(&wf, run).await?;
     }
     let summary = answers::run_summary(&run);
     if run.state == RunState::NeedsAttention {

@@ -143,7 +143,8 @@ pub struct Run {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_block: Option<String>,
     /// The date `<<today>>` means for this run, fixed when it was queued: a schedule
-    /// fire's local date, else the machine's date. Runs stored without it use the clock's.
+    /// fire's local date, else the machine's date; a wait moves it on to the day the wait
+    /// ends. Runs stored without it use the clock's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub today: Option<String>,
     /// While running under a claim: who holds the run and until when.

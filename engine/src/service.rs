@@ -1127,11 +1127,7 @@ fn parse_retry(text: &str) -> Option<(usize, Timestamp)> {
 fn schedule_clock(schedule: &Schedule) -> Result<(croner::Cron, TimeZone)> {
     let cron: croner::Cron =
         schedule.cron.parse().map_err(|e| Error::Refused(format!("cron `{}` cannot be parsed: {e}", schedule.cron)))?;
-    let zone = match &schedule.timezone {
-        Some(name) => TimeZone::get(name).map_err(|e| Error::Refused(format!("time zone {name}: {e}")))?,
-        None => TimeZone::UTC,
-    };
-    Ok((cron, zone))
+    Ok((cron, schedule.zone().map_err(Error::Refused)?))
 }
 
 /// Whether the schedule fires more than once on the local day of `fire` (hourly, `0 9,17 * * *`).

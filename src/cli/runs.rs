@@ -216,7 +216,7 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
                 );
             }
             let version = workflow_of(cx, &engine.store, &leftover).await?;
-            let run = engine.wake_now(leftover).await?;
+            let run = engine.wake_now(&version, leftover).await?;
             return follow_run(&engine, &version, run, args.json, started).await;
         }
         if leftover.state == RunState::Waiting {
@@ -617,7 +617,7 @@ pub async fn run(command: Command, cx: &Context) -> anyhow::Result<Outcome> {
             let run = match run.state {
                 RunState::NeedsAttention => engine.resume_attention(&wf, run, &mut printer).await?,
                 RunState::Waiting => {
-                    let run = engine.wake_now(run).await?;
+                    let run = engine.wake_now(&wf, run).await?;
                     engine.drive(&wf, run, &mut printer).await?
                 }
                 _ => engine.drive(&wf, run, &mut printer).await?,

@@ -32,6 +32,16 @@ pub struct Schedule {
     pub timezone: Option<String>,
 }
 
+impl Schedule {
+    /// The zone the schedule fires in, and its fires' `<<today>>` is a date in.
+    pub fn zone(&self) -> Result<jiff::tz::TimeZone, String> {
+        match &self.timezone {
+            Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| format!("time zone {name}: {e}")),
+            None => Ok(jiff::tz::TimeZone::UTC),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Begin {
     pub trigger: Trigger,

@@ -160,6 +160,7 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
         let clock = self.engine.clock;
         let now = clock.now();
         let until = wake.instant(now);
+        self.move_day_to(until);
         let mut entry = self.entry(block_id, block.kind(), None, 1);
         self.run.current = next;
         self.show(|s| s.wait_until = Some(rfc3339(until)), block_id, block.kind());
@@ -173,6 +174,15 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
         self.run.state = RunState::Waiting;
         self.run.wake_at = Some(wake_at);
         self.finish_step(entry, None, Durability::Now).await
+    }
+
+    /// After a wait `<<today>>` is the day it ends, unless the run's day is later already
+    /// (a catch-up fire waiting until a time already past keeps its fire's day).
+    fn move_day_to(&mut self, at: jiff::Timestamp) {
+        let day = at.to_zoned(super::day_zone(self.wf, &self.run)).date();
+        if self.run.today.as_deref().and_then(|d| d.parse::<jiff::civil::Date>().ok()).is_none_or(|d| d < day) {
+            self.run.today = Some(day.to_string());
+        }
     }
 
     /// A step that cannot go ahead: a real run fails (or takes `on_error`); a dry run

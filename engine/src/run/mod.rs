@@ -28,6 +28,7 @@ use jiff::civil::Date;
 use roster_blocks::credential::Credential;
 use roster_blocks::http;
 pub use roster_blocks::http::retry::RetryPolicy;
+use roster_blocks::kinds::begin::Trigger;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -380,10 +381,15 @@ impl Engine {
     }
 
     /// Ends a waiting run's wait now, by a person's decision: it goes back on the queue at
-    /// the block after the wait (durably), for `drive` or a worker to carry on.
-    pub async fn wake_now(&self, mut run: Run) -> Result<Run> {
+    /// the block after the wait (durably), for `drive` or a worker to carry on. Its
+    /// `<<today>>` is the day it goes on, not the day the wait was to end.
+    pub async fn wake_now(&self, wf: &Workflow, mut run: Run) -> Result<Run> {
         if run.state != RunState::Waiting {
             return Err(Error::Refused(format!("run {} is {}, not waiting", run.id, run.state.as_str())));
+        }
+        let today = self.clock.today_in(&day_zone(wf, &run));
+        if run.today.as_deref().and_then(|d| d.parse::<Date>().ok()).is_none_or(|d| d > today) {
+            run.today = Some(today.to_string());
         }
         run.state = RunState::Queued;
         run.wake_at = None;
@@ -428,6 +434,16 @@ fn scope_with(record: &Record, context: &[(&'static str, Value)]) -> Value {
         m.insert((*key).into(), value.clone());
     }
     Value::Object(m)
+}
+
+/// The zone `run`'s `<<today>>` is a date in: a schedule fire's is its schedule's, any
+/// other run's is the machine's (see [`Clock::today`]).
+fn day_zone(wf: &Workflow, run: &Run) -> jiff::tz::TimeZone {
+    match (&run.trigger, &wf.begin.trigger) {
+        // The zone's name was checked when the workflow loaded.
+        (RunTrigger::Schedule(_), Trigger::Schedule(schedule)) => schedule.zone().unwrap_or(jiff::tz::TimeZone::UTC),
+        _ => jiff::tz::TimeZone::system(),
+    }
 }
 
 /// The key a step's request carries: the same for every attempt and after a crash, new
