@@ -61,6 +61,8 @@ impl WaitBlock {
                 );
                 return None;
             }
+            // One of them is there but is no string: that error is enough.
+            (None, None) if [f.get("for"), f.get("until")].iter().flatten().any(|v| !v.is_null()) => return None,
             (None, None) => {
                 diags.push(
                     ConfigError::new(f.at("for"), "a wait block needs `for` or `until`")
@@ -177,6 +179,13 @@ mod tests {
             Some(block) if diags.is_empty() => Ok(block),
             _ => Err(diags.errors().iter().map(|e| e.to_string()).collect()),
         }
+    }
+
+    #[test]
+    fn a_for_that_is_no_string_gets_one_error_saying_so() {
+        let errors = compile(json!({"type": "wait", "for": 3})).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("`for` must be a string, found a number"), "{errors:?}");
     }
 
     fn plan(block: &WaitBlock, scope: Value) -> Plan<'_> {
