@@ -167,6 +167,11 @@ pub struct Lease {
 }
 
 impl Run {
+    /// The run's `<<today>>` as a date; `None` for a run stored without one.
+    pub fn today_date(&self) -> Option<jiff::civil::Date> {
+        self.today.as_deref().and_then(|d| d.parse().ok())
+    }
+
     /// When a waiting run goes on; `None` for a run that is not waiting.
     pub fn wakes_at(&self) -> Option<&str> {
         self.wake_at.as_deref().filter(|_| self.state == RunState::Waiting)

@@ -203,23 +203,9 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
         return print_dry_run(&answers::dry_run(&engine, &wf, &record)?, args.json);
     }
     let started = Instant::now();
-    if let Some(leftover) = leftovers(&engine.store, &wf, &record).await? {
-        if leftover.state == RunState::Waiting && leftover.wait_is_over(jiff::Timestamp::now()) {
-            // Its timer is due and no `serve` has carried it on: this process does.
-            if !args.json {
-                println!(
-                    "run {} of {} for {} waited until {}; it goes on now (instead of starting a second)",
-                    leftover.id,
-                    leftover.workflow,
-                    leftover.record_label,
-                    leftover.wakes_at().unwrap_or("?")
-                );
-            }
-            let version = workflow_of(cx, &engine.store, &leftover).await?;
-            let run = engine.wake_now(&version, leftover).await?;
-            return follow_run(&engine, &version, run, args.json, started).await;
-        }
-        if leftover.state == RunState::Waiting {
+    if let Some(mut leftover) = leftovers(&engine.store, &wf, &record).await? {
+        let now = jiff::Timestamp::now();
+        if leftover.state == RunState::Waiting && !leftover.wait_is_over(now) {
             // Its timer carries it on; a second run would do again what it already did.
             if args.json {
                 output::json(&run_json(&engine.store, &leftover).await?)?;
@@ -235,7 +221,10 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
             }
             return Ok(Outcome::Ok);
         }
-        if let Some(lease) = leftover.lease.as_ref().filter(|l| l.is_live(jiff::Timestamp::now())) {
+        // A waiting run's lease is history: it was let go with the wait.
+        if leftover.state != RunState::Waiting
+            && let Some(lease) = leftover.lease.as_ref().filter(|l| l.is_live(now))
+        {
             // On a shared store another process is on it: a second run would repeat its work.
             anyhow::bail!(
                 "run {} of {} for {} is being run by {} right now; follow it with `roster runs show {}`",
@@ -247,15 +236,25 @@ pub async fn run_one(args: RunArgs, cx: &Context) -> anyhow::Result<Outcome> {
             );
         }
         if !args.json {
-            println!(
-                "resuming run {} of {} for {}, which an earlier process left {} (instead of starting a second)",
-                leftover.id,
-                leftover.workflow,
-                leftover.record_label,
-                leftover.state.as_str()
-            );
+            match leftover.wakes_at() {
+                Some(until) => println!(
+                    "run {} of {} for {} waited until {until}; it goes on now (instead of starting a second)",
+                    leftover.id, leftover.workflow, leftover.record_label
+                ),
+                None => println!(
+                    "resuming run {} of {} for {}, which an earlier process left {} (instead of starting a second)",
+                    leftover.id,
+                    leftover.workflow,
+                    leftover.record_label,
+                    leftover.state.as_str()
+                ),
+            }
         }
         let version = workflow_of(cx, &engine.store, &leftover).await?;
+        if leftover.state == RunState::Waiting {
+            // Its timer is due and no `serve` has carried it on: this process does.
+            leftover = engine.wake_now(&version, leftover).await?;
+        }
         return follow_run(&engine, &version, leftover, args.json, started).await;
     }
     if let Some(why) = engine.rules_refuse(&wf, &record)? {

@@ -179,8 +179,8 @@ impl<T: Transport, P: Persistence> Driver<'_, T, P> {
     /// After a wait `<<today>>` is the day it ends, unless the run's day is later already
     /// (a catch-up fire waiting until a time already past keeps its fire's day).
     fn move_day_to(&mut self, at: jiff::Timestamp) {
-        let day = at.to_zoned(super::day_zone(self.wf, &self.run)).date();
-        if self.run.today.as_deref().and_then(|d| d.parse::<jiff::civil::Date>().ok()).is_none_or(|d| d < day) {
+        let day = super::day_of(self.wf, &self.run, at);
+        if self.run.today_date().is_none_or(|d| d < day) {
             self.run.today = Some(day.to_string());
         }
     }

@@ -387,8 +387,8 @@ impl Engine {
         if run.state != RunState::Waiting {
             return Err(Error::Refused(format!("run {} is {}, not waiting", run.id, run.state.as_str())));
         }
-        let today = self.clock.today_in(&day_zone(wf, &run));
-        if run.today.as_deref().and_then(|d| d.parse::<Date>().ok()).is_none_or(|d| d > today) {
+        let today = day_of(wf, &run, self.clock.now());
+        if run.today_date().is_none_or(|d| d > today) {
             run.today = Some(today.to_string());
         }
         run.state = RunState::Queued;
@@ -436,14 +436,15 @@ fn scope_with(record: &Record, context: &[(&'static str, Value)]) -> Value {
     Value::Object(m)
 }
 
-/// The zone `run`'s `<<today>>` is a date in: a schedule fire's is its schedule's, any
-/// other run's is the machine's (see [`Clock::today`]).
-fn day_zone(wf: &Workflow, run: &Run) -> jiff::tz::TimeZone {
-    match (&run.trigger, &wf.begin.trigger) {
+/// The date `at` falls on where `run`'s `<<today>>` is reckoned: a schedule fire's in its
+/// schedule's zone, any other run's in the machine's (see [`Clock::today`]).
+fn day_of(wf: &Workflow, run: &Run, at: jiff::Timestamp) -> Date {
+    let zone = match (&run.trigger, &wf.begin.trigger) {
         // The zone's name was checked when the workflow loaded.
         (RunTrigger::Schedule(_), Trigger::Schedule(schedule)) => schedule.zone().unwrap_or(jiff::tz::TimeZone::UTC),
         _ => jiff::tz::TimeZone::system(),
-    }
+    };
+    at.to_zoned(zone).date()
 }
 
 /// The key a step's request carries: the same for every attempt and after a crash, new
